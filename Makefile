@@ -1,0 +1,39 @@
+# Two commands for a newcomer: `make deploy`, then `make test`. Each creates or reuses .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The stamp is named after the requirements' hash, so editing a pin reinstalls.
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
+
+.PHONY: venv deploy test smoke status stop revert bench clean-local
+
+$(STAMP):
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+deploy: venv                 ## deploy to $$DATABASE_URL, else to an embedded PostgreSQL under .local/
+	@$(BIN)/python scripts/deploy_local.py
+
+test: venv                   ## the whole suite, against real PostgreSQL 18 (and 15 when installed)
+	@$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+smoke: venv                  ## verify the local (or $$DATABASE_URL) database
+	@DATABASE_URL=$${DATABASE_URL:-$$($(BIN)/python scripts/local_db.py url)} $(BIN)/python scripts/smoke.py
+
+status: venv
+	@DATABASE_URL=$${DATABASE_URL:-$$($(BIN)/python scripts/local_db.py url)} $(BIN)/python scripts/migrate.py status
+
+stop: venv                   ## stop the embedded PostgreSQL
+	@$(BIN)/python scripts/local_db.py stop
+
+revert: venv                 ## revert every migration on the local database (refuses to drop rows)
+	@$(BIN)/python scripts/local_db.py revert $(ARGS)
+
+bench: venv
+	@for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+clean-local: stop            ## delete the local database (after stopping it)
+	rm -rf .local

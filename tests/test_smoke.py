@@ -1,0 +1,117 @@
+"""The smoke verifier: a clean deploy passes on both targets, and each of 20 single defects
+applied to a fresh deploy makes it exit 1 with a failing check that names the defect."""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from x402db import PRIVATE_SCHEMA, db
+from x402db.smoke import run_checks
+
+from .conftest import run_script
+
+T = "public.user_openrouter_integrations"
+OWN_POLICY = '"Users can manage their own OpenRouter integration"'
+
+# (id, SQL that breaks one thing, the check that must fail)
+SABOTAGE = [
+    ("policy_dropped", f"DROP POLICY {OWN_POLICY} ON {T}", "policy.Users can manage their own OpenRouter integration"),
+    ("service_policy_dropped", f'DROP POLICY "Service role full access" ON {T}', "policy.Service role full access"),
+    ("rls_disabled", f"ALTER TABLE {T} DISABLE ROW LEVEL SECURITY", "integrations.rls_enabled"),
+    ("extra_using_true", f'CREATE POLICY "debug" ON {T} FOR SELECT TO authenticated USING (true)', "policy.no_extra"),
+    ("policy_for_public", f'CREATE POLICY "everyone" ON {T} FOR SELECT USING (false)', "policy.none_for_public"),
+    ("policy_without_check", f"ALTER POLICY {OWN_POLICY} ON {T} WITH CHECK (true)", "policy.Users can manage their own OpenRouter integration"),
+    ("cascade_changed", f"ALTER TABLE {T} DROP CONSTRAINT user_openrouter_integrations_user_id_fkey, ADD CONSTRAINT user_openrouter_integrations_user_id_fkey FOREIGN KEY (user_id) REFERENCES auth.users(id) ON DELETE RESTRICT", "integrations.fk_auth_users_cascade"),
+    ("set_null_changed", "ALTER TABLE public.x402_resources DROP CONSTRAINT x402_resources_openrouter_model_id_fkey, ADD CONSTRAINT x402_resources_openrouter_model_id_fkey FOREIGN KEY (openrouter_model_id) REFERENCES public.ai_models(id) ON DELETE CASCADE", "resources.fk_ai_models_set_null"),
+    ("constraint_without_openrouter_instant", "ALTER TABLE public.x402_resources DROP CONSTRAINT x402_resources_resource_type_check, ADD CONSTRAINT x402_resources_resource_type_check CHECK (resource_type IN ('external','proxy','prompt','static','prompt_template'))", "resources.resource_type_check"),
+    ("constraint_not_valid", "ALTER TABLE public.x402_resources DROP CONSTRAINT x402_resources_resource_type_check, ADD CONSTRAINT x402_resources_resource_type_check CHECK (resource_type IN ('external','proxy','prompt','static','prompt_template','openrouter_instant')) NOT VALID", "resources.resource_type_check"),
+    ("index_dropped", "DROP INDEX public.idx_x402_resources_openrouter_model", "index.idx_x402_resources_openrouter_model"),
+    ("integration_index_dropped", "DROP INDEX public.idx_openrouter_integrations_user_enabled", "index.idx_openrouter_integrations_user_enabled"),
+    ("trigger_dropped", f"DROP TRIGGER update_openrouter_integration_updated_at ON {T}", "integrations.updated_at_trigger"),
+    ("trigger_disabled", f"ALTER TABLE {T} DISABLE TRIGGER update_openrouter_integration_updated_at", "integrations.updated_at_trigger"),
+    ("not_null_dropped", f"ALTER TABLE {T} ALTER COLUMN encrypted_api_key DROP NOT NULL", "integrations.columns"),
+    ("column_type_changed", f"ALTER TABLE {T} ALTER COLUMN encrypted_api_key TYPE varchar(200)", "integrations.columns"),
+    ("config_type_changed", "ALTER TABLE public.x402_resources ALTER COLUMN openrouter_config TYPE json", "resources.openrouter_config"),
+    ("grant_revoked_from_authenticated", f"REVOKE UPDATE ON {T} FROM authenticated", "grant.authenticated"),
+    ("anon_granted_select", f"GRANT SELECT ON {T} TO anon", "grant.anon"),
+    ("public_granted_select", f"GRANT SELECT ON {T} TO PUBLIC", "grant.anon_effective"),
+    ("checksum_drifted", f"UPDATE {PRIVATE_SCHEMA}.schema_migrations SET checksum = repeat('0', 64) WHERE version = '005'", "ledger.005"),
+    ("auth_uid_redefined", "CREATE OR REPLACE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS $$ SELECT nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $$", "platform.auth_uid"),
+    ("comment_removed", f"COMMENT ON COLUMN {T}.encrypted_api_key IS NULL", "comments"),
+    ("service_role_loses_bypassrls", "ALTER ROLE service_role NOBYPASSRLS", "platform.roles"),
+]
+
+
+def failing(result) -> dict[str, str]:
+    return {c.name: c.detail for c in result.checks if not c.passed}
+
+
+def test_clean_deploy_passes_every_check(deployed_any):
+    result = run_checks(deployed_any)
+    assert failing(result) == {}
+    names = {c.name for c in result.checks}
+    # Behaviour suite ran, not just the catalog.
+    assert {"rls.select_own_only", "rls.update_other_invisible", "anon.nothing", "service_role.sees_all",
+            "trigger.bumps_updated_at", "integrations.user_delete_cascades", "resources.model_delete_sets_null",
+            "resources.unknown_type_rejected"} <= names
+    assert len(result.checks) >= 40
+
+
+def test_behaviour_checks_leave_nothing_behind(deployed_db):
+    with db.connect(deployed_db) as c:
+        before = c.execute("SELECT (SELECT count(*) FROM auth.users), (SELECT count(*) FROM public.ai_models), (SELECT count(*) FROM public.x402_resources)").fetchone()
+    assert run_checks(deployed_db).passed
+    with db.connect(deployed_db) as c:
+        after = c.execute("SELECT (SELECT count(*) FROM auth.users), (SELECT count(*) FROM public.ai_models), (SELECT count(*) FROM public.x402_resources)").fetchone()
+    assert after == before
+
+
+@pytest.mark.parametrize("defect, sabotage, check", SABOTAGE, ids=[s[0] for s in SABOTAGE])
+def test_each_defect_is_caught(server, deployed_db, defect, sabotage, check):
+    with db.connect(deployed_db) as c:
+        c.execute(sabotage)
+    try:
+        r = run_script("smoke.py", "--json", "--dsn", deployed_db)
+        assert r.returncode == 1, r.stdout + r.stderr
+        failed = {c["name"]: c["detail"] for c in json.loads(r.stdout)["checks"] if not c["passed"]}
+        assert check in failed, f"{defect}: failing checks were {failed}"
+        assert failed[check]
+    finally:
+        if defect == "service_role_loses_bypassrls":  # roles are cluster-wide
+            with db.connect(deployed_db) as c:
+                c.execute("ALTER ROLE service_role BYPASSRLS")
+
+
+def test_read_only_runs_catalog_only(deployed_db):
+    result = run_checks(deployed_db, read_only=True)
+    assert result.passed and not any(c.name.startswith("rls.") for c in result.checks)
+
+
+def test_cli_outputs_and_exit_codes(deployed_db, tmp_path):
+    junit = tmp_path / "smoke.xml"
+    r = run_script("smoke.py", "--dsn", deployed_db, "--junit", str(junit))
+    assert r.returncode == 0, r.stdout
+    assert r.stdout.splitlines()[0].startswith("PASS ") and "checks passed" in r.stdout.splitlines()[-1]
+    suite = ET.parse(junit).getroot()
+    assert suite.get("failures") == "0" and int(suite.get("tests")) >= 40
+    doc = json.loads(run_script("smoke.py", "--json", "--dsn", deployed_db).stdout)
+    assert doc["passed"] is True and set(doc) == {"passed", "checks", "duration_ms"}
+    assert run_script("smoke.py").returncode == 2
+    assert run_script("smoke.py", "--dsn", "postgresql://x@127.0.0.1:1/x").returncode == 2
+
+
+def test_secret_round_trip_check(deployed_db, tmp_path):
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("correct horse battery staple\n")
+    secret_file.chmod(0o600)
+    r = run_script("smoke.py", "--json", "--dsn", deployed_db, "--secret-file", str(secret_file))
+    checks = {c["name"]: c["passed"] for c in json.loads(r.stdout)["checks"]}
+    assert r.returncode == 0 and checks["crypto.roundtrip"] is True
+    assert "correct horse" not in r.stdout + r.stderr
+
+
+def test_smoke_catches_an_undeployed_database(empty_db):
+    r = run_script("smoke.py", "--dsn", empty_db)
+    assert r.returncode == 1 and "FAIL  tables.present" in r.stdout

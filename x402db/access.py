@@ -1,0 +1,102 @@
+"""The access model: which API role may do what on migration 005's table, as data.
+
+One source for three consumers: the Pulumi program turns it into pulumi_postgresql.Grant
+resources, the local deploy into SQL, and the smoke verifier into checks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+CORE_TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+
+
+@dataclass(frozen=True)
+class TableGrant:
+    role: str
+    schema: str
+    table: str
+    privileges: tuple[str, ...]  # the exact set; () is an explicit revoke of everything
+    at_least: bool = False  # True: the set must be held, extras (e.g. PG17's MAINTAIN) are fine
+    why: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.role}-{self.table}"
+
+
+@dataclass(frozen=True)
+class SchemaUsage:
+    role: str
+    schema: str
+    # Never revoked on destroy: the whole API depends on it, not just this bundle.
+    retain_on_delete: bool = True
+
+
+TABLE = "user_openrouter_integrations"
+TABLE_GRANTS: tuple[TableGrant, ...] = (
+    TableGrant("anon", "public", TABLE, (),
+               why="Supabase's default privileges grant every new public table to anon; revoke explicitly"),
+    TableGrant("authenticated", "public", TABLE, ("SELECT", "INSERT", "UPDATE", "DELETE"),
+               why="RLS restricts rows to the user's own; TRUNCATE would bypass RLS, so it is not granted"),
+    TableGrant("service_role", "public", TABLE, CORE_TABLE_PRIVILEGES, at_least=True,
+               why="the backend decrypts keys for execution"),
+)
+SCHEMA_USAGE: tuple[SchemaUsage, ...] = (
+    SchemaUsage("authenticated", "public"),
+    SchemaUsage("service_role", "public"),
+)
+
+
+def held_privileges(conn: psycopg.Connection, g: TableGrant) -> set[str]:
+    """Privileges granted directly to the role on the table (not via PUBLIC or membership)."""
+    rows = conn.execute(
+        """
+        SELECT a.privilege_type
+        FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+        WHERE n.nspname = %s AND c.relname = %s AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %s)
+        """,
+        (g.schema, g.table, g.role),
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def satisfied(held: set[str], g: TableGrant) -> bool:
+    want = set(g.privileges)
+    return want <= held if g.at_least else held == want
+
+
+def diff(conn: psycopg.Connection) -> list[TableGrant]:
+    """The grants whose privileges differ from the model."""
+    return [g for g in TABLE_GRANTS if not satisfied(held_privileges(conn, g), g)]
+
+
+def _grant_sql(g: TableGrant) -> sql.Composed:
+    table = sql.Identifier(g.schema, g.table)
+    role = sql.Identifier(g.role)
+    stmts = [sql.SQL("REVOKE ALL ON {} FROM {}").format(table, role)]
+    if g.at_least:
+        stmts = [sql.SQL("GRANT ALL ON {} TO {}").format(table, role)]
+    elif g.privileges:
+        privs = sql.SQL(", ").join(sql.SQL(p) for p in g.privileges)
+        stmts.append(sql.SQL("GRANT {} ON {} TO {}").format(privs, table, role))
+    return sql.SQL("; ").join(stmts)
+
+
+def apply(conn: psycopg.Connection) -> list[str]:
+    """Bring the grants to the model in one transaction; returns what changed."""
+    changed = []
+    with conn.transaction():
+        for usage in SCHEMA_USAGE:
+            has = conn.execute("SELECT has_schema_privilege(%s, %s, 'USAGE')", (usage.role, usage.schema)).fetchone()[0]
+            if not has:
+                conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(usage.schema), sql.Identifier(usage.role)))
+                changed.append(f"USAGE on schema {usage.schema} to {usage.role}")
+        for g in diff(conn):
+            conn.execute(_grant_sql(g))
+            changed.append(f"{g.role} on {g.schema}.{g.table}: {', '.join(g.privileges) or 'nothing'}")
+    return changed

@@ -1,0 +1,194 @@
+"""API-key encryption: the live backend's format (legacy) and an authenticated v2 format.
+
+legacy   `iv_hex:ciphertext_hex`, AES-256-CBC + PKCS7, key = SHA-256(secret); byte-compatible
+         with the backend's encryptSecret/decryptSecret. No integrity, so a decrypted value is
+         accepted only if it has the expected key shape (a wrong key passes padding 1 in 256).
+v2       `v2:<key id>:<nonce_hex>:<ciphertext+tag hex>`, AES-256-GCM, 96-bit random nonce,
+         associated data = table, column and user_id, so a ciphertext moved to another row fails.
+
+Like Fernet: a small surface and one exception type, DecryptError, for every bad input.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+from dataclasses import dataclass
+from typing import Callable, Pattern, Sequence, Union
+
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+FORMATS = ("legacy", "v2")
+OPENROUTER_KEY = re.compile(r"sk-or-v1-[0-9a-f]{64}")
+_LEGACY = re.compile(r"([0-9a-fA-F]{32}):((?:[0-9a-fA-F]{32})+)")
+_V2 = re.compile(r"v2:([0-9a-f]{8}):([0-9a-f]{24}):([0-9a-f]{34,})")
+_VERSIONED = re.compile(r"v\d+:")
+
+# What a decrypted value must look like: a regex (full match), a predicate, or None for any UTF-8.
+Shape = Union[Pattern[str], Callable[[str], bool], None]
+
+
+class DecryptError(Exception):
+    """Every ciphertext that cannot be turned into a key. `reason` is one of: malformed,
+    unknown-format, wrong-key, tampered, not-a-key, no-context. Never carries a secret."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where a v2 ciphertext lives; it is authenticated as associated data."""
+
+    user_id: str
+    table: str = "user_openrouter_integrations"
+    column: str = "encrypted_api_key"
+
+    def aad(self) -> bytes:
+        return b"x402/v2\x00" + "\x00".join((self.table, self.column, str(self.user_id).lower())).encode()
+
+
+def derive_key(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("utf-8")).digest()
+
+
+def fingerprint_key(key: bytes) -> str:
+    """A short public name for a key, e.g. in logs and the rotation audit; not reversible."""
+    return hashlib.sha256(b"x402 key fingerprint\x00" + key).hexdigest()[:12]
+
+
+def fingerprint(secret: str) -> str:
+    return fingerprint_key(derive_key(secret))
+
+
+def _key_id(key: bytes) -> str:
+    return hmac.new(key, b"x402 v2 key id", hashlib.sha256).hexdigest()[:8]
+
+
+def _shape_ok(text: str, shape: Shape) -> bool:
+    if shape is None:
+        return True
+    if callable(shape) and not hasattr(shape, "fullmatch"):
+        return bool(shape(text))
+    return shape.fullmatch(text) is not None
+
+
+def encrypt_legacy(key: bytes, plaintext: str) -> str:
+    iv = os.urandom(16)
+    padder = padding.PKCS7(128).padder()
+    data = padder.update(plaintext.encode("utf-8")) + padder.finalize()
+    enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    return f"{iv.hex()}:{(enc.update(data) + enc.finalize()).hex()}"
+
+
+def _decrypt_legacy(key: bytes, iv: bytes, ct: bytes) -> bytes | None:
+    dec = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+    padded = dec.update(ct) + dec.finalize()
+    unpadder = padding.PKCS7(128).unpadder()
+    try:
+        return unpadder.update(padded) + unpadder.finalize()
+    except ValueError:
+        return None
+
+
+def encrypt_v2(key: bytes, plaintext: str, context: Context) -> str:
+    nonce = os.urandom(12)
+    ct = AESGCM(key).encrypt(nonce, plaintext.encode("utf-8"), context.aad())
+    return f"v2:{_key_id(key)}:{nonce.hex()}:{ct.hex()}"
+
+
+class Keyring:
+    """One primary secret that encrypts, and previous secrets that only decrypt."""
+
+    def __init__(self, primary: str, previous: Sequence[str] = ()) -> None:
+        secrets = [primary, *previous]
+        if any(not s for s in secrets):
+            raise ValueError("an encryption secret is empty")
+        self._keys = list(dict.fromkeys(derive_key(s) for s in secrets))  # primary first, deduplicated
+        self._by_id = {_key_id(k): k for k in self._keys}
+
+    @property
+    def primary_fingerprint(self) -> str:
+        return fingerprint_key(self._keys[0])
+
+    @property
+    def fingerprints(self) -> list[str]:
+        return [fingerprint_key(k) for k in self._keys]
+
+    def encrypt(self, plaintext: str, fmt: str = "legacy", context: Context | None = None) -> str:
+        if fmt == "legacy":
+            return encrypt_legacy(self._keys[0], plaintext)
+        if fmt == "v2":
+            if context is None:
+                raise ValueError("the v2 format needs the row's user_id as associated data")
+            return encrypt_v2(self._keys[0], plaintext, context)
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+    def decrypt(self, token: str, context: Context | None = None, shape: Shape = OPENROUTER_KEY) -> str:
+        return self.decrypt_with_key(token, context, shape)[0]
+
+    def decrypt_with_key(self, token: str, context: Context | None = None, shape: Shape = OPENROUTER_KEY) -> tuple[str, str]:
+        """(plaintext, fingerprint of the key that decrypted it)."""
+        if not isinstance(token, str):
+            raise DecryptError("malformed", "ciphertext must be text")
+        token = token.strip()
+        if not token:
+            raise DecryptError("malformed", "ciphertext is empty")
+        if token.startswith("v2:"):
+            return self._decrypt_v2(token, context, shape)
+        if _VERSIONED.match(token):
+            raise DecryptError("unknown-format", f"unknown ciphertext format {token.split(':', 1)[0]!r}; this tool reads legacy and v2")
+        return self._decrypt_legacy(token, shape)
+
+    def _decrypt_legacy(self, token: str, shape: Shape) -> tuple[str, str]:
+        m = _LEGACY.fullmatch(token)
+        if not m:
+            raise DecryptError("malformed", "not a legacy ciphertext: expected iv_hex:ciphertext_hex (32 hex digits, a colon, a multiple of 32 hex digits)")
+        iv, ct = bytes.fromhex(m[1]), bytes.fromhex(m[2])
+        shaped_wrong = False
+        for key in self._keys:
+            raw = _decrypt_legacy(key, iv, ct)
+            if raw is None:
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            if _shape_ok(text, shape):
+                return text, fingerprint_key(key)
+            shaped_wrong = True
+        if shaped_wrong:
+            raise DecryptError("not-a-key", "decrypted, but the result is not an API key of the expected shape: most likely a wrong secret")
+        raise DecryptError("wrong-key", f"no secret in the keyring ({len(self._keys)}) decrypts this ciphertext")
+
+    def _decrypt_v2(self, token: str, context: Context | None, shape: Shape) -> tuple[str, str]:
+        m = _V2.fullmatch(token)
+        if not m or len(m[3]) % 2:
+            raise DecryptError("malformed", "not a v2 ciphertext: expected v2:<8 hex key id>:<24 hex nonce>:<hex ciphertext and tag>")
+        if context is None:
+            raise DecryptError("no-context", "a v2 ciphertext can only be decrypted with its row's user_id")
+        key = self._by_id.get(m[1])
+        if key is None:
+            raise DecryptError("wrong-key", f"no secret in the keyring has key id {m[1]}")
+        try:
+            raw = AESGCM(key).decrypt(bytes.fromhex(m[2]), bytes.fromhex(m[3]), context.aad())
+            text = raw.decode("utf-8")
+        except Exception:  # InvalidTag, or bytes that are not UTF-8: both mean it was altered
+            raise DecryptError("tampered", "v2 ciphertext failed authentication: altered, or stored under another user_id") from None
+        if not _shape_ok(text, shape):
+            raise DecryptError("not-a-key", "decrypted, but the result is not an API key of the expected shape")
+        return text, fingerprint_key(key)
+
+    def key_fingerprint_of(self, token: str) -> str | None:
+        """Which keyring key a v2 token names, without decrypting (None for legacy/unknown)."""
+        m = _V2.fullmatch(token.strip()) if isinstance(token, str) else None
+        key = self._by_id.get(m[1]) if m else None
+        return fingerprint_key(key) if key else None
+
+
+def generate_secret() -> str:
+    return os.urandom(32).hex()

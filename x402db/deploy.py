@@ -1,0 +1,72 @@
+"""The local path: the same plan as `pulumi up` (migrations through the one engine, grants
+from the one access model, then the smoke checks), onto DATABASE_URL or an embedded server."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+from . import ROOT, access, db, migrations
+from .engine import Engine, Settings
+from .localdb import LocalServer, embedded_bindir
+from .target import detect
+
+LOCAL_BASE = ROOT / ".local" / "pg18"
+LOCAL_DB = "x402"
+
+
+def local_server() -> LocalServer:
+    return LocalServer(embedded_bindir(), LOCAL_BASE)
+
+
+@dataclass
+class Report:
+    server: str
+    target: str
+    database_url: str
+    migrations: list[dict] = field(default_factory=list)
+    grants: list[str] = field(default_factory=list)
+    smoke: dict | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.smoke is None or bool(self.smoke.get("passed"))
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ok": self.ok}
+
+
+def resolve_target_dsn(log) -> tuple[str, str]:
+    """(dsn, description); DATABASE_URL wins, else the embedded server under .local/."""
+    if os.environ.get("DATABASE_URL"):
+        dsn = os.environ["DATABASE_URL"]
+        return dsn, f"DATABASE_URL ({db.redact(dsn)})"
+    server = local_server()
+    log(f"starting embedded PostgreSQL in {server.base.relative_to(ROOT)}")
+    server.start()
+    return server.ensure_database(LOCAL_DB), f"embedded {server.version()} in {server.base.relative_to(ROOT)}"
+
+
+def printable_dsn(dsn: str) -> str:
+    """The DSN to hand back: whole for our password-less local server, else without password."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(dsn)
+    if "password" not in params:
+        return dsn
+    params.pop("password")
+    return make_conninfo(**params)
+
+
+def deploy(requested_target: str | None, settings: Settings, log, run_smoke=None) -> Report:
+    dsn, server = resolve_target_dsn(log)
+    with db.connect(dsn, application_name="x402db-deploy") as conn:
+        target = detect(conn, requested_target)
+        log(f"target: {target}")
+        engine = Engine(conn, migrations.load(), target, settings, log=log)
+        outcomes = engine.up()
+        grants = access.apply(conn)
+    report = Report(server=server, target=target.name, database_url=printable_dsn(dsn),
+                    migrations=[asdict(o) for o in outcomes], grants=grants)
+    if run_smoke is not None:
+        report.smoke = run_smoke(dsn)
+    return report

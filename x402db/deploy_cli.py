@@ -1,0 +1,70 @@
+"""`scripts/deploy_local.py` (make deploy) and `scripts/local_db.py` (start/stop/revert/url)."""
+from __future__ import annotations
+
+from . import db, migrations
+from .cli import Parser, add_common, log_to_stderr, print_json
+from .deploy import LOCAL_DB, deploy, local_server
+from .engine import BASE, Engine, Settings
+from .errors import BundleError
+from .target import TARGETS, detect
+
+
+def deploy_main(argv: list[str]) -> int:
+    parser = Parser(prog="deploy_local.py", description="Deploy the bundle to $DATABASE_URL or an embedded PostgreSQL.")
+    add_common(parser, dsn=False)
+    parser.add_argument("--target", choices=TARGETS)
+    parser.add_argument("--lock-timeout", default=Settings.lock_timeout)
+    parser.add_argument("--no-smoke", action="store_true", help="skip the post-deploy verification")
+    args = parser.parse_args(argv)
+    log = log_to_stderr(not args.json)
+    smoke = None
+    if not args.no_smoke:
+        from .smoke import run_checks
+
+        def smoke(dsn: str) -> dict:
+            return run_checks(dsn).as_dict()
+
+    report = deploy(args.target, Settings(lock_timeout=args.lock_timeout), log, smoke)
+    if args.json:
+        print_json(report.as_dict())
+        return 0 if report.ok else 1
+    print(f"server:     {report.server}")
+    print(f"target:     {report.target}")
+    applied = [f"{m['version']}_{m['name']} ({m['action']})" for m in report.migrations]
+    print(f"migrations: {', '.join(applied) if applied else 'nothing to apply, already up to date'}")
+    print(f"grants:     {'; '.join(report.grants) if report.grants else 'already in place'}")
+    if report.smoke is not None:
+        failed = [c for c in report.smoke["checks"] if not c["passed"]]
+        print(f"smoke:      {len(report.smoke['checks']) - len(failed)}/{len(report.smoke['checks'])} checks passed")
+        for c in failed:
+            print(f"  FAIL {c['name']}: {c['detail']}")
+    print(f"DATABASE_URL={report.database_url}")
+    return 0 if report.ok else 1
+
+
+def local_main(argv: list[str]) -> int:
+    parser = Parser(prog="local_db.py", description="Manage the embedded PostgreSQL under .local/.")
+    parser.add_argument("action", choices=("start", "stop", "status", "url", "revert"))
+    parser.add_argument("--allow-data-loss", action="store_true", help="with revert: drop rows too")
+    parser.add_argument("--to", default=BASE, help=f"with revert: keep migrations up to this version (default: {BASE}, all)")
+    args = parser.parse_args(argv)
+    server = local_server()
+    if args.action == "start":
+        server.start()
+        print(f"DATABASE_URL={server.ensure_database(LOCAL_DB)}")
+    elif args.action == "stop":
+        print("stopped" if server.stop() else "not running")
+    elif args.action == "status":
+        print(f"{server.version()} in {server.base}: {'running' if server.running() else 'stopped'}")
+    elif args.action == "url":
+        if not server.running():
+            raise BundleError("the local database is not running; run `make deploy` first")
+        print(server.dsn(LOCAL_DB))
+    else:
+        if not server.running():
+            raise BundleError("the local database is not running; run `make deploy` first")
+        with db.connect(server.dsn(LOCAL_DB)) as conn:
+            engine = Engine(conn, migrations.load(), detect(conn), log=log_to_stderr())
+            done = engine.down(to=args.to, allow_data_loss=args.allow_data_loss)
+        print(f"reverted: {', '.join(o.version + '_' + o.name for o in done if o) or 'nothing'}")
+    return 0

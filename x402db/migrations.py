@@ -1,0 +1,158 @@
+"""Migration files: discovery, checksums and the `-- x402:` directives they carry.
+
+A migration is `sql/NNN_name.up.sql` plus `sql/NNN_name.down.sql`. Directives are SQL comments,
+so the files stay valid SQL that any client can run:
+
+    -- x402:targets: postgres             only on these targets (default: all)
+    -- x402:adopt-if: <boolean SQL>       already present: record it, run nothing
+    -- x402:require: <boolean SQL> | why  refuse up unless true
+    -- x402:guard data-loss: <count SQL> | what   refuse down if > 0, unless data loss is allowed
+    -- x402:guard always: <count SQL> | what      refuse down if > 0, always
+    -- x402:lock: schema.table, ...       down: lock these against writes before the guards count
+    -- x402:no-transaction                statements below run one by one, outside a transaction
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import SQL_DIR
+from .errors import UsageError
+
+_NAME = re.compile(r"^(?P<version>\d{3})_(?P<name>[a-z0-9_]+)\.up\.sql$")
+_DIRECTIVE = re.compile(r"^--\s*x402:(?P<key>[a-z-]+(?: [a-z-]+)?):?\s*(?P<value>.*)$")
+NO_TRANSACTION = "-- x402:no-transaction"
+
+
+@dataclass(frozen=True)
+class Condition:
+    sql: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Guard:
+    sql: str
+    message: str
+    always: bool  # True: not even --allow-data-loss overrides it
+
+
+@dataclass(frozen=True)
+class Script:
+    transactional: str
+    steps: tuple[str, ...]
+    requires: tuple[Condition, ...] = ()
+    guards: tuple[Guard, ...] = ()
+    adopt_if: str | None = None
+    targets: frozenset[str] | None = None
+    lock_tables: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    up: Script
+    down: Script
+    checksum: str
+    up_path: Path = field(compare=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.version}_{self.name}"
+
+    def applies_to(self, target: str) -> bool:
+        return self.up.targets is None or target in self.up.targets
+
+
+def checksum(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _split_statements(block: str) -> tuple[str, ...]:
+    # Only the no-transaction section is split, and it holds plain statements (no dollar
+    # quoting), so a statement ends with a semicolon at the end of a line.
+    statements, current = [], []
+    for line in block.splitlines():
+        if not current and (not line.strip() or line.strip().startswith("--")):
+            continue
+        current.append(line)
+        if line.rstrip().endswith(";"):
+            statements.append("\n".join(current).strip())
+            current = []
+    if "".join(current).strip():
+        raise UsageError(f"unterminated statement after {NO_TRANSACTION}: {' '.join(current)[:80]}")
+    return tuple(statements)
+
+
+def _split_condition(value: str, path: Path) -> tuple[str, str]:
+    sql, sep, message = value.partition(" | ")
+    if not sep or not sql.strip() or not message.strip():
+        raise UsageError(f"{path.name}: directive needs '<sql> | <message>': {value[:80]}")
+    return sql.strip(), message.strip()
+
+
+def parse_script(text: str, path: Path) -> Script:
+    requires, guards, adopt_if, targets, lock_tables = [], [], None, None, ()
+    for line in text.splitlines():
+        m = _DIRECTIVE.match(line.strip())
+        if not m or line.strip() == NO_TRANSACTION:
+            continue
+        key, value = m["key"], m["value"].strip()
+        if key == "targets":
+            targets = frozenset(t.strip() for t in value.split(",") if t.strip())
+        elif key == "lock":
+            lock_tables = tuple(t.strip() for t in value.split(",") if t.strip())
+        elif key == "adopt-if":
+            adopt_if = value
+        elif key == "require":
+            requires.append(Condition(*_split_condition(value, path)))
+        elif key in ("guard data-loss", "guard always"):
+            guards.append(Guard(*_split_condition(value, path), always=key == "guard always"))
+        else:
+            raise UsageError(f"{path.name}: unknown directive x402:{key}")
+    head, marker, tail = text.partition(NO_TRANSACTION)
+    return Script(
+        transactional=head,
+        steps=_split_statements(tail) if marker else (),
+        requires=tuple(requires),
+        guards=tuple(guards),
+        adopt_if=adopt_if,
+        targets=targets,
+        lock_tables=lock_tables,
+    )
+
+
+def load(sql_dir: Path = SQL_DIR) -> list[Migration]:
+    found = []
+    for up_path in sorted(sql_dir.glob("*.up.sql")):
+        m = _NAME.match(up_path.name)
+        if not m:
+            raise UsageError(f"{up_path.name}: migration files are named NNN_name.up.sql")
+        down_path = up_path.with_name(up_path.name.replace(".up.sql", ".down.sql"))
+        if not down_path.exists():
+            raise UsageError(f"{up_path.name} has no {down_path.name}; every migration needs a revert")
+        up_text = up_path.read_text(encoding="utf-8")
+        found.append(
+            Migration(
+                version=m["version"],
+                name=m["name"],
+                up=parse_script(up_text, up_path),
+                down=parse_script(down_path.read_text(encoding="utf-8"), down_path),
+                checksum=checksum(up_text),
+                up_path=up_path,
+            )
+        )
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise UsageError(f"duplicate migration versions in {sql_dir}")
+    return found
+
+
+def find(migrations: list[Migration], version: str) -> Migration:
+    for m in migrations:
+        if m.version == version or m.label == version:
+            return m
+    raise UsageError(f"no migration {version!r}; known: {', '.join(m.version for m in migrations)}")

@@ -1,0 +1,52 @@
+"""The post-deploy verifier: catalog checks (read-only), then behaviour checks (rolled back)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from xml.etree import ElementTree as ET
+
+import psycopg
+
+from . import db, smoke_behaviour, smoke_catalog
+from .checks import Check, Checklist
+from .crypto import Keyring
+
+
+@dataclass
+class SmokeResult:
+    checks: list[Check]
+    duration_ms: int
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    def as_dict(self) -> dict:
+        return {"passed": self.passed, "checks": [c.__dict__ for c in self.checks], "duration_ms": self.duration_ms}
+
+    def junit(self) -> bytes:
+        failures = sum(not c.passed for c in self.checks)
+        suite = ET.Element("testsuite", name="x402db.smoke", tests=str(len(self.checks)), failures=str(failures),
+                           time=f"{self.duration_ms / 1000:.3f}")
+        for c in self.checks:
+            case = ET.SubElement(suite, "testcase", classname="x402db.smoke", name=c.name)
+            if not c.passed:
+                ET.SubElement(case, "failure", message=c.detail).text = c.detail
+        return ET.tostring(ET.ElementTree(suite).getroot(), encoding="utf-8", xml_declaration=True)
+
+
+def run_checks(dsn: str, read_only: bool = False, keyring: Keyring | None = None) -> SmokeResult:
+    started = time.monotonic()
+    c = Checklist()
+    with db.connect(dsn, autocommit=True, application_name="x402db-smoke") as conn:
+        # Never wait behind a production lock: fail the check instead.
+        conn.execute("SET lock_timeout = '2s'; SET statement_timeout = '10s'")
+        with conn.transaction(force_rollback=True):
+            conn.execute("SET TRANSACTION READ ONLY")
+            smoke_catalog.run(conn, c)
+        if not read_only and c.checks and c.checks[0].passed:
+            try:
+                smoke_behaviour.run(conn, c, keyring)
+            except psycopg.Error as exc:
+                c.add("behaviour.completed", False, f"behaviour checks stopped: {exc.diag.message_primary or type(exc).__name__}")
+    return SmokeResult(c.checks, int((time.monotonic() - started) * 1000))
