@@ -1,0 +1,121 @@
+"""scripts/encrypt_key.py: every mode, every exit code, and no secret where it does not belong."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from x402db import db
+from x402db.crypto import Context, Keyring, fingerprint
+
+from .conftest import run_script
+
+SECRET = "cli-test-secret-0123"
+KEY = "sk-or-v1-" + "ab" * 32
+ENV = {"INTEGRATION_ENCRYPTION_SECRET": SECRET}
+
+
+def enc(*args, input=KEY + "\n", env=ENV):
+    return run_script("encrypt_key.py", *args, input=input, env=env)
+
+
+def assert_no_leak(r, *also):
+    for s in (SECRET, *also):
+        assert s not in r.stderr
+    assert SECRET not in r.stdout
+
+
+def test_encrypt_prints_backend_format_and_nothing_else():
+    r = enc()
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(r"[0-9a-f]{32}:[0-9a-f]{160}\n", r.stdout)
+    assert_no_leak(r, KEY)
+    assert KEY not in r.stdout
+    assert Keyring(SECRET).decrypt(r.stdout) == KEY
+
+
+def test_secret_file_and_its_permissions(tmp_path):
+    f = tmp_path / "secret"
+    f.write_text(SECRET + "\n")
+    f.chmod(0o600)
+    r = enc("--secret-file", str(f), env={})
+    assert r.returncode == 0 and Keyring(SECRET).decrypt(r.stdout) == KEY
+    f.chmod(0o640)
+    r = enc("--secret-file", str(f), env={})
+    assert r.returncode == 2 and "chmod 600" in r.stderr
+    assert_no_leak(r, KEY)
+
+
+def test_json_and_v2():
+    uid = "6c0d6f4e-3a0e-4b7e-9f4b-5b0a7d2f1c11"
+    r = enc("--format", "v2", "--user-id", uid, "--json")
+    doc = json.loads(r.stdout)
+    assert r.returncode == 0 and doc["format"] == "v2" and doc["key_fingerprint"] == fingerprint(SECRET)
+    assert Keyring(SECRET).decrypt(doc["ciphertext"], Context(uid)) == KEY
+    assert KEY not in r.stdout and SECRET not in r.stdout
+    assert enc("--format", "v2").returncode == 2
+
+
+def test_decrypt_mode_round_trips_and_errors_are_clear():
+    token = enc().stdout
+    r = run_script("encrypt_key.py", "--decrypt", input=token, env=ENV)
+    assert r.returncode == 0 and r.stdout == KEY + "\n"
+    assert SECRET not in r.stdout + r.stderr
+    cases = {
+        "nothing at all": ("", 2, "nothing on stdin"),
+        "malformed": ("abc:def\n", 1, "malformed"),
+        "unknown format": ("v7:aa:bb\n", 1, "unknown-format"),
+    }
+    for label, (stdin, code, words) in cases.items():
+        r = run_script("encrypt_key.py", "--decrypt", input=stdin, env=ENV)
+        assert (r.returncode, words in r.stderr) == (code, True), (label, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
+    r = run_script("encrypt_key.py", "--decrypt", input=token, env={"INTEGRATION_ENCRYPTION_SECRET": "wrong"})
+    assert r.returncode == 1 and ("wrong-key" in r.stderr or "not-a-key" in r.stderr)
+    assert KEY not in r.stderr and "wrong" not in r.stdout
+
+
+def test_missing_or_empty_secret_is_exit_2():
+    r = enc(env={})
+    assert r.returncode == 2 and "INTEGRATION_ENCRYPTION_SECRET" in r.stderr
+    r = enc(env={"INTEGRATION_ENCRYPTION_SECRET": ""})
+    assert r.returncode == 2 and "empty" in r.stderr
+
+
+def test_empty_input_and_non_key_input():
+    assert enc(input="").returncode == 2
+    assert enc(input="\n").returncode == 2
+    r = enc(input="my password\n")
+    assert r.returncode == 1 and "--key-pattern" in r.stderr and "my password" not in r.stderr
+    assert enc("--any-key-shape", input="other-provider-key\n").returncode == 0
+    assert enc("--key-pattern", "[", input="x\n").returncode == 2
+
+
+def test_secret_is_never_taken_from_argv():
+    r = run_script("encrypt_key.py", "--secret", SECRET, input=KEY, env={})
+    assert r.returncode == 2
+
+
+def test_generate_secret():
+    r = run_script("encrypt_key.py", "--generate-secret")
+    assert r.returncode == 0 and re.fullmatch(r"[0-9a-f]{64}\n", r.stdout)
+    assert r.stdout != run_script("encrypt_key.py", "--generate-secret").stdout
+
+
+def test_store_upserts_and_refuses_unknown_users(deployed_db):
+    with db.connect(deployed_db) as c:
+        uid = str(c.execute("INSERT INTO auth.users (email) VALUES ('s@example.invalid') RETURNING id").fetchone()[0])
+    r = enc("--store", "--user-id", uid, "--dsn", deployed_db)
+    assert r.returncode == 0 and "inserted" in r.stdout, r.stderr
+    assert_no_leak(r, KEY)
+    r = enc("--store", "--user-id", uid, "--dsn", deployed_db, "--json")
+    assert json.loads(r.stdout)["action"] == "updated"
+    with db.connect(deployed_db) as c:
+        stored = c.execute("SELECT encrypted_api_key FROM public.user_openrouter_integrations WHERE user_id = %s", (uid,)).fetchone()[0]
+    assert Keyring(SECRET).decrypt(stored) == KEY
+    r = enc("--store", "--user-id", "00000000-0000-0000-0000-00000000abcd", "--dsn", deployed_db)
+    assert r.returncode == 1 and "does not exist in auth.users" in r.stderr
+    assert enc("--store", "--user-id", "not-a-uuid", "--dsn", deployed_db).returncode == 2
+    assert enc("--store", "--dsn", deployed_db).returncode == 2
+    assert enc("--store", "--user-id", uid, "--dsn", "postgresql://x@127.0.0.1:1/x").returncode == 2

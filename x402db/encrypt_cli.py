@@ -1,0 +1,102 @@
+"""`scripts/encrypt_key.py`: encrypt, decrypt or store one user's OpenRouter API key."""
+from __future__ import annotations
+
+import getpass
+import re
+import sys
+
+from . import db, integrations
+from .cli import Parser, add_common, print_json
+from .crypto import FORMATS, OPENROUTER_KEY, Context, DecryptError, Keyring, generate_secret
+from .errors import Refused, UsageError
+from .secretsource import SECRET_ENV, primary_secret
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="encrypt_key.py", description=(
+        "Encrypt an OpenRouter API key read from stdin (never argv) in the backend's format. "
+        f"The secret comes from ${SECRET_ENV} or --secret-file (mode 0600)."))
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--decrypt", action="store_true", help="read a ciphertext from stdin, print the plaintext")
+    mode.add_argument("--store", action="store_true", help="encrypt and upsert the user's row (needs --user-id and a DSN)")
+    mode.add_argument("--generate-secret", action="store_true", help="print a new random 32-byte secret as hex")
+    p.add_argument("--format", choices=FORMATS, default="legacy", help="legacy (what the backend reads; default) or v2")
+    p.add_argument("--user-id", help="the row's user_id: required by --store and by the v2 format")
+    p.add_argument("--secret-file", help=f"file holding the secret (default: ${SECRET_ENV})")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--key-pattern", help="regex a key must fully match (default: sk-or-v1- and 64 hex digits)")
+    shape.add_argument("--any-key-shape", action="store_true", help="accept any UTF-8 text as a key")
+    add_common(p)
+    return p
+
+
+def _read_stdin(prompt: str) -> str:
+    if sys.stdin.isatty():
+        value = getpass.getpass(prompt)
+    else:
+        value = sys.stdin.read()
+    if value.endswith("\n"):
+        value = value[:-1]
+    if value.endswith("\r"):
+        value = value[:-1]
+    if not value:
+        raise UsageError("nothing on stdin: pipe the value in, e.g. `pbpaste | encrypt_key.py`")
+    return value
+
+
+def _shape(args):
+    if args.any_key_shape:
+        return None
+    if args.key_pattern:
+        try:
+            return re.compile(args.key_pattern)
+        except re.error as exc:
+            raise UsageError(f"--key-pattern is not a valid regex: {exc}") from None
+    return OPENROUTER_KEY
+
+
+def _shape_ok(shape, text: str) -> bool:
+    return shape is None or shape.fullmatch(text) is not None
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.generate_secret:
+        secret = generate_secret()
+        print_json({"secret": secret}) if args.json else print(secret)
+        return 0
+    user_id = integrations.parse_user_id(args.user_id) if args.user_id else None
+    if args.store and not user_id:
+        raise UsageError("--store needs --user-id")
+    if args.format == "v2" and not user_id and not args.decrypt:
+        raise UsageError("the v2 format binds the ciphertext to its row: pass --user-id")
+    shape = _shape(args)
+    keyring = Keyring(primary_secret(args.secret_file))
+    context = Context(user_id) if user_id else None
+
+    if args.decrypt:
+        token = _read_stdin("Ciphertext: ")
+        try:
+            plaintext, fp = keyring.decrypt_with_key(token, context, shape)
+        except DecryptError as exc:
+            raise Refused(f"cannot decrypt ({exc.reason}): {exc}") from None
+        print_json({"plaintext": plaintext, "key_fingerprint": fp}) if args.json else print(plaintext)
+        return 0
+
+    dsn = db.resolve_dsn(args.dsn) if args.store else None  # fail on usage before reading a key
+    plaintext = _read_stdin("OpenRouter API key (not echoed): ")
+    if not _shape_ok(shape, plaintext):
+        raise Refused("the input does not look like an OpenRouter key (sk-or-v1- and 64 hex digits); "
+                      "pass --key-pattern or --any-key-shape for other key shapes")
+    token = keyring.encrypt(plaintext, args.format, context)
+    if keyring.decrypt(token, context, shape) != plaintext:  # never store what cannot be read back
+        raise Refused("internal check failed: the new ciphertext does not decrypt to the input")
+    if args.store:
+        with db.connect(dsn, application_name="x402db-encrypt-key") as conn:
+            action = integrations.store(conn, user_id, token)
+        doc = {"user_id": user_id, "action": action, "format": args.format, "key_fingerprint": keyring.primary_fingerprint}
+        print_json(doc) if args.json else print(f"{action} the key of user {user_id} ({args.format}, secret {keyring.primary_fingerprint})")
+        return 0
+    doc = {"ciphertext": token, "format": args.format, "key_fingerprint": keyring.primary_fingerprint}
+    print_json(doc) if args.json else print(token)
+    return 0

@@ -1,0 +1,36 @@
+"""Writes to user_openrouter_integrations, shared by encrypt_key.py --store and rotation."""
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+from psycopg import errors as pgerr
+
+from .errors import Refused, UsageError
+
+TABLE = "public.user_openrouter_integrations"
+
+
+def parse_user_id(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        raise UsageError(f"--user-id must be a UUID, got {value!r}") from None
+
+
+def store(conn: psycopg.Connection, user_id: str, ciphertext: str) -> str:
+    """Upsert the user's key; returns 'inserted' or 'updated'. A new key is not yet verified."""
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                f"""INSERT INTO {TABLE} (user_id, encrypted_api_key) VALUES (%s, %s)
+                    ON CONFLICT (user_id) DO UPDATE
+                      SET encrypted_api_key = EXCLUDED.encrypted_api_key, is_valid = true, last_verified_at = NULL
+                    RETURNING (xmax = 0)""",
+                (user_id, ciphertext),
+            ).fetchone()
+    except pgerr.ForeignKeyViolation:
+        raise Refused(f"user {user_id} does not exist in auth.users; nothing was stored") from None
+    except pgerr.UndefinedTable:
+        raise Refused(f"{TABLE} does not exist; deploy migration 005 first") from None
+    return "inserted" if row[0] else "updated"
