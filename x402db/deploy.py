@@ -12,10 +12,11 @@ from .target import detect
 
 LOCAL_BASE = ROOT / ".local" / "pg18"
 LOCAL_DB = "x402"
+LOCAL_PORT = 54329  # the port Pulumi.dev.yaml names
 
 
 def local_server() -> LocalServer:
-    return LocalServer(embedded_bindir(), LOCAL_BASE)
+    return LocalServer(embedded_bindir(), LOCAL_BASE, preferred_port=LOCAL_PORT)
 
 
 @dataclass

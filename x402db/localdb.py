@@ -37,10 +37,15 @@ def system_bindir() -> Path | None:
     return bindir if out.returncode == 0 and (bindir / "postgres").exists() else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_port(preferred: int | None = None) -> int:
+    for candidate in ((preferred,) if preferred else ()) + (0,):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise BundleError("no free TCP port on 127.0.0.1")
 
 
 def _service_user() -> str | None:
@@ -58,6 +63,7 @@ class LocalServer:
     bindir: Path
     base: Path  # holds data/, server.log and the port file
     fast: bool = False  # fsync off: for throwaway test clusters only
+    preferred_port: int | None = None  # used when free, so stack config can name it
 
     @property
     def datadir(self) -> Path:
@@ -81,7 +87,7 @@ class LocalServer:
     def port(self) -> int:
         port_file = self.base / "port"
         if not port_file.exists():
-            port_file.write_text(str(_free_port()))
+            port_file.write_text(str(_free_port(self.preferred_port)))
         return int(port_file.read_text())
 
     def dsn(self, dbname: str = "postgres") -> str:

@@ -134,21 +134,26 @@ def load(sql_dir: Path = SQL_DIR) -> list[Migration]:
         down_path = up_path.with_name(up_path.name.replace(".up.sql", ".down.sql"))
         if not down_path.exists():
             raise UsageError(f"{up_path.name} has no {down_path.name}; every migration needs a revert")
-        up_text = up_path.read_text(encoding="utf-8")
-        found.append(
-            Migration(
-                version=m["version"],
-                name=m["name"],
-                up=parse_script(up_text, up_path),
-                down=parse_script(down_path.read_text(encoding="utf-8"), down_path),
-                checksum=checksum(up_text),
-                up_path=up_path,
-            )
-        )
+        found.append(from_texts(m["version"], m["name"], up_path.read_text(encoding="utf-8"),
+                                down_path.read_text(encoding="utf-8"), up_path))
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
         raise UsageError(f"duplicate migration versions in {sql_dir}")
     return found
+
+
+def from_texts(version: str, name: str, up_text: str, down_text: str, up_path: Path | None = None) -> Migration:
+    """A migration from its texts: the Pulumi resource keeps them in state, so `destroy` runs
+    the down script that belongs to what was applied, whatever the checkout holds then."""
+    path = up_path or Path(f"{version}_{name}.up.sql")
+    return Migration(
+        version=version,
+        name=name,
+        up=parse_script(up_text, path),
+        down=parse_script(down_text, path.with_name(path.name.replace(".up.sql", ".down.sql"))),
+        checksum=checksum(up_text),
+        up_path=path,
+    )
 
 
 def find(migrations: list[Migration], version: str) -> Migration:

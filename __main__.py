@@ -1,0 +1,15 @@
+"""Pulumi program: config -> one provider -> one component -> exports. Logic lives in x402db."""
+import pulumi
+
+from x402db import config
+from x402db.pulumi_component import OpenRouterIntegration, OpenRouterIntegrationArgs, build_provider
+
+cfg = config.load(pulumi.Config())
+provider = build_provider("x402-postgres", cfg)
+integration = OpenRouterIntegration("openrouter", OpenRouterIntegrationArgs(config=cfg, provider=provider))
+
+pulumi.export("migrations", integration.migration_versions)
+pulumi.export("roles", integration.roles)
+pulumi.export("host", cfg.host)
+pulumi.export("port", cfg.port)
+pulumi.export("database", cfg.database)

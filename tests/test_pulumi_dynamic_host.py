@@ -1,0 +1,151 @@
+"""The migration resource driven through Pulumi's real dynamic-provider host
+(`python -m pulumi.dynamic`, over gRPC), with the serialized __provider that the program itself
+produced under mocks, against a real PostgreSQL. This is what `pulumi up/destroy` calls."""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import grpc
+import psycopg
+import pytest
+from pulumi.runtime import proto, rpc
+from pulumi.runtime.proto import provider_pb2_grpc
+
+from x402db import ROOT, db, ledger
+
+from .pulumi_support import SECRET_KEY, by_name, run_program
+
+URN = "urn:pulumi:test::x402-openrouter-db::pulumi-python:dynamic/x402:SqlMigration::m"
+
+
+@pytest.fixture
+def host():
+    proc = subprocess.Popen([sys.executable, "-m", "pulumi.dynamic"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    port = proc.stdout.readline().decode().strip()
+    assert port.isdigit(), proc.stderr.read().decode()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = provider_pb2_grpc.ResourceProviderStub(channel)
+    stub.Configure(proto.ConfigureRequest(args=_struct({}), acceptSecrets=False))
+    yield stub
+    channel.close()
+    proc.kill()
+    proc.wait()
+
+
+def _struct(props: dict):
+    return asyncio.run(rpc.serialize_properties(props, {}))
+
+
+def _props(struct) -> dict:
+    return rpc.deserialize_properties(struct)
+
+
+def _unwrap(value):
+    # The engine unwraps secrets for a provider that does not accept them (ours does not).
+    return value[SECRET_KEY] if isinstance(value, dict) and SECRET_KEY in value else value
+
+
+def program_inputs(dsn: str) -> dict[str, dict]:
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    report = run_program({"target": "postgres", "host": params["host"], "port": str(params["port"]), "database": params["dbname"],
+                          "username": params["user"], "sslmode": "disable", "protect": "false"})
+    return {r["inputs"]["version"]: {k: _unwrap(v) for k, v in r["inputs"].items()}
+            for r in by_name(report).values() if r["type"].endswith("SqlMigration")}
+
+
+class Host:
+    def __init__(self, stub):
+        self.stub = stub
+
+    def check(self, news, olds=None):
+        r = self.stub.Check(proto.CheckRequest(urn=URN, olds=_struct(olds or {}), news=_struct(news)))
+        return _props(r.inputs), list(r.failures)
+
+    def create(self, props):
+        r = self.stub.Create(proto.CreateRequest(urn=URN, properties=_struct(props)))
+        return r.id, _props(r.properties)
+
+    def diff(self, id_, olds, news):
+        return self.stub.Diff(proto.DiffRequest(id=id_, urn=URN, olds=_struct(olds), news=_struct(news)))
+
+    def update(self, id_, olds, news):
+        return _props(self.stub.Update(proto.UpdateRequest(id=id_, urn=URN, olds=_struct(olds), news=_struct(news))).properties)
+
+    def read(self, id_, props):
+        r = self.stub.Read(proto.ReadRequest(id=id_, urn=URN, properties=_struct(props)))
+        return r.id, _props(r.properties)
+
+    def delete(self, id_, props):
+        self.stub.Delete(proto.DeleteRequest(id=id_, urn=URN, properties=_struct(props)))
+
+
+def _table(dsn) -> bool:
+    with db.connect(dsn) as c:
+        return c.execute("SELECT to_regclass('public.user_openrouter_integrations') IS NOT NULL").fetchone()[0]
+
+
+def test_create_diff_update_read_delete_over_grpc(host, empty_db):
+    h = Host(host)
+    inputs = program_inputs(empty_db)
+    assert sorted(inputs) == ["000", "001", "005"]
+    outs = {}
+    for version in ("000", "001", "005"):
+        checked, failures = h.check(inputs[version])
+        assert failures == []
+        id_, outs[version] = h.create(checked)
+        assert id_ == version and outs[version]["action"] == "applied"
+    assert _table(empty_db)
+    with db.connect(empty_db) as c:
+        assert set(ledger.entries(c)) == {"000", "001", "005"}
+
+    # Identical inputs: no change.
+    assert h.diff("005", outs["005"], inputs["005"]).changes == proto.DiffResponse.DIFF_NONE
+    # A steering property (lock_timeout) changes in place, touching nothing.
+    steered = {**inputs["005"], "lock_timeout": "2s"}
+    assert h.diff("005", outs["005"], steered).changes == proto.DiffResponse.DIFF_SOME
+    assert h.update("005", outs["005"], steered)["lock_timeout"] == "2s"
+    # Read reports the ledger; a drifted ledger shows up as a different checksum.
+    assert h.read("005", outs["005"]) [1]["checksum"] == outs["005"]["checksum"]
+    with db.connect(empty_db) as c:
+        c.execute(f"UPDATE x402_private.schema_migrations SET checksum = repeat('a', 64) WHERE version = '005'")
+    assert h.read("005", outs["005"])[1]["checksum"] == "a" * 64
+    with db.connect(empty_db) as c:
+        c.execute("UPDATE x402_private.schema_migrations SET checksum = %s WHERE version = '005'", (outs["005"]["checksum"],))
+
+    # Changed SQL of an applied migration is refused.
+    from x402db.migrations import checksum
+    edited_sql = inputs["005"]["up_sql"] + "\n-- edited\n"
+    edited = {**inputs["005"], "up_sql": edited_sql, "checksum": checksum(edited_sql)}
+    with pytest.raises(grpc.RpcError) as err:
+        h.diff("005", outs["005"], edited)
+    assert "immutable" in err.value.details()
+
+    # Delete with data present is refused and changes nothing.
+    with db.connect(empty_db) as c:
+        uid = c.execute("INSERT INTO auth.users (email) VALUES ('d@example.invalid') RETURNING id").fetchone()[0]
+        c.execute("INSERT INTO public.user_openrouter_integrations (user_id, encrypted_api_key) VALUES (%s, 'x')", (uid,))
+    with pytest.raises(grpc.RpcError) as err:
+        h.delete("005", outs["005"])
+    assert "down refused" in err.value.details() and "allowDataLoss" in err.value.details()
+    assert _table(empty_db)
+
+    # Without data, delete reverts.
+    with db.connect(empty_db) as c:
+        c.execute("DELETE FROM public.user_openrouter_integrations")
+    h.delete("005", outs["005"])
+    assert not _table(empty_db)
+    with db.connect(empty_db) as c:
+        assert "005" not in ledger.entries(c)
+    # Read of a reverted migration reports it gone.
+    assert h.read("005", outs["005"])[0] == ""
+
+
+def test_check_rejects_a_checksum_that_does_not_match(host, empty_db):
+    h = Host(host)
+    inputs = program_inputs(empty_db)["005"]
+    _, failures = h.check({**inputs, "checksum": "0" * 64})
+    assert [f.property for f in failures] == ["checksum"]

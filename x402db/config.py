@@ -1,0 +1,103 @@
+"""Stack configuration: every Pulumi config read happens here, validated into one object."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .errors import UsageError
+from .target import API_ROLES, TARGETS
+
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_INTERVAL = re.compile(r"^\d+\s*(ms|s|min)$")
+RESERVED_ROLES = set(API_ROLES) | {"authenticator", "postgres", "supabase_admin", "supabase_auth_admin", "public"}
+
+
+class ConfigError(UsageError):
+    """One or more stack config values are wrong; the message names each one."""
+
+
+class ConfigSource(Protocol):
+    def get(self, key: str) -> str | None: ...
+    def get_secret(self, key: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    target: str
+    host: str
+    port: int
+    database: str
+    username: str
+    password: Any  # a secret pulumi Output, or None for passwordless local servers
+    sslmode: str
+    superuser: bool
+    protect: bool
+    allow_data_loss: bool
+    lock_timeout: str
+    backend_role: str | None
+    backend_role_password: Any
+
+
+def _bool(raw: str | None, key: str, default: bool, errors: list[str]) -> bool:
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    errors.append(f"{key} must be true or false, not {raw!r}")
+    return default
+
+
+def load(cfg: ConfigSource) -> StackConfig:
+    """Validate everything first, then raise once, naming each bad value on its own line."""
+    errors: list[str] = []
+    target = cfg.get("target") or "supabase"
+    if target not in TARGETS:
+        errors.append(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
+    host = cfg.get("host")
+    if not host:
+        errors.append("host is required: pulumi config set host <db host>")
+    raw_port = cfg.get("port") or "5432"
+    port = int(raw_port) if raw_port.isdigit() else -1
+    if not 0 < port < 65536:
+        errors.append(f"port must be an integer from 1 to 65535, not {raw_port!r}")
+    if port == 6543:
+        errors.append("port 6543 is Supabase's transaction pooler; use the direct connection (5432): migrations need a session")
+    sslmode = cfg.get("sslmode") or ("require" if target == "supabase" else "prefer")
+    if sslmode not in SSLMODES:
+        errors.append(f"sslmode must be one of {', '.join(SSLMODES)}, not {sslmode!r}")
+    superuser = _bool(cfg.get("superuser"), "superuser", False, errors)
+    if target == "supabase" and superuser:
+        errors.append("superuser must be false on Supabase: its postgres role is not a superuser")
+    lock_timeout = cfg.get("lockTimeout") or "1s"
+    if not _INTERVAL.match(lock_timeout):
+        errors.append(f"lockTimeout must look like 500ms, 1s or 1min, not {lock_timeout!r}")
+    protect = _bool(cfg.get("protect"), "protect", True, errors)
+    allow_data_loss = _bool(cfg.get("allowDataLoss"), "allowDataLoss", False, errors)
+    backend_role = cfg.get("backendRole") or None
+    backend_password = cfg.get_secret("backendRolePassword") if backend_role else None
+    if backend_role:
+        if not _ROLE.match(backend_role):
+            errors.append(f"backendRole must be a lowercase identifier (a-z, 0-9, _), not {backend_role!r}")
+        elif backend_role in RESERVED_ROLES:
+            errors.append(f"backendRole must not be the platform role {backend_role!r}")
+        if backend_password is None:
+            errors.append("backendRolePassword is required with backendRole: pulumi config set --secret backendRolePassword")
+    if errors:
+        raise ConfigError("invalid stack config:\n  - " + "\n  - ".join(errors))
+    return StackConfig(
+        target=target,
+        host=host,
+        port=port,
+        database=cfg.get("database") or "postgres",
+        username=cfg.get("username") or "postgres",
+        password=cfg.get_secret("password"),
+        sslmode=sslmode,
+        superuser=superuser,
+        protect=protect,
+        allow_data_loss=allow_data_loss,
+        lock_timeout=lock_timeout,
+        backend_role=backend_role,
+        backend_role_password=backend_password,
+    )

@@ -1,0 +1,125 @@
+"""OpenRouterIntegration: the whole bundle as one Pulumi component.
+
+Order, as destroy needs it reversed: the backend role, then the migrations (each after the one
+before), then the grants (one at a time, after the migration that creates their table), so
+destroy revokes before down drops the table. The platform roles are not Pulumi resources: on
+target postgres the compat migration owns them (it also creates auth.* which depends on them),
+and on Supabase the platform does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_postgresql as postgresql
+from psycopg.conninfo import make_conninfo
+
+from . import access, migrations
+from .config import StackConfig
+from .pulumi_migration import SqlMigration
+from .target import API_ROLES
+
+PLATFORM_ROLES = (*API_ROLES, "authenticator")
+
+
+@dataclass
+class OpenRouterIntegrationArgs:
+    config: StackConfig
+    provider: postgresql.Provider
+
+
+def dsn_output(cfg: StackConfig) -> pulumi.Output[str]:
+    """The engine's DSN, always a secret, since it may carry the password."""
+    def build(password: str | None) -> str:
+        extra = {"password": password} if password else {}
+        return make_conninfo(host=cfg.host, port=cfg.port, dbname=cfg.database, user=cfg.username, sslmode=cfg.sslmode, **extra)
+
+    return pulumi.Output.secret(pulumi.Output.from_input(cfg.password).apply(build))
+
+
+def build_provider(name: str, cfg: StackConfig) -> postgresql.Provider:
+    return postgresql.Provider(
+        name,
+        host=cfg.host,
+        port=cfg.port,
+        database=cfg.database,
+        username=cfg.username,
+        password=cfg.password,
+        sslmode=cfg.sslmode,
+        superuser=cfg.superuser,
+        connect_timeout=15,
+    )
+
+
+class OpenRouterIntegration(pulumi.ComponentResource):
+    def __init__(self, name: str, args: OpenRouterIntegrationArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("x402:database:OpenRouterIntegration", name, None, opts)
+        cfg = args.config
+        pg = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        dsn = dsn_output(cfg)
+
+        self.backend_role = None
+        roles: list[pulumi.Resource] = []
+        if cfg.backend_role:
+            self.backend_role = postgresql.Role(
+                f"{name}-backend-role",
+                name=cfg.backend_role,
+                login=True,
+                inherit=True,  # so the service_role policy and grants apply to its sessions
+                password=pulumi.Output.secret(cfg.backend_role_password),
+                opts=pulumi.ResourceOptions.merge(pg, pulumi.ResourceOptions(additional_secret_outputs=["password"])),
+            )
+            roles.append(self.backend_role)
+
+        self.migrations: list[SqlMigration] = []
+        previous: list[pulumi.Resource] = roles
+        for m in migrations.load():
+            if not m.applies_to(cfg.target):
+                continue
+            resource = SqlMigration(
+                f"{name}-migration-{m.version}",
+                {
+                    "dsn": dsn,
+                    "version": m.version,
+                    "name": m.name,
+                    "checksum": m.checksum,
+                    "up_sql": m.up_path.read_text(encoding="utf-8"),
+                    "down_sql": m.up_path.with_name(m.up_path.name.replace(".up.sql", ".down.sql")).read_text(encoding="utf-8"),
+                    "target": cfg.target,
+                    "allow_data_loss": cfg.allow_data_loss,
+                    "lock_timeout": cfg.lock_timeout,
+                },
+                pulumi.ResourceOptions(parent=self, protect=cfg.protect, depends_on=previous),
+            )
+            self.migrations.append(resource)
+            previous = [resource]
+
+        self.grants: list[pulumi.Resource] = []
+        if cfg.backend_role:
+            self.grants.append(postgresql.GrantRole(
+                f"{name}-backend-in-service-role",
+                role=cfg.backend_role,
+                grant_role="service_role",
+                opts=pulumi.ResourceOptions.merge(pg, pulumi.ResourceOptions(depends_on=[*previous, self.backend_role])),
+            ))
+            previous = [self.grants[-1]]
+        for usage in access.SCHEMA_USAGE:
+            self.grants.append(postgresql.Grant(
+                f"{name}-usage-{usage.schema}-{usage.role}",
+                database=cfg.database, role=usage.role, schema=usage.schema,
+                object_type="schema", privileges=["USAGE"],
+                opts=pulumi.ResourceOptions.merge(pg, pulumi.ResourceOptions(depends_on=previous, retain_on_delete=usage.retain_on_delete)),
+            ))
+            previous = [self.grants[-1]]
+        for g in access.TABLE_GRANTS:
+            self.grants.append(postgresql.Grant(
+                f"{name}-grant-{g.key}",
+                database=cfg.database, role=g.role, schema=g.schema,
+                object_type="table", objects=[g.table], privileges=list(g.privileges),
+                opts=pulumi.ResourceOptions.merge(pg, pulumi.ResourceOptions(depends_on=previous)),
+            ))
+            previous = [self.grants[-1]]
+
+        self.migration_versions = pulumi.Output.all(*[m.version for m in self.migrations])
+        self.roles = sorted(PLATFORM_ROLES) + ([cfg.backend_role] if cfg.backend_role else [])
+        self.register_outputs({"migrations": self.migration_versions, "roles": self.roles})
