@@ -18,6 +18,29 @@ def add_common(parser: argparse.ArgumentParser, dsn: bool = True) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
+def add_shape_args(parser: argparse.ArgumentParser) -> None:
+    shape = parser.add_mutually_exclusive_group()
+    shape.add_argument("--key-pattern", help="regex a key must fully match (default: sk-or-v1- and 64 hex digits)")
+    shape.add_argument("--any-key-shape", action="store_true", help="accept any UTF-8 text as a key")
+
+
+def shape_from_args(args):
+    """The decrypted-value check the user asked for; OpenRouter's key shape by default."""
+    import re
+
+    from .crypto import OPENROUTER_KEY
+    from .errors import UsageError
+
+    if args.any_key_shape:
+        return None
+    if args.key_pattern:
+        try:
+            return re.compile(args.key_pattern)
+        except re.error as exc:
+            raise UsageError(f"--key-pattern is not a valid regex: {exc}") from None
+    return OPENROUTER_KEY
+
+
 def quiet() -> bool:
     """Progress and chatter only for a human at a terminal, never in CI."""
     return bool(os.environ.get("CI")) or not sys.stderr.isatty()

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import getpass
-import re
 import sys
 
 from . import db, integrations
-from .cli import Parser, add_common, print_json
-from .crypto import FORMATS, OPENROUTER_KEY, Context, DecryptError, Keyring, generate_secret
+from .cli import Parser, add_common, add_shape_args, print_json, shape_from_args
+from .crypto import FORMATS, Context, DecryptError, Keyring, generate_secret
 from .errors import Refused, UsageError
 from .secretsource import SECRET_ENV, primary_secret
 
@@ -23,9 +22,7 @@ def build_parser() -> Parser:
     p.add_argument("--format", choices=FORMATS, default="legacy", help="legacy (what the backend reads; default) or v2")
     p.add_argument("--user-id", help="the row's user_id: required by --store and by the v2 format")
     p.add_argument("--secret-file", help=f"file holding the secret (default: ${SECRET_ENV})")
-    shape = p.add_mutually_exclusive_group()
-    shape.add_argument("--key-pattern", help="regex a key must fully match (default: sk-or-v1- and 64 hex digits)")
-    shape.add_argument("--any-key-shape", action="store_true", help="accept any UTF-8 text as a key")
+    add_shape_args(p)
     add_common(p)
     return p
 
@@ -44,17 +41,6 @@ def _read_stdin(prompt: str) -> str:
     return value
 
 
-def _shape(args):
-    if args.any_key_shape:
-        return None
-    if args.key_pattern:
-        try:
-            return re.compile(args.key_pattern)
-        except re.error as exc:
-            raise UsageError(f"--key-pattern is not a valid regex: {exc}") from None
-    return OPENROUTER_KEY
-
-
 def _shape_ok(shape, text: str) -> bool:
     return shape is None or shape.fullmatch(text) is not None
 
@@ -70,7 +56,7 @@ def main(argv: list[str]) -> int:
         raise UsageError("--store needs --user-id")
     if args.format == "v2" and not user_id and not args.decrypt:
         raise UsageError("the v2 format binds the ciphertext to its row: pass --user-id")
-    shape = _shape(args)
+    shape = shape_from_args(args)
     keyring = Keyring(primary_secret(args.secret_file))
     context = Context(user_id) if user_id else None
 

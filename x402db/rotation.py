@@ -1,0 +1,223 @@
+"""Key rotation: re-encrypt every stored API key under the new secret, under live traffic.
+
+Short transactions of `batch_size` rows with keyset pagination on user_id; each new ciphertext
+is decrypted back before it is written; the write is a compare-and-set on the ciphertext that
+was read, so a concurrent write by the app is never overwritten (that row is re-read and
+handled); rows already under the new key are skipped, so a re-run after a crash resumes.
+Rows that no key decrypts are reported and never touched. Rotation bumps updated_at through
+the table's trigger: the row really is rewritten, and the audit row says by which run.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+import psycopg
+from psycopg import sql
+
+from . import PRIVATE_SCHEMA, ledger
+from .crypto import Context, DecryptError, Keyring, Shape, OPENROUTER_KEY
+from .errors import BundleError
+
+TABLE = "public.user_openrouter_integrations"
+AUDIT = sql.Identifier(PRIVATE_SCHEMA, "key_rotation_runs")
+ROTATION_LOCK_KEY = 402_005_000_002
+MAX_CAS_ROUNDS = 5
+
+_AUDIT_DDL = sql.SQL("""
+    CREATE TABLE IF NOT EXISTS {t} (
+      id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+      started_at       timestamptz NOT NULL DEFAULT now(),
+      finished_at      timestamptz,
+      run_by           text NOT NULL DEFAULT current_user,
+      to_format        text NOT NULL,
+      new_fingerprint  text NOT NULL,
+      old_fingerprints text[] NOT NULL,
+      status           text NOT NULL DEFAULT 'running'
+                       CHECK (status IN ('running', 'completed', 'incomplete', 'interrupted', 'failed')),
+      summary          jsonb
+    );
+    REVOKE ALL ON {t} FROM PUBLIC;
+""").format(t=AUDIT)
+
+
+@dataclass
+class Report:
+    mode: str  # dry-run | apply
+    to_format: str
+    new_fingerprint: str
+    old_fingerprints: list[str]
+    total: int = 0
+    by_key: Counter = field(default_factory=Counter)  # fingerprint -> rows it decrypts
+    already_current: int = 0
+    rotated: int = 0  # written (apply) or would be written (dry run)
+    conflicts: int = 0  # compare-and-set misses: the app wrote the row meanwhile
+    undecryptable: list[str] = field(default_factory=list)
+    run_id: int | None = None
+    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    finished_at: str | None = None
+    status: str = "running"
+
+    @property
+    def ok(self) -> bool:
+        return not self.undecryptable and self.status in ("completed", "dry-run")
+
+    def as_dict(self) -> dict:
+        return {
+            "mode": self.mode, "status": self.status, "run_id": self.run_id, "to_format": self.to_format,
+            "new_key": self.new_fingerprint, "old_keys": self.old_fingerprints, "total": self.total,
+            "rows_by_key": dict(self.by_key), "already_current": self.already_current,
+            ("rotated" if self.mode == "apply" else "to_rotate"): self.rotated, "conflicts_rehandled": self.conflicts,
+            "undecryptable": len(self.undecryptable), "undecryptable_user_ids": self.undecryptable,
+            "started_at": self.started_at, "finished_at": self.finished_at,
+        }
+
+
+def _is_format(token: str, fmt: str) -> bool:
+    return token.startswith("v2:") == (fmt == "v2")
+
+
+class Rotator:
+    def __init__(self, conn: psycopg.Connection, keyring: Keyring, to_format: str = "legacy", batch_size: int = 1000,
+                 shape: Shape = OPENROUTER_KEY, progress: Callable[[int], None] = lambda n: None,
+                 on_batch_read: Callable[[list[tuple]], None] | None = None) -> None:
+        if batch_size < 1:
+            raise BundleError("--batch-size must be at least 1")
+        self.conn, self.keyring, self.to_format, self.batch_size, self.shape = conn, keyring, to_format, batch_size, shape
+        self.progress = progress
+        self.on_batch_read = on_batch_read  # test seam: runs between a batch's read and its write
+        self.new_fp = keyring.primary_fingerprint
+
+    # -- per row ------------------------------------------------------------------------------
+
+    def _plan(self, user_id: str, token: str) -> tuple[str, str | None, str | None]:
+        """(outcome, key fingerprint, new ciphertext); outcome is current, rotate or undecryptable."""
+        ctx = Context(user_id)
+        try:
+            plaintext, fp = self.keyring.decrypt_with_key(token, ctx, self.shape)
+        except DecryptError:
+            return "undecryptable", None, None
+        if fp == self.new_fp and _is_format(token, self.to_format):
+            return "current", fp, None
+        new = self.keyring.encrypt(plaintext, self.to_format, ctx)
+        if self.keyring.decrypt(new, ctx, self.shape) != plaintext:  # verified before it is written
+            raise BundleError(f"verification of the new ciphertext failed for user {user_id}; nothing written for it")
+        return "rotate", fp, new
+
+    # -- batches ------------------------------------------------------------------------------
+
+    def _read(self, after: str | None) -> list[tuple[str, str]]:
+        with self.conn.transaction():
+            if after is None:
+                cur = self.conn.execute(f"SELECT user_id::text, encrypted_api_key FROM {TABLE} ORDER BY user_id LIMIT %s", (self.batch_size,))
+            else:
+                cur = self.conn.execute(f"SELECT user_id::text, encrypted_api_key FROM {TABLE} WHERE user_id > %s ORDER BY user_id LIMIT %s",
+                                        (after, self.batch_size))
+            return cur.fetchall()
+
+    def _write(self, planned: list[tuple[str, str, str]]) -> set[str]:
+        """Compare-and-set the batch in one statement; returns the user_ids actually updated."""
+        if not planned:
+            return set()
+        ids, olds, news = zip(*planned)
+        with self.conn.transaction():
+            rows = self.conn.execute(
+                f"""UPDATE {TABLE} t SET encrypted_api_key = v.new
+                    FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS v(user_id, old, new)
+                    WHERE t.user_id = v.user_id AND t.encrypted_api_key = v.old
+                    RETURNING t.user_id::text""",
+                (list(ids), list(olds), list(news)),
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def _reread(self, user_ids: list[str]) -> list[tuple[str, str]]:
+        with self.conn.transaction():
+            return self.conn.execute(f"SELECT user_id::text, encrypted_api_key FROM {TABLE} WHERE user_id = ANY(%s::uuid[]) ORDER BY user_id",
+                                     (user_ids,)).fetchall()
+
+    def _handle(self, rows: list[tuple[str, str]], report: Report, apply: bool) -> None:
+        for round_ in range(MAX_CAS_ROUNDS):
+            planned, fps = [], {}
+            for uid, old in rows:
+                outcome, fp, new = self._plan(uid, old)
+                if outcome == "undecryptable":
+                    report.undecryptable.append(uid)
+                elif outcome == "current":
+                    report.by_key[fp] += 1
+                    report.already_current += 1
+                else:
+                    planned.append((uid, old, new))
+                    fps[uid] = fp
+            if not apply:
+                report.rotated += len(planned)
+                report.by_key.update(fps.values())
+                return
+            if self.on_batch_read is not None and round_ == 0:
+                self.on_batch_read(planned)
+            written = self._write(planned)
+            report.rotated += len(written)
+            report.by_key.update(fps[uid] for uid in written)
+            missed = [uid for uid, _, _ in planned if uid not in written]
+            if not missed:
+                return
+            # The app changed these rows after we read them: handle their current value next
+            # round (a deleted row simply vanishes from the re-read).
+            report.conflicts += len(missed)
+            rows = self._reread(missed)
+        raise BundleError(f"{len(rows)} rows kept changing under rotation after {MAX_CAS_ROUNDS} attempts; run again")
+
+    def run(self, apply: bool) -> Report:
+        report = Report("apply" if apply else "dry-run", self.to_format, self.new_fp,
+                        [fp for fp in self.keyring.fingerprints if fp != self.new_fp])
+        if not self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (TABLE,)).fetchone()[0]:
+            raise BundleError(f"{TABLE} does not exist: deploy migration 005 first")
+        if apply:
+            self._begin_audit(report)
+        try:
+            after = None
+            while True:
+                rows = self._read(after)
+                if not rows:
+                    break
+                report.total += len(rows)
+                self._handle(rows, report, apply)
+                after = rows[-1][0]
+                self.progress(len(rows))
+            report.status = "completed" if apply else "dry-run"
+            if apply and report.undecryptable:
+                report.status = "incomplete"
+        except BaseException:
+            report.status = "failed"
+            raise
+        finally:
+            report.finished_at = datetime.now(timezone.utc).isoformat()
+            if apply:
+                self._end_audit(report)
+        return report
+
+    # -- audit --------------------------------------------------------------------------------
+
+    def _begin_audit(self, report: Report) -> None:
+        if not self.conn.execute("SELECT pg_try_advisory_lock(%s)", (ROTATION_LOCK_KEY,)).fetchone()[0]:
+            raise BundleError("another key rotation is running on this database; wait for it to finish")
+        with self.conn.transaction():
+            ledger.ensure(self.conn)  # the private schema
+            self.conn.execute(_AUDIT_DDL)
+            # We hold the rotation lock, so any run still marked running was killed.
+            self.conn.execute(sql.SQL("UPDATE {} SET status = 'interrupted' WHERE status = 'running'").format(AUDIT))
+            report.run_id = self.conn.execute(
+                sql.SQL("INSERT INTO {} (to_format, new_fingerprint, old_fingerprints) VALUES (%s, %s, %s) RETURNING id").format(AUDIT),
+                (report.to_format, report.new_fingerprint, report.old_fingerprints)).fetchone()[0]
+
+    def _end_audit(self, report: Report) -> None:
+        if self.conn.closed or self.conn.broken:
+            return
+        try:
+            with self.conn.transaction():
+                self.conn.execute(sql.SQL("UPDATE {} SET finished_at = now(), status = %s, summary = %s WHERE id = %s").format(AUDIT),
+                                  (report.status, json.dumps(report.as_dict()), report.run_id))
+        finally:
+            self.conn.execute("SELECT pg_advisory_unlock(%s)", (ROTATION_LOCK_KEY,))
