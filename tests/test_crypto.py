@@ -182,3 +182,11 @@ def test_error_reasons_are_specific():
         ring.decrypt(ring.encrypt(KEY, "v2", Context("u")))
     assert err.value.reason == "no-context"
     assert len(generate_secret()) == 64
+
+
+@settings(max_examples=300)
+@given(key=st.binary(min_size=32, max_size=32), iv=st.binary(min_size=16, max_size=16),
+       ct=st.binary(min_size=16, max_size=160).filter(lambda b: len(b) % 16 == 0))
+def test_fast_cbc_path_equals_the_library_cbc_mode(key, iv, ct):
+    from x402db.crypto import _CbcDecryptor, _decrypt_legacy
+    assert _CbcDecryptor(key)(iv, ct) == _decrypt_legacy(key, iv, ct)

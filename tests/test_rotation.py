@@ -213,10 +213,19 @@ def test_kill_minus_9_at_random_points_then_resume(server, deployed_db):
     original = {u: v[0] for u, v in snapshot(deployed_db).items()}
     rng = random.Random(402)
     kills, mid_rotation = 0, 0
-    for _ in range(6):
+    def runs_started() -> int:
+        with db.connect(deployed_db) as c:
+            if c.execute("SELECT to_regclass('x402_private.key_rotation_runs')").fetchone()[0] is None:
+                return 0
+            return c.execute("SELECT count(*) FROM x402_private.key_rotation_runs").fetchone()[0]
+
+    for attempt in range(6):
         p = subprocess.Popen([sys.executable, str(ROOT / "scripts/rotate_keys.py"), "--dsn", deployed_db, "--apply", "--json",
-                              "--batch-size", "500"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 1.2))
+                              "--batch-size", "10"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while runs_started() <= attempt and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # wait until this run has begun writing, then kill at a random point
+        time.sleep(rng.uniform(0.0, 0.4))
         if p.poll() is None:
             os.kill(p.pid, signal.SIGKILL)
             kills += 1

@@ -17,7 +17,6 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Pattern, Sequence, Union
 
-from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -77,22 +76,48 @@ def _shape_ok(text: str, shape: Shape) -> bool:
     return shape.fullmatch(text) is not None
 
 
-def encrypt_legacy(key: bytes, plaintext: str) -> str:
-    iv = os.urandom(16)
-    padder = padding.PKCS7(128).padder()
-    data = padder.update(plaintext.encode("utf-8")) + padder.finalize()
-    enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
-    return f"{iv.hex()}:{(enc.update(data) + enc.finalize()).hex()}"
+def _pkcs7_pad(data: bytes) -> bytes:
+    n = 16 - len(data) % 16
+    return data + bytes((n,)) * n
 
 
-def _decrypt_legacy(key: bytes, iv: bytes, ct: bytes) -> bytes | None:
-    dec = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
-    padded = dec.update(ct) + dec.finalize()
-    unpadder = padding.PKCS7(128).unpadder()
-    try:
-        return unpadder.update(padded) + unpadder.finalize()
-    except ValueError:
+def _pkcs7_unpad(data: bytes) -> bytes | None:
+    # Offline tool, no oracle to protect: a plain check is fine, and much cheaper than
+    # cryptography's padder objects on this hot path.
+    n = data[-1] if data else 0
+    if not 1 <= n <= 16 or data[-n:] != bytes((n,)) * n:
         return None
+    return data[:-n]
+
+
+class _CbcDecryptor:
+    """AES-256-CBC decryption from one reusable ECB context: P_i = D(C_i) XOR C_(i-1).
+
+    Building a Cipher object per message costs more than the AES work for a 5-block API key;
+    this is the textbook CBC decryption equation over cryptography's AES, checked against the
+    Cipher(CBC) path and Node's crypto in the tests. Not for concurrent use from two threads.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._ecb = Cipher(algorithms.AES(key), modes.ECB()).decryptor()
+
+    def __call__(self, iv: bytes, ct: bytes) -> bytes | None:
+        raw = self._ecb.update(ct)  # ct is a non-empty multiple of 16 bytes: no state kept
+        plain = (int.from_bytes(raw, "big") ^ int.from_bytes(iv + ct[:-16], "big")).to_bytes(len(ct), "big")
+        return _pkcs7_unpad(plain)
+
+
+def encrypt_legacy(key: bytes | algorithms.AES, plaintext: str) -> str:
+    iv = os.urandom(16)
+    alg = key if isinstance(key, algorithms.AES) else algorithms.AES(key)
+    enc = Cipher(alg, modes.CBC(iv)).encryptor()
+    return f"{iv.hex()}:{(enc.update(_pkcs7_pad(plaintext.encode('utf-8'))) + enc.finalize()).hex()}"
+
+
+def _decrypt_legacy(key: bytes | algorithms.AES, iv: bytes, ct: bytes) -> bytes | None:
+    alg = key if isinstance(key, algorithms.AES) else algorithms.AES(key)
+    dec = Cipher(alg, modes.CBC(iv)).decryptor()
+    return _pkcs7_unpad(dec.update(ct) + dec.finalize())
 
 
 def encrypt_v2(key: bytes, plaintext: str, context: Context, _aead: AESGCM | None = None, _kid: str | None = None) -> str:
@@ -113,6 +138,12 @@ class Keyring:
         # Built once: per-call HMAC and AESGCM construction cost more than the cipher itself.
         self._aead = {k: AESGCM(k) for k in self._keys}
         self._primary_kid = _key_id(self._keys[0])
+        self._aes = {k: algorithms.AES(k) for k in self._keys}
+        self._cbc = {k: _CbcDecryptor(k) for k in self._keys}
+        self._fingerprints = {k: fingerprint_key(k) for k in self._keys}
+        # Legacy ciphertexts do not name their key: try the key that worked last time first,
+        # which during a rotation is nearly always the right one.
+        self._legacy_order = list(self._keys)
 
     @property
     def primary_fingerprint(self) -> str:
@@ -124,7 +155,7 @@ class Keyring:
 
     def encrypt(self, plaintext: str, fmt: str = "legacy", context: Context | None = None) -> str:
         if fmt == "legacy":
-            return encrypt_legacy(self._keys[0], plaintext)
+            return encrypt_legacy(self._aes[self._keys[0]], plaintext)
         if fmt == "v2":
             if context is None:
                 raise ValueError("the v2 format needs the row's user_id as associated data")
@@ -153,8 +184,8 @@ class Keyring:
             raise DecryptError("malformed", "not a legacy ciphertext: expected iv_hex:ciphertext_hex (32 hex digits, a colon, a multiple of 32 hex digits)")
         iv, ct = bytes.fromhex(m[1]), bytes.fromhex(m[2])
         shaped_wrong = False  # some key passed the padding check but gave no acceptable key
-        for key in self._keys:
-            raw = _decrypt_legacy(key, iv, ct)
+        for key in tuple(self._legacy_order):
+            raw = self._cbc[key](iv, ct)
             if raw is None:
                 continue
             try:
@@ -163,7 +194,9 @@ class Keyring:
                 shaped_wrong = True
                 continue
             if _shape_ok(text, shape):
-                return text, fingerprint_key(key)
+                if key is not self._legacy_order[0]:
+                    self._legacy_order = [key] + [k for k in self._legacy_order if k is not key]
+                return text, self._fingerprints[key]
             shaped_wrong = True
         if shaped_wrong:
             raise DecryptError("not-a-key", "decrypted, but the result is not an API key of the expected shape: most likely a wrong secret")
@@ -192,7 +225,19 @@ class Keyring:
             raise DecryptError("tampered", "v2 ciphertext failed authentication: altered, or stored under another user_id") from None
         if not _shape_ok(text, shape):
             raise DecryptError("not-a-key", "decrypted, but the result is not an API key of the expected shape")
-        return text, fingerprint_key(key)
+        return text, self._fingerprints[key]
+
+    def verify(self, token: str, plaintext: str, context: Context | None = None) -> bool:
+        """Whether `token`, just made by encrypt(), decrypts under the primary key to `plaintext`."""
+        key = self._keys[0]
+        if token.startswith("v2:"):
+            _, _, nonce, sealed = token.split(":")
+            try:
+                return self._aead[key].decrypt(bytes.fromhex(nonce), bytes.fromhex(sealed), context.aad()) == plaintext.encode("utf-8")
+            except Exception:
+                return False
+        iv, ct = token.split(":")
+        return self._cbc[key](bytes.fromhex(iv), bytes.fromhex(ct)) == plaintext.encode("utf-8")
 
     def key_fingerprint_of(self, token: str) -> str | None:
         """Which keyring key a v2 token names, without decrypting (None for legacy/unknown)."""

@@ -41,12 +41,15 @@ def main(argv: list[str]) -> int:
     new = primary_secret(args.new_secret_file)
     olds = previous_secrets(args.old_secret_file)
     keyring = Keyring(new, olds)
-    with db.connect(db.resolve_dsn(args.dsn), application_name="x402db-rotate-keys") as conn:
+    dsn = db.resolve_dsn(args.dsn)
+    with db.connect(dsn, application_name="x402db-rotate-keys") as conn, \
+            db.connect(dsn, application_name="x402db-rotate-keys-writer") as writer:
         total = conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0] if conn.execute(
             "SELECT to_regclass(%s) IS NOT NULL", (TABLE,)).fetchone()[0] else 0
         update, close = _progress(total, not args.json and not quiet())
         try:
-            report = Rotator(conn, keyring, args.to_format, args.batch_size, shape_from_args(args), progress=update).run(args.apply)
+            report = Rotator(conn, keyring, args.to_format, args.batch_size, shape_from_args(args), progress=update,
+                             write_conn=writer).run(args.apply)
         finally:
             close()
     doc = report.as_dict()
