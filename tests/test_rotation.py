@@ -146,7 +146,8 @@ def test_legacy_to_v2_and_back(deployed_db):
     assert_all_under(deployed_db, plain, OLD, "legacy")
 
 
-def test_concurrent_app_write_between_read_and_write_survives(deployed_db):
+@pytest.mark.parametrize("pipelined", [False, True], ids=["one-connection", "pipelined"])
+def test_concurrent_app_write_between_read_and_write_survives(deployed_db, pipelined):
     plain = seed(deployed_db, 10)
     victim = sorted(plain)[3]
     newer = key_for(999)
@@ -156,8 +157,9 @@ def test_concurrent_app_write_between_read_and_write_survives(deployed_db):
         with psycopg.connect(deployed_db, autocommit=True) as app:
             app.execute(f"UPDATE {T} SET encrypted_api_key = %s WHERE user_id = %s", (app_token, victim))
 
-    with db.connect(deployed_db) as conn:
-        report = Rotator(conn, Keyring(NEW, [OLD]), on_batch_read=app_writes).run(apply=True)
+    with db.connect(deployed_db) as conn, db.connect(deployed_db) as writer:
+        report = Rotator(conn, Keyring(NEW, [OLD]), on_batch_read=app_writes,
+                         write_conn=writer if pipelined else None).run(apply=True)
     assert report.conflicts == 1 and report.rotated == 10
     # The app's write was not overwritten with the stale plaintext: it was re-read and rotated.
     assert Keyring(NEW).decrypt(snapshot(deployed_db)[victim][0]) == newer

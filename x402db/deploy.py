@@ -69,5 +69,5 @@ def deploy(requested_target: str | None, settings: Settings, log, run_smoke=None
     report = Report(server=server, target=target.name, database_url=printable_dsn(dsn),
                     migrations=[asdict(o) for o in outcomes], grants=grants)
     if run_smoke is not None:
-        report.smoke = run_smoke(dsn)
+        report.smoke = run_smoke(dsn, target.name)
     return report

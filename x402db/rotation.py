@@ -209,6 +209,8 @@ class Rotator:
                 if pending is not None:
                     missed += self._account(*pending[:2], pending[2].result(), report)
                     self.progress(pending[3])
+                if self.on_batch_read is not None:
+                    self.on_batch_read(planned)
                 pending = (planned, fps, pool.submit(self._write, planned, self.write_conn), len(rows))
             if pending is not None:
                 missed += self._account(*pending[:2], pending[2].result(), report)
@@ -225,7 +227,7 @@ class Rotator:
         if apply:
             self._begin_audit(report)
         try:
-            if apply and self.write_conn is not None and self.on_batch_read is None:
+            if apply and self.write_conn is not None:
                 self._run_pipelined(report)
             else:
                 for rows in self._batches():

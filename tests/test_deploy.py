@@ -1,0 +1,37 @@
+"""`make deploy`'s script against DATABASE_URL: first deploy, idempotent second deploy, the
+capturable DATABASE_URL line, and the read-only smoke default on a Supabase-shaped database."""
+from __future__ import annotations
+
+import json
+
+from .conftest import run_script
+
+
+def test_deploy_then_redeploy(empty_db):
+    r = run_script("deploy_local.py", env={"DATABASE_URL": empty_db})
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines[-1] == f"DATABASE_URL={empty_db}"
+    assert "000_platform_compat (applied)" in r.stdout and "smoke:" in r.stdout
+    again = run_script("deploy_local.py", env={"DATABASE_URL": empty_db})
+    assert again.returncode == 0
+    assert "nothing to apply, already up to date" in again.stdout and "grants:     already in place" in again.stdout
+
+
+def test_deploy_json_on_supabase_runs_catalog_smoke_only(supabase_db):
+    r = run_script("deploy_local.py", "--json", env={"DATABASE_URL": supabase_db})
+    doc = json.loads(r.stdout)
+    assert r.returncode == 0 and doc["ok"] and doc["target"] == "supabase"
+    assert [m["version"] for m in doc["migrations"]] == ["005"]
+    names = {c["name"] for c in doc["smoke"]["checks"]}
+    assert "policy.no_extra" in names and not any(n.startswith("rls.") for n in names)
+    full = json.loads(run_script("deploy_local.py", "--json", "--full-smoke", env={"DATABASE_URL": supabase_db}).stdout)
+    assert any(c["name"] == "rls.select_own_only" and c["passed"] for c in full["smoke"]["checks"])
+
+
+def test_deploy_hides_the_password_of_a_given_url(empty_db):
+    with_pw = empty_db.replace("postgres@", "postgres:not-needed-pw@")
+    r = run_script("deploy_local.py", env={"DATABASE_URL": with_pw})
+    assert r.returncode == 0, r.stderr
+    assert "not-needed-pw" not in r.stdout + r.stderr
+    assert r.stdout.strip().splitlines()[-1].startswith("DATABASE_URL=")
