@@ -41,7 +41,23 @@ SABOTAGE = [
     ("auth_uid_redefined", "CREATE OR REPLACE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS $$ SELECT nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $$", "platform.auth_uid"),
     ("comment_removed", f"COMMENT ON COLUMN {T}.encrypted_api_key IS NULL", "comments"),
     ("service_role_loses_bypassrls", "ALTER ROLE service_role NOBYPASSRLS", "platform.roles"),
+    ("primary_key_dropped", f"ALTER TABLE {T} DROP CONSTRAINT user_openrouter_integrations_pkey CASCADE", "integrations.primary_key"),
+    ("model_id_type_changed", "ALTER TABLE public.x402_resources DROP CONSTRAINT x402_resources_openrouter_model_id_fkey, ALTER COLUMN openrouter_model_id TYPE text", "resources.openrouter_model_id"),
+    ("service_role_select_revoked", f"REVOKE SELECT ON {T} FROM service_role", "service_role.sees_all"),
+    ("authenticated_loses_schema_usage", "REVOKE USAGE ON SCHEMA public FROM PUBLIC, authenticated", "grant.usage_public_authenticated"),
+    ("service_role_loses_schema_usage", "REVOKE USAGE ON SCHEMA public FROM PUBLIC, service_role", "grant.usage_public_service_role"),
+    ("own_policy_sees_everything", f"ALTER POLICY {OWN_POLICY} ON {T} USING (true)", "rls.select_own_only"),
+    ("anon_reads_and_writes", f'GRANT ALL ON {T} TO anon; CREATE POLICY "anon all" ON {T} FOR ALL TO anon USING (true) WITH CHECK (true)', "anon.nothing"),
+    ("type_check_dropped", "ALTER TABLE public.x402_resources DROP CONSTRAINT x402_resources_resource_type_check", "resources.unknown_type_rejected"),
+    ("user_delete_restricted", f"ALTER TABLE {T} DROP CONSTRAINT user_openrouter_integrations_user_id_fkey, ADD CONSTRAINT user_openrouter_integrations_user_id_fkey FOREIGN KEY (user_id) REFERENCES auth.users(id) ON DELETE RESTRICT", "integrations.user_delete_cascades"),
+    ("model_delete_cascades", "ALTER TABLE public.x402_resources DROP CONSTRAINT x402_resources_openrouter_model_id_fkey, ADD CONSTRAINT x402_resources_openrouter_model_id_fkey FOREIGN KEY (openrouter_model_id) REFERENCES public.ai_models(id) ON DELETE CASCADE", "resources.model_delete_sets_null"),
+    ("ledger_row_missing", f"DELETE FROM {PRIVATE_SCHEMA}.schema_migrations WHERE version = '005'", "ledger.005"),
+    ("tables_missing", f"DROP TABLE {T}", "tables.present"),
+    ("ciphertext_mangled", f"CREATE FUNCTION public.mangle() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.encrypted_api_key := NEW.encrypted_api_key || '00'; RETURN NEW; END $$; "
+                           f"CREATE TRIGGER mangle BEFORE INSERT ON {T} FOR EACH ROW EXECUTE FUNCTION public.mangle()", "crypto.roundtrip"),
 ]
+# Role attributes are cluster-wide, unlike everything else here (it dies with its database).
+ROLE_SABOTAGE = {"service_role_loses_bypassrls": "ALTER ROLE service_role BYPASSRLS"}
 
 
 def failing(result) -> dict[str, str]:
@@ -73,15 +89,41 @@ def test_each_defect_is_caught(server, deployed_db, defect, sabotage, check):
     with db.connect(deployed_db) as c:
         c.execute(sabotage)
     try:
-        r = run_script("smoke.py", "--json", "--dsn", deployed_db)
+        r = run_script("smoke.py", "--json", "--dsn", deployed_db, env={"INTEGRATION_ENCRYPTION_SECRET": "smoke-secret"})
         assert r.returncode == 1, r.stdout + r.stderr
         failed = {c["name"]: c["detail"] for c in json.loads(r.stdout)["checks"] if not c["passed"]}
         assert check in failed, f"{defect}: failing checks were {failed}"
         assert failed[check]
     finally:
-        if defect == "service_role_loses_bypassrls":  # roles are cluster-wide
+        if defect in ROLE_SABOTAGE:
             with db.connect(deployed_db) as c:
-                c.execute("ALTER ROLE service_role BYPASSRLS")
+                c.execute(ROLE_SABOTAGE[defect])
+
+
+def test_every_check_can_fail(server):
+    """Across the sabotage suite, every check a clean run reports has failed at least once."""
+    from .conftest import deploy, drop_database, new_database
+    from x402db.crypto import Keyring
+
+    ring = Keyring("smoke-secret")
+    clean_db = new_database(server)
+    deploy(clean_db)
+    names = {c.name for c in run_checks(clean_db, keyring=ring).checks}
+    drop_database(server, clean_db)
+    failed: set[str] = set()
+    for defect, sabotage, _check in SABOTAGE:
+        dsn = new_database(server)
+        deploy(dsn)
+        with db.connect(dsn) as c:
+            c.execute(sabotage)
+        try:
+            failed |= set(failing(run_checks(dsn, keyring=ring)))
+        finally:
+            if defect in ROLE_SABOTAGE:
+                with db.connect(dsn) as c:
+                    c.execute(ROLE_SABOTAGE[defect])
+            drop_database(server, dsn)
+    assert names - failed == set()
 
 
 def test_read_only_runs_catalog_only(deployed_db):

@@ -114,17 +114,28 @@ def _trigger_and_cascades(conn, c: Checklist, u: _Users, model: str) -> None:
     conn.execute(f"UPDATE {T} SET is_enabled = false WHERE user_id = %s", (u.b,))
     after = _snapshot(conn, u.b)[1]
     c.add("trigger.bumps_updated_at", after > before, f"updated_at stayed {after} after an update")
-    rid = conn.execute("INSERT INTO public.x402_resources (user_id, resource_type, name, openrouter_model_id, openrouter_config)"
-                       " VALUES (%s, 'openrouter_instant', 'smoke', %s, %s) RETURNING id",
-                       (u.a, model, json.dumps({"modelId": "x", "systemPrompt": "", "params": {"temperature": 0.5, "maxTokens": 16}}))).fetchone()[0]
-    c.add("resources.openrouter_instant_accepted", rid is not None, "an openrouter_instant resource was rejected")
+    config = json.dumps({"modelId": "x", "systemPrompt": "", "params": {"temperature": 0.5, "maxTokens": 16}})
+    rid = None
+    try:
+        with conn.transaction():
+            rid = conn.execute("INSERT INTO public.x402_resources (user_id, resource_type, name, openrouter_model_id, openrouter_config)"
+                               " VALUES (%s, 'openrouter_instant', 'smoke', %s, %s) RETURNING id", (u.a, model, config)).fetchone()[0]
+    except psycopg.Error as exc:
+        c.add("resources.openrouter_instant_accepted", False, f"an openrouter_instant resource was rejected: {exc.diag.message_primary}")
+    else:
+        c.add("resources.openrouter_instant_accepted", True)
     n, err = _attempt(conn, "INSERT INTO public.x402_resources (user_id, resource_type, name) VALUES (%s, 'not_a_type', 'smoke')", (u.a,))
     c.add("resources.unknown_type_rejected", err == "23514", f"an unknown resource_type was accepted (rows={n}, sqlstate={err})")
-    conn.execute("DELETE FROM public.ai_models WHERE id = %s", (model,))
-    nulled = conn.execute("SELECT openrouter_model_id FROM public.x402_resources WHERE id = %s", (rid,)).fetchone()
-    c.add("resources.model_delete_sets_null", nulled is not None and nulled[0] is None, f"after deleting its model the resource holds {nulled}")
-    conn.execute("DELETE FROM auth.users WHERE id = %s", (u.b,))
-    c.add("integrations.user_delete_cascades", _snapshot(conn, u.b) is None, "user B's integration survived deleting user B")
+    if rid is None:
+        c.add("resources.model_delete_sets_null", False, "not checked: no openrouter_instant resource could be created")
+    else:
+        n, err = _attempt(conn, "DELETE FROM public.ai_models WHERE id = %s", (model,))
+        nulled = conn.execute("SELECT openrouter_model_id FROM public.x402_resources WHERE id = %s", (rid,)).fetchone()
+        c.add("resources.model_delete_sets_null", err is None and nulled is not None and nulled[0] is None,
+              f"deleting the model gave sqlstate={err}; the resource now holds {nulled}")
+    n, err = _attempt(conn, "DELETE FROM auth.users WHERE id = %s", (u.b,))
+    c.add("integrations.user_delete_cascades", err is None and _snapshot(conn, u.b) is None,
+          f"deleting user B gave sqlstate={err}; their integration {'survived' if _snapshot(conn, u.b) else 'is gone'}")
 
 
 def _secret_roundtrip(conn, c: Checklist, u: _Users, keyring: Keyring) -> None:
