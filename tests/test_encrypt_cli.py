@@ -123,37 +123,14 @@ def test_store_upserts_and_refuses_unknown_users(deployed_db):
 
 def test_tty_prompt_does_not_echo_the_key():
     import os
-    import pty
-    import select
-    import sys as _sys
+
     from x402db import ROOT
 
-    pid, fd = pty.fork()
-    if pid == 0:  # child: a terminal on stdin, like an operator typing
-        os.environ["INTEGRATION_ENCRYPTION_SECRET"] = SECRET
-        os.execv(_sys.executable, [_sys.executable, str(ROOT / "scripts/encrypt_key.py")])
-    out = b""
+    from .tty import run_in_pty
 
-    def read_until(pred, timeout=20):
-        nonlocal out
-        end = __import__("time").monotonic() + timeout
-        while not pred(out) and __import__("time").monotonic() < end:
-            ready, _, _ = select.select([fd], [], [], 0.2)
-            if ready:
-                try:
-                    chunk = os.read(fd, 4096)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                out += chunk
-
-    read_until(lambda b: b"not echoed" in b)
-    os.write(fd, (KEY + "\n").encode())
-    read_until(lambda b: re.search(rb"[0-9a-f]{32}:[0-9a-f]{160}", b) is not None)
-    _, status = os.waitpid(pid, 0)
-    text = out.decode(errors="replace")
-    assert os.waitstatus_to_exitcode(status) == 0, text
+    env = {k: v for k, v in os.environ.items() if k != "CI"} | {"INTEGRATION_ENCRYPTION_SECRET": SECRET}
+    code, text = run_in_pty([str(ROOT / "scripts/encrypt_key.py")], env, answer=(KEY + "\n").encode(), prompt=b"not echoed")
+    assert code == 0, text
     assert "OpenRouter API key (not echoed)" in text
     assert KEY not in text
     token = re.search(r"[0-9a-f]{32}:[0-9a-f]{160}", text).group(0)

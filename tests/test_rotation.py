@@ -244,3 +244,20 @@ def test_kill_minus_9_at_random_points_then_resume(server, deployed_db):
     with db.connect(deployed_db) as c:
         statuses = [s for (s,) in c.execute("SELECT status FROM x402_private.key_rotation_runs ORDER BY id")]
     assert statuses[-1] == "completed" and statuses.count("interrupted") >= 5
+
+
+def test_progress_bar_on_a_terminal_only(deployed_db):
+    from .tty import run_in_pty
+
+    plain = seed(deployed_db, 3000)
+    base = {k: v for k, v in os.environ.items() if k not in ("CI", "DATABASE_URL")}
+    env = base | {"INTEGRATION_ENCRYPTION_SECRET": NEW, "INTEGRATION_ENCRYPTION_SECRET_PREVIOUS": OLD}
+    argv = [str(ROOT / "scripts/rotate_keys.py"), "--dsn", deployed_db, "--batch-size", "100"]
+    code, shown = run_in_pty(argv, env)
+    assert code == 0, shown
+    assert "rows/s" in shown and "3000/3000" in shown  # tqdm: rate and count (ETA while running)
+    code, shown = run_in_pty(argv, env | {"CI": "true"})
+    assert code == 0 and "rows/s" not in shown and "DRY RUN" in shown
+    code, shown = run_in_pty([*argv, "--json"], env)
+    assert code == 0 and "rows/s" not in shown
+    assert not any(p in shown for p in plain.values())

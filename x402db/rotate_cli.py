@@ -28,9 +28,14 @@ def build_parser() -> Parser:
 def _progress(total: int, enabled: bool):
     if not enabled or total == 0:
         return lambda n: None, lambda: None
+    import shutil
+
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="rows", file=sys.stderr, dynamic_ncols=True)
+    # A terminal that reports no size (0x0, e.g. some serial consoles) makes tqdm print
+    # nothing; get_terminal_size falls back to 80x24 there.
+    size = shutil.get_terminal_size()
+    bar = tqdm(total=total, unit="rows", file=sys.stderr, ncols=size.columns, nrows=size.lines)
     return bar.update, bar.close
 
 
