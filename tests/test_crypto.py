@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from x402db.crypto import (OPENROUTER_KEY, Context, DecryptError, Keyring, derive_key, encrypt_legacy,
+from x402db.crypto import (Context, DecryptError, Keyring, derive_key, encrypt_legacy,
                            fingerprint, generate_secret)
 
 NODE = shutil.which("node")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
 
 from x402db import db
 from x402db.crypto import Context, Keyring, fingerprint

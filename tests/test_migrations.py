@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 
 import psycopg
 import pytest
@@ -17,7 +16,7 @@ from x402db.engine import Engine, Settings
 from x402db.errors import BundleError, DriftError, Refused
 from x402db.target import detect
 
-from .conftest import deploy, pg_dump_schema, run_script
+from .conftest import pg_dump_schema, run_script
 
 
 def engine(dsn, sql_dir=None, target=None, settings=None, **kw):

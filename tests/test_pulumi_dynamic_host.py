@@ -111,7 +111,7 @@ def test_create_diff_update_read_delete_over_grpc(host, empty_db):
     # Read reports the ledger; a drifted ledger shows up as a different checksum.
     assert h.read("005", outs["005"]) [1]["checksum"] == outs["005"]["checksum"]
     with db.connect(empty_db) as c:
-        c.execute(f"UPDATE x402_private.schema_migrations SET checksum = repeat('a', 64) WHERE version = '005'")
+        c.execute("UPDATE x402_private.schema_migrations SET checksum = repeat('a', 64) WHERE version = '005'")
     assert h.read("005", outs["005"])[1]["checksum"] == "a" * 64
     with db.connect(empty_db) as c:
         c.execute("UPDATE x402_private.schema_migrations SET checksum = %s WHERE version = '005'", (outs["005"]["checksum"],))

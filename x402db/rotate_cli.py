@@ -46,6 +46,8 @@ def main(argv: list[str]) -> int:
     new = primary_secret(args.new_secret_file)
     olds = previous_secrets(args.old_secret_file)
     keyring = Keyring(new, olds)
+    if args.to_format == "v2" and args.apply and not args.json:
+        print("note: today's backend reads only the legacy format; write v2 only once it reads v2", file=sys.stderr)
     dsn = db.resolve_dsn(args.dsn)
     with db.connect(dsn, application_name="x402db-rotate-keys") as conn, \
             db.connect(dsn, application_name="x402db-rotate-keys-writer") as writer:

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import psycopg
-from psycopg import errors as pgerr
 
 from .checks import Checklist
 from .crypto import Keyring
