@@ -11,7 +11,7 @@ CREATE TABLE public.ai_models (
   slug           text NOT NULL UNIQUE,
   display_name   text NOT NULL,
   provider       text,
-  context_length integer,
+  context_length bigint,
   created_at     timestamptz NOT NULL DEFAULT now(),
   updated_at     timestamptz NOT NULL DEFAULT now()
 );
