@@ -157,3 +157,20 @@ def test_secret_round_trip_check(deployed_db, tmp_path):
 def test_smoke_catches_an_undeployed_database(empty_db):
     r = run_script("smoke.py", "--dsn", empty_db)
     assert r.returncode == 1 and "FAIL  tables.present" in r.stdout
+
+
+def test_hand_applied_005_is_taken_over_and_its_differences_reported(supabase_db):
+    """Production may already hold 005 pasted by hand: `up` succeeds without losing a row,
+    replaces the policies with the bundle's, and smoke names what it cannot reconcile itself."""
+    from .conftest import FIXTURES, deploy
+
+    with db.connect(supabase_db) as c:
+        c.execute((FIXTURES / "hand_applied_005.sql").read_text())
+        uid = c.execute("INSERT INTO auth.users (id, email) VALUES (gen_random_uuid(), 'h@example.invalid') RETURNING id").fetchone()[0]
+        c.execute(f"INSERT INTO {T} (user_id, encrypted_api_key) VALUES (%s, 'kept')", (uid,))
+    deploy(supabase_db)
+    with db.connect(supabase_db) as c:
+        assert c.execute(f"SELECT encrypted_api_key FROM {T}").fetchall() == [("kept",)]
+    failed = failing(run_checks(supabase_db))
+    assert set(failed) == {"integrations.columns"}, failed
+    assert "is_valid is nullable, expected NOT NULL" in failed["integrations.columns"]
