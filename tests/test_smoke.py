@@ -141,6 +141,8 @@ def test_cli_outputs_and_exit_codes(deployed_db, tmp_path):
     doc = json.loads(run_script("smoke.py", "--json", "--dsn", deployed_db).stdout)
     assert doc["passed"] is True and set(doc) == {"passed", "checks", "duration_ms"}
     assert run_script("smoke.py").returncode == 2
+    r = run_script("smoke.py", "--dsn", deployed_db, "--junit", str(tmp_path / "missing-dir" / "x.xml"))
+    assert r.returncode == 2 and "cannot write the JUnit report" in r.stderr
     assert run_script("smoke.py", "--dsn", "postgresql://x@127.0.0.1:1/x").returncode == 2
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from . import db
 from .cli import Parser, add_common, print_json
 from .crypto import Keyring
+from .errors import UsageError
 from .secretsource import SECRET_ENV, primary_secret
 from .smoke import run_checks
 
@@ -24,7 +25,10 @@ def main(argv: list[str]) -> int:
         keyring = Keyring(primary_secret(args.secret_file))
     result = run_checks(db.resolve_dsn(args.dsn), read_only=args.read_only, keyring=keyring)
     if args.junit:
-        Path(args.junit).write_bytes(result.junit())
+        try:
+            Path(args.junit).write_bytes(result.junit())
+        except OSError as exc:
+            raise UsageError(f"cannot write the JUnit report to {args.junit}: {exc.strerror}") from None
     if args.json:
         print_json(result.as_dict())
     else:
