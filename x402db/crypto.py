@@ -115,6 +115,7 @@ def encrypt_legacy(key: bytes | algorithms.AES, plaintext: str) -> str:
 
 
 def _decrypt_legacy(key: bytes | algorithms.AES, iv: bytes, ct: bytes) -> bytes | None:
+    """The library's own CBC mode: the reference the fast path is tested against."""
     alg = key if isinstance(key, algorithms.AES) else algorithms.AES(key)
     dec = Cipher(alg, modes.CBC(iv)).decryptor()
     return _pkcs7_unpad(dec.update(ct) + dec.finalize())

@@ -58,6 +58,8 @@ class Migration:
     down: Script
     checksum: str
     up_path: Path = field(compare=False)
+    up_text: str = field(default="", compare=False, repr=False)
+    down_text: str = field(default="", compare=False, repr=False)
 
     @property
     def label(self) -> str:
@@ -153,6 +155,8 @@ def from_texts(version: str, name: str, up_text: str, down_text: str, up_path: P
         down=parse_script(down_text, path.with_name(path.name.replace(".up.sql", ".down.sql"))),
         checksum=checksum(up_text),
         up_path=path,
+        up_text=up_text,
+        down_text=down_text,
     )
 
 
