@@ -5,12 +5,12 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .engine import is_interval
 from .errors import UsageError
 from .target import API_ROLES, TARGETS
 
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_INTERVAL = re.compile(r"^\d+\s*(ms|s|min)$")
 RESERVED_ROLES = set(API_ROLES) | {"authenticator", "postgres", "supabase_admin", "supabase_auth_admin", "public"}
 
 
@@ -71,7 +71,7 @@ def load(cfg: ConfigSource) -> StackConfig:
     if target == "supabase" and superuser:
         errors.append("superuser must be false on Supabase: its postgres role is not a superuser")
     lock_timeout = cfg.get("lockTimeout") or "1s"
-    if not _INTERVAL.match(lock_timeout):
+    if not is_interval(lock_timeout):
         errors.append(f"lockTimeout must look like 500ms, 1s or 1min, not {lock_timeout!r}")
     protect = _bool(cfg.get("protect"), "protect", True, errors)
     allow_data_loss = _bool(cfg.get("allowDataLoss"), "allowDataLoss", False, errors)

@@ -68,7 +68,7 @@ def _key_id(key: bytes) -> str:
     return hmac.new(key, b"x402 v2 key id", hashlib.sha256).hexdigest()[:8]
 
 
-def _shape_ok(text: str, shape: Shape) -> bool:
+def shape_ok(text: str, shape: Shape) -> bool:
     if shape is None:
         return True
     if callable(shape) and not hasattr(shape, "fullmatch"):
@@ -194,7 +194,7 @@ class Keyring:
             except UnicodeDecodeError:
                 shaped_wrong = True
                 continue
-            if _shape_ok(text, shape):
+            if shape_ok(text, shape):
                 if key is not self._legacy_order[0]:
                     self._legacy_order = [key] + [k for k in self._legacy_order if k is not key]
                 return text, self._fingerprints[key]
@@ -224,7 +224,7 @@ class Keyring:
             text = raw.decode("utf-8")
         except Exception:  # InvalidTag, or bytes that are not UTF-8: both mean it was altered
             raise DecryptError("tampered", "v2 ciphertext failed authentication: altered, or stored under another user_id") from None
-        if not _shape_ok(text, shape):
+        if not shape_ok(text, shape):
             raise DecryptError("not-a-key", "decrypted, but the result is not an API key of the expected shape")
         return text, self._fingerprints[key]
 

@@ -6,7 +6,7 @@ import sys
 
 from . import db, integrations
 from .cli import Parser, add_common, add_shape_args, print_json, shape_from_args
-from .crypto import FORMATS, Context, DecryptError, Keyring, generate_secret
+from .crypto import FORMATS, Context, DecryptError, Keyring, generate_secret, shape_ok
 from .errors import Refused, UsageError
 from .secretsource import SECRET_ENV, primary_secret
 
@@ -41,10 +41,6 @@ def _read_stdin(prompt: str) -> str:
     return value
 
 
-def _shape_ok(shape, text: str) -> bool:
-    return shape is None or shape.fullmatch(text) is not None
-
-
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.generate_secret:
@@ -71,7 +67,7 @@ def main(argv: list[str]) -> int:
 
     dsn = db.resolve_dsn(args.dsn) if args.store else None  # fail on usage before reading a key
     plaintext = _read_stdin("OpenRouter API key (not echoed): ")
-    if not _shape_ok(shape, plaintext):
+    if not shape_ok(plaintext, shape):
         raise Refused("the input does not look like an OpenRouter key (sk-or-v1- and 64 hex digits); "
                       "pass --key-pattern or --any-key-shape for other key shapes")
     token = keyring.encrypt(plaintext, args.format, context)

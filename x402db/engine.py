@@ -30,6 +30,11 @@ BASE = "base"  # `down --to base` reverts every migration
 _INTERVAL = re.compile(r"^\d+\s*(ms|s|min|h)?$")
 
 
+def is_interval(value: str) -> bool:
+    """A timeout PostgreSQL accepts for lock_timeout / statement_timeout (unitless = ms)."""
+    return bool(_INTERVAL.match(str(value).strip()))
+
+
 @dataclass(frozen=True)
 class Settings:
     lock_timeout: str = "1s"  # how long writers may queue behind one of our DDL statements
@@ -41,7 +46,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         for name in ("lock_timeout", "statement_timeout", "step_timeout"):
-            if not _INTERVAL.match(str(getattr(self, name)).strip()):
+            if not is_interval(getattr(self, name)):
                 raise UsageError(f"{name} must be a PostgreSQL interval like 1s, 500ms or 2min, not {getattr(self, name)!r}")
         if self.retries < 0:
             raise UsageError("retries must be 0 or more")

@@ -1,14 +1,20 @@
 """`scripts/rotate_keys.py`: dry run by default, --apply to write."""
 from __future__ import annotations
 
+import argparse
 import sys
 
 from . import db
 from .cli import Parser, add_common, add_shape_args, print_json, quiet, shape_from_args
 from .crypto import FORMATS, Keyring
-from .errors import UsageError
 from .rotation import TABLE, Rotator
 from .secretsource import PREVIOUS_ENV, SECRET_ENV, previous_secrets, primary_secret
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {value!r}")
+    return int(value)
 
 
 def build_parser() -> Parser:
@@ -19,7 +25,7 @@ def build_parser() -> Parser:
     p.add_argument("--new-secret-file", help=f"file (mode 0600) with the new secret (default: ${SECRET_ENV})")
     p.add_argument("--old-secret-file", action="append", help=f"file with an old secret; repeatable (default: ${PREVIOUS_ENV})")
     p.add_argument("--to-format", choices=FORMATS, default="legacy", help="legacy (what today's backend reads; default) or v2")
-    p.add_argument("--batch-size", type=int, default=1000, help="rows per short transaction (default %(default)s)")
+    p.add_argument("--batch-size", type=_positive, default=1000, help="rows per short transaction (default %(default)s)")
     add_shape_args(p)
     add_common(p)
     return p
@@ -41,8 +47,6 @@ def _progress(total: int, enabled: bool):
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    if args.batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
     new = primary_secret(args.new_secret_file)
     olds = previous_secrets(args.old_secret_file)
     keyring = Keyring(new, olds)

@@ -20,7 +20,7 @@ from psycopg import sql
 
 from . import PRIVATE_SCHEMA, ledger
 from .crypto import Context, DecryptError, Keyring, Shape, OPENROUTER_KEY
-from .errors import BundleError
+from .errors import BundleError, UsageError
 
 TABLE = "public.user_openrouter_integrations"
 AUDIT = sql.Identifier(PRIVATE_SCHEMA, "key_rotation_runs")
@@ -86,7 +86,7 @@ class Rotator:
                  on_batch_read: Callable[[list[tuple]], None] | None = None,
                  write_conn: psycopg.Connection | None = None) -> None:
         if batch_size < 1:
-            raise BundleError("--batch-size must be at least 1")
+            raise UsageError("--batch-size must be at least 1")
         self.conn, self.keyring, self.to_format, self.batch_size, self.shape = conn, keyring, to_format, batch_size, shape
         self.progress = progress
         self.on_batch_read = on_batch_read  # test seam: runs between a batch's read and its write
