@@ -73,10 +73,6 @@ def _applied_by(conn: psycopg.Connection) -> str:
     return f"{db_user} ({getpass.getuser()}@{socket.gethostname()})"
 
 
-def _has_sql(text: str) -> bool:
-    return any(line.strip() and not line.strip().startswith("--") for line in text.splitlines())
-
-
 def _pg_message(exc: psycopg.Error) -> str:
     diag = getattr(exc, "diag", None)
     primary = diag.message_primary if diag and diag.message_primary else str(exc).splitlines()[0]
@@ -236,8 +232,8 @@ class Engine:
         def transactional() -> None:
             with self.conn.transaction():
                 self._set_timeouts(self.settings.statement_timeout, local=True)
-                if _has_sql(m.up.transactional):
-                    self.conn.execute(m.up.transactional)
+                for statement in m.up.statements:
+                    self.conn.execute(statement)
 
         self._retrying(f"{m.label}", transactional)
         self._run_steps(m, m.up)
@@ -281,8 +277,8 @@ class Engine:
             with self.conn.transaction():
                 self._set_timeouts(self.settings.statement_timeout, local=True)
                 self._check_guards(m, allow_data_loss)
-                if _has_sql(m.down.transactional):
-                    self.conn.execute(m.down.transactional)
+                for statement in m.down.statements:
+                    self.conn.execute(statement)
 
         self._retrying(f"{m.label} down", transactional)
         self._run_steps(m, m.down)
