@@ -38,12 +38,11 @@ def _parse(text: str, where: str) -> list[tuple[str, ast.Node]]:
         raw = parse_sql(text)
     except ParseError as exc:
         raise UsageError(f"{where}: PostgreSQL cannot parse it: {exc}") from None
-    # stmt_location/stmt_len are byte offsets into the UTF-8 text.
-    data = text.encode("utf-8")
+    # pglast turns libpg_query's byte offsets into character offsets (a test pins it).
     out = []
     for r in raw:
-        end = r.stmt_location + r.stmt_len if r.stmt_len else len(data)
-        out.append((data[r.stmt_location:end].decode("utf-8").strip(), r.stmt))
+        end = r.stmt_location + r.stmt_len if r.stmt_len else len(text)
+        out.append((text[r.stmt_location:end].strip(), r.stmt))
     return out
 
 
