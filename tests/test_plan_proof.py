@@ -61,10 +61,10 @@ def _check(label, phase, stmt, predicted, observed: lockprobe.Observed) -> list[
     return errors
 
 
-def _prove(dsn: str, direction: str, to: str | None = None) -> list[str]:
+def _prove(dsn: str, direction: str, sql_dir=None) -> list[str]:
     with db.connect(dsn) as conn:
         target = detect(conn)
-        applicable = [m for m in migrations.load() if m.applies_to(target.name)]
+        applicable = [m for m in (migrations.load(sql_dir) if sql_dir else migrations.load()) if m.applies_to(target.name)]
     chosen = applicable if direction == "up" else list(reversed(applicable))
     predictions = _predict(dsn, chosen, direction)
     assert predictions, "no statement to prove"
@@ -84,3 +84,72 @@ def test_every_prediction_matches_pg_locks_postgres_target(empty_db):
 def test_every_prediction_matches_pg_locks_supabase_target(supabase_db):
     assert _prove(supabase_db, "up") == []
     assert _prove(supabase_db, "down") == []
+
+
+# Statements sql/ does not use today, one per map entry a future migration is likely to need.
+# Each is proven the same way, so the map's entries are checked before a migration relies on them.
+_WIDER_UP = """
+CREATE TABLE public.p_parent (id int PRIMARY KEY, v text);
+CREATE TABLE public.p_child (id int PRIMARY KEY, parent_id int, note text);
+INSERT INTO public.p_parent SELECT g, g::text FROM generate_series(1, 50) g;
+INSERT INTO public.p_child SELECT g, g, NULL FROM generate_series(1, 50) g;
+ALTER TABLE public.p_child ADD COLUMN c_now timestamptz DEFAULT now();
+ALTER TABLE public.p_child ADD COLUMN c_uuid uuid DEFAULT gen_random_uuid();
+ALTER TABLE public.p_child ALTER COLUMN note SET DEFAULT 'x';
+ALTER TABLE public.p_child ALTER COLUMN id SET NOT NULL;
+ALTER TABLE public.p_child ALTER COLUMN note TYPE varchar(20);
+ALTER TABLE public.p_child ADD CONSTRAINT p_child_parent_fkey FOREIGN KEY (parent_id) REFERENCES public.p_parent (id);
+ALTER TABLE public.p_child ADD CONSTRAINT p_child_note_check CHECK (note <> '') NOT VALID;
+ALTER TABLE public.p_child ADD CONSTRAINT p_child_id_check CHECK (id > 0);
+ALTER TABLE public.p_child SET (fillfactor = 90);
+ALTER TABLE public.p_child DISABLE TRIGGER ALL;
+ALTER TABLE public.p_child ENABLE TRIGGER ALL;
+CREATE INDEX p_child_note_idx ON public.p_child (note);
+COMMENT ON CONSTRAINT p_child_id_check ON public.p_child IS 'positive';
+LOCK TABLE public.p_parent IN EXCLUSIVE MODE;
+GRANT SELECT ON public.p_child TO PUBLIC;
+CREATE VIEW public.p_view AS SELECT id FROM public.p_child;
+ALTER TABLE public.p_child RENAME COLUMN note TO note2;
+-- x402:no-transaction
+ALTER TABLE public.p_child VALIDATE CONSTRAINT p_child_note_check;
+ALTER TABLE public.p_child VALIDATE CONSTRAINT p_child_parent_fkey;
+CREATE INDEX CONCURRENTLY p_child_note2_idx ON public.p_child (note2);
+"""
+_WIDER_DOWN = """
+DROP VIEW public.p_view;
+ALTER TABLE public.p_child DROP CONSTRAINT p_child_parent_fkey;
+ALTER TABLE public.p_child DROP COLUMN c_uuid;
+DROP INDEX public.p_child_note_idx;
+DELETE FROM public.p_child WHERE id > 40;
+UPDATE public.p_child SET note2 = 'y' WHERE id < 3;
+TRUNCATE public.p_child;
+DROP TABLE public.p_child;
+DROP TABLE public.p_parent;
+"""
+
+
+def test_wider_statement_set_matches_pg_locks(empty_db, tmp_path):
+    (tmp_path / "900_wider.up.sql").write_text(_WIDER_UP)
+    (tmp_path / "900_wider.down.sql").write_text(_WIDER_DOWN)
+    errors = _prove(empty_db, "up", tmp_path)
+    assert errors == [], "\n".join(errors)
+    errors = _prove(empty_db, "down", tmp_path)
+    assert errors == [], "\n".join(errors)
+
+
+def test_a_wrong_map_entry_fails_the_proof(empty_db, monkeypatch):
+    """The proof can fail: with COMMENT mapped to AccessExclusiveLock (PostgreSQL takes
+    ShareUpdateExclusiveLock), every COMMENT of 005 is reported."""
+    from x402db import locks
+
+    real = locks._comment
+
+    def wrong(node, cat):
+        p = real(node, cat)
+        p.locks = {rel: locks.ACCESS_EXCLUSIVE for rel in p.locks}
+        return p
+
+    monkeypatch.setattr(locks, "_comment", wrong)
+    errors = _prove(empty_db, "up")
+    assert errors and all("COMMENT" in e for e in errors), errors
+    assert len(errors) == 10

@@ -47,6 +47,7 @@ class Catalog(Protocol):
     def foreign_keys(self, table: str) -> dict[str, tuple[str, tuple[str, ...]]]: ...  # name -> (referenced, columns)
     def referencing(self, table: str) -> list[str]: ...  # tables with a foreign key to `table`
     def volatile(self, function: str) -> bool: ...
+    def constraint_valid(self, table: str, name: str) -> bool: ...
     def has_object(self, kind: str, table: str, name: str) -> bool: ...  # a policy, trigger or rule on `table`
     def server_version(self) -> int: ...  # server_version_num
     def apply(self, p: "Prediction") -> None: ...  # the statement ran: relations and keys it made or removed
@@ -63,6 +64,8 @@ class Prediction:
     dropped: list[str] = field(default_factory=list)
     fk_added: list[tuple[str, str, str, tuple[str, ...]]] = field(default_factory=list)  # table, name, referenced, cols
     fk_dropped: list[tuple[str, str | None, tuple[str, ...]]] = field(default_factory=list)  # table, name, columns
+    validated: list[tuple[str, str]] = field(default_factory=list)  # table, constraint: NOT VALID ones added, or validated
+    not_valid_added: list[tuple[str, str]] = field(default_factory=list)
     objects_added: list[tuple[str, str, str]] = field(default_factory=list)  # kind, table, name (policies, triggers)
     objects_dropped: list[tuple[str, str, str]] = field(default_factory=list)
 
@@ -176,12 +179,19 @@ def _add_constraint(p: Prediction, cat: Catalog, table: str, c: ast.Constraint) 
         ref = _rv(cat, c.pktable)
         p.lock(ref, SHARE_ROW_EXCLUSIVE)
         p.fk_added.append((table, c.conname or "", ref, tuple(a.sval for a in c.fk_attrs or ())))
-        if not c.skip_validation:
+        if c.skip_validation:
+            p.not_valid_added.append((table, c.conname or ""))
+        else:
             p.worse("scan")
+            p.validated.append((table, c.conname or ""))
         return SHARE_ROW_EXCLUSIVE
     if c.indexname:  # ... USING INDEX: the index already exists
         return ACCESS_EXCLUSIVE
-    if not c.skip_validation and c.contype in (C.CONSTR_CHECK, C.CONSTR_PRIMARY, C.CONSTR_UNIQUE,
+    if c.skip_validation:
+        p.not_valid_added.append((table, c.conname or ""))
+        return ACCESS_EXCLUSIVE
+    p.validated.append((table, c.conname or ""))
+    if c.contype in (C.CONSTR_CHECK, C.CONSTR_PRIMARY, C.CONSTR_UNIQUE,
                                                C.CONSTR_EXCLUSION, C.CONSTR_NOTNULL):
         p.worse("scan")
     return ACCESS_EXCLUSIVE
@@ -211,8 +221,10 @@ def _alter_table(node: ast.AlterTableStmt, cat: Catalog) -> Prediction:
         st = cmd.subtype
         if st in _SHARE_UPDATE_EXCLUSIVE_CMDS:
             mode = SHARE_UPDATE_EXCLUSIVE
-            if st == AT.AT_ValidateConstraint:
+            if st == AT.AT_ValidateConstraint and not cat.constraint_valid(table, cmd.name):
+                # An already valid constraint returns at once: no scan, no lock on the referenced table.
                 p.worse("scan")
+                p.validated.append((table, cmd.name))
                 fk = cat.foreign_keys(table).get(cmd.name)
                 if fk and fk[0] != table:
                     p.lock(fk[0], ROW_SHARE)
@@ -338,8 +350,10 @@ def _comment(node: ast.CommentStmt, cat: Catalog) -> Prediction:
     parts = [o.sval for o in node.object] if isinstance(node.object, tuple) else []
     if node.objtype in (O.OBJECT_TABLE, O.OBJECT_VIEW, O.OBJECT_MATVIEW, O.OBJECT_FOREIGN_TABLE, O.OBJECT_SEQUENCE):
         p.lock(cat.qualify(parts[-2] if len(parts) > 1 else None, parts[-1]), SHARE_UPDATE_EXCLUSIVE)
-    elif node.objtype in (O.OBJECT_COLUMN, O.OBJECT_TABCONSTRAINT, O.OBJECT_POLICY, O.OBJECT_TRIGGER, O.OBJECT_RULE):
+    elif node.objtype in (O.OBJECT_COLUMN, O.OBJECT_POLICY, O.OBJECT_TRIGGER, O.OBJECT_RULE):
         p.lock(cat.qualify(parts[-3] if len(parts) > 2 else None, parts[-2]), SHARE_UPDATE_EXCLUSIVE)
+    elif node.objtype == O.OBJECT_TABCONSTRAINT:  # measured: a constraint's table is only read-locked
+        p.lock(cat.qualify(parts[-3] if len(parts) > 2 else None, parts[-2]), ACCESS_SHARE)
     return p
 
 

@@ -64,6 +64,7 @@ class LiveCatalog:
         self._current_schema: str | None = None
         self._objects: dict[tuple[str, str, str], bool] = {}
         self._version: int | None = None
+        self._valid: dict[tuple[str, str], bool] = {}
 
     def _one(self, query: str, *args):
         row = self.conn.execute(query, args).fetchone()
@@ -112,12 +113,25 @@ class LiveCatalog:
             self._objects[key] = bool(exists and self._one(_OBJECTS[kind], _quote(table), name))
         return self._objects[key] and table not in self.dropped
 
+    def constraint_valid(self, table: str, name: str) -> bool:
+        if (table, name) not in self._valid:
+            fresh = table in self.created or table in self.dropped
+            row = None if fresh else self._one(
+                "SELECT convalidated FROM pg_constraint WHERE conrelid = %s::regclass AND conname = %s", _quote(table), name)
+            # On a table this plan creates, a constraint not added NOT VALID is valid.
+            self._valid[(table, name)] = fresh or bool(row)
+        return self._valid[(table, name)]
+
     def server_version(self) -> int:
         if self._version is None:
             self._version = int(self._one("SELECT current_setting('server_version_num')"))
         return self._version
 
     def apply(self, p: Prediction) -> None:
+        for key in p.not_valid_added:
+            self._valid[key] = False
+        for key in p.validated:
+            self._valid[key] = True
         for kind, table, name in p.objects_added:
             self._objects[(kind, table, name)] = True
         for kind, table, name in p.objects_dropped:
