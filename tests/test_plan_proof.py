@@ -9,9 +9,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from x402db import db, migrations, sqlparse
-from x402db.locks import ANY, MODES, simulate
-from x402db.plancatalog import LiveCatalog
+from x402db import db, ledger, migrations
+from x402db.engine import BASE, Engine
+from x402db.locks import ANY, MODES
+from x402db.plan import Planner
 from x402db.target import detect
 
 from . import lockprobe
@@ -19,17 +20,14 @@ from . import lockprobe
 _MUST_NOT_RUN_IN_A_TRANSACTION = ("CONCURRENTLY",)
 
 
-def _phases(m: migrations.Migration, direction: str):
-    script = m.up if direction == "up" else m.down
-    yield from (("transaction", s) for s in sqlparse.statements(script.transactional, m.label))
-    for step in script.steps:
-        yield from (("no-transaction", s) for s in sqlparse.statements(step, m.label))
-
-
-def _predict(dsn: str, chosen, direction: str):
+def _plan(dsn: str, direction: str, sql_dir=None):
+    """The plan `migrate.py plan` prints, for the whole run: every pending migration up, or every
+    applied one down to base."""
     with db.connect(dsn) as conn:
-        cat = LiveCatalog(conn)
-        return [(m, phase, s, simulate(s, cat)) for m in chosen for phase, s in _phases(m, direction)]
+        ms = migrations.load(sql_dir) if sql_dir else migrations.load()
+        engine = Engine(conn, ms, detect(conn))
+        plan = Planner(engine).build(direction, to=BASE if direction == "down" else None, allow_data_loss=True)
+    return [(m.version, st) for m in plan.migrations for st in m.statements]
 
 
 def _observe(conn, watcher, blocker, phase: str, statement: str) -> lockprobe.Observed:
@@ -40,50 +38,63 @@ def _observe(conn, watcher, blocker, phase: str, statement: str) -> lockprobe.Ob
     return lockprobe.in_transaction(conn, statement)
 
 
-def _check(label, phase, stmt, predicted, observed: lockprobe.Observed) -> list[str]:
-    where = f"{label} [{phase}] {stmt.sql.splitlines()[0][:70]!r}"
+def _check(version, st, observed: lockprobe.Observed) -> list[str]:
+    where = f"{version} [{st.phase}] {st.sql.splitlines()[0][:70]!r}"
+    predicted = {lock.relation: lock.mode for lock in st.locks}
     errors = []
-    if predicted.known:
-        if predicted.locks != observed.locks:
-            errors.append(f"{where}: predicted {predicted.locks}, PostgreSQL held {observed.locks}")
+    if st.effect != "unknown":
+        if predicted != observed.locks:
+            errors.append(f"{where}: predicted {predicted}, PostgreSQL held {observed.locks}")
     else:
         for rel, mode in observed.locks.items():
-            bound = predicted.locks.get(rel) or predicted.locks.get(ANY)
+            bound = predicted.get(rel) or predicted.get(ANY)
             if bound is None or MODES.index(mode) > MODES.index(bound):
                 errors.append(f"{where}: unknown statement under-predicted {rel}: held {mode}, shown {bound}")
-    touched = set(predicted.locks) - {ANY}
-    if predicted.effect == "rewrite" and not (observed.rewritten & touched):
+    touched = set(predicted) - {ANY}
+    if st.effect == "rewrite" and not (observed.rewritten & touched):
         errors.append(f"{where}: predicted rewrite, but no relfilenode changed")
-    if predicted.effect != "rewrite" and observed.rewritten:
-        errors.append(f"{where}: predicted {predicted.effect}, but {observed.rewritten} got a new relfilenode")
-    if predicted.effect == "catalog" and observed.scanned & touched:
+    if st.effect != "rewrite" and observed.rewritten:
+        errors.append(f"{where}: predicted {st.effect}, but {observed.rewritten} got a new relfilenode")
+    if st.effect == "catalog" and observed.scanned & touched:
         errors.append(f"{where}: predicted catalog-only, but {observed.scanned & touched} was scanned")
     return errors
 
 
 def _prove(dsn: str, direction: str, sql_dir=None) -> list[str]:
     with db.connect(dsn) as conn:
-        target = detect(conn)
-        applicable = [m for m in (migrations.load(sql_dir) if sql_dir else migrations.load()) if m.applies_to(target.name)]
-    chosen = applicable if direction == "up" else list(reversed(applicable))
-    predictions = _predict(dsn, chosen, direction)
-    assert predictions, "no statement to prove"
+        target = detect(conn).name
+    statements = _plan(dsn, direction, sql_dir)
+    assert statements, "no statement to prove"
     errors = []
     with db.connect(dsn) as conn, db.connect(dsn) as watcher, db.connect(dsn) as blocker:
-        for m, phase, stmt, predicted in predictions:
-            observed = _observe(conn, watcher, blocker, phase, stmt.sql)
-            errors += _check(m.label, phase, stmt, predicted, observed)
+        for version, st in statements:
+            observed = _observe(conn, watcher, blocker, st.phase, st.sql)
+            errors += _check(version, st, observed)
+        _bookkeep(conn, direction, sql_dir, {v for v, _ in statements}, target)
     return errors
 
 
+def _bookkeep(conn, direction, sql_dir, versions, target) -> None:
+    """The ledger rows the engine would have written, so that the down plan sees what ran."""
+    ms = {m.version: m for m in (migrations.load(sql_dir) if sql_dir else migrations.load())}
+    with conn.transaction():
+        ledger.ensure(conn)
+        for v in sorted(versions):
+            if direction == "up":
+                ledger.record(conn, version=v, name=ms[v].name, checksum=ms[v].checksum, kind="applied",
+                              target=target, applied_by="proof", execution_ms=0)
+            else:
+                ledger.forget(conn, v)
+
+
 def test_every_prediction_matches_pg_locks_postgres_target(empty_db):
-    assert _prove(empty_db, "up") == []
-    assert _prove(empty_db, "down") == []
+    errors = _prove(empty_db, "up") + _prove(empty_db, "down")
+    assert errors == [], "\n".join(errors)
 
 
 def test_every_prediction_matches_pg_locks_supabase_target(supabase_db):
-    assert _prove(supabase_db, "up") == []
-    assert _prove(supabase_db, "down") == []
+    errors = _prove(supabase_db, "up") + _prove(supabase_db, "down")
+    assert errors == [], "\n".join(errors)
 
 
 # Statements sql/ does not use today, one per map entry a future migration is likely to need.

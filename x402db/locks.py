@@ -43,6 +43,7 @@ class Catalog(Protocol):
 
     def qualify(self, schema: str | None, name: str) -> str: ...
     def exists(self, relation: str) -> bool: ...
+    def is_new(self, relation: str) -> bool: ...  # created by a statement planned before this one
     def index_table(self, schema: str | None, index: str) -> str | None: ...
     def foreign_keys(self, table: str) -> dict[str, tuple[str, tuple[str, ...]]]: ...  # name -> (referenced, columns)
     def referencing(self, table: str) -> list[str]: ...  # tables with a foreign key to `table`
@@ -289,7 +290,7 @@ def _create_table(node: ast.CreateStmt, cat: Catalog) -> Prediction:
 def _index(node: ast.IndexStmt, cat: Catalog) -> Prediction:
     table = _rv(cat, node.relation)
     p = Prediction("CREATE INDEX CONCURRENTLY" if node.concurrent else "CREATE INDEX",
-                   "scan" if cat.exists(table) else "create")
+                   "create" if cat.is_new(table) or not cat.exists(table) else "scan")
     p.lock(table, SHARE_UPDATE_EXCLUSIVE if node.concurrent else SHARE)
     return p
 

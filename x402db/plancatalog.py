@@ -80,6 +80,9 @@ class LiveCatalog:
             self._current_schema = self._one("SELECT current_schema()") or "public"
         return f"{self._current_schema}.{name}"
 
+    def is_new(self, relation: str) -> bool:
+        return relation in self.created
+
     def exists(self, relation: str) -> bool:
         if relation in self.created:
             return True
