@@ -15,6 +15,7 @@ from psycopg import errors as pgerr
 
 from . import ledger, sqlparse
 from .engine import BASE, Engine
+from .errors import Refused
 from .locks import ANY, Prediction, blocks_reads, blocks_writes, simulate, strongest
 from .migrations import Migration, Script
 from .plancatalog import LiveCatalog
@@ -197,7 +198,10 @@ def _regclass_substituted(condition: str, catalog: LiveCatalog) -> str:
 
 
 class Planner:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, single: bool = False) -> None:
+        # single: the engine holds the one migration Pulumi's resource applies or reverts, and
+        # (as Engine.apply does) only that migration's own drift matters.
+        self.single = single
         self.engine = engine
         self.conn = engine.conn
         self.settings = engine.settings
@@ -233,7 +237,7 @@ class Planner:
 
     def _up(self, to, reader, catalog, sizes) -> list[MigrationPlan]:
         done = ledger.entries(self.conn)
-        drift = [s for s in self.engine.status() if s.state in ("drifted", "missing-file")]
+        drift = [s for s in self.engine.status() if s.state == "drifted" or (s.state == "missing-file" and not self.single)]
         todo = [m for m in self.engine.migrations if m.version not in done and (to is None or m.version <= to)]
         plans = []
         for m in todo:
@@ -326,3 +330,16 @@ class Planner:
             for s in sqlparse.statements(step, m.label):
                 add(s, "no-transaction")
         return steps
+
+
+def require_ready(engine: Engine, direction: str, allow_data_loss: bool = False, what: str = "", single: bool = False) -> Plan:
+    """Build the plan and refuse, with its reasons, when it would refuse: Pulumi's create and
+    delete and `make deploy` stop here, before the engine takes any lock."""
+    plan = Planner(engine, single).build(direction, allow_data_loss=allow_data_loss)
+    if plan.verdict == "refused":
+        reasons = [f"{m.version}_{m.name}: {r}" for m in plan.migrations for r in m.reasons]
+        hint = ""
+        if direction == "down" and plan.verdict_with_allow_data_loss == "ready" and not allow_data_loss:
+            hint = ". Back the data up, then allow data loss explicitly (--allow-data-loss, or Pulumi config allowDataLoss)"
+        raise Refused(f"{what or direction} refused by its plan, nothing changed: " + "; ".join(reasons) + hint)
+    return plan

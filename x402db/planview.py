@@ -28,16 +28,20 @@ def summary(plan: Plan) -> str:
     if not plan.migrations:
         return f"plan: {plan.direction} on {plan.target}: nothing to do"
     held: dict[str, str] = {}
-    largest: tuple[int, str, int | None] | None = None
+    largest = None  # (rows, bytes, relation); rows unknown (never analysed) ranks by bytes
     for m in plan.migrations:
         for st in m.statements:
             for lock in st.locks:
                 held[lock.relation] = strongest([held.get(lock.relation, lock.mode), lock.mode])
-                if lock.rows_estimate is not None and (largest is None or lock.rows_estimate > largest[0]):
-                    largest = (lock.rows_estimate, lock.relation, lock.bytes)
+                if lock.bytes is not None or lock.rows_estimate is not None:
+                    key = (lock.rows_estimate if lock.rows_estimate is not None else -1, lock.bytes or 0, lock.relation)
+                    largest = max(largest or key, key)
     versions = ", ".join(f"{m.version} {m.action}" for m in plan.migrations)
     locks = ", ".join(f"{rel} {mode}" for rel, mode in sorted(held.items())) or "none"
-    big = f"; largest table touched: {largest[1]} (~{largest[0]} rows, {human_bytes(largest[2])})" if largest else ""
+    big = ""
+    if largest:
+        rows = "?" if largest[0] < 0 else largest[0]
+        big = f"; largest table touched: {largest[2]} (~{rows} rows, {human_bytes(largest[1])})"
     return f"plan: {plan.direction} {versions} on {plan.target}: {plan.verdict}; strongest locks: {locks}{big}"
 
 
