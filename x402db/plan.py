@@ -139,6 +139,18 @@ def human_bytes(n: int | None) -> str:
     return "?"
 
 
+def _how(effect: str, rel: str, sizes: _Sizes) -> str:
+    rows, size = sizes.of(rel)
+    figures = f"~{rows:,} rows, {human_bytes(size)}" if rows is not None else human_bytes(size)
+    return {
+        "catalog": "catalog-only",
+        "create": "catalog-only",
+        "drop": "drops it",
+        "scan": f"reads every row of {rel} ({figures})",
+        "rewrite": f"rewrites {rel} ({figures})",
+    }.get(effect, effect)
+
+
 def writers_sentence(p: Prediction, phase: str, new: set[str], held: dict[str, str], sizes: _Sizes,
                      lock_timeout: str) -> str:
     """What a concurrent writer feels. `held`: write-blocking locks earlier statements of the
@@ -155,16 +167,13 @@ def writers_sentence(p: Prediction, phase: str, new: set[str], held: dict[str, s
     if still:
         parts.append(f"{', '.join(still)} still {'locked' if len(still) == 1 else 'locked'} by an earlier statement")
     if not parts:
+        if p.effect in ("scan", "rewrite") and old:
+            rel = max(old, key=lambda r: (sizes.of(r)[0] or 0, r))
+            return (f"no writer waits; it {_how(p.effect, rel, sizes)} under {old[rel]}, which blocks only DDL, "
+                    "VACUUM and ANALYZE of that table")
         return "no writer waits (new relations stay invisible to other sessions until COMMIT)" if p.created else "no writer waits"
     rel = max(list(blocking) + still, key=lambda r: sizes.of(r)[0] or 0)
-    rows, size = sizes.of(rel)
-    how = {
-        "catalog": "catalog-only",
-        "create": "catalog-only",
-        "drop": "drops it",
-        "scan": f"reads every row of {rel} (~{rows if rows is not None else '?'} rows, {human_bytes(size)})",
-        "rewrite": f"rewrites {rel} (~{human_bytes(size)})",
-    }.get(p.effect, p.effect)
+    how = _how(p.effect, rel, sizes)
     until = " until COMMIT" if phase == "transaction" else ""
     bound = f", waiting for its lock bounded by lock_timeout {lock_timeout}" if blocking else ""
     return f"{'; '.join(parts)}{until}; {how}{bound}"

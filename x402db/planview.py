@@ -20,7 +20,7 @@ def _size(rows, size, new) -> str:
         return "new"
     if rows is None and size is None:
         return ""
-    return f"~{rows if rows is not None else '?'} rows  {human_bytes(size)}"
+    return f"~{rows:,} rows  {human_bytes(size)}" if rows is not None else human_bytes(size)
 
 
 def summary(plan: Plan) -> str:
@@ -40,8 +40,8 @@ def summary(plan: Plan) -> str:
     locks = ", ".join(f"{rel} {mode}" for rel, mode in sorted(held.items())) or "none"
     big = ""
     if largest:
-        rows = "?" if largest[0] < 0 else largest[0]
-        big = f"; largest table touched: {largest[2]} (~{rows} rows, {human_bytes(largest[1])})"
+        rows = "" if largest[0] < 0 else f"~{largest[0]:,} rows, "
+        big = f"; largest table touched: {largest[2]} ({rows}{human_bytes(largest[1])})"
     return f"plan: {plan.direction} {versions} on {plan.target}: {plan.verdict}; strongest locks: {locks}{big}"
 
 
