@@ -21,6 +21,10 @@ from x402db.target import detect
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SERVERS = ["pg18", "pg15"]
+# Two application-table shapes, so that no code can pass by matching one of them.
+APP_SHAPES = ["shape_a", "shape_b"]
+# Supabase's bootstrap superuser; `postgres` is an ordinary role there, as in production.
+SUPERUSER = "supabase_admin"
 
 
 @pytest.fixture(scope="session")
@@ -46,9 +50,20 @@ def server(request, _servers, tmp_path_factory) -> LocalServer:
         # Not under pytest's 0700 tmp root: as root, the server runs as the postgres OS user.
         base = Path(tempfile.mkdtemp(prefix=f"x402db-{label}-"))
         os.chmod(base, 0o755)
-        _servers[label] = LocalServer(bindir, base, fast=True)
+        _servers[label] = LocalServer(bindir, base, fast=True, superuser=SUPERUSER)
         _servers[label].start()
+        _create_supabase_postgres_role(_servers[label])
     return _servers[label]
+
+
+def _create_supabase_postgres_role(server: LocalServer) -> None:
+    """Supabase's `postgres`: not a superuser, but CREATEROLE, CREATEDB, REPLICATION, BYPASSRLS."""
+    password = getattr(server, "password", None)
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE ROLE postgres NOSUPERUSER CREATEROLE CREATEDB REPLICATION BYPASSRLS LOGIN")
+        if password:
+            conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(password)))
+        conn.execute("""ALTER ROLE postgres SET search_path = "$user", public, extensions""")
 
 
 def new_database(server: LocalServer) -> str:
@@ -69,12 +84,28 @@ def empty_db(server):
     drop_database(server, dsn)
 
 
-@pytest.fixture
-def supabase_db(server):
-    """A database shaped like a Supabase project before migration 005."""
-    dsn = new_database(server)
-    with psycopg.connect(dsn, autocommit=True) as conn:
+def new_supabase_database(server: LocalServer, shape: str = "shape_a") -> str:
+    """A database built the way Supabase builds one, before migration 005, with the application's
+    tables in the given shape. Returns a DSN that connects as the non-superuser `postgres`."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    server.ensure_database(name, owner="postgres")
+    with psycopg.connect(server.dsn(name), autocommit=True) as conn:  # as supabase_admin
         conn.execute((FIXTURES / "supabase_platform.sql").read_text())
+    dsn = server.dsn(name, user="postgres")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute((FIXTURES / f"app_{shape}.sql").read_text())
+    return dsn
+
+
+def admin_dsn(server: LocalServer, dsn: str) -> str:
+    """The same database, as the cluster's superuser (for setup a test needs and Supabase forbids)."""
+    return server.dsn(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"])
+
+
+@pytest.fixture(params=APP_SHAPES)
+def supabase_db(request, server):
+    """A Supabase project before migration 005; connects as the non-superuser `postgres`."""
+    dsn = new_supabase_database(server, request.param)
     yield dsn
     drop_database(server, dsn)
 
@@ -91,13 +122,13 @@ def deployed_db(empty_db):
     return empty_db
 
 
-@pytest.fixture(params=["postgres", "supabase"])
+@pytest.fixture(params=["postgres", *(f"supabase-{s}" for s in APP_SHAPES)])
 def deployed_any(request, server):
-    """A freshly deployed database on either target."""
-    dsn = new_database(server)
-    if request.param == "supabase":
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute((FIXTURES / "supabase_platform.sql").read_text())
+    """A freshly deployed database on either target (Supabase: both application shapes)."""
+    if request.param == "postgres":
+        dsn = new_database(server)
+    else:
+        dsn = new_supabase_database(server, request.param.removeprefix("supabase-"))
     deploy(dsn)
     yield dsn
     drop_database(server, dsn)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from .conftest import run_script
 
 
@@ -18,6 +20,7 @@ def test_deploy_then_redeploy(empty_db):
     assert "nothing to apply, already up to date" in again.stdout and "grants:     already in place" in again.stdout
 
 
+@pytest.mark.xfail(strict=True, reason="issue 9 B: smoke behaviour checks assume the baseline shape of the application tables")
 def test_deploy_json_on_supabase_runs_catalog_smoke_only(supabase_db):
     r = run_script("deploy_local.py", "--json", env={"DATABASE_URL": supabase_db})
     doc = json.loads(r.stdout)
@@ -30,7 +33,8 @@ def test_deploy_json_on_supabase_runs_catalog_smoke_only(supabase_db):
 
 
 def test_deploy_hides_the_password_of_a_given_url(empty_db):
-    with_pw = empty_db.replace("postgres@", "postgres:not-needed-pw@")
+    with_pw = empty_db.replace("@127.0.0.1", ":not-needed-pw@127.0.0.1")
+    assert with_pw != empty_db
     r = run_script("deploy_local.py", env={"DATABASE_URL": with_pw})
     assert r.returncode == 0, r.stderr
     assert "not-needed-pw" not in r.stdout + r.stderr

@@ -16,7 +16,7 @@ from x402db.engine import Engine, Settings
 from x402db.errors import BundleError, DriftError, Refused
 from x402db.target import detect
 
-from .conftest import pg_dump_schema, run_script
+from .conftest import admin_dsn, pg_dump_schema, run_script
 
 
 def engine(dsn, sql_dir=None, target=None, settings=None, **kw):
@@ -224,9 +224,10 @@ def test_status_json_lists_states(deployed_db):
     ]
 
 
-def test_baseline_adopts_existing_tables_and_never_drops_them(supabase_db):
+def test_baseline_adopts_existing_tables_and_never_drops_them(server, supabase_db):
     # A plain-PostgreSQL target that already has the x402 tables: adopt, don't recreate or drop.
-    e = engine(supabase_db, target="postgres")
+    # The compat layer manages roles, which takes a superuser on plain PostgreSQL.
+    e = engine(admin_dsn(server, supabase_db), target="postgres")
     with e.conn:
         assert [(o.version, o.action) for o in e.up()] == [("000", "applied"), ("001", "adopted"), ("005", "applied")]
         e.down(to="000")

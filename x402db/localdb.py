@@ -64,6 +64,9 @@ class LocalServer:
     base: Path  # holds data/, server.log and the port file
     fast: bool = False  # fsync off: for throwaway test clusters only
     preferred_port: int | None = None  # used when free, so stack config can name it
+    # The bootstrap superuser. Test clusters use Supabase's name (supabase_admin), so that the
+    # role `postgres` can be created NOSUPERUSER exactly as Supabase builds it.
+    superuser: str = "postgres"
 
     @property
     def datadir(self) -> Path:
@@ -90,8 +93,8 @@ class LocalServer:
             port_file.write_text(str(_free_port(self.preferred_port)))
         return int(port_file.read_text())
 
-    def dsn(self, dbname: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port()}/{dbname}"
+    def dsn(self, dbname: str = "postgres", user: str | None = None) -> str:
+        return f"postgresql://{user or self.superuser}@127.0.0.1:{self.port()}/{dbname}"
 
     def running(self) -> bool:
         return self.datadir.exists() and self._run("pg_ctl", "status", "-D", str(self.datadir), check=False).returncode == 0
@@ -110,7 +113,7 @@ class LocalServer:
                 shutil.chown(self.base, user)
                 shutil.chown(self.datadir, user)
             # Trust auth is safe only because the server listens on loopback alone.
-            self._run("initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-locale", "--no-sync")
+            self._run("initdb", "-D", str(self.datadir), "-U", self.superuser, "--auth=trust", "--encoding=UTF8", "--no-locale", "--no-sync")
         if user:
             self.logfile.touch()
             shutil.chown(self.logfile, user)
@@ -128,8 +131,11 @@ class LocalServer:
         self._run("pg_ctl", "stop", "-D", str(self.datadir), "-m", "fast", "-w")
         return True
 
-    def ensure_database(self, dbname: str) -> str:
+    def ensure_database(self, dbname: str, owner: str | None = None) -> str:
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+                stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname))
+                if owner:
+                    stmt += sql.SQL(" OWNER {}").format(sql.Identifier(owner))
+                conn.execute(stmt)
         return self.dsn(dbname)
