@@ -14,6 +14,7 @@ from x402db.pulumi_preflight import preflight
 from x402db.target import detect
 
 from .conftest import admin_dsn, drop_database, new_supabase_database
+from .test_pulumi_dynamic_host import host  # noqa: F401  (the real dynamic-provider host)
 
 BACKEND = "x402_backend"
 
@@ -200,3 +201,26 @@ def test_preflight_sees_a_table_owner_the_provider_cannot_borrow(server, supa):
                 assert 'GRANT "x402_foreign_owner" TO "postgres"' in s.log and memberships(conn) == before
     finally:
         drop_database(server, supa)
+
+
+def test_preflight_through_pulumis_dynamic_provider_host(supa, host):
+    """The Preflight resource the program registers, checked by the real `python -m pulumi.dynamic`
+    host over gRPC as `pulumi preview` does: a failure on 16+, none on 15, nothing changed."""
+    from .pulumi_support import run_program
+    from .test_pulumi_dynamic_host import Host, _unwrap
+
+    params = psycopg.conninfo.conninfo_to_dict(supa)
+    report = run_program({"target": "supabase", "host": params["host"], "port": str(params["port"]), "database": params["dbname"],
+                          "username": params["user"], "sslmode": "disable", "password": params.get("password") or "unused-by-trust",
+                          "backendRole": BACKEND, "backendRolePassword": "x-Pa55"})
+    inputs = next({k: _unwrap(v) for k, v in r["inputs"].items()} for r in report["resources"] if r["type"].endswith("x402:Preflight"))
+    with connect(supa) as conn:
+        before, version = memberships(conn), major(conn)
+    _, failures = Host(host).check(inputs)
+    with connect(supa) as conn:
+        assert memberships(conn) == before
+    if version >= 16:
+        assert len(failures) == 1 and failures[0].reason.startswith("preflight refused, nothing was changed")
+        assert "ADMIN OPTION on service_role" in failures[0].reason and "x-Pa55" not in failures[0].reason
+    else:
+        assert failures == []
