@@ -3,7 +3,9 @@
 // (INTEGRATION_ENCRYPTION_SECRET, INTEGRATION_ENCRYPTION_SECRET_PREVIOUS), as the backend would.
 // Each pass reads all rows in one statement (one MVCC snapshot) through psql, so no Node
 // PostgreSQL driver is needed. One JSON line per pass on stdout:
-//   {rows, changed, unreadable, wrong, problems: [{userId, reason}] (first few)}
+//   {started, rows, changed, unreadable, wrong, problems: [{userId, reason}] (first few)}
+// `started` is the pass's start time (ms since the epoch), so the test can wait for a pass that
+// began while it held the rotation paused.
 // `changed` counts rows whose ciphertext differs from the first pass: rotation progress.
 // Stops after the first complete pass that begins once the stop file exists.
 // Usage: node zero_window_reader.js <psql> <dsn> <expected.json> <stop file>
@@ -20,10 +22,11 @@ const SQL = "SELECT user_id, encrypted_api_key FROM public.user_openrouter_integ
 let first = null;
 
 function pass() {
+  const started = Date.now();
   const r = spawnSync(psql, ["-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", SQL], { encoding: "utf8", maxBuffer: 1 << 28 });
   if (r.status !== 0) throw new Error(`psql failed: ${r.stderr}`);
   const rows = r.stdout.split("\n").filter(Boolean).map((line) => line.split("\t"));
-  const out = { rows: rows.length, changed: 0, unreadable: 0, wrong: 0, problems: [] };
+  const out = { started, rows: rows.length, changed: 0, unreadable: 0, wrong: 0, problems: [] };
   const tokens = new Map();
   for (const [userId, token] of rows) {
     tokens.set(userId, token);
