@@ -15,7 +15,7 @@ from psycopg import errors as pgerr
 
 from . import ledger, sqlparse
 from .engine import BASE, Engine
-from .errors import Refused
+from .errors import BundleError, Refused
 from .locks import ANY, Prediction, blocks_reads, blocks_writes, simulate, strongest
 from .migrations import Migration, Script
 from .plancatalog import LiveCatalog
@@ -224,6 +224,15 @@ class Planner:
         }
 
     def build(self, direction: str, to: str | None = None, allow_data_loss: bool = False) -> Plan:
+        try:
+            return self._build(direction, to, allow_data_loss)
+        except pgerr.LockNotAvailable:
+            # A system catalog itself is locked (VACUUM FULL, a long DDL on pg_class...): rare,
+            # and waiting is what a plan must never do.
+            raise BundleError("plan: reading the catalog would wait on a lock another session holds; nothing was "
+                              "changed. See pg_locks / pg_stat_activity, then run plan again") from None
+
+    def _build(self, direction: str, to: str | None, allow_data_loss: bool) -> Plan:
         plans: list[MigrationPlan] = []
         with self.conn.transaction():
             self.conn.execute("SET TRANSACTION READ ONLY")
