@@ -199,7 +199,7 @@ class Engine:
         """Run fn, retrying lock timeouts. `committed` is None for a transactional part (a failure
         rolls all of it back); for a no-transaction step it says what is already committed and
         how to converge, because a failed step rolls back only itself."""
-        after = f"; nothing of it was kept, {committed}" if committed else "; nothing changed"
+        after = f"; that step changed nothing, but {committed}" if committed else "; nothing changed"
         delay = self.settings.backoff_s
         for attempt in range(self.settings.retries + 1):
             try:
@@ -226,7 +226,7 @@ class Engine:
                 raise BundleError(f"{what} failed: {_pg_message(exc)}{after}") from None
             except psycopg.Error as exc:
                 if committed:
-                    raise BundleError(f"{what} failed: {_pg_message(exc)}; that step was rolled back, "
+                    raise BundleError(f"{what} failed: {_pg_message(exc)}; that step changed nothing, "
                                       f"but {committed}") from None
                 raise BundleError(f"{what} failed and was rolled back, nothing changed: {_pg_message(exc)}") from None
 
