@@ -66,7 +66,7 @@ def _business_objects(dsn: str) -> None:
         c.execute("ALTER TABLE reporting.daily OWNER TO authenticated")
 
 
-def _assert_business_objects_survive(dsn: str, output: str) -> None:
+def _assert_business_objects_survive(dsn: str, output: str | None) -> None:
     with psycopg.connect(dsn, autocommit=True) as c:
         assert c.execute("SELECT count(*) FROM public.invoices").fetchone()[0] == 1000
         assert c.execute("SELECT count(*) FROM reporting.daily").fetchone()[0] == 1
@@ -79,6 +79,8 @@ def _assert_business_objects_survive(dsn: str, output: str) -> None:
         # The compat layer's own objects are gone, and the ledger says so.
         assert c.execute("SELECT to_regnamespace('auth')").fetchone()[0] is None
         assert ledger.entries(c) == {}
+    if output is None:  # Pulumi's delete has no output channel for the names
+        return
     assert "kept role service_role" in output and "table invoices" in output
     assert "kept role authenticated" in output and "table reporting.daily" in output
     assert "kept role anon: it still holds privileges on table invoices" in output
@@ -121,8 +123,7 @@ def test_pulumi_delete_of_compat_keeps_business_objects(host, compat_db):
     _business_objects(compat_db)
     for version in ("005", "001", "000"):
         h.delete(version, outs[version])
-    _assert_business_objects_survive(compat_db, "kept role service_role: table invoices; kept role authenticated: table reporting.daily; "
-                                     "kept role anon: it still holds privileges on table invoices")
+    _assert_business_objects_survive(compat_db, None)
 
 
 def test_clean_revert_restores_the_empty_schema_and_drops_the_roles(bare_server, compat_db):
