@@ -53,6 +53,14 @@ SABOTAGE = [
     ("model_delete_cascades", "ALTER TABLE public.x402_resources DROP CONSTRAINT x402_resources_openrouter_model_id_fkey, ADD CONSTRAINT x402_resources_openrouter_model_id_fkey FOREIGN KEY (openrouter_model_id) REFERENCES public.ai_models(id) ON DELETE CASCADE", "resources.model_delete_sets_null"),
     ("ledger_row_missing", f"DELETE FROM {PRIVATE_SCHEMA}.schema_migrations WHERE version = '005'", "ledger.005"),
     ("tables_missing", f"DROP TABLE {T}", "tables.present"),
+    # The backend's queries, replayed as service_role the way PostgREST runs them.
+    ("service_role_reads_no_key", f"REVOKE SELECT ON {T} FROM service_role; GRANT SELECT (user_id, is_enabled) ON {T} TO service_role", "contract.select_by_user"),
+    ("service_role_cannot_update", f"REVOKE UPDATE ON {T} FROM service_role", "contract.upsert_with_key"),
+    ("service_role_cannot_insert", f"REVOKE INSERT ON {T} FROM service_role", "contract.toggle_upsert"),
+    ("service_role_cannot_delete", f"REVOKE DELETE ON {T} FROM service_role", "contract.delete"),
+    ("toggle_update_swallowed", f"CREATE FUNCTION public.swallow_update() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$; "
+                                f"CREATE TRIGGER swallow_update BEFORE UPDATE OF is_enabled ON {T} FOR EACH ROW EXECUTE FUNCTION public.swallow_update()", "contract.toggle_by_update"),
+    ("resources_hidden_from_service_role", "REVOKE SELECT ON public.x402_resources FROM service_role, PUBLIC", "contract.affected_resources_count"),
     ("ciphertext_mangled", f"CREATE FUNCTION public.mangle() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.encrypted_api_key := NEW.encrypted_api_key || '00'; RETURN NEW; END $$; "
                            f"CREATE TRIGGER mangle BEFORE INSERT ON {T} FOR EACH ROW EXECUTE FUNCTION public.mangle()", "crypto.roundtrip"),
 ]
@@ -140,6 +148,40 @@ def test_every_check_can_fail(server):
                     c.execute(ROLE_SABOTAGE[defect])
             drop_database(server, dsn)
     assert names - failed == set()
+
+
+def test_toggle_hazard_is_a_warn_and_smoke_passes(deployed_any):
+    """Issue 12: the backend's toggle-only upsert is refused by encrypted_api_key NOT NULL; smoke
+    says so as a warn with the backend's fix, and passes. Its replacement, the update, passes."""
+    result = run_checks(deployed_any)
+    toggle = next(c for c in result.checks if c.name == "contract.toggle_upsert")
+    assert toggle.status == "warn" and not toggle.passed and result.passed
+    assert "NOT NULL" in toggle.detail and '.update({is_enabled}).eq("user_id", userId)' in toggle.detail and "\n" not in toggle.detail
+    assert {c.name: c.status for c in result.checks if c.name.startswith("contract.") and c.name != toggle.name} == {
+        "contract.upsert_with_key": "passed", "contract.select_by_user": "passed", "contract.toggle_by_update": "passed",
+        "contract.affected_resources_count": "passed", "contract.delete": "passed"}
+
+
+def test_toggle_accepted_is_reported_as_found(deployed_db):
+    """If the schema ever accepted the toggle (NOT NULL dropped), the check says what it saw
+    instead of a stale warn; the column check still fails the run."""
+    with db.connect(deployed_db) as c:
+        c.execute(f"ALTER TABLE {T} ALTER COLUMN encrypted_api_key DROP NOT NULL")
+    result = run_checks(deployed_db)
+    toggle = next(c for c in result.checks if c.name == "contract.toggle_upsert")
+    assert toggle.status == "passed" and "accepted" in toggle.detail and "key was kept" in toggle.detail
+    assert set(failing(result)) == {"integrations.columns"}
+
+
+def test_affected_resources_count_needs_a_user_link(deployed_db):
+    """x402_resources.user_id is not 005's: without a column referencing auth.users the count
+    cannot be replayed, and is skipped with the reason."""
+    with db.connect(deployed_db) as c:
+        c.execute("ALTER TABLE public.x402_resources DROP CONSTRAINT x402_resources_user_id_fkey")
+    result = run_checks(deployed_db)
+    count = next(c for c in result.checks if c.name == "contract.affected_resources_count")
+    assert count.status == "skipped" and "no column referencing auth.users(id)" in count.detail
+    assert result.passed
 
 
 def test_read_only_runs_catalog_only(deployed_db):
