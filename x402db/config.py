@@ -14,6 +14,14 @@ _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 RESERVED_ROLES = set(API_ROLES) | {"authenticator", "postgres", "supabase_admin", "supabase_auth_admin", "public"}
 
 
+# Secrets the program reads with get_secret but Pulumi.yaml does not declare: a declared key
+# without a default is required by the engine, and a default would be merged in as plaintext
+# ("must be encrypted as it's secret"). Documented in the README and the deploy runbook.
+OPTIONAL_SECRETS = {
+    "backendRolePassword": "password of backendRole; required when backendRole is set",
+}
+
+
 class ConfigError(UsageError):
     """One or more stack config values are wrong; the message names each one."""
 
