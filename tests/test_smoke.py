@@ -184,6 +184,16 @@ def test_affected_resources_count_needs_a_user_link(deployed_db):
     assert result.passed
 
 
+def test_a_section_that_stops_early_names_the_cause_and_others_run(deployed_db):
+    with db.connect(deployed_db) as c:
+        c.execute(f"REVOKE SELECT ON {T} FROM authenticated")
+    result = run_checks(deployed_db)
+    details = {c.name: (c.status, c.detail) for c in result.checks}
+    assert details["rls.select_own_only"] == ("failed", "not run: the rls checks stopped early: permission denied for table user_openrouter_integrations")
+    assert details["rls.delete_own"][0] == "failed"
+    assert details["service_role.sees_all"][0] == details["contract.delete"][0] == details["resources.model_delete_sets_null"][0] == "passed"
+
+
 def test_read_only_runs_catalog_only(deployed_db):
     result = run_checks(deployed_db, read_only=True)
     assert result.passed and not any(c.name.startswith("rls.") for c in result.checks)

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import psycopg
+from psycopg import pq
 
 
 @contextmanager
@@ -24,8 +25,11 @@ def acting_as(conn: psycopg.Connection, role: str, sub: str | None = None, searc
     try:
         yield
     finally:
-        conn.execute("RESET ROLE")
-        conn.execute("SELECT set_config('request.jwt.claims', '', true), set_config('search_path', %s, true)", (saved,))
+        # After an error the enclosing savepoint's rollback restores all three settings; a
+        # statement here would only hide that error behind "transaction is aborted".
+        if conn.info.transaction_status != pq.TransactionStatus.INERROR:
+            conn.execute("RESET ROLE")
+            conn.execute("SELECT set_config('request.jwt.claims', '', true), set_config('search_path', %s, true)", (saved,))
 
 
 def attempt(conn: psycopg.Connection, query, params=()) -> tuple[int | None, str | None]:

@@ -10,7 +10,9 @@ Each way of getting a row runs in its own savepoint, best first:
 1. a fresh row: required columns filled by type, foreign keys from an existing referenced row;
 2. a clone of an existing row: its values, with fresh keys and the caller's fixed values;
 3. (opt-in) an existing row updated in place: nothing is inserted at all.
-The caller's transaction is always rolled back, so none of it is ever committed.
+The caller's transaction is always rolled back, so none of it is ever committed; the one trace
+left is a sequence value consumed by a column's default (sequences are not transactional). A
+row that production holds locked is skipped (SKIP LOCKED), never waited for.
 """
 from __future__ import annotations
 
@@ -248,7 +250,7 @@ class RowMaker:
     def _update_one(self, t: Table, fixed: dict[str, Any], returning: str | None) -> Any:
         cols = sql.SQL(", ").join(sql.Identifier(c) for c in fixed)
         query = sql.SQL("UPDATE {t} SET ({cols}) = (SELECT {cols} FROM jsonb_populate_record(NULL::{t}, %s::jsonb))"
-                        " WHERE ctid = (SELECT ctid FROM {t} LIMIT 1 FOR UPDATE)").format(t=t.ident, cols=cols)
+                        " WHERE ctid = (SELECT ctid FROM {t} LIMIT 1 FOR UPDATE SKIP LOCKED)").format(t=t.ident, cols=cols)
         if returning:
             query += sql.SQL(" RETURNING {}").format(sql.Identifier(returning))
         cur = self.conn.execute(query, (json.dumps(fixed, default=str),))
