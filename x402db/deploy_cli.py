@@ -39,10 +39,12 @@ def deploy_main(argv: list[str]) -> int:
     print(f"migrations: {', '.join(applied) if applied else 'nothing to apply, already up to date'}")
     print(f"grants:     {'; '.join(report.grants) if report.grants else 'already in place'}")
     if report.smoke is not None:
-        failed = [c for c in report.smoke["checks"] if not c["passed"]]
-        print(f"smoke:      {len(report.smoke['checks']) - len(failed)}/{len(report.smoke['checks'])} checks passed")
-        for c in failed:
-            print(f"  FAIL {c['name']}: {c['detail']}")
+        checks = report.smoke["checks"]
+        noted = [c for c in checks if c["status"] != "passed"]
+        others = "".join(f", {n} {s}" for s in ("failed", "skipped", "warn") if (n := sum(c["status"] == s for c in checks)))
+        print(f"smoke:      {len(checks) - len(noted)}/{len(checks)} checks passed{others}")
+        for c in noted:
+            print(f"  {c['status'].upper()} {c['name']}: {c['detail']}")
     print(f"DATABASE_URL={report.database_url}")
     return 0 if report.ok else 1
 
