@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .engine import is_interval
+from .engine import timeout_problems
 from .errors import UsageError
 from .target import API_ROLES, TARGETS
 
@@ -79,8 +79,7 @@ def load(cfg: ConfigSource) -> StackConfig:
     if target == "supabase" and superuser:
         errors.append("superuser must be false on Supabase: its postgres role is not a superuser")
     lock_timeout = cfg.get("lockTimeout") or "1s"
-    if not is_interval(lock_timeout):
-        errors.append(f"lockTimeout must look like 500ms, 1s or 1min, not {lock_timeout!r}")
+    errors += timeout_problems(lock_timeout=lock_timeout, label={"lock_timeout": "lockTimeout"}.get)
     protect = _bool(cfg.get("protect"), "protect", True, errors)
     allow_data_loss = _bool(cfg.get("allowDataLoss"), "allowDataLoss", False, errors)
     backend_role = cfg.get("backendRole") or None

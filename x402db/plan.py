@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, field
 import psycopg
 from psycopg import errors as pgerr
 
-from . import ledger, sqlparse
-from .engine import BASE, Engine
-from .errors import BundleError, Refused
+from . import access, ledger, sqlparse
+from .engine import HINTS, Engine
+from .errors import BundleError, DriftError, Refused
 from .locks import ANY, Prediction, blocks_reads, blocks_writes, simulate, strongest
-from .migrations import Migration, Script
+from .migrations import BASE, Migration, Script
 from .plancatalog import LiveCatalog
 
 PLAN_LOCK_TIMEOUT = "20ms"  # a plan never queues: writers queued behind it would wait too
@@ -43,7 +43,7 @@ class Step:
     bytes: int | None
     writers: str
     kind: str = ""
-    source: str = "file"  # file | engine (LOCK before the guards) | guard (its count query)
+    source: str = "file"  # file | engine (LOCK before the guards) | guard (its count query) | access (grants)
     note: str = ""
 
 
@@ -63,7 +63,7 @@ class MigrationPlan:
     reasons: list[str]
     statements: list[Step]
     guards: list[GuardCheck]
-    action: str = "apply"  # apply | adopt | revert | forget
+    action: str = "apply"  # apply | adopt | resume (steps left) | revert | finish-revert (steps left) | forget
     requires: list[dict] = field(default_factory=list)
     verdict_with_allow_data_loss: str | None = None
 
@@ -221,6 +221,8 @@ class Planner:
             "lock_timeout": s.lock_timeout, "statement_timeout": s.statement_timeout, "step_timeout": s.step_timeout,
             "retries": s.retries, "backoff_s": s.backoff_s, "backoff_max_s": 8.0, "lock_wait_s": s.lock_wait_s,
             "advisory_lock": "one migration run at a time (pg_try_advisory_lock, waits up to lock_wait_s)",
+            "ledger": "its row is written in the same transaction as the work it records (RowExclusiveLock on "
+                      "x402_private.schema_migrations, a table no application session uses)",
         }
 
     def build(self, direction: str, to: str | None = None, allow_data_loss: bool = False) -> Plan:
@@ -254,14 +256,26 @@ class Planner:
     # ---- up --------------------------------------------------------------------------------
 
     def _up(self, to, reader, catalog, sizes) -> list[MigrationPlan]:
+        to = self.engine.resolve_to(to, allow_base=False)
         done = ledger.entries(self.conn)
         drift = [s for s in self.engine.status() if s.state == "drifted" or (s.state == "missing-file" and not self.single)]
-        todo = [m for m in self.engine.migrations if m.version not in done and (to is None or m.version <= to)]
+        half = [v for v, e in done.items() if e.state == "reverting"
+                and (not self.single or v in {m.version for m in self.engine.migrations})]
+        todo = [m for m in self.engine.migrations
+                if (m.version not in done or done[m.version].state == "steps-pending")
+                and (to is None or int(m.version) <= int(to))]
         plans = []
         for m in todo:
             mp = MigrationPlan(m.version, m.name, "ready", [], [], [])
             for s in drift:
                 mp.reasons.append(f"drift: {s.version}_{s.name} is {s.state}; up refuses until the original file is restored")
+            for v in half:
+                mp.reasons.append(f"migration {v} is half-reverted (ledger: reverting): {HINTS['reverting']}")
+            if m.version in done:  # steps-pending: the transaction committed, only the steps are left
+                mp.action = "resume"
+                mp.statements = self._statements(m, m.up, catalog, sizes, steps_only=True)
+                plans.append(self._finish(mp))
+                continue
             if m.up.adopt_if:
                 adopt, blocked = reader.value(f"{m.label} adopt-if", f"SELECT ({_regclass_substituted(m.up.adopt_if, catalog)})")
                 if adopt:
@@ -282,9 +296,10 @@ class Planner:
     # ---- down ------------------------------------------------------------------------------
 
     def _down(self, to, allow_data_loss, reader, catalog, sizes) -> list[MigrationPlan]:
+        to = self.engine.resolve_to(to, allow_base=True)
         done = ledger.entries(self.conn)
         applied = [m for m in self.engine.migrations if m.version in done]
-        chosen = [m for m in applied if to == BASE or m.version > to] if to is not None else applied[-1:]
+        chosen = applied[-1:] if to is None else [m for m in applied if to == BASE or int(m.version) > int(to)]
         plans = []
         for m in reversed(chosen):
             entry = done[m.version]
@@ -295,6 +310,15 @@ class Planner:
                 continue
             if entry.checksum != m.checksum:
                 mp.reasons.append(f"drift: {m.label}'s file changed since it was applied; down refuses to run a script that may not match")
+            try:
+                self.engine._check_down_integrity(m, entry, accept_edited_down=False)
+            except DriftError as exc:
+                mp.reasons.append(f"edited down: {exc}")
+            if entry.state == "reverting":  # the drops committed; only the steps are left
+                mp.action = "finish-revert"
+                mp.statements = self._statements(m, m.down, catalog, sizes, steps_only=True)
+                plans.append(self._finish(mp, allow_data_loss))
+                continue
             for g in m.down.guards:
                 count, blocked = reader.value(f"{m.label} guard", g.sql)
                 kind = "always" if g.always else "data-loss"
@@ -318,7 +342,8 @@ class Planner:
             mp.verdict_with_allow_data_loss = "refused" if other else "ready"
         return mp
 
-    def _statements(self, m: Migration, script: Script, catalog: LiveCatalog, sizes: _Sizes, down: bool = False) -> list[Step]:
+    def _statements(self, m: Migration, script: Script, catalog: LiveCatalog, sizes: _Sizes, down: bool = False,
+                    steps_only: bool = False) -> list[Step]:
         steps: list[Step] = []
         held: dict[str, str] = {}  # write-blocking locks the migration's transaction holds so far
         new: set[str] = set()  # relations this migration's transaction creates: nobody else sees them yet
@@ -334,21 +359,38 @@ class Planner:
                     if blocks_writes(mode):
                         held[r] = strongest([held.get(r, mode), mode])
 
-        if down:
-            for table in script.lock_tables:
-                if catalog.exists(table):
-                    for s in sqlparse.statements(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE", m.label):
-                        add(s, "transaction", "engine")
-            for g in script.guards:
-                for s in sqlparse.statements(g.sql, m.label):
-                    add(s, "transaction", "guard")
-        for s in sqlparse.statements(script.transactional, m.label):
-            add(s, "transaction")
+        if not steps_only:
+            if down:
+                for table in script.lock_tables:
+                    if catalog.exists(table):
+                        for s in sqlparse.statements(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE", m.label):
+                            add(s, "transaction", "engine")
+                for g in script.guards:
+                    for s in sqlparse.statements(g.sql, m.label):
+                        add(s, "transaction", "guard")
+            for s in sqlparse.statements(script.transactional, m.label):
+                add(s, "transaction")
+            for text in self._grants(catalog, new):
+                for s in sqlparse.statements(text, m.label):
+                    add(s, "transaction", "access")
         for step in script.steps:
             for s in sqlparse.statements(step, m.label):
                 add(s, "no-transaction")
         return steps
 
+    def _grants(self, catalog: LiveCatalog, new: set[str]) -> list[str]:
+        """The access model's grants the engine runs before COMMIT (access.apply_table_grants):
+        for each table of the model that exists then and whose privileges differ from it. A table
+        this transaction creates carries the schema's default privileges, so it always needs them."""
+        out = []
+        for g in access.TABLE_GRANTS:
+            rel = f"{g.schema}.{g.table}"
+            if not catalog.exists(rel):
+                continue
+            if rel not in new and rel not in catalog.created and access.satisfied(access.held_privileges(self.conn, g), g):
+                continue
+            out.append(access.grant_sql(g).as_string(self.conn))
+        return out
 
 def require_ready(engine: Engine, direction: str, allow_data_loss: bool = False, what: str = "", single: bool = False) -> Plan:
     """Build the plan and refuse, with its reasons, when it would refuse: Pulumi's create and
