@@ -43,9 +43,15 @@ def test_plan_on_empty_database_is_the_exact_json_interface_and_changes_nothing(
                 assert lock["mode"].endswith("Lock") and lock["relation"]
     # Every statement of the files is there, in the engine's order, split the way the engine splits.
     m005 = migrations.find(migrations.load(), "005")
-    sqls = [st["sql"] for st in doc["migrations"][2]["statements"]]
-    assert sqls == [*m005.up.statements, *m005.up.steps]
-    assert [st["phase"] for st in doc["migrations"][2]["statements"]][-3:] == ["no-transaction"] * 3
+    statements = doc["migrations"][2]["statements"]
+    assert [st["sql"] for st in statements if st["source"] == "file"] == [*m005.up.statements, *m005.up.steps]
+    assert [st["phase"] for st in statements][-3:] == ["no-transaction"] * 3
+    # The access model's grants run in the migration's own transaction, after its statements.
+    grants = [st for st in statements if st["source"] == "access"]
+    assert grants[0]["sql"] == 'REVOKE ALL ON "public"."user_openrouter_integrations" FROM "anon"'
+    assert {st["phase"] for st in grants} == {"transaction"}
+    assert [st["source"] for st in statements] == (["file"] * len(m005.up.statements) + ["access"] * len(grants)
+                                                   + ["file"] * len(m005.up.steps))
     assert pg_dump_schema(server, empty_db) == before
     with db.connect(empty_db) as c:
         assert not ledger.exists(c)

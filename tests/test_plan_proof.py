@@ -67,6 +67,7 @@ def _prove(dsn: str, direction: str, sql_dir=None) -> list[str]:
     assert statements, "no statement to prove"
     errors = []
     with db.connect(dsn) as conn, db.connect(dsn) as watcher, db.connect(dsn) as blocker:
+        ledger.ensure(conn)  # as the engine does before any migration: its private schema
         for version, st in statements:
             observed = _observe(conn, watcher, blocker, st.phase, st.sql)
             errors += _check(version, st, observed)
