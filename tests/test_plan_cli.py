@@ -180,3 +180,41 @@ def test_plan_holds_nothing_stronger_than_access_share(server, deployed_db):
         done.set()
         t.join()
     assert seen <= {"AccessShareLock"}, seen
+
+
+def test_left_states_resume_and_refuse_as_the_engine_would(deployed_db):
+    with db.connect(deployed_db) as c:
+        c.execute("UPDATE x402_private.schema_migrations SET state = 'steps-pending' WHERE version = '005'")
+    code, doc = plan(deployed_db)
+    [m] = doc["migrations"]
+    assert code == 0 and m["action"] == "resume"
+    assert {st["phase"] for st in m["statements"]} == {"no-transaction"} and len(m["statements"]) == 3
+    with db.connect(deployed_db) as c:
+        c.execute("UPDATE x402_private.schema_migrations SET state = 'reverting' WHERE version = '005'")
+    code, doc = plan(deployed_db, "--down")
+    [m] = doc["migrations"]
+    assert code == 0 and m["action"] == "finish-revert" and m["guards"] == []
+    assert [st["sql"] for st in m["statements"]] == list(migrations.find(migrations.load(), "005").down.steps)
+    with db.connect(deployed_db) as c:
+        c.execute("UPDATE x402_private.schema_migrations SET state = 'applied' WHERE version = '005'")
+        c.execute("UPDATE x402_private.schema_migrations SET state = 'reverting' WHERE version = '001'")
+        c.execute("DELETE FROM x402_private.schema_migrations WHERE version = '005'")
+    code, doc = plan(deployed_db)
+    assert code == 1 and any("half-reverted" in r for r in doc["migrations"][0]["reasons"])
+
+
+def test_edited_down_refuses(tmp_path, deployed_db):
+    edited = tmp_path / "sql"
+    _copy_sql(tmp_path)
+    down = edited / "005_add_openrouter_integration.down.sql"
+    down.write_text("\n".join(l for l in down.read_text().splitlines() if "guard always" not in l) + "\n")
+    with db.connect(deployed_db) as c:
+        plan_ = Planner(Engine(c, migrations.load(edited), detect(c))).build("down")
+    assert plan_.verdict == "refused" and plan_.migrations[0].reasons[0].startswith("edited down:")
+
+
+def test_to_accepts_only_known_versions(deployed_db):
+    r = run_script("migrate.py", "plan", "--to", "7", "--dsn", deployed_db)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    code, doc = plan(deployed_db, "--down", "--to", "1")
+    assert code == 0 and [m["version"] for m in doc["migrations"]] == ["005"]
