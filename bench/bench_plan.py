@@ -11,7 +11,10 @@ import argparse
 import statistics
 import subprocess
 import sys
+import threading
 import time
+
+import psycopg
 
 from _common import Writer, baseline_with_rows, engine, throwaway_server
 
@@ -41,10 +44,35 @@ def p99(samples: list[float]) -> float:
     return statistics.quantiles(samples, n=100)[98] * 1000 if len(samples) >= 100 else max(samples) * 1000
 
 
-def writer_window(dsn: str, seconds: float, direction: str | None) -> tuple[float, float, int, int]:
-    """(worst ms, p99 ms, inserts, plans) of one writer over `seconds`, with plans back to back or none."""
+class LockWaits(threading.Thread):
+    """Samples the writer's backend in pg_stat_activity: how often it was waiting on a lock.
+    Latency on a shared 2-core machine also moves with CPU load; this counts only lock waits."""
+
+    def __init__(self, dsn: str, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.pid, self.samples, self.waiting = pid, 0, 0
+        self.stop_flag = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_flag.is_set():
+            row = self.conn.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (self.pid,)).fetchone()
+            self.samples += 1
+            self.waiting += bool(row and row[0])
+
+    def stop(self) -> None:
+        self.stop_flag.set()
+        self.join()
+        self.conn.close()
+
+
+def writer_window(dsn: str, seconds: float, direction: str | None) -> tuple[float, float, int, int, str]:
+    """(worst ms, p99 ms, inserts, plans, lock-wait samples) of one writer over `seconds`, with plans
+    back to back or none."""
     writer = Writer(dsn)
     writer.start()
+    waits = LockWaits(dsn, writer.conn.info.backend_pid)
+    waits.start()
     time.sleep(0.5)
     t0 = time.perf_counter()
     plans = 0
@@ -58,8 +86,9 @@ def writer_window(dsn: str, seconds: float, direction: str | None) -> tuple[floa
         time.sleep(seconds)
     t1 = time.perf_counter()
     writer.stop()
+    waits.stop()
     window = [d for t, d in writer.samples if t0 <= t <= t1]
-    return max(window) * 1000, p99(window), len(window), plans
+    return max(window) * 1000, p99(window), len(window), plans, f"{waits.waiting}/{waits.samples}"
 
 
 def main() -> None:
@@ -79,11 +108,12 @@ def main() -> None:
             times = plan_times(dsn, direction)
             print(f"{label:<28} wall: median {statistics.median(times) * 1000:7.1f} ms, max {max(times) * 1000:7.1f} ms"
                   f" (in process, 5 runs); CLI incl. interpreter start {cli_time(dsn, *cli_args) * 1000:7.1f} ms; target < 1000 ms")
-        print(f"{'writer, ' + str(args.seconds) + ' s window':<28} {'worst':>9} {'p99':>9} {'inserts':>8} {'plans':>6}")
+        print(f"{'writer, ' + str(args.seconds) + ' s window':<28} {'worst':>9} {'p99':>9} {'inserts':>8} {'plans':>6}"
+              f"  {'samples waiting on a lock':>26}")
         for label, dsn, direction in (("no plan", down_dsn, None), ("plans back to back (up)", up_dsn, "up"),
                                       ("plans back to back (down)", down_dsn, "down"), ("no plan (again)", down_dsn, None)):
-            worst, q99, n, plans = writer_window(dsn, args.seconds, direction)
-            print(f"{label:<28} {worst:7.2f}ms {q99:7.2f}ms {n:>8} {plans:>6}")
+            worst, q99, n, plans, waited = writer_window(dsn, args.seconds, direction)
+            print(f"{label:<28} {worst:7.2f}ms {q99:7.2f}ms {n:>8} {plans:>6}  {waited:>26}")
 
 
 if __name__ == "__main__":
