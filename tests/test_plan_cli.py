@@ -218,3 +218,18 @@ def test_to_accepts_only_known_versions(deployed_db):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     code, doc = plan(deployed_db, "--down", "--to", "1")
     assert code == 0 and [m["version"] for m in doc["migrations"]] == ["005"]
+
+
+def test_unknown_statements_are_shown_with_the_strongest_lock_never_dropped(tmp_path, empty_db):
+    (tmp_path / "900_odd.up.sql").write_text(
+        "CREATE TABLE public.odd (id int);\n"
+        "ALTER SEQUENCE IF EXISTS public.odd_seq RESTART;\n"
+        "DO $$ BEGIN EXECUTE format('ALTER TABLE %I ADD COLUMN c int', 'odd'); END $$;\n")
+    (tmp_path / "900_odd.down.sql").write_text("DROP TABLE public.odd;\n")
+    with db.connect(empty_db) as c:
+        p = Planner(Engine(c, migrations.load(tmp_path), detect(c))).build("up")
+    statements = p.migrations[0].statements
+    assert len(statements) == 3 and [s.effect for s in statements] == ["create", "unknown", "unknown"]
+    assert {(l.relation, l.mode) for l in statements[2].locks} == {("*", "AccessExclusiveLock")}
+    assert statements[1].locks and all(l.mode == "AccessExclusiveLock" for l in statements[1].locks)
+    assert "unknown statement" in statements[2].writers and "format('ALTER TABLE %I" in statements[2].writers
