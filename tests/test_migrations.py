@@ -423,3 +423,22 @@ def test_pulumi_provider_check_bounds_lock_timeout():
              "down_sql": down, "target": "postgres"}
     assert MigrationProvider().check({}, {**props, "lock_timeout": "1s"}).failures == []
     assert [f.property for f in MigrationProvider().check({}, {**props, "lock_timeout": "0"}).failures] == ["lock_timeout"]
+
+
+@pytest.mark.parametrize("search_path", ["", r"auth,\ extensions"])
+def test_interrupted_concurrent_index_is_rebuilt_under_any_search_path(server, supabase_db, search_path):
+    # The invalid index lives in the table's schema, whatever the connecting role's search_path:
+    # an unqualified DROP missed it, IF NOT EXISTS then skipped the build, and the ledger said
+    # 'applied' over an INVALID index.
+    with psycopg.connect(admin_dsn(server, supabase_db), autocommit=True) as c:
+        c.execute("ALTER TABLE public.x402_resources ADD COLUMN dup_probe int DEFAULT 1")
+        with pytest.raises(psycopg.errors.UniqueViolation):  # what an interrupted 005 leaves
+            c.execute("CREATE UNIQUE INDEX CONCURRENTLY idx_x402_resources_openrouter_model ON public.x402_resources (dup_probe)")
+    e = engine(psycopg.conninfo.make_conninfo(supabase_db, options=f"-csearch_path={search_path}"))
+    with e.conn:
+        e.up()
+        assert {s.version: s.state for s in e.status()} == {"005": "applied"}
+        valid, definition = e.conn.execute(
+            "SELECT indisvalid, pg_get_indexdef(indexrelid) FROM pg_index"
+            " WHERE indexrelid = 'public.idx_x402_resources_openrouter_model'::regclass").fetchone()
+    assert valid and "openrouter_model_id" in definition, definition

@@ -25,7 +25,8 @@ from .target import Target
 
 # Any fixed bigint works; it only has to be the same for every runner of this bundle.
 ADVISORY_LOCK_KEY = 402_005_000_001
-_CONCURRENT_INDEX = re.compile(r"CREATE\s+INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.I)
+_CONCURRENT_INDEX = re.compile(
+    r"CREATE\s+INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS\s+(?P<index>\w+)\s+ON\s+(?:ONLY\s+)?(?P<table>[\w.]+)", re.I)
 _INTERVAL = re.compile(r"^(?P<n>\d+)\s*(?P<unit>ms|s|min|h)?$")
 _UNIT_MS = {None: 1, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
 MAX_LOCK_TIMEOUT_MS = 60_000  # writers queue behind our DDL for up to this long; more is an outage
@@ -308,14 +309,18 @@ class Engine:
         idx = _CONCURRENT_INDEX.search(step)
         if idx:
             # A failed or killed concurrent build leaves an INVALID index that IF NOT EXISTS would keep.
+            # It lives in its table's schema, whatever the session's search_path: find and drop it there.
             invalid = self.conn.execute(
-                "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-                " WHERE c.relname = %s AND NOT i.indisvalid",
-                (idx.group(1),),
+                "SELECT n.nspname, c.relname FROM pg_catalog.pg_index i"
+                " JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid"
+                " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE c.relname = %s AND NOT i.indisvalid"
+                " AND c.relnamespace = (SELECT relnamespace FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass(%s))",
+                (idx["index"], idx["table"]),
             ).fetchone()
             if invalid:
-                self.log(f"dropping invalid index {idx.group(1)} left by an interrupted build")
-                self.conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(idx.group(1))))
+                self.log(f"dropping invalid index {invalid[0]}.{invalid[1]} left by an interrupted build")
+                self.conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(*invalid)))
         self.conn.execute(step)
 
     # ---- up --------------------------------------------------------------------------------
