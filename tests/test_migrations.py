@@ -16,7 +16,7 @@ from x402db.engine import Engine, Settings
 from x402db.errors import BundleError, DriftError, Refused
 from x402db.target import detect
 
-from .conftest import admin_dsn, pg_dump_schema, run_script
+from .conftest import admin_dsn, drop_database, new_database, pg_dump_schema, run_script
 
 
 def engine(dsn, sql_dir=None, target=None, settings=None, **kw):
@@ -442,3 +442,26 @@ def test_interrupted_concurrent_index_is_rebuilt_under_any_search_path(server, s
             "SELECT indisvalid, pg_get_indexdef(indexrelid) FROM pg_index"
             " WHERE indexrelid = 'public.idx_x402_resources_openrouter_model'::regclass").fetchone()
     assert valid and "openrouter_model_id" in definition, definition
+
+
+def test_a_failure_after_earlier_migrations_committed_says_what_this_run_committed(tmp_path, server, deployed_db):
+    # down --to base: 005 reverts and commits, then 001's DROP is refused by a business FK. The
+    # error must not read as if the whole command changed nothing (with --json, it is all there is).
+    with db.connect(deployed_db) as c:
+        c.execute("CREATE TABLE public.refs (r uuid REFERENCES public.x402_resources (id))")
+    r = run_script("migrate.py", "down", "--to", "base", "--json", "--dsn", deployed_db)
+    assert r.returncode == 1 and r.stdout == ""
+    assert "005_add_openrouter_integration reverted" in r.stderr and "committed" in r.stderr, r.stderr
+    assert "001_baseline down failed and was rolled back" in r.stderr
+    assert states(deployed_db) == {"000": "applied", "001": "applied", "005": "pending"}
+    # up from empty: 000 and 001 commit, then 005's transactional part fails.
+    broken = _copy_sql(tmp_path, lambda s: s.replace("-- x402:no-transaction", "SELECT 1/0;\n-- x402:no-transaction"))
+    fresh = new_database(server)
+    try:
+        e = engine(fresh, broken)
+        with e.conn, pytest.raises(BundleError) as err:
+            e.up()
+    finally:
+        drop_database(server, fresh)
+    assert "000_platform_compat applied, 001_baseline applied" in str(err.value) and "committed" in str(err.value)
+    assert "005_add_openrouter_integration failed and was rolled back" in str(err.value)

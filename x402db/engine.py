@@ -323,6 +323,21 @@ class Engine:
                 self.conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(*invalid)))
         self.conn.execute(step)
 
+    @staticmethod
+    def _each(todo: list[Migration], run: Callable[[Migration], Outcome | None]) -> list[Outcome | None]:
+        """Run migration after migration. When one fails, the error also names what this run
+        already committed: "X failed and was rolled back, nothing changed" is about X alone."""
+        outcomes: list[Outcome | None] = []
+        for m in todo:
+            try:
+                outcomes.append(run(m))
+            except BundleError as exc:
+                committed = [f"{o.version}_{o.name} {o.action}" for o in outcomes if o]
+                if not committed:
+                    raise
+                raise type(exc)(f"this run already committed {', '.join(committed)} (kept); then {exc}") from None
+        return outcomes
+
     # ---- up --------------------------------------------------------------------------------
 
     def up(self, to: str | None = None) -> list[Outcome]:
@@ -334,7 +349,7 @@ class Engine:
             todo = [m for m in self.migrations
                     if (m.version not in done or done[m.version].state == "steps-pending")
                     and (to is None or int(m.version) <= int(to))]
-            return [self._apply_locked(m, done.get(m.version)) for m in todo]
+            return self._each(todo, lambda m: self._apply_locked(m, done.get(m.version)))
 
     def apply(self, m: Migration) -> Outcome | None:
         """Apply one migration (None if already applied); refuses if it drifted."""
@@ -391,7 +406,7 @@ class Engine:
                 chosen = applied[-1:]
             else:
                 chosen = [m for m in applied if to == BASE or int(m.version) > int(to)]
-            return [self._revert_locked(m, allow_data_loss, accept_edited_down) for m in reversed(chosen)]
+            return self._each(list(reversed(chosen)), lambda m: self._revert_locked(m, allow_data_loss, accept_edited_down))
 
     def revert(self, m: Migration, allow_data_loss: bool = False, accept_edited_down: bool = False) -> Outcome | None:
         with self.locked():
