@@ -465,3 +465,14 @@ def test_a_failure_after_earlier_migrations_committed_says_what_this_run_committ
         drop_database(server, fresh)
     assert "000_platform_compat applied, 001_baseline applied" in str(err.value) and "committed" in str(err.value)
     assert "005_add_openrouter_integration failed and was rolled back" in str(err.value)
+
+
+@pytest.mark.parametrize("args", [["up", "--to", "\u00b2"], ["up", "--to", "\u0665"], ["down", "--to", "\u0661"],
+                                  ["up", "--lock-timeout", "\uff11s"], ["up", "--statement-timeout", "\u0665s"],
+                                  ["up", "--lock-timeout", "1\u00a0s"]])
+def test_non_ascii_digits_are_refused_with_exit_2(args):
+    # Python's isdigit() and \d take any Unicode digit: '²' crashed with a traceback, '٥' was
+    # read as 5, and '１s' passed the check only for PostgreSQL to reject it after connecting.
+    r = run_script("migrate.py", *args, "--dsn", "postgresql://nobody@127.0.0.1:1/x")
+    assert r.returncode == 2 and "cannot connect" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

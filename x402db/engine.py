@@ -27,7 +27,8 @@ from .target import Target
 ADVISORY_LOCK_KEY = 402_005_000_001
 _CONCURRENT_INDEX = re.compile(
     r"CREATE\s+INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS\s+(?P<index>\w+)\s+ON\s+(?:ONLY\s+)?(?P<table>[\w.]+)", re.I)
-_INTERVAL = re.compile(r"^(?P<n>\d+)\s*(?P<unit>ms|s|min|h)?$")
+# ASCII digits and blanks only: PostgreSQL rejects the other Unicode digits and spaces that \d and \s take.
+_INTERVAL = re.compile(r"^(?P<n>[0-9]+)[ \t]*(?P<unit>ms|s|min|h)?$")
 _UNIT_MS = {None: 1, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
 MAX_LOCK_TIMEOUT_MS = 60_000  # writers queue behind our DDL for up to this long; more is an outage
 
