@@ -476,3 +476,15 @@ def test_non_ascii_digits_are_refused_with_exit_2(args):
     r = run_script("migrate.py", *args, "--dsn", "postgresql://nobody@127.0.0.1:1/x")
     assert r.returncode == 2 and "cannot connect" not in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_up_to_below_the_pending_migrations_does_not_claim_up_to_date(supabase_db):
+    # On target supabase only 005 applies: `up --to 1` has nothing to do, but 005 is pending.
+    r = run_script("migrate.py", "up", "--to", "1", "--dsn", supabase_db)
+    assert r.returncode == 0, r.stderr
+    assert "up to date" not in r.stdout and "005" in r.stdout and "pending" in r.stdout, r.stdout
+    r = run_script("migrate.py", "up", "--to", "0", "--json", "--dsn", supabase_db)
+    assert json.loads(r.stdout)["pending"] == ["005"]
+    r = run_script("migrate.py", "up", "--dsn", supabase_db)
+    r = run_script("migrate.py", "up", "--json", "--dsn", supabase_db)
+    assert json.loads(r.stdout) == {"target": "supabase", "changes": [], "pending": []}
