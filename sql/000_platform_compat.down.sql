@@ -23,6 +23,29 @@ BEGIN
   -- Objects first, each on its own and RESTRICT: one that anything else depends on is kept.
   FOR o IN SELECT kind, identity FROM x402_private.compat_objects WHERE kind <> 'role'
            ORDER BY array_position(ARRAY['function', 'table', 'schema'], kind), identity LOOP
+    -- RESTRICT keeps a table that other objects reference, but silently drops what hangs on
+    -- it (triggers, policies, indexes, rules, columns): those are the project's, so keep it.
+    IF o.kind = 'table' AND to_regclass(o.identity) IS NOT NULL THEN
+      SELECT string_agg(x, '; ' ORDER BY x) INTO uses FROM (
+        SELECT pg_describe_object(d.classid, d.objid, d.objsubid) AS x
+        FROM pg_depend d
+        WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = to_regclass(o.identity) AND d.deptype = 'a'
+          AND d.classid <> 'pg_attrdef'::regclass  -- column defaults go with their columns
+          AND NOT (d.classid = 'pg_constraint'::regclass AND d.objid IN (
+                -- its primary key, and (PostgreSQL 18 catalogs it) the key's NOT NULL
+                SELECT c.oid FROM pg_constraint c, pg_constraint pk
+                WHERE c.conrelid = to_regclass(o.identity) AND pk.conrelid = c.conrelid AND pk.contype = 'p'
+                  AND (c.oid = pk.oid OR (c.contype = 'n' AND c.conkey <@ pk.conkey))))
+        UNION ALL
+        SELECT 'column ' || attname FROM pg_attribute
+        WHERE attrelid = to_regclass(o.identity) AND attnum > 0 AND NOT attisdropped
+          AND attname NOT IN ('id', 'email', 'raw_app_meta_data', 'raw_user_meta_data', 'created_at', 'updated_at')
+      ) own;
+      IF uses IS NOT NULL THEN
+        RAISE WARNING 'kept table %: it carries objects the compat layer did not create (%)', o.identity, uses;
+        CONTINUE;
+      END IF;
+    END IF;
     BEGIN
       EXECUTE format('DROP %s IF EXISTS %s RESTRICT', o.kind, o.identity);
       DELETE FROM x402_private.compat_objects WHERE kind = o.kind AND identity = o.identity;

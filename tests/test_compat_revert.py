@@ -146,3 +146,25 @@ def test_roles_found_existing_are_never_dropped(bare_server, compat_db):
         Engine(conn, migrations.load(), detect(conn)).down(to="base")
         assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'anon'").fetchone()[0] == 1
         assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'service_role'").fetchone()[0] == 0
+
+
+def test_business_objects_on_the_compat_auth_users_are_never_dropped(compat_db):
+    # The compat layer created auth.users, but a trigger, an index and a column the project hung
+    # on it are the project's. DROP TABLE ... RESTRICT drops them silently (they depend on the
+    # table automatically), and with no row in auth.users no guard asks for --allow-data-loss.
+    deploy(compat_db)
+    with psycopg.connect(compat_db, autocommit=True) as c:
+        c.execute("CREATE TABLE public.signups (id uuid)")
+        c.execute("CREATE FUNCTION public.on_signup() RETURNS trigger LANGUAGE plpgsql"
+                  " AS 'BEGIN INSERT INTO public.signups VALUES (NEW.id); RETURN NEW; END'")
+        c.execute("CREATE TRIGGER biz_on_signup AFTER INSERT ON auth.users FOR EACH ROW EXECUTE FUNCTION public.on_signup()")
+        c.execute("CREATE INDEX biz_users_email ON auth.users (email)")
+        c.execute("ALTER TABLE auth.users ADD COLUMN tenant text")
+    r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+    assert r.returncode == 0, r.stderr
+    with psycopg.connect(compat_db, autocommit=True) as c:
+        assert c.execute("SELECT count(*) FROM pg_trigger WHERE tgname = 'biz_on_signup'").fetchone()[0] == 1
+        assert c.execute("SELECT to_regclass('auth.biz_users_email') IS NOT NULL").fetchone()[0]
+        assert c.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = 'auth.users'::regclass AND attname = 'tenant'").fetchone()[0] == 1
+    assert "kept table auth.users" in r.stdout and "biz_on_signup" in r.stdout and "biz_users_email" in r.stdout
+    assert "column tenant" in r.stdout

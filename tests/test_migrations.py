@@ -16,7 +16,7 @@ from x402db.engine import Engine, Settings
 from x402db.errors import BundleError, DriftError, Refused
 from x402db.target import detect
 
-from .conftest import admin_dsn, pg_dump_schema, run_script
+from .conftest import admin_dsn, drop_database, new_database, pg_dump_schema, run_script
 
 
 def engine(dsn, sql_dir=None, target=None, settings=None, **kw):
@@ -423,3 +423,68 @@ def test_pulumi_provider_check_bounds_lock_timeout():
              "down_sql": down, "target": "postgres"}
     assert MigrationProvider().check({}, {**props, "lock_timeout": "1s"}).failures == []
     assert [f.property for f in MigrationProvider().check({}, {**props, "lock_timeout": "0"}).failures] == ["lock_timeout"]
+
+
+@pytest.mark.parametrize("search_path", ["", r"auth,\ extensions"])
+def test_interrupted_concurrent_index_is_rebuilt_under_any_search_path(server, supabase_db, search_path):
+    # The invalid index lives in the table's schema, whatever the connecting role's search_path:
+    # an unqualified DROP missed it, IF NOT EXISTS then skipped the build, and the ledger said
+    # 'applied' over an INVALID index.
+    with psycopg.connect(admin_dsn(server, supabase_db), autocommit=True) as c:
+        c.execute("ALTER TABLE public.x402_resources ADD COLUMN dup_probe int DEFAULT 1")
+        with pytest.raises(psycopg.errors.UniqueViolation):  # what an interrupted 005 leaves
+            c.execute("CREATE UNIQUE INDEX CONCURRENTLY idx_x402_resources_openrouter_model ON public.x402_resources (dup_probe)")
+    e = engine(psycopg.conninfo.make_conninfo(supabase_db, options=f"-csearch_path={search_path}"))
+    with e.conn:
+        e.up()
+        assert {s.version: s.state for s in e.status()} == {"005": "applied"}
+        valid, definition = e.conn.execute(
+            "SELECT indisvalid, pg_get_indexdef(indexrelid) FROM pg_index"
+            " WHERE indexrelid = 'public.idx_x402_resources_openrouter_model'::regclass").fetchone()
+    assert valid and "openrouter_model_id" in definition, definition
+
+
+def test_a_failure_after_earlier_migrations_committed_says_what_this_run_committed(tmp_path, server, deployed_db):
+    # down --to base: 005 reverts and commits, then 001's DROP is refused by a business FK. The
+    # error must not read as if the whole command changed nothing (with --json, it is all there is).
+    with db.connect(deployed_db) as c:
+        c.execute("CREATE TABLE public.refs (r uuid REFERENCES public.x402_resources (id))")
+    r = run_script("migrate.py", "down", "--to", "base", "--json", "--dsn", deployed_db)
+    assert r.returncode == 1 and r.stdout == ""
+    assert "005_add_openrouter_integration reverted" in r.stderr and "committed" in r.stderr, r.stderr
+    assert "001_baseline down failed and was rolled back" in r.stderr
+    assert states(deployed_db) == {"000": "applied", "001": "applied", "005": "pending"}
+    # up from empty: 000 and 001 commit, then 005's transactional part fails.
+    broken = _copy_sql(tmp_path, lambda s: s.replace("-- x402:no-transaction", "SELECT 1/0;\n-- x402:no-transaction"))
+    fresh = new_database(server)
+    try:
+        e = engine(fresh, broken)
+        with e.conn, pytest.raises(BundleError) as err:
+            e.up()
+    finally:
+        drop_database(server, fresh)
+    assert "000_platform_compat applied, 001_baseline applied" in str(err.value) and "committed" in str(err.value)
+    assert "005_add_openrouter_integration failed and was rolled back" in str(err.value)
+
+
+@pytest.mark.parametrize("args", [["up", "--to", "\u00b2"], ["up", "--to", "\u0665"], ["down", "--to", "\u0661"],
+                                  ["up", "--lock-timeout", "\uff11s"], ["up", "--statement-timeout", "\u0665s"],
+                                  ["up", "--lock-timeout", "1\u00a0s"]])
+def test_non_ascii_digits_are_refused_with_exit_2(args):
+    # Python's isdigit() and \d take any Unicode digit: '²' crashed with a traceback, '٥' was
+    # read as 5, and '１s' passed the check only for PostgreSQL to reject it after connecting.
+    r = run_script("migrate.py", *args, "--dsn", "postgresql://nobody@127.0.0.1:1/x")
+    assert r.returncode == 2 and "cannot connect" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_up_to_below_the_pending_migrations_does_not_claim_up_to_date(supabase_db):
+    # On target supabase only 005 applies: `up --to 1` has nothing to do, but 005 is pending.
+    r = run_script("migrate.py", "up", "--to", "1", "--dsn", supabase_db)
+    assert r.returncode == 0, r.stderr
+    assert "up to date" not in r.stdout and "005" in r.stdout and "pending" in r.stdout, r.stdout
+    r = run_script("migrate.py", "up", "--to", "0", "--json", "--dsn", supabase_db)
+    assert json.loads(r.stdout)["pending"] == ["005"]
+    r = run_script("migrate.py", "up", "--dsn", supabase_db)
+    r = run_script("migrate.py", "up", "--json", "--dsn", supabase_db)
+    assert json.loads(r.stdout) == {"target": "supabase", "changes": [], "pending": []}

@@ -25,8 +25,10 @@ from .target import Target
 
 # Any fixed bigint works; it only has to be the same for every runner of this bundle.
 ADVISORY_LOCK_KEY = 402_005_000_001
-_CONCURRENT_INDEX = re.compile(r"CREATE\s+INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.I)
-_INTERVAL = re.compile(r"^(?P<n>\d+)\s*(?P<unit>ms|s|min|h)?$")
+_CONCURRENT_INDEX = re.compile(
+    r"CREATE\s+INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS\s+(?P<index>\w+)\s+ON\s+(?:ONLY\s+)?(?P<table>[\w.]+)", re.I)
+# ASCII digits and blanks only: PostgreSQL rejects the other Unicode digits and spaces that \d and \s take.
+_INTERVAL = re.compile(r"^(?P<n>[0-9]+)[ \t]*(?P<unit>ms|s|min|h)?$")
 _UNIT_MS = {None: 1, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
 MAX_LOCK_TIMEOUT_MS = 60_000  # writers queue behind our DDL for up to this long; more is an outage
 
@@ -305,15 +307,34 @@ class Engine:
         idx = _CONCURRENT_INDEX.search(step)
         if idx:
             # A failed or killed concurrent build leaves an INVALID index that IF NOT EXISTS would keep.
+            # It lives in its table's schema, whatever the session's search_path: find and drop it there.
             invalid = self.conn.execute(
-                "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-                " WHERE c.relname = %s AND NOT i.indisvalid",
-                (idx.group(1),),
+                "SELECT n.nspname, c.relname FROM pg_catalog.pg_index i"
+                " JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid"
+                " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE c.relname = %s AND NOT i.indisvalid"
+                " AND c.relnamespace = (SELECT relnamespace FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass(%s))",
+                (idx["index"], idx["table"]),
             ).fetchone()
             if invalid:
-                self.log(f"dropping invalid index {idx.group(1)} left by an interrupted build")
-                self.conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(idx.group(1))))
+                self.log(f"dropping invalid index {invalid[0]}.{invalid[1]} left by an interrupted build")
+                self.conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(*invalid)))
         self.conn.execute(step)
+
+    @staticmethod
+    def _each(todo: list[Migration], run: Callable[[Migration], Outcome | None]) -> list[Outcome | None]:
+        """Run migration after migration. When one fails, the error also names what this run
+        already committed: "X failed and was rolled back, nothing changed" is about X alone."""
+        outcomes: list[Outcome | None] = []
+        for m in todo:
+            try:
+                outcomes.append(run(m))
+            except BundleError as exc:
+                committed = [f"{o.version}_{o.name} {o.action}" for o in outcomes if o]
+                if not committed:
+                    raise
+                raise type(exc)(f"this run already committed {', '.join(committed)} (kept); then {exc}") from None
+        return outcomes
 
     # ---- up --------------------------------------------------------------------------------
 
@@ -326,7 +347,7 @@ class Engine:
             todo = [m for m in self.migrations
                     if (m.version not in done or done[m.version].state == "steps-pending")
                     and (to is None or int(m.version) <= int(to))]
-            return [self._apply_locked(m, done.get(m.version)) for m in todo]
+            return self._each(todo, lambda m: self._apply_locked(m, done.get(m.version)))
 
     def apply(self, m: Migration) -> Outcome | None:
         """Apply one migration (None if already applied); refuses if it drifted."""
@@ -383,7 +404,7 @@ class Engine:
                 chosen = applied[-1:]
             else:
                 chosen = [m for m in applied if to == BASE or int(m.version) > int(to)]
-            return [self._revert_locked(m, allow_data_loss, accept_edited_down) for m in reversed(chosen)]
+            return self._each(list(reversed(chosen)), lambda m: self._revert_locked(m, allow_data_loss, accept_edited_down))
 
     def revert(self, m: Migration, allow_data_loss: bool = False, accept_edited_down: bool = False) -> Outcome | None:
         with self.locked():

@@ -87,10 +87,18 @@ def main(argv: list[str]) -> int:
             outcomes = engine.down(to=args.to, allow_data_loss=args.allow_data_loss,
                                    accept_edited_down=args.accept_edited_down)
         outcomes = [o for o in outcomes if o]
+        # `up --to` below a pending migration changes nothing, yet the database is not up to date.
+        pending = [s.version for s in engine.status() if s.state in ("pending", "steps-pending")] if args.command == "up" else []
         if args.json:
-            print_json({"target": engine.target.name, "changes": [asdict(o) for o in outcomes]})
+            print_json({"target": engine.target.name, "changes": [asdict(o) for o in outcomes],
+                        **({"pending": pending} if args.command == "up" else {})})
         elif not outcomes:
-            print("nothing to do: the database is up to date" if args.command == "up" else "nothing to revert")
+            if args.command == "down":
+                print("nothing to revert")
+            elif pending:
+                print(f"nothing to apply up to {args.to}; still pending: {', '.join(pending)}")
+            else:
+                print("nothing to do: the database is up to date")
         else:
             for o in outcomes:
                 print(f"{o.action:<9} {o.version}_{o.name} ({o.ms} ms)")

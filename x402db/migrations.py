@@ -163,7 +163,7 @@ def resolve_version(migrations: list[Migration], text: str, *, allow_base: bool 
     if allow_base and value == BASE:
         return BASE
     number = value.split("_", 1)[0]
-    if number.isdigit():
+    if re.fullmatch(r"[0-9]+", number):  # not str.isdigit(): it takes '²' and '٥' too
         for m in migrations:
             if int(m.version) == int(number) and (number == value or m.label == value):
                 return m.version
