@@ -122,6 +122,15 @@ LOCK TABLE public.p_parent IN EXCLUSIVE MODE;
 GRANT SELECT ON public.p_child TO PUBLIC;
 CREATE VIEW public.p_view AS SELECT id FROM public.p_child;
 ALTER TABLE public.p_child RENAME COLUMN note TO note2;
+CREATE TABLE public.p_part (id int, k int) PARTITION BY RANGE (k);
+CREATE TABLE public.p_part1 (id int, k int);
+INSERT INTO public.p_part1 VALUES (1, 5);
+ALTER TABLE public.p_part ATTACH PARTITION public.p_part1 FOR VALUES FROM (0) TO (10);
+CREATE TABLE public.p_part2 PARTITION OF public.p_part FOR VALUES FROM (10) TO (20);
+ALTER TABLE public.p_part DETACH PARTITION public.p_part2;
+CREATE TABLE public.p_part3 PARTITION OF public.p_part FOR VALUES FROM (20) TO (30) PARTITION BY RANGE (id);
+CREATE TABLE public.p_part31 PARTITION OF public.p_part3 FOR VALUES FROM (0) TO (100);
+CREATE INDEX p_part_k_idx ON public.p_part (k);
 -- x402:no-transaction
 ALTER TABLE public.p_child VALIDATE CONSTRAINT p_child_note_check;
 ALTER TABLE public.p_child VALIDATE CONSTRAINT p_child_parent_fkey;
@@ -137,6 +146,8 @@ UPDATE public.p_child SET note2 = 'y' WHERE id < 3;
 TRUNCATE public.p_child;
 DROP TABLE public.p_child;
 DROP TABLE public.p_parent;
+CREATE INDEX p_part_id_idx ON public.p_part (id);
+DROP TABLE public.p_part, public.p_part2;
 """
 
 

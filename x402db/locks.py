@@ -51,6 +51,7 @@ class Catalog(Protocol):
     def constraint_valid(self, table: str, name: str) -> bool: ...
     def has_object(self, kind: str, table: str, name: str) -> bool: ...  # a policy, trigger or rule on `table`
     def server_version(self) -> int: ...  # server_version_num
+    def partitions(self, table: str) -> list[str]: ...  # every partition below `table`, recursively
     def apply(self, p: "Prediction") -> None: ...  # the statement ran: relations and keys it made or removed
 
 
@@ -69,6 +70,8 @@ class Prediction:
     not_valid_added: list[tuple[str, str]] = field(default_factory=list)
     objects_added: list[tuple[str, str, str]] = field(default_factory=list)  # kind, table, name (policies, triggers)
     objects_dropped: list[tuple[str, str, str]] = field(default_factory=list)
+    attached: list[tuple[str, str]] = field(default_factory=list)  # parent, partition
+    detached: list[tuple[str, str]] = field(default_factory=list)
 
     def lock(self, relation: str | None, mode: str) -> None:
         if relation is None or relation.split(".", 1)[0] in _SYSTEM:
@@ -220,6 +223,17 @@ def _alter_table(node: ast.AlterTableStmt, cat: Catalog) -> Prediction:
     modes = []
     for cmd in node.cmds:
         st = cmd.subtype
+        if st in (AT.AT_AttachPartition, AT.AT_DetachPartition, AT.AT_DetachPartitionFinalize):
+            # The partition itself is locked AccessExclusiveLock whatever the parent gets (a
+            # concurrent detach takes it in its second transaction); attaching scans it to check
+            # the bound unless a constraint already proves it.
+            part = _rv(cat, cmd.def_.name)
+            p.lock(part, ACCESS_EXCLUSIVE)
+            if st == AT.AT_AttachPartition:
+                p.worse("scan")
+                p.attached.append((table, part))
+            else:
+                p.detached.append((table, part))
         if st in _SHARE_UPDATE_EXCLUSIVE_CMDS:
             mode = SHARE_UPDATE_EXCLUSIVE
             if st == AT.AT_ValidateConstraint and not cat.constraint_valid(table, cmd.name):
@@ -284,6 +298,8 @@ def _create_table(node: ast.CreateStmt, cat: Catalog) -> Prediction:
             p.lock(_rv(cat, elt.relation), ACCESS_SHARE)
     for parent in node.inhRelations or ():
         p.lock(_rv(cat, parent), ACCESS_EXCLUSIVE if node.partbound else SHARE_UPDATE_EXCLUSIVE)
+        if node.partbound:
+            p.attached.append((_rv(cat, parent), table))
     return p
 
 
@@ -291,7 +307,8 @@ def _index(node: ast.IndexStmt, cat: Catalog) -> Prediction:
     table = _rv(cat, node.relation)
     p = Prediction("CREATE INDEX CONCURRENTLY" if node.concurrent else "CREATE INDEX",
                    "create" if cat.is_new(table) or not cat.exists(table) else "scan")
-    p.lock(table, SHARE_UPDATE_EXCLUSIVE if node.concurrent else SHARE)
+    for rel in (table, *cat.partitions(table)):  # an index on a partitioned table is built on each partition
+        p.lock(rel, SHARE_UPDATE_EXCLUSIVE if node.concurrent else SHARE)
     return p
 
 
@@ -313,8 +330,9 @@ def _drop(node: ast.DropStmt, cat: Catalog) -> Prediction:
             if not cat.exists(rel):
                 p.note = f"{rel} does not exist: does nothing" if node.missing_ok else p.note
                 continue
-            p.lock(rel, ACCESS_EXCLUSIVE)
-            p.dropped.append(rel)
+            for part in (rel, *cat.partitions(rel)):  # a partitioned table's partitions go with it
+                p.lock(part, ACCESS_EXCLUSIVE)
+                p.dropped.append(part)
             for conname, (ref, cols) in cat.foreign_keys(rel).items():
                 if ref != rel:
                     p.lock(ref, ACCESS_EXCLUSIVE)
