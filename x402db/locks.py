@@ -442,7 +442,15 @@ def predict(node: ast.Node, cat: Catalog) -> Prediction:
     if isinstance(node, (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt)):
         p = Prediction(kind.removesuffix("Stmt").upper(), "scan")
         _reads(p, cat, node)
-        p.lock(_rv(cat, node.relation), ROW_EXCLUSIVE)
+        table = _rv(cat, node.relation)
+        p.lock(table, ROW_EXCLUSIVE)
+        if not isinstance(node, ast.DeleteStmt):
+            # The foreign-key check of each written row reads the referenced table FOR KEY SHARE.
+            # (A DELETE's or a key UPDATE's checks on referencing tables are not modelled.)
+            targets = None if isinstance(node, ast.InsertStmt) else {t.name for t in node.targetList or ()}
+            for ref, cols in cat.foreign_keys(table).values():
+                if targets is None or targets & set(cols):
+                    p.lock(ref, ROW_SHARE)
         return p
     if isinstance(node, ast.TruncateStmt):
         p = Prediction("TRUNCATE", "rewrite")
