@@ -48,6 +48,7 @@ class Catalog(Protocol):
     def foreign_keys(self, table: str) -> dict[str, tuple[str, tuple[str, ...]]]: ...  # name -> (referenced, columns)
     def referencing(self, table: str) -> list[str]: ...  # tables with a foreign key to `table`
     def volatile(self, function: str) -> bool: ...
+    def constrained_domain(self, type_name: str) -> bool: ...  # a domain with CHECK or NOT NULL constraints
     def constraint_valid(self, table: str, name: str) -> bool: ...
     def has_object(self, kind: str, table: str, name: str) -> bool: ...  # a policy, trigger or rule on `table`
     def server_version(self) -> int: ...  # server_version_num
@@ -71,6 +72,7 @@ class Prediction:
     objects_added: list[tuple[str, str, str]] = field(default_factory=list)  # kind, table, name (policies, triggers)
     objects_dropped: list[tuple[str, str, str]] = field(default_factory=list)
     attached: list[tuple[str, str]] = field(default_factory=list)  # parent, partition
+    domains: list[str] = field(default_factory=list)  # constrained domains this statement creates
     detached: list[tuple[str, str]] = field(default_factory=list)
 
     def lock(self, relation: str | None, mode: str) -> None:
@@ -163,7 +165,9 @@ def _add_column(p: Prediction, cat: Catalog, table: str, col: ast.ColumnDef) -> 
     C = enums.ConstrType
     default = next((c.raw_expr for c in cons if c.contype == C.CONSTR_DEFAULT), None)
     serial = col.typeName and col.typeName.names[-1].sval in ("serial", "bigserial", "smallserial", "serial4", "serial8", "serial2")
-    if C.CONSTR_GENERATED in types or C.CONSTR_IDENTITY in types or serial or _default_is_volatile(default, cat):
+    # A domain with constraints is checked row by row: PostgreSQL rewrites the table, default or not.
+    domain = col.typeName and cat.constrained_domain(".".join(n.sval for n in col.typeName.names))
+    if C.CONSTR_GENERATED in types or C.CONSTR_IDENTITY in types or serial or domain or _default_is_volatile(default, cat):
         p.worse("rewrite")
     elif C.CONSTR_PRIMARY in types or C.CONSTR_UNIQUE in types or C.CONSTR_CHECK in types or (
             C.CONSTR_NOTNULL in types and default is None):
@@ -465,6 +469,11 @@ def predict(node: ast.Node, cat: Catalog) -> Prediction:
         view = _rv(cat, node.view)
         p.lock(view, ACCESS_EXCLUSIVE)
         p.created.append(view)
+        return p
+    if isinstance(node, ast.CreateDomainStmt):
+        p = Prediction("CreateDomain", "create")
+        if node.constraints:
+            p.domains.append(".".join(n.sval for n in node.domainname))
         return p
     if kind in _NO_RELATION:
         return Prediction(kind.removesuffix("Stmt"), _NO_RELATION[kind])

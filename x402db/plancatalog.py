@@ -50,6 +50,12 @@ SELECT coalesce(bool_or(p.provolatile = 'v'), true) FROM pg_proc p JOIN pg_names
 WHERE p.proname = %s AND (n.nspname = %s OR (%s::text IS NULL AND n.nspname = ANY(current_schemas(true))))
 """
 
+_CONSTRAINED_DOMAIN = """
+SELECT EXISTS (SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+  WHERE t.typname = %s AND t.typtype = 'd' AND (n.nspname = %s OR (%s::text IS NULL AND n.nspname = ANY(current_schemas(true))))
+  AND (t.typnotnull OR EXISTS (SELECT 1 FROM pg_constraint c WHERE c.contypid = t.oid)))
+"""
+
 
 def _split(relation: str) -> tuple[str, str]:
     schema, _, name = relation.partition(".")
@@ -70,6 +76,7 @@ class LiveCatalog:
         self._objects: dict[tuple[str, str, str], bool] = {}
         self._version: int | None = None
         self._valid: dict[tuple[str, str], bool] = {}
+        self._domains: set[str] = set()  # constrained domains the planned statements create
         self._parts: dict[str, set[str]] = {}  # direct partitions, as the statements planned so far leave them
 
     def _one(self, query: str, *args):
@@ -114,6 +121,12 @@ class LiveCatalog:
     def volatile(self, function: str) -> bool:
         schema, _, name = function.rpartition(".")
         return bool(self._one(_VOLATILE, name, schema or None, schema or None))
+
+    def constrained_domain(self, type_name: str) -> bool:
+        if type_name in self._domains or type_name.rpartition(".")[2] in self._domains:
+            return True
+        schema, _, name = type_name.rpartition(".")
+        return bool(self._one(_CONSTRAINED_DOMAIN, name, schema or None, schema or None))
 
     def has_object(self, kind: str, table: str, name: str) -> bool:
         key = (kind, table, name)
@@ -171,6 +184,8 @@ class LiveCatalog:
         for table, name, _cols in p.fk_dropped:
             self.foreign_keys(table)
             self._fks[table].pop(name, None)
+        for name in p.domains:
+            self._domains |= {name, name.rpartition(".")[2]}
         for parent, part in p.attached:
             self._direct_partitions(parent).add(part)
         for parent, part in p.detached:
