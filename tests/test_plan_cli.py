@@ -233,3 +233,18 @@ def test_unknown_statements_are_shown_with_the_strongest_lock_never_dropped(tmp_
     assert {(l.relation, l.mode) for l in statements[2].locks} == {("*", "AccessExclusiveLock")}
     assert statements[1].locks and all(l.mode == "AccessExclusiveLock" for l in statements[1].locks)
     assert "unknown statement" in statements[2].writers and "format('ALTER TABLE %I" in statements[2].writers
+
+
+def test_plan_never_waits_behind_a_lock_on_the_ledger(deployed_db):
+    """Target detection reads the ledger too: a DDL holding it must not make plan queue."""
+    holder = psycopg.connect(deployed_db)
+    try:
+        holder.execute("LOCK TABLE x402_private.schema_migrations IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        r = run_script("migrate.py", "plan", "--dsn", deployed_db, timeout=30)
+        elapsed = time.monotonic() - started
+    finally:
+        holder.rollback()
+        holder.close()
+    assert elapsed < 10 and r.returncode == 1, (elapsed, r.stderr)
+    assert "would wait on a lock another session holds" in r.stderr and "Traceback" not in r.stderr

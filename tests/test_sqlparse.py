@@ -55,3 +55,28 @@ def test_no_transaction_steps_may_hold_semicolons_in_strings(tmp_path: Path):
     [m] = migrations.load(tmp_path)
     assert m.up.statements == ("SELECT 1",)
     assert m.up.steps == ("COMMENT ON TABLE t IS 'a;\nb'", "SELECT 2")
+
+
+@pytest.mark.parametrize("statement", ["COMMIT", "BEGIN", "ROLLBACK", "SAVEPOINT s", "END"])
+def test_transaction_control_in_a_migration_is_refused_at_load(tmp_path: Path, statement):
+    # A COMMIT would commit the first half of the engine's transaction and leave the rest to run
+    # outside any: a failure after it left tables behind while the engine said "nothing changed".
+    (tmp_path / "900_x.up.sql").write_text(f"CREATE TABLE public.a (id int);\n{statement};\nCREATE TABLE public.b (id int);\n")
+    (tmp_path / "900_x.down.sql").write_text("DROP TABLE public.a;\n")
+    with pytest.raises(UsageError, match=r"900_x.up.sql: \w+ controls the transaction"):
+        migrations.load(tmp_path)
+    (tmp_path / "900_x.up.sql").write_text(f"SELECT 1;\n-- x402:no-transaction\n{statement};\n")
+    with pytest.raises(UsageError, match="controls the transaction"):
+        migrations.load(tmp_path)
+
+
+@pytest.mark.parametrize("statement", ["VACUUM public.a", "CREATE INDEX CONCURRENTLY a_i ON public.a (id)",
+                                       "DROP INDEX CONCURRENTLY public.a_i", "REINDEX TABLE CONCURRENTLY public.a",
+                                       "ALTER TABLE public.a DETACH PARTITION public.a1 CONCURRENTLY"])
+def test_a_statement_that_cannot_run_in_a_transaction_must_be_a_step(tmp_path: Path, statement):
+    (tmp_path / "900_x.down.sql").write_text("SELECT 1;\n")
+    (tmp_path / "900_x.up.sql").write_text(f"SELECT 1;\n{statement};\n")
+    with pytest.raises(UsageError, match="cannot run inside a transaction block; move it after -- x402:no-transaction"):
+        migrations.load(tmp_path)
+    (tmp_path / "900_x.up.sql").write_text(f"SELECT 1;\n-- x402:no-transaction\n{statement};\n")
+    assert migrations.load(tmp_path)[0].up.steps == (statement,)

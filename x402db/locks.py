@@ -48,9 +48,11 @@ class Catalog(Protocol):
     def foreign_keys(self, table: str) -> dict[str, tuple[str, tuple[str, ...]]]: ...  # name -> (referenced, columns)
     def referencing(self, table: str) -> list[str]: ...  # tables with a foreign key to `table`
     def volatile(self, function: str) -> bool: ...
+    def constrained_domain(self, type_name: str) -> bool: ...  # a domain with CHECK or NOT NULL constraints
     def constraint_valid(self, table: str, name: str) -> bool: ...
     def has_object(self, kind: str, table: str, name: str) -> bool: ...  # a policy, trigger or rule on `table`
     def server_version(self) -> int: ...  # server_version_num
+    def partitions(self, table: str) -> list[str]: ...  # every partition below `table`, recursively
     def apply(self, p: "Prediction") -> None: ...  # the statement ran: relations and keys it made or removed
 
 
@@ -69,6 +71,9 @@ class Prediction:
     not_valid_added: list[tuple[str, str]] = field(default_factory=list)
     objects_added: list[tuple[str, str, str]] = field(default_factory=list)  # kind, table, name (policies, triggers)
     objects_dropped: list[tuple[str, str, str]] = field(default_factory=list)
+    attached: list[tuple[str, str]] = field(default_factory=list)  # parent, partition
+    domains: list[str] = field(default_factory=list)  # constrained domains this statement creates
+    detached: list[tuple[str, str]] = field(default_factory=list)
 
     def lock(self, relation: str | None, mode: str) -> None:
         if relation is None or relation.split(".", 1)[0] in _SYSTEM:
@@ -160,7 +165,9 @@ def _add_column(p: Prediction, cat: Catalog, table: str, col: ast.ColumnDef) -> 
     C = enums.ConstrType
     default = next((c.raw_expr for c in cons if c.contype == C.CONSTR_DEFAULT), None)
     serial = col.typeName and col.typeName.names[-1].sval in ("serial", "bigserial", "smallserial", "serial4", "serial8", "serial2")
-    if C.CONSTR_GENERATED in types or C.CONSTR_IDENTITY in types or serial or _default_is_volatile(default, cat):
+    # A domain with constraints is checked row by row: PostgreSQL rewrites the table, default or not.
+    domain = col.typeName and cat.constrained_domain(".".join(n.sval for n in col.typeName.names))
+    if C.CONSTR_GENERATED in types or C.CONSTR_IDENTITY in types or serial or domain or _default_is_volatile(default, cat):
         p.worse("rewrite")
     elif C.CONSTR_PRIMARY in types or C.CONSTR_UNIQUE in types or C.CONSTR_CHECK in types or (
             C.CONSTR_NOTNULL in types and default is None):
@@ -220,6 +227,17 @@ def _alter_table(node: ast.AlterTableStmt, cat: Catalog) -> Prediction:
     modes = []
     for cmd in node.cmds:
         st = cmd.subtype
+        if st in (AT.AT_AttachPartition, AT.AT_DetachPartition, AT.AT_DetachPartitionFinalize):
+            # The partition itself is locked AccessExclusiveLock whatever the parent gets (a
+            # concurrent detach takes it in its second transaction); attaching scans it to check
+            # the bound unless a constraint already proves it.
+            part = _rv(cat, cmd.def_.name)
+            p.lock(part, ACCESS_EXCLUSIVE)
+            if st == AT.AT_AttachPartition:
+                p.worse("scan")
+                p.attached.append((table, part))
+            else:
+                p.detached.append((table, part))
         if st in _SHARE_UPDATE_EXCLUSIVE_CMDS:
             mode = SHARE_UPDATE_EXCLUSIVE
             if st == AT.AT_ValidateConstraint and not cat.constraint_valid(table, cmd.name):
@@ -284,6 +302,8 @@ def _create_table(node: ast.CreateStmt, cat: Catalog) -> Prediction:
             p.lock(_rv(cat, elt.relation), ACCESS_SHARE)
     for parent in node.inhRelations or ():
         p.lock(_rv(cat, parent), ACCESS_EXCLUSIVE if node.partbound else SHARE_UPDATE_EXCLUSIVE)
+        if node.partbound:
+            p.attached.append((_rv(cat, parent), table))
     return p
 
 
@@ -291,7 +311,8 @@ def _index(node: ast.IndexStmt, cat: Catalog) -> Prediction:
     table = _rv(cat, node.relation)
     p = Prediction("CREATE INDEX CONCURRENTLY" if node.concurrent else "CREATE INDEX",
                    "create" if cat.is_new(table) or not cat.exists(table) else "scan")
-    p.lock(table, SHARE_UPDATE_EXCLUSIVE if node.concurrent else SHARE)
+    for rel in (table, *cat.partitions(table)):  # an index on a partitioned table is built on each partition
+        p.lock(rel, SHARE_UPDATE_EXCLUSIVE if node.concurrent else SHARE)
     return p
 
 
@@ -313,8 +334,9 @@ def _drop(node: ast.DropStmt, cat: Catalog) -> Prediction:
             if not cat.exists(rel):
                 p.note = f"{rel} does not exist: does nothing" if node.missing_ok else p.note
                 continue
-            p.lock(rel, ACCESS_EXCLUSIVE)
-            p.dropped.append(rel)
+            for part in (rel, *cat.partitions(rel)):  # a partitioned table's partitions go with it
+                p.lock(part, ACCESS_EXCLUSIVE)
+                p.dropped.append(part)
             for conname, (ref, cols) in cat.foreign_keys(rel).items():
                 if ref != rel:
                     p.lock(ref, ACCESS_EXCLUSIVE)
@@ -424,7 +446,15 @@ def predict(node: ast.Node, cat: Catalog) -> Prediction:
     if isinstance(node, (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt)):
         p = Prediction(kind.removesuffix("Stmt").upper(), "scan")
         _reads(p, cat, node)
-        p.lock(_rv(cat, node.relation), ROW_EXCLUSIVE)
+        table = _rv(cat, node.relation)
+        p.lock(table, ROW_EXCLUSIVE)
+        if not isinstance(node, ast.DeleteStmt):
+            # The foreign-key check of each written row reads the referenced table FOR KEY SHARE.
+            # (A DELETE's or a key UPDATE's checks on referencing tables are not modelled.)
+            targets = None if isinstance(node, ast.InsertStmt) else {t.name for t in node.targetList or ()}
+            for ref, cols in cat.foreign_keys(table).values():
+                if targets is None or targets & set(cols):
+                    p.lock(ref, ROW_SHARE)
         return p
     if isinstance(node, ast.TruncateStmt):
         p = Prediction("TRUNCATE", "rewrite")
@@ -439,6 +469,11 @@ def predict(node: ast.Node, cat: Catalog) -> Prediction:
         view = _rv(cat, node.view)
         p.lock(view, ACCESS_EXCLUSIVE)
         p.created.append(view)
+        return p
+    if isinstance(node, ast.CreateDomainStmt):
+        p = Prediction("CreateDomain", "create")
+        if node.constraints:
+            p.domains.append(".".join(n.sval for n in node.domainname))
         return p
     if kind in _NO_RELATION:
         return Prediction(kind.removesuffix("Stmt"), _NO_RELATION[kind])

@@ -7,7 +7,7 @@ from . import db, migrations
 from .cli import Parser, add_common, log_to_stderr, print_json
 from .engine import Engine, Settings
 from .migrations import BASE
-from .plan import Planner
+from .plan import Planner, detect_target
 from .planview import print_plan
 from .target import TARGETS, detect
 
@@ -53,7 +53,8 @@ def engine_for(args, log) -> Engine:
     if getattr(args, "to", None) is not None:
         migrations.resolve_version(files, args.to, allow_base=args.command == "down" or getattr(args, "down", False))
     conn = db.connect(db.resolve_dsn(args.dsn), application_name="x402db-migrate")
-    target = detect(conn, args.target)
+    # plan changes nothing and never waits, from its first read on.
+    target = detect_target(conn, args.target) if args.command == "plan" else detect(conn, args.target)
     log(f"target: {target}")
     return Engine(conn, files, target, settings, log=log)
 

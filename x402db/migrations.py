@@ -106,10 +106,21 @@ def parse_script(text: str, path: Path) -> Script:
         else:
             raise UsageError(f"{path.name}: unknown directive x402:{key}")
     head, marker, tail = text.partition(NO_TRANSACTION)
+    in_tx = sqlparse.statements(head, path.name)
+    steps = sqlparse.statements(tail, f"{path.name} (after {NO_TRANSACTION})") if marker else ()
+    for s in (*in_tx, *steps):
+        if sqlparse.controls_transaction(s):
+            raise UsageError(f"{path.name}: {s.sql.split()[0].upper()} controls the transaction the engine runs the "
+                             f"migration in; remove it (the part before {NO_TRANSACTION} is already one transaction, "
+                             "each statement after it runs on its own)")
+    for s in in_tx:
+        if sqlparse.outside_transaction_only(s):
+            raise UsageError(f"{path.name}: {' '.join(s.sql.split()[:4])}... cannot run inside a transaction block; "
+                             f"move it after {NO_TRANSACTION}")
     return Script(
         transactional=head,
-        statements=sqlparse.split(head, path.name),
-        steps=sqlparse.split(tail, f"{path.name} (after {NO_TRANSACTION})") if marker else (),
+        statements=tuple(s.sql for s in in_tx),
+        steps=tuple(s.sql for s in steps),
         requires=tuple(requires),
         guards=tuple(guards),
         adopt_if=adopt_if,

@@ -19,9 +19,12 @@ from .errors import BundleError, DriftError, Refused
 from .locks import ANY, Prediction, blocks_reads, blocks_writes, simulate, strongest
 from .migrations import BASE, Migration, Script
 from .plancatalog import LiveCatalog
+from .target import Target, detect
 
 PLAN_LOCK_TIMEOUT = "20ms"  # a plan never queues: writers queued behind it would wait too
 PLAN_STATEMENT_TIMEOUT = "30s"
+_WOULD_WAIT = ("plan: reading the catalog would wait on a lock another session holds; nothing was changed. "
+               "See pg_locks / pg_stat_activity, then run plan again")
 
 
 @dataclass
@@ -206,6 +209,18 @@ def _regclass_substituted(condition: str, catalog: LiveCatalog) -> str:
     return re.sub(r"to_regclass\('([^']+)'\)", sub, condition)
 
 
+def detect_target(conn: psycopg.Connection, requested: str | None) -> Target:
+    """The target, read the way the plan reads everything: read only, never queued behind a lock
+    (detection reads the ledger, which a concurrent DDL may hold)."""
+    try:
+        with conn.transaction():
+            conn.execute("SET TRANSACTION READ ONLY")
+            conn.execute(f"SET LOCAL lock_timeout = '{PLAN_LOCK_TIMEOUT}'")
+            return detect(conn, requested)
+    except pgerr.LockNotAvailable:
+        raise BundleError(_WOULD_WAIT) from None
+
+
 class Planner:
     def __init__(self, engine: Engine, single: bool = False) -> None:
         # single: the engine holds the one migration Pulumi's resource applies or reverts, and
@@ -231,8 +246,7 @@ class Planner:
         except pgerr.LockNotAvailable:
             # A system catalog itself is locked (VACUUM FULL, a long DDL on pg_class...): rare,
             # and waiting is what a plan must never do.
-            raise BundleError("plan: reading the catalog would wait on a lock another session holds; nothing was "
-                              "changed. See pg_locks / pg_stat_activity, then run plan again") from None
+            raise BundleError(_WOULD_WAIT) from None
 
     def _build(self, direction: str, to: str | None, allow_data_loss: bool) -> Plan:
         plans: list[MigrationPlan] = []

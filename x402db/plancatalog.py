@@ -35,6 +35,11 @@ FROM pg_constraint con JOIN pg_class t ON t.oid = con.conrelid JOIN pg_namespace
 JOIN pg_class r ON r.oid = con.confrelid JOIN pg_namespace rn ON rn.oid = r.relnamespace
 WHERE con.contype = 'f' AND rn.nspname = %s AND r.relname = %s AND con.conrelid <> con.confrelid
 """
+_PARTITIONS = """
+SELECT format('%%s.%%s', n.nspname, c.relname) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_class p ON p.oid = i.inhparent
+JOIN pg_namespace pn ON pn.oid = p.relnamespace WHERE pn.nspname = %s AND p.relname = %s AND p.relkind = 'p'
+"""
 _OBJECTS = {
     "policy": "SELECT 1 FROM pg_policy o WHERE o.polrelid = %s::regclass AND o.polname = %s",
     "trigger": "SELECT 1 FROM pg_trigger o WHERE o.tgrelid = %s::regclass AND o.tgname = %s AND NOT o.tgisinternal",
@@ -43,6 +48,12 @@ _OBJECTS = {
 _VOLATILE = """
 SELECT coalesce(bool_or(p.provolatile = 'v'), true) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE p.proname = %s AND (n.nspname = %s OR (%s::text IS NULL AND n.nspname = ANY(current_schemas(true))))
+"""
+
+_CONSTRAINED_DOMAIN = """
+SELECT EXISTS (SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+  WHERE t.typname = %s AND t.typtype = 'd' AND (n.nspname = %s OR (%s::text IS NULL AND n.nspname = ANY(current_schemas(true))))
+  AND (t.typnotnull OR EXISTS (SELECT 1 FROM pg_constraint c WHERE c.contypid = t.oid)))
 """
 
 
@@ -65,6 +76,8 @@ class LiveCatalog:
         self._objects: dict[tuple[str, str, str], bool] = {}
         self._version: int | None = None
         self._valid: dict[tuple[str, str], bool] = {}
+        self._domains: set[str] = set()  # constrained domains the planned statements create
+        self._parts: dict[str, set[str]] = {}  # direct partitions, as the statements planned so far leave them
 
     def _one(self, query: str, *args):
         row = self.conn.execute(query, args).fetchone()
@@ -109,6 +122,12 @@ class LiveCatalog:
         schema, _, name = function.rpartition(".")
         return bool(self._one(_VOLATILE, name, schema or None, schema or None))
 
+    def constrained_domain(self, type_name: str) -> bool:
+        if type_name in self._domains or type_name.rpartition(".")[2] in self._domains:
+            return True
+        schema, _, name = type_name.rpartition(".")
+        return bool(self._one(_CONSTRAINED_DOMAIN, name, schema or None, schema or None))
+
     def has_object(self, kind: str, table: str, name: str) -> bool:
         key = (kind, table, name)
         if key not in self._objects:
@@ -124,6 +143,21 @@ class LiveCatalog:
             # On a table this plan creates, a constraint not added NOT VALID is valid.
             self._valid[(table, name)] = fresh or bool(row)
         return self._valid[(table, name)]
+
+    def _direct_partitions(self, table: str) -> set[str]:
+        if table not in self._parts:
+            rows = [] if table in self.created or table in self.dropped else self.conn.execute(_PARTITIONS, _split(table)).fetchall()
+            self._parts[table] = {r[0] for r in rows}
+        return self._parts[table]
+
+    def partitions(self, table: str) -> list[str]:
+        out, todo = [], [table]
+        while todo:
+            for child in sorted(self._direct_partitions(todo.pop())):
+                if child not in self.dropped:
+                    out.append(child)
+                    todo.append(child)
+        return out
 
     def server_version(self) -> int:
         if self._version is None:
@@ -143,12 +177,19 @@ class LiveCatalog:
             self.created.add(rel)
             self.dropped.discard(rel)
             self._fks[rel] = {}
+            self._parts[rel] = set()
         for table, name, ref, cols in p.fk_added:
             self.foreign_keys(table)
             self._fks[table][name] = (ref, cols)
         for table, name, _cols in p.fk_dropped:
             self.foreign_keys(table)
             self._fks[table].pop(name, None)
+        for name in p.domains:
+            self._domains |= {name, name.rpartition(".")[2]}
+        for parent, part in p.attached:
+            self._direct_partitions(parent).add(part)
+        for parent, part in p.detached:
+            self._direct_partitions(parent).discard(part)
         for rel in p.dropped:
             self.dropped.add(rel)
             self.created.discard(rel)

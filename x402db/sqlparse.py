@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pglast import ast, parse_plpgsql, parse_sql
+from pglast import ast, enums, parse_plpgsql, parse_sql
 from pglast.parser import ParseError
 
 from .errors import UsageError
@@ -69,6 +69,29 @@ def statements(text: str, where: str = "SQL") -> tuple[Statement, ...]:
 
 def split(text: str, where: str = "SQL") -> tuple[str, ...]:
     return tuple(s.sql for s in statements(text, where))
+
+
+def controls_transaction(stmt: Statement) -> bool:
+    """BEGIN, COMMIT, ROLLBACK, SAVEPOINT...: in a migration file, a COMMIT would commit part of
+    the engine's one transaction and leave the rest to run outside any, with the ledger wrong."""
+    return isinstance(stmt.node, ast.TransactionStmt)
+
+
+def outside_transaction_only(stmt: Statement) -> bool:
+    """Statements PostgreSQL refuses inside a transaction block (PreventInTransactionBlock)."""
+    n = stmt.node
+    if isinstance(n, (ast.VacuumStmt, ast.CreatedbStmt, ast.DropdbStmt, ast.AlterSystemStmt,
+                      ast.CreateTableSpaceStmt, ast.DropTableSpaceStmt, ast.CreateSubscriptionStmt,
+                      ast.DropSubscriptionStmt)):
+        return True
+    if isinstance(n, (ast.IndexStmt, ast.DropStmt)):
+        return bool(n.concurrent)
+    if isinstance(n, ast.ReindexStmt):
+        return any(p.defname == "concurrently" for p in n.params or ())
+    if isinstance(n, ast.AlterTableStmt):
+        return any(c.subtype == enums.AlterTableType.AT_DetachPartition and c.def_ is not None and c.def_.concurrent
+                   for c in n.cmds)
+    return False
 
 
 def _do_body(node: ast.DoStmt, where: str) -> tuple[tuple[Statement, ...], tuple[str, ...]]:
