@@ -16,7 +16,7 @@ from x402db.engine import Engine, Settings
 from x402db.errors import BundleError, DriftError, Refused
 from x402db.target import detect
 
-from .conftest import admin_dsn, drop_database, new_database, pg_dump_schema, run_script
+from .conftest import FIXTURES, admin_dsn, drop_database, new_database, pg_dump_schema, run_script
 
 
 def engine(dsn, sql_dir=None, target=None, settings=None, **kw):
@@ -488,3 +488,43 @@ def test_up_to_below_the_pending_migrations_does_not_claim_up_to_date(supabase_d
     r = run_script("migrate.py", "up", "--dsn", supabase_db)
     r = run_script("migrate.py", "up", "--json", "--dsn", supabase_db)
     assert json.loads(r.stdout) == {"target": "supabase", "changes": [], "pending": []}
+
+
+PREVIOUS_COMPAT = FIXTURES / "previous_bundle" / "000_platform_compat.up.sql"
+
+
+def test_compat_applied_by_the_previous_bundle_is_not_drift(empty_db):
+    """A local database deployed before compat recorded what it created: its 000 ledger row holds
+    the first text's checksum, which the shipped file declares it supersedes. Not drift: up
+    carries on, and nothing is re-run."""
+    old_text = PREVIOUS_COMPAT.read_text()
+    compat = migrations.find(migrations.load(), "000")
+    assert compat.up.supersedes == (migrations.checksum(old_text),)
+    with db.connect(empty_db) as c:
+        c.execute(OLD_LEDGER)
+        c.execute(old_text)
+        c.execute("INSERT INTO x402_private.schema_migrations (version, name, checksum, target, applied_by, execution_ms)"
+                  " VALUES ('000', 'platform_compat', %s, 'postgres', 'previous bundle', 1)", (migrations.checksum(old_text),))
+    assert states(empty_db) == {"000": "applied", "001": "pending", "005": "pending"}
+    r = run_script("migrate.py", "up", "--json", "--dsn", empty_db)
+    assert r.returncode == 0, r.stderr
+    assert [c["version"] for c in json.loads(r.stdout)["changes"]] == ["001", "005"]
+    with db.connect(empty_db) as c:
+        assert ledger.entries(c)["000"].checksum == migrations.checksum(old_text)  # what was applied, kept
+    # Any other text is still drift.
+    with db.connect(empty_db) as c:
+        c.execute("UPDATE x402_private.schema_migrations SET checksum = repeat('c', 64) WHERE version = '000'")
+    assert states(empty_db)["000"] == "drifted"
+
+
+def test_pulumi_takes_a_superseding_text_into_state_without_touching_the_database():
+    from x402db.pulumi_migration import MigrationProvider
+
+    compat = migrations.find(migrations.load(), "000")
+    news = {"version": "000", "name": "platform_compat", "checksum": compat.checksum, "up_sql": compat.up_text,
+            "down_sql": compat.down_text, "target": "postgres", "dsn": "x"}
+    olds = {**news, "checksum": compat.up.supersedes[0], "up_sql": PREVIOUS_COMPAT.read_text()}
+    d = MigrationProvider().diff("000", olds, news)
+    assert d.changes and not d.replaces
+    with pytest.raises(Exception, match="immutable"):
+        MigrationProvider().diff("000", {**olds, "checksum": "d" * 64}, news)

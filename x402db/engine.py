@@ -150,7 +150,7 @@ class Engine:
             entry = recorded.pop(m.version, None)
             if entry is None:
                 states.append(State(m.version, m.name, "pending"))
-            elif entry.checksum != m.checksum:
+            elif not m.matches(entry.checksum):
                 states.append(State(m.version, m.name, "drifted", entry.kind))
             else:
                 states.append(State(m.version, m.name, entry.state, entry.kind))
@@ -354,7 +354,7 @@ class Engine:
         with self.locked():
             entry = ledger.entries(self.conn).get(m.version)
             if entry is not None:
-                if entry.checksum != m.checksum:
+                if not m.matches(entry.checksum):
                     raise DriftError(f"{m.label} is applied with a different checksum; applied migrations are immutable, ship a new one")
                 self._refuse_reverting({m.version: entry})
                 if entry.state == "applied":
@@ -438,7 +438,7 @@ class Engine:
                 ledger.forget(self.conn, m.version)
             self.log(f"{m.label}: was adopted, not created here; forgotten, nothing dropped")
             return Outcome(m.version, m.name, "forgotten", 0)
-        if entry.checksum != m.checksum:
+        if not m.matches(entry.checksum):
             raise DriftError(f"{m.label} drifted (its file changed since it was applied); refusing to run a down script that may not match")
         self._check_down_integrity(m, entry, accept_edited_down)
         ledger.ensure(self.conn)

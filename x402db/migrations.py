@@ -10,6 +10,9 @@ so the files stay valid SQL that any client can run:
     -- x402:guard always: <count SQL> | what      refuse down if > 0, always
     -- x402:lock: schema.table, ...       down: lock these against writes before the guards count
     -- x402:no-transaction                statements below run one by one, outside a transaction
+    -- x402:supersedes: <sha256> | why    an earlier text of this file whose applied result this
+                                          text leaves as it is: a ledger row with that checksum is
+                                          not drift (Sqitch's "rework", without a new version)
 """
 from __future__ import annotations
 
@@ -49,6 +52,7 @@ class Script:
     adopt_if: str | None = None
     targets: frozenset[str] | None = None
     lock_tables: tuple[str, ...] = ()
+    supersedes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,10 @@ class Migration:
     def label(self) -> str:
         return f"{self.version}_{self.name}"
 
+    def matches(self, recorded_checksum: str) -> bool:
+        """Whether a ledger row with this checksum records this migration (not drift)."""
+        return recorded_checksum == self.checksum or recorded_checksum in self.up.supersedes
+
     def applies_to(self, target: str) -> bool:
         return self.up.targets is None or target in self.up.targets
 
@@ -87,7 +95,7 @@ def _split_condition(value: str, path: Path) -> tuple[str, str]:
 
 
 def parse_script(text: str, path: Path) -> Script:
-    requires, guards, adopt_if, targets, lock_tables = [], [], None, None, ()
+    requires, guards, adopt_if, targets, lock_tables, supersedes = [], [], None, None, (), []
     for line in text.splitlines():
         m = _DIRECTIVE.match(line.strip())
         if not m or line.strip() == NO_TRANSACTION:
@@ -101,6 +109,11 @@ def parse_script(text: str, path: Path) -> Script:
             adopt_if = value
         elif key == "require":
             requires.append(Condition(*_split_condition(value, path)))
+        elif key == "supersedes":
+            old, _why = _split_condition(value, path)
+            if not re.fullmatch(r"[0-9a-f]{64}", old):
+                raise UsageError(f"{path.name}: x402:supersedes takes the sha256 of the earlier text, 64 lowercase hex digits")
+            supersedes.append(old)
         elif key in ("guard data-loss", "guard always"):
             guards.append(Guard(*_split_condition(value, path), always=key == "guard always"))
         else:
@@ -126,6 +139,7 @@ def parse_script(text: str, path: Path) -> Script:
         adopt_if=adopt_if,
         targets=targets,
         lock_tables=lock_tables,
+        supersedes=tuple(supersedes),
     )
 
 

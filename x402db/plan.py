@@ -322,7 +322,7 @@ class Planner:
                 mp.action = "forget"
                 plans.append(self._finish(mp, allow_data_loss))
                 continue
-            if entry.checksum != m.checksum:
+            if not m.matches(entry.checksum):
                 mp.reasons.append(f"drift: {m.label}'s file changed since it was applied; down refuses to run a script that may not match")
             try:
                 self.engine._check_down_integrity(m, entry, accept_edited_down=False)

@@ -49,14 +49,22 @@ class MigrationProvider(ResourceProvider):
         return CheckResult(news, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        if olds.get("checksum") and news.get("checksum") != olds["checksum"]:
+        superseded = False
+        if olds.get("checksum") and news.get("checksum") != olds["checksum"] and news.get("up_sql"):
+            from .migrations import from_texts
+
+            # The new text declares (x402:supersedes) that it leaves the old one's result as it
+            # is: take the new texts into state, touch nothing in the database.
+            superseded = from_texts(news["version"], news["name"], news["up_sql"], news.get("down_sql", "")).matches(olds["checksum"])
+        if olds.get("checksum") and news.get("checksum") != olds["checksum"] and not superseded:
             raise Exception(
                 f"migration {olds.get('version')}_{olds.get('name')} is already applied with checksum "
                 f"{olds['checksum'][:12]}, but its up file now hashes to {str(news.get('checksum'))[:12]}. "
                 "Applied migrations are immutable: restore the file and ship the change as a new migration."
             )
-        changed = [k for k in _STEERING if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(changed), replaces=[], stables=["version", "name", "checksum"], delete_before_replace=False)
+        changed = [k for k in _STEERING if olds.get(k) != news.get(k)] + (["checksum"] if superseded else [])
+        stables = ["version", "name"] + ([] if superseded else ["checksum"])
+        return DiffResult(changes=bool(changed), replaces=[], stables=stables, delete_before_replace=False)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         from .plan import require_ready
