@@ -90,23 +90,6 @@ def _pkcs7_unpad(data: bytes) -> bytes | None:
     return data[:-n]
 
 
-class _CbcDecryptor:
-    """AES-256-CBC decryption from one reusable ECB context: P_i = D(C_i) XOR C_(i-1).
-
-    Building a Cipher object per message costs more than the AES work for a 5-block API key;
-    this is the textbook CBC decryption equation over cryptography's AES, checked against the
-    Cipher(CBC) path and Node's crypto in the tests. Not for concurrent use from two threads.
-    """
-
-    def __init__(self, key: bytes) -> None:
-        self._ecb = Cipher(algorithms.AES(key), modes.ECB()).decryptor()
-
-    def __call__(self, iv: bytes, ct: bytes) -> bytes | None:
-        raw = self._ecb.update(ct)  # ct is a non-empty multiple of 16 bytes: no state kept
-        plain = (int.from_bytes(raw, "big") ^ int.from_bytes(iv + ct[:-16], "big")).to_bytes(len(ct), "big")
-        return _pkcs7_unpad(plain)
-
-
 def encrypt_legacy(key: bytes | algorithms.AES, plaintext: str) -> str:
     iv = os.urandom(16)
     alg = key if isinstance(key, algorithms.AES) else algorithms.AES(key)
@@ -115,7 +98,7 @@ def encrypt_legacy(key: bytes | algorithms.AES, plaintext: str) -> str:
 
 
 def _decrypt_legacy(key: bytes | algorithms.AES, iv: bytes, ct: bytes) -> bytes | None:
-    """The library's own CBC mode: the reference the fast path is tested against."""
+    """AES-256-CBC through cryptography's own CBC mode; None when the padding is wrong."""
     alg = key if isinstance(key, algorithms.AES) else algorithms.AES(key)
     dec = Cipher(alg, modes.CBC(iv)).decryptor()
     return _pkcs7_unpad(dec.update(ct) + dec.finalize())
@@ -140,7 +123,6 @@ class Keyring:
         self._aead = {k: AESGCM(k) for k in self._keys}
         self._primary_kid = _key_id(self._keys[0])
         self._aes = {k: algorithms.AES(k) for k in self._keys}
-        self._cbc = {k: _CbcDecryptor(k) for k in self._keys}
         self._fingerprints = {k: fingerprint_key(k) for k in self._keys}
         # Legacy ciphertexts do not name their key: try the key that worked last time first,
         # which during a rotation is nearly always the right one.
@@ -170,11 +152,12 @@ class Keyring:
         """(plaintext, fingerprint of the key that decrypted it)."""
         if not isinstance(token, str):
             raise DecryptError("malformed", "ciphertext must be text")
-        token = token.strip()
-        if not token:
+        stripped = token.strip()
+        if not stripped:
             raise DecryptError("malformed", "ciphertext is empty")
-        if token.startswith("v2:"):
-            return self._decrypt_v2(token, context, shape)
+        if stripped.startswith("v2:"):
+            return self._decrypt_v2(token, context, shape)  # as given: v2 must be canonical
+        token = stripped  # legacy: the backend's hex decoding ignores surrounding whitespace too
         if _VERSIONED.match(token):
             raise DecryptError("unknown-format", f"unknown ciphertext format {token.split(':', 1)[0]!r}; this tool reads legacy and v2")
         return self._decrypt_legacy(token, shape)
@@ -186,7 +169,7 @@ class Keyring:
         iv, ct = bytes.fromhex(m[1]), bytes.fromhex(m[2])
         shaped_wrong = False  # some key passed the padding check but gave no acceptable key
         for key in tuple(self._legacy_order):
-            raw = self._cbc[key](iv, ct)
+            raw = _decrypt_legacy(self._aes[key], iv, ct)
             if raw is None:
                 continue
             try:
@@ -204,18 +187,15 @@ class Keyring:
         raise DecryptError("wrong-key", f"no secret in the keyring ({len(self._keys)}) decrypts this ciphertext")
 
     def _decrypt_v2(self, token: str, context: Context | None, shape: Shape) -> tuple[str, str]:
-        # str.split and bytes.fromhex instead of a regex: this is the rotation hot path.
-        parts = token.split(":")
-        try:
-            if len(parts) != 4 or len(parts[1]) != 8 or len(parts[2]) != 24 or len(parts[3]) < 32 or " " in token:
-                raise ValueError
-            nonce, sealed = bytes.fromhex(parts[2]), bytes.fromhex(parts[3])
-            bytes.fromhex(parts[1])
-        except ValueError:
-            raise DecryptError("malformed", "not a v2 ciphertext: expected v2:<8 hex key id>:<24 hex nonce>:<hex ciphertext and tag>") from None
+        # Only the canonical form we write: lowercase hex, whole bytes, nothing else. bytes.fromhex
+        # alone would also take spaces, tabs and newlines inside the hex.
+        m = _V2.fullmatch(token)
+        if m is None or len(m[3]) % 2:
+            raise DecryptError("malformed", "not a canonical v2 ciphertext: expected v2:<8 hex key id>:<24 hex nonce>:<hex ciphertext and tag>, lowercase, nothing else")
+        nonce, sealed = bytes.fromhex(m[2]), bytes.fromhex(m[3])
         if context is None:
             raise DecryptError("no-context", "a v2 ciphertext can only be decrypted with its row's user_id")
-        kid = parts[1].lower()
+        kid = m[1]
         key = self._by_id.get(kid)
         if key is None:
             raise DecryptError("wrong-key", f"no secret in the keyring has key id {kid}")
@@ -238,7 +218,7 @@ class Keyring:
             except Exception:
                 return False
         iv, ct = token.split(":")
-        return self._cbc[key](bytes.fromhex(iv), bytes.fromhex(ct)) == plaintext.encode("utf-8")
+        return _decrypt_legacy(self._aes[key], bytes.fromhex(iv), bytes.fromhex(ct)) == plaintext.encode("utf-8")
 
     def key_fingerprint_of(self, token: str) -> str | None:
         """Which keyring key a v2 token names, without decrypting (None for legacy/unknown)."""

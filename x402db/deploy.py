@@ -47,17 +47,6 @@ def resolve_target_dsn(log) -> tuple[str, str]:
     return server.ensure_database(LOCAL_DB), f"embedded {server.version()} in {server.base.relative_to(ROOT)}"
 
 
-def printable_dsn(dsn: str) -> str:
-    """The DSN to hand back: whole for our password-less local server, else without password."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    params = conninfo_to_dict(dsn)
-    if "password" not in params:
-        return dsn
-    params.pop("password")
-    return make_conninfo(**params)
-
-
 def deploy(requested_target: str | None, settings: Settings, log, run_smoke=None) -> Report:
     dsn, server = resolve_target_dsn(log)
     with db.connect(dsn, application_name="x402db-deploy") as conn:
@@ -66,7 +55,7 @@ def deploy(requested_target: str | None, settings: Settings, log, run_smoke=None
         engine = Engine(conn, migrations.load(), target, settings, log=log)
         outcomes = engine.up()
         grants = access.apply(conn)
-    report = Report(server=server, target=target.name, database_url=printable_dsn(dsn),
+    report = Report(server=server, target=target.name, database_url=db.redact(dsn),
                     migrations=[asdict(o) for o in outcomes], grants=grants)
     if run_smoke is not None:
         report.smoke = run_smoke(dsn, target.name)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from . import db, migrations
-from .cli import Parser, add_common, log_to_stderr, print_json
+from .cli import Parser, add_common, interval, log_to_stderr, print_json
 from .deploy import LOCAL_DB, deploy, local_server
 from .engine import BASE, Engine, Settings
 from .errors import BundleError
@@ -13,7 +13,7 @@ def deploy_main(argv: list[str]) -> int:
     parser = Parser(prog="deploy_local.py", description="Deploy the bundle to $DATABASE_URL or an embedded PostgreSQL.")
     add_common(parser, dsn=False)
     parser.add_argument("--target", choices=TARGETS)
-    parser.add_argument("--lock-timeout", default=Settings.lock_timeout)
+    parser.add_argument("--lock-timeout", type=interval, default=Settings.lock_timeout)
     parser.add_argument("--no-smoke", action="store_true", help="skip the post-deploy verification")
     parser.add_argument("--full-smoke", action="store_true",
                         help="on target supabase, also run the behaviour checks (rolled-back writes, auth.users triggers fire)")
@@ -48,14 +48,18 @@ def deploy_main(argv: list[str]) -> int:
 
 def local_main(argv: list[str]) -> int:
     parser = Parser(prog="local_db.py", description="Manage the embedded PostgreSQL under .local/.")
-    parser.add_argument("action", choices=("start", "stop", "status", "url", "revert"))
+    parser.add_argument("action", choices=("start", "stop", "status", "url", "revert", "delete"),
+                        help="delete: stop the server and delete the local database (make clean-local)")
     parser.add_argument("--allow-data-loss", action="store_true", help="with revert: drop rows too")
-    parser.add_argument("--to", default=BASE, help=f"with revert: keep migrations up to this version (default: {BASE}, all)")
+    parser.add_argument("--to", default=BASE, choices=[BASE, *(m.version for m in migrations.load())], help=f"with revert: keep migrations up to this version (default: {BASE}, all)")
     args = parser.parse_args(argv)
     server = local_server()
     if args.action == "start":
         server.start()
-        print(f"DATABASE_URL={server.ensure_database(LOCAL_DB)}")
+        print(f"DATABASE_URL={db.redact(server.ensure_database(LOCAL_DB))}")
+    elif args.action == "delete":
+        server.delete()
+        print(f"deleted the local database in {server.base}")
     elif args.action == "stop":
         print("stopped" if server.stop() else "not running")
     elif args.action == "status":
@@ -63,7 +67,7 @@ def local_main(argv: list[str]) -> int:
     elif args.action == "url":
         if not server.running():
             raise BundleError("the local database is not running; run `make deploy` first")
-        print(server.dsn(LOCAL_DB))
+        print(db.redact(server.dsn(LOCAL_DB)))
     else:
         if not server.running():
             raise BundleError("the local database is not running; run `make deploy` first")

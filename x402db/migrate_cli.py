@@ -4,13 +4,14 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from . import db, migrations
-from .cli import Parser, add_common, log_to_stderr, print_json
+from .cli import Parser, add_common, int_range, interval, log_to_stderr, print_json
 from .engine import BASE, Engine, Settings
 from .target import TARGETS, detect
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="migrate.py", description="Apply, revert or inspect the bundle's migrations.")
+    versions = [m.version for m in migrations.load()]
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, help_ in (("up", "apply pending migrations"), ("down", "revert the latest (or down to --to)"),
                         ("status", "list migrations and their state")):
@@ -18,12 +19,12 @@ def build_parser() -> Parser:
         add_common(p)
         p.add_argument("--target", choices=TARGETS, help="default: detected (supabase when auth and API roles exist)")
         if name != "status":
-            p.add_argument("--lock-timeout", default=Settings.lock_timeout, help="per DDL statement (default %(default)s)")
-            p.add_argument("--retries", type=int, default=Settings.retries, help="lock-timeout retries (default %(default)s)")
+            p.add_argument("--lock-timeout", type=interval, default=Settings.lock_timeout, help="per DDL statement (default %(default)s)")
+            p.add_argument("--retries", type=int_range(0, 100), default=Settings.retries, help="lock-timeout retries (default %(default)s)")
         if name == "up":
-            p.add_argument("--to", help="apply up to and including this version")
+            p.add_argument("--to", choices=versions, help="apply up to and including this version")
         if name == "down":
-            p.add_argument("--to", help=f"revert every migration above this version ({BASE}: all)")
+            p.add_argument("--to", choices=[BASE, *versions], help=f"revert every migration above this version ({BASE}: all)")
             p.add_argument("--allow-data-loss", action="store_true", help="revert even when rows would be dropped")
     return parser
 

@@ -26,6 +26,7 @@ TABLE = "public.user_openrouter_integrations"
 AUDIT = sql.Identifier(PRIVATE_SCHEMA, "key_rotation_runs")
 ROTATION_LOCK_KEY = 402_005_000_002
 MAX_CAS_ROUNDS = 5
+MAX_BATCH = 100_000  # a batch is one short transaction; more rows would hold row locks for long
 
 _AUDIT_DDL = sql.SQL("""
     CREATE TABLE IF NOT EXISTS {t} (
@@ -44,6 +45,20 @@ _AUDIT_DDL = sql.SQL("""
 """).format(t=AUDIT)
 
 
+# What to do about rows that could not be decrypted, by DecryptError.reason.
+REASON_HINTS = {
+    "wrong-key": "no secret given decrypts them: pass the secret they were written with "
+                 "(INTEGRATION_ENCRYPTION_SECRET_PREVIOUS or --old-secret-file)",
+    "not-a-key": "a secret decrypts them, but not to an API key of the expected shape: if your keys look "
+                 "different pass --key-pattern or --any-key-shape; else the stored value is not an API key",
+    "malformed": "not a ciphertext of a known shape (iv_hex:ciphertext_hex, or canonical v2): "
+                 "inspect these rows and fix or delete them by hand",
+    "unknown-format": "written in a newer format than this bundle reads: upgrade the bundle",
+    "tampered": "v2 authentication failed: the value was altered, or copied from another user's row",
+    "no-context": "a v2 ciphertext without its user_id",
+}
+
+
 @dataclass
 class Report:
     mode: str  # dry-run | apply
@@ -56,6 +71,7 @@ class Report:
     rotated: int = 0  # written (apply) or would be written (dry run)
     conflicts: int = 0  # compare-and-set misses: the app wrote the row meanwhile
     undecryptable: list[str] = field(default_factory=list)
+    undecryptable_reasons: Counter = field(default_factory=Counter)  # DecryptError.reason -> rows
     run_id: int | None = None
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     finished_at: str | None = None
@@ -71,7 +87,8 @@ class Report:
             "new_key": self.new_fingerprint, "old_keys": self.old_fingerprints, "total": self.total,
             "rows_by_key": dict(self.by_key), "already_current": self.already_current,
             ("rotated" if self.mode == "apply" else "to_rotate"): self.rotated, "conflicts_rehandled": self.conflicts,
-            "undecryptable": len(self.undecryptable), "undecryptable_user_ids": self.undecryptable,
+            "undecryptable": len(self.undecryptable), "undecryptable_by_reason": dict(self.undecryptable_reasons),
+            "undecryptable_user_ids": self.undecryptable,
             "started_at": self.started_at, "finished_at": self.finished_at,
         }
 
@@ -85,8 +102,8 @@ class Rotator:
                  shape: Shape = OPENROUTER_KEY, progress: Callable[[int], None] = lambda n: None,
                  on_batch_read: Callable[[list[tuple]], None] | None = None,
                  write_conn: psycopg.Connection | None = None) -> None:
-        if batch_size < 1:
-            raise UsageError("--batch-size must be at least 1")
+        if not 1 <= batch_size <= MAX_BATCH:
+            raise UsageError(f"--batch-size must be from 1 to {MAX_BATCH}")
         self.conn, self.keyring, self.to_format, self.batch_size, self.shape = conn, keyring, to_format, batch_size, shape
         self.progress = progress
         self.on_batch_read = on_batch_read  # test seam: runs between a batch's read and its write
@@ -98,12 +115,13 @@ class Rotator:
     # -- per row ------------------------------------------------------------------------------
 
     def _plan(self, user_id: str, token: str) -> tuple[str, str | None, str | None]:
-        """(outcome, key fingerprint, new ciphertext); outcome is current, rotate or undecryptable."""
+        """(outcome, key fingerprint or decrypt reason, new ciphertext); outcome is current,
+        rotate or undecryptable (then the second item is DecryptError.reason)."""
         ctx = Context(user_id)
         try:
             plaintext, fp = self.keyring.decrypt_with_key(token, ctx, self.shape)
-        except DecryptError:
-            return "undecryptable", None, None
+        except DecryptError as exc:
+            return "undecryptable", exc.reason, None
         if fp == self.new_fp and _is_format(token, self.to_format):
             return "current", fp, None
         new = self.keyring.encrypt(plaintext, self.to_format, ctx)
@@ -158,6 +176,7 @@ class Rotator:
             outcome, fp, new = self._plan(uid, old)
             if outcome == "undecryptable":
                 report.undecryptable.append(uid)
+                report.undecryptable_reasons[fp] += 1
             elif outcome == "current":
                 report.by_key[fp] += 1
                 report.already_current += 1
@@ -201,20 +220,38 @@ class Rotator:
         from concurrent.futures import ThreadPoolExecutor
 
         missed: list[str] = []
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rotation-writer") as pool:
+        pending = None
+
+        def settle() -> None:
+            # Count a submitted batch exactly once, when its write has returned.
+            nonlocal pending, missed
+            planned, fps, future, n = pending
+            written = future.result()  # if interrupted while waiting, `pending` still holds it
             pending = None
-            for rows in self._batches():
-                report.total += len(rows)
-                planned, fps = self._classify(rows, report)
+            missed += self._account(planned, fps, written, report)
+            self.progress(n)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rotation-writer") as pool:
+            try:
+                for rows in self._batches():
+                    report.total += len(rows)
+                    planned, fps = self._classify(rows, report)
+                    if pending is not None:
+                        settle()
+                    if self.on_batch_read is not None:
+                        self.on_batch_read(planned)
+                    pending = (planned, fps, pool.submit(self._write, planned, self.write_conn), len(rows))
                 if pending is not None:
-                    missed += self._account(*pending[:2], pending[2].result(), report)
-                    self.progress(pending[3])
-                if self.on_batch_read is not None:
-                    self.on_batch_read(planned)
-                pending = (planned, fps, pool.submit(self._write, planned, self.write_conn), len(rows))
-            if pending is not None:
-                missed += self._account(*pending[:2], pending[2].result(), report)
-                self.progress(pending[3])
+                    settle()
+            except BaseException:
+                # Interrupted (Ctrl-C, a failed read) while a write was in flight: that write
+                # commits or not on its own connection; wait for it, so the audit counts it.
+                if pending is not None:
+                    try:
+                        settle()
+                    except BaseException:
+                        pass  # the write itself failed: nothing of it was committed
+                raise
         if missed:
             # Conflicted rows: their accounting so far counted them as misses only.
             self._handle(self._reread(missed), report, apply=True)
@@ -237,6 +274,9 @@ class Rotator:
             report.status = "completed" if apply else "dry-run"
             if apply and report.undecryptable:
                 report.status = "incomplete"
+        except KeyboardInterrupt:
+            report.status = "interrupted"
+            raise
         except BaseException:
             report.status = "failed"
             raise
