@@ -217,7 +217,7 @@ def test_legacy_decryption_uses_the_librarys_cbc_mode_and_no_hand_written_mode(m
 
 
 @pytest.mark.parametrize("mangle", [
-    lambda t: t[:20] + "\t" + t[20:],           # a tab inside the nonce hex
+    lambda t: t[:-6] + "\t" + t[-6:],           # a tab inside the ciphertext hex
     lambda t: t[:-10] + "\n" + t[-10:],         # a newline inside the ciphertext hex
     lambda t: t[:-4] + " " + t[-4:],            # a space
     lambda t: t.upper().replace("V2:", "v2:"),  # uppercase hex
