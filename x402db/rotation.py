@@ -114,21 +114,6 @@ class Rotator:
 
     # -- per row ------------------------------------------------------------------------------
 
-    def _plan(self, user_id: str, token: str) -> tuple[str, str | None, str | None]:
-        """(outcome, key fingerprint or decrypt reason, new ciphertext); outcome is current,
-        rotate or undecryptable (then the second item is DecryptError.reason)."""
-        ctx = Context(user_id)
-        try:
-            plaintext, fp = self.keyring.decrypt_with_key(token, ctx, self.shape)
-        except DecryptError as exc:
-            return "undecryptable", exc.reason, None
-        if fp == self.new_fp and _is_format(token, self.to_format):
-            return "current", fp, None
-        new = self.keyring.encrypt(plaintext, self.to_format, ctx)
-        if not self.keyring.verify(new, plaintext, ctx):  # decrypted back before it is written
-            raise BundleError(f"verification of the new ciphertext failed for user {user_id}; nothing written for it")
-        return "rotate", fp, new
-
     # -- batches ------------------------------------------------------------------------------
 
     def _read(self, after: str | None) -> list[tuple[str, str]]:
@@ -170,19 +155,28 @@ class Rotator:
                                      (user_ids,)).fetchall()
 
     def _classify(self, rows: list[tuple[str, str]], report: Report) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
-        """Records current and undecryptable rows; returns the writes to make and their old keys."""
-        planned, fps = [], {}
-        for uid, old in rows:
-            outcome, fp, new = self._plan(uid, old)
-            if outcome == "undecryptable":
+        """Records current and undecryptable rows; returns the writes to make and their old keys.
+        Every new ciphertext is decrypted back before it is written."""
+        contexts = [Context(uid) for uid, _ in rows]
+        results = self.keyring.decrypt_many([(old, ctx) for (_, old), ctx in zip(rows, contexts)], self.shape)
+        planned, fps, plaintexts = [], {}, []
+        for (uid, old), ctx, result in zip(rows, contexts, results):
+            if isinstance(result, DecryptError):
                 report.undecryptable.append(uid)
-                report.undecryptable_reasons[fp] += 1
-            elif outcome == "current":
+                report.undecryptable_reasons[result.reason] += 1
+                continue
+            plaintext, fp = result
+            if fp == self.new_fp and _is_format(old, self.to_format):
                 report.by_key[fp] += 1
                 report.already_current += 1
-            else:
-                planned.append((uid, old, new))
-                fps[uid] = fp
+                continue
+            planned.append((uid, old, self.keyring.encrypt(plaintext, self.to_format, ctx)))
+            plaintexts.append((plaintext, ctx))
+            fps[uid] = fp
+        verified = self.keyring.verify_many([(new, p, ctx) for (_, _, new), (p, ctx) in zip(planned, plaintexts)])
+        for (uid, _, _), ok in zip(planned, verified):
+            if not ok:
+                raise BundleError(f"verification of the new ciphertext failed for user {uid}; nothing of this batch was written")
         return planned, fps
 
     @staticmethod
