@@ -17,8 +17,10 @@ venv: $(STAMP)
 deploy: venv                 ## deploy to $$DATABASE_URL, else to an embedded PostgreSQL under .local/
 	@$(BIN)/python scripts/deploy_local.py
 
-test: venv                   ## the whole suite, against real PostgreSQL 18 (and 15 when installed)
-	@$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: venv                   ## the whole suite, against real PostgreSQL 18 (and 15 when installed), and the Node keyring's
+	@if command -v node >/dev/null; then echo "node --test clients/node/"; node --test --test-reporter=dot clients/node/ && echo; \
+	  else echo "note: node is not installed; the Node keyring's tests are skipped (.ci/run installs it)"; fi
+	@X402_NODE_TESTS_DONE=$$(command -v node >/dev/null && echo 1) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 smoke: venv                  ## verify the local (or $$DATABASE_URL) database
 	@DATABASE_URL=$${DATABASE_URL:-$$($(BIN)/python scripts/local_db.py url)} $(BIN)/python scripts/smoke.py

@@ -4,20 +4,38 @@
 -- creates none of them), so `make deploy` and `pulumi up` build the same cluster.
 -- x402:targets: postgres
 
+-- What this layer creates is recorded, so that its revert drops exactly that and nothing it
+-- found existing (roles are cluster-wide; another database or project may own them).
+CREATE TABLE IF NOT EXISTS x402_private.compat_objects (
+  kind     text NOT NULL CHECK (kind IN ('role', 'schema', 'table', 'function')),
+  identity text NOT NULL,
+  PRIMARY KEY (kind, identity)
+);
+REVOKE ALL ON x402_private.compat_objects FROM PUBLIC;
+
 DO $$
+DECLARE
+  r text;
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
-    CREATE ROLE anon NOLOGIN NOINHERIT;
+  FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role', 'authenticator'] LOOP
+    CONTINUE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r);
+    EXECUTE format('CREATE ROLE %I %s', r, CASE r
+      WHEN 'service_role' THEN 'NOLOGIN NOINHERIT BYPASSRLS'
+      WHEN 'authenticator' THEN 'LOGIN NOINHERIT'
+      ELSE 'NOLOGIN NOINHERIT' END);
+    INSERT INTO x402_private.compat_objects VALUES ('role', r) ON CONFLICT DO NOTHING;
+  END LOOP;
+  IF to_regnamespace('auth') IS NULL THEN
+    INSERT INTO x402_private.compat_objects VALUES ('schema', 'auth') ON CONFLICT DO NOTHING;
   END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
-    CREATE ROLE authenticated NOLOGIN NOINHERIT;
+  IF to_regclass('auth.users') IS NULL THEN
+    INSERT INTO x402_private.compat_objects VALUES ('table', 'auth.users') ON CONFLICT DO NOTHING;
   END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
-    CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS;
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticator') THEN
-    CREATE ROLE authenticator LOGIN NOINHERIT;
-  END IF;
+  FOREACH r IN ARRAY ARRAY['auth.uid()', 'auth.role()', 'auth.jwt()'] LOOP
+    IF to_regnamespace('auth') IS NULL OR to_regprocedure(r) IS NULL THEN
+      INSERT INTO x402_private.compat_objects VALUES ('function', r) ON CONFLICT DO NOTHING;
+    END IF;
+  END LOOP;
 END
 $$;
 

@@ -22,7 +22,6 @@ def test_deploy_then_redeploy(empty_db):
     assert "nothing to apply, already up to date" in again.stdout and "grants:     already in place" in again.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 B: smoke behaviour checks assume the baseline shape of the application tables")
 def test_deploy_json_on_supabase_runs_catalog_smoke_only(supabase_db):
     r = run_script("deploy_local.py", "--json", env={"DATABASE_URL": supabase_db})
     doc = json.loads(r.stdout)

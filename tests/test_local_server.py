@@ -102,7 +102,7 @@ def test_make_deploy_as_root_from_a_checkout_inside_a_0700_directory():
     assert stat.S_IMODE(private.stat().st_mode) == 0o700
     checkout = _copy_checkout(private / "x402")
     (checkout / ".venv").symlink_to(ROOT / ".venv")  # the same installed venv (stamp included)
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PGPASSFILE", "MAKEFLAGS", "MFLAGS")} | {"CI": "1"}
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PGPASSFILE", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")} | {"CI": "1"}
     server = None
     try:
         r = subprocess.run(["make", "deploy"], cwd=checkout, capture_output=True, text=True, env=env, timeout=300)
@@ -112,6 +112,8 @@ def test_make_deploy_as_root_from_a_checkout_inside_a_0700_directory():
         with psycopg.connect(url) as conn:  # the printed line works for the user who ran it
             assert conn.execute("SELECT count(*) FROM x402_private.schema_migrations").fetchone()[0] >= 1
         server = LocalServer(ROOT / ".venv", checkout / ".local" / "pg18")  # only to read where the data went
+        pw_file = checkout / ".local" / "password"  # for `pulumi config set --secret password < .local/password`
+        assert stat.S_IMODE(pw_file.stat().st_mode) == 0o600 and pw_file.read_text() == server.password + "\n"
         home = server.home
         assert home != server.base and home.parent == Path("/var/lib/x402db")
         st = home.stat()

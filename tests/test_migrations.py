@@ -232,3 +232,194 @@ def test_baseline_adopts_existing_tables_and_never_drops_them(server, supabase_d
         assert [(o.version, o.action) for o in e.up()] == [("000", "applied"), ("001", "adopted"), ("005", "applied")]
         e.down(to="000")
         assert e.conn.execute("SELECT to_regclass('public.x402_resources')").fetchone()[0] is not None
+
+
+# ---- issue 9: a revert you can trust ----------------------------------------------------------
+
+def _rows(conn, n):
+    uid = conn.execute("INSERT INTO auth.users (email) VALUES ('m@example.invalid') RETURNING id").fetchone()[0]
+    conn.execute("INSERT INTO public.x402_resources (user_id, resource_type, name) SELECT %s, 'proxy', 'r' FROM generate_series(1, %s)", (uid, n))
+
+
+def test_failed_step_of_up_says_what_is_committed_and_up_converges(empty_db):
+    e = engine(empty_db)
+    with e.conn:
+        e.up(to="001")
+        _rows(e.conn, 100_000)
+    hasty = engine(empty_db, settings=Settings(step_timeout="1ms", retries=0))
+    with hasty.conn, pytest.raises(BundleError) as err:
+        hasty.up()
+    msg = str(err.value)
+    assert "rolled back" not in msg and "committed" in msg and "steps-pending" in msg and "run up again" in msg
+    assert states(empty_db)["005"] == "steps-pending"
+    r = run_script("migrate.py", "status", "--dsn", empty_db)
+    assert r.returncode == 1 and "steps-pending" in r.stdout
+    e = engine(empty_db)
+    with e.conn:
+        assert [(o.version, o.action) for o in e.up()] == [("005", "resumed")]
+    assert states(empty_db)["005"] == "applied"
+
+
+def test_failed_step_of_down_says_the_drops_are_committed_and_down_converges(deployed_db):
+    with db.connect(deployed_db) as c:
+        _rows(c, 100_000)
+    hasty = engine(deployed_db, settings=Settings(step_timeout="1ms", retries=0))
+    with hasty.conn, pytest.raises(BundleError) as err:
+        hasty.down()
+    msg = str(err.value)
+    assert "rolled back" not in msg and "committed" in msg and "reverting" in msg and "run down again" in msg
+    assert states(deployed_db)["005"] == "reverting"
+    r = run_script("migrate.py", "status", "--json", "--dsn", deployed_db)
+    assert r.returncode == 1
+    assert [s for s in json.loads(r.stdout) if s["version"] == "005"][0]["hint"].startswith("its down's drops are committed")
+    r = run_script("migrate.py", "up", "--dsn", deployed_db)  # up must not claim "up to date" over dropped objects
+    assert r.returncode == 1 and "half-reverted" in r.stderr
+    r = run_script("migrate.py", "down", "--dsn", deployed_db)
+    assert r.returncode == 0, r.stderr
+    assert states(deployed_db)["005"] == "pending"
+
+
+def test_a_failed_transactional_part_is_reported_as_rolled_back(tmp_path, empty_db):
+    broken = _copy_sql(tmp_path, lambda s: s.replace("-- x402:no-transaction", "SELECT 1/0;\n-- x402:no-transaction"))
+    e = engine(empty_db, broken)
+    with e.conn, pytest.raises(BundleError, match="failed and was rolled back, nothing changed: division by zero"):
+        e.up()
+
+
+def _copy_sql_down(tmp_path, edit):
+    d = _copy_sql(tmp_path)
+    p = d / "005_add_openrouter_integration.down.sql"
+    p.write_text(edit(p.read_text()))
+    return d
+
+
+def test_an_edited_down_is_refused_unless_acknowledged(tmp_path, deployed_db):
+    # Deleting a data-loss guard line is exactly the edit that must not go unnoticed.
+    edited = _copy_sql_down(tmp_path, lambda s: "\n".join(l for l in s.splitlines() if "user_openrouter_integrations (encrypted" not in l) + "\n")
+    with db.connect(deployed_db) as c:
+        assert ledger.entries(c)["005"].down_checksum == migrations.find(migrations.load(), "005").down_checksum
+    e = engine(deployed_db, edited)
+    with e.conn:
+        with pytest.raises(DriftError, match="accept-edited-down"):
+            e.down()
+        assert states(deployed_db)["005"] == "applied"
+        assert [o.version for o in e.down(accept_edited_down=True)] == ["005"]
+
+
+def test_cli_refuses_an_edited_down_without_the_flag(deployed_db):
+    with db.connect(deployed_db) as c:
+        c.execute("UPDATE x402_private.schema_migrations SET down_checksum = repeat('b', 64) WHERE version = '005'")
+    r = run_script("migrate.py", "down", "--dsn", deployed_db)
+    assert r.returncode == 1 and "down script is not the one recorded" in r.stderr
+    assert states(deployed_db)["005"] == "applied"
+    r = run_script("migrate.py", "down", "--accept-edited-down", "--dsn", deployed_db)
+    assert r.returncode == 0, r.stderr
+
+
+OLD_LEDGER = """
+CREATE SCHEMA x402_private;
+CREATE TABLE x402_private.schema_migrations (
+  version text PRIMARY KEY, name text NOT NULL,
+  checksum text NOT NULL CHECK (checksum ~ '^[0-9a-f]{64}$'),
+  kind text NOT NULL DEFAULT 'applied' CHECK (kind IN ('applied', 'adopted')),
+  target text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),
+  applied_by text NOT NULL, execution_ms integer NOT NULL);
+"""
+
+
+def test_a_ledger_written_by_the_previous_bundle_is_evolved_in_place(tmp_path, empty_db):
+    e = engine(empty_db)
+    with e.conn:
+        e.up(to="001")
+        # The previous bundle's ledger, with its rows (no state, no down checksum).
+        rows = e.conn.execute("SELECT version, name, checksum, kind, target, applied_by, execution_ms FROM x402_private.schema_migrations").fetchall()
+        e.conn.execute("DROP SCHEMA x402_private CASCADE")
+        e.conn.execute(OLD_LEDGER)
+        with e.conn.cursor() as cur:
+            cur.executemany("INSERT INTO x402_private.schema_migrations (version, name, checksum, kind, target, applied_by, execution_ms) VALUES (%s, %s, %s, %s, %s, %s, %s)", rows)
+    # status reads it as it is, without writing.
+    assert states(empty_db) == {"000": "applied", "001": "applied", "005": "pending"}
+    e = engine(empty_db)
+    with e.conn:
+        assert [o.version for o in e.up()] == ["005"]
+        entries = ledger.entries(e.conn)
+        assert {v: (x.state, x.down_checksum is None) for v, x in entries.items()} == {
+            "000": ("applied", True), "001": ("applied", True), "005": ("applied", False)}
+        with pytest.raises(psycopg.errors.CheckViolation):
+            e.conn.execute("UPDATE x402_private.schema_migrations SET state = 'half' WHERE version = '005'")
+    # A pre-existing row (no down checksum) reverts with the down this bundle ships...
+    edited = _copy_sql(tmp_path)
+    p = edited / "001_baseline.down.sql"
+    p.write_text(p.read_text() + "\n-- edited\n")
+    e = engine(empty_db, edited)
+    with e.conn:
+        e.down()  # 005, recorded with its down checksum
+        # ...but not with another one, unless acknowledged.
+        with pytest.raises(DriftError, match="predates down checksums"):
+            e.down()
+        assert [o.version for o in e.down(accept_edited_down=True)] == ["001"]
+
+
+@pytest.mark.parametrize("args", [["up", "--to", "7"], ["up", "--to", "abc"], ["up", "--to", "base"], ["up", "--to", "-1"],
+                                  ["down", "--to", "2"], ["down", "--to", "005x"], ["up", "--lock-timeout", "0"],
+                                  ["up", "--lock-timeout", "2min"], ["up", "--lock-timeout", "soon"],
+                                  ["down", "--lock-timeout", "0ms"], ["up", "--statement-timeout", "0"]])
+def test_bad_versions_and_timeouts_exit_2_before_connecting(args):
+    r = run_script("migrate.py", *args, "--dsn", "postgresql://nobody@127.0.0.1:1/x")
+    assert r.returncode == 2 and "cannot connect" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_up_to_compares_versions_as_numbers(empty_db):
+    r = run_script("migrate.py", "up", "--to", "0", "--json", "--dsn", empty_db)
+    assert r.returncode == 0, r.stderr
+    assert [c["version"] for c in json.loads(r.stdout)["changes"]] == ["000"]
+    r = run_script("migrate.py", "up", "--to", "1", "--json", "--dsn", empty_db)
+    assert [c["version"] for c in json.loads(r.stdout)["changes"]] == ["001"]
+    assert states(empty_db)["005"] == "pending"
+    r = run_script("migrate.py", "up", "--to", "005_add_openrouter_integration", "--json", "--dsn", empty_db)
+    assert [c["version"] for c in json.loads(r.stdout)["changes"]] == ["005"]
+    r = run_script("migrate.py", "down", "--to", "1", "--json", "--dsn", empty_db)
+    assert [c["version"] for c in json.loads(r.stdout)["changes"]] == ["005"]
+
+
+def test_timeouts_are_bounded_in_engine_and_pulumi_config():
+    from x402db import config
+    from x402db.errors import UsageError
+
+    for bad in ("0", "0s", "61s", "2min", "1h"):
+        with pytest.raises(UsageError):
+            Settings(lock_timeout=bad)
+    with pytest.raises(UsageError):
+        Settings(statement_timeout="0")
+    assert Settings(lock_timeout="1min").lock_timeout == "1min"
+
+    class Cfg:
+        def __init__(self, **values):
+            self.values = values
+
+        def get(self, key):
+            return self.values.get(key)
+
+        def get_secret(self, key):
+            return None
+
+    for bad in ("0", "90s"):
+        with pytest.raises(config.ConfigError, match="lockTimeout must"):
+            config.load(Cfg(host="h", lockTimeout=bad))
+    assert config.load(Cfg(host="h", lockTimeout="500ms")).lock_timeout == "500ms"
+
+
+def test_deploy_local_refuses_a_zero_lock_timeout():
+    r = run_script("deploy_local.py", "--lock-timeout", "0", env={"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"})
+    assert r.returncode == 2 and "lock_timeout must" in r.stderr
+
+
+def test_pulumi_provider_check_bounds_lock_timeout():
+    from x402db.pulumi_migration import MigrationProvider
+
+    up, down = "SELECT 1;\n", "SELECT 1;\n"
+    props = {"dsn": "x", "version": "005", "name": "n", "checksum": migrations.checksum(up), "up_sql": up,
+             "down_sql": down, "target": "postgres"}
+    assert MigrationProvider().check({}, {**props, "lock_timeout": "1s"}).failures == []
+    assert [f.property for f in MigrationProvider().check({}, {**props, "lock_timeout": "0"}).failures] == ["lock_timeout"]

@@ -40,6 +40,7 @@ def test_exact_resources_supabase(supabase):
     assert [(r["type"], r["name"]) for r in supabase["resources"]] == [
         ("pulumi:providers:postgresql", "x402-postgres"),
         ("x402:database:OpenRouterIntegration", "openrouter"),
+        ("pulumi-python:dynamic/x402:Preflight", "openrouter-preflight"),
         ("pulumi-python:dynamic/x402:SqlMigration", "openrouter-migration-005"),
         *[("postgresql:index/grant:Grant", g) for g in GRANTS],
     ]
@@ -49,11 +50,11 @@ def test_exact_resources_postgres(postgres):
     assert [(r["type"], r["name"]) for r in postgres["resources"]] == [
         ("pulumi:providers:postgresql", "x402-postgres"),
         ("x402:database:OpenRouterIntegration", "openrouter"),
+        ("pulumi-python:dynamic/x402:Preflight", "openrouter-preflight"),
         ("postgresql:index/role:Role", "openrouter-backend-role"),
         ("pulumi-python:dynamic/x402:SqlMigration", "openrouter-migration-000"),
         ("pulumi-python:dynamic/x402:SqlMigration", "openrouter-migration-001"),
         ("pulumi-python:dynamic/x402:SqlMigration", "openrouter-migration-005"),
-        ("postgresql:index/grantRole:GrantRole", "openrouter-backend-in-service-role"),
         *[("postgresql:index/grant:Grant", g) for g in GRANTS],
     ]
 
@@ -63,8 +64,12 @@ def test_inputs(supabase, postgres):
     assert plain(prov) == {"host": "db.abcd.supabase.co", "port": "5432", "database": "postgres", "username": "postgres",
                            "password": "<redacted>", "sslmode": "require", "superuser": "false", "connectTimeout": "15"}
     res = by_name(postgres)
-    assert plain(res["openrouter-backend-role"]["inputs"]) == {"name": "x402_backend", "login": True, "inherit": True, "password": "<redacted>"}
-    assert res["openrouter-backend-in-service-role"]["inputs"] == {"role": "x402_backend", "grantRole": "service_role"}
+    # The membership is the Role's own `roles`: a separate GrantRole would be revoked by the
+    # Role's next update (provider_sql.role_update; tests/test_provider_sql.py shows it).
+    assert plain(res["openrouter-backend-role"]["inputs"]) == {"name": "x402_backend", "login": True, "inherit": True,
+                                                               "roles": ["service_role"], "password": "<redacted>"}
+    assert plain(res["openrouter-preflight"]["inputs"])["backend_role"] == "x402_backend"
+    assert "<secret>" in res["openrouter-preflight"]["inputs"]["dsn"]
     grants = {n: res[n]["inputs"] for n in GRANTS}
     assert grants["openrouter-grant-anon-user_openrouter_integrations"] == {
         "database": "x402", "role": "anon", "schema": "public", "objectType": "table",
@@ -80,13 +85,15 @@ def test_inputs(supabase, postgres):
     assert "DROP TABLE IF EXISTS public.user_openrouter_integrations" in mig["down_sql"]
 
 
-def test_order_roles_then_migrations_then_grants(postgres, supabase):
+def test_order_preflight_then_roles_then_migrations_then_grants(postgres, supabase):
     res = by_name(postgres)
+    assert short(res["openrouter-preflight"]["dependencies"]) == []
+    assert short(res["openrouter-backend-role"]["dependencies"]) == ["openrouter-preflight"]
     assert short(res["openrouter-migration-000"]["dependencies"]) == ["openrouter-backend-role"]
     assert short(res["openrouter-migration-001"]["dependencies"]) == ["openrouter-migration-000"]
     assert short(res["openrouter-migration-005"]["dependencies"]) == ["openrouter-migration-001"]
-    assert set(short(res["openrouter-backend-in-service-role"]["dependencies"])) == {"openrouter-backend-role", "openrouter-migration-005"}
-    chain = ["openrouter-backend-in-service-role", *GRANTS]
+    assert short(by_name(supabase)["openrouter-migration-005"]["dependencies"]) == ["openrouter-preflight"]
+    chain = ["openrouter-migration-005", *GRANTS]
     for before, after in zip(chain, chain[1:]):  # one at a time: each grant waits for the previous one
         assert short(res[after]["dependencies"]) == [before]
     assert short(by_name(supabase)[GRANTS[0]]["dependencies"]) == ["openrouter-migration-005"]

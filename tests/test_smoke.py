@@ -53,6 +53,14 @@ SABOTAGE = [
     ("model_delete_cascades", "ALTER TABLE public.x402_resources DROP CONSTRAINT x402_resources_openrouter_model_id_fkey, ADD CONSTRAINT x402_resources_openrouter_model_id_fkey FOREIGN KEY (openrouter_model_id) REFERENCES public.ai_models(id) ON DELETE CASCADE", "resources.model_delete_sets_null"),
     ("ledger_row_missing", f"DELETE FROM {PRIVATE_SCHEMA}.schema_migrations WHERE version = '005'", "ledger.005"),
     ("tables_missing", f"DROP TABLE {T}", "tables.present"),
+    # The backend's queries, replayed as service_role the way PostgREST runs them.
+    ("service_role_reads_no_key", f"REVOKE SELECT ON {T} FROM service_role; GRANT SELECT (user_id, is_enabled) ON {T} TO service_role", "contract.select_by_user"),
+    ("service_role_cannot_update", f"REVOKE UPDATE ON {T} FROM service_role", "contract.upsert_with_key"),
+    ("service_role_cannot_insert", f"REVOKE INSERT ON {T} FROM service_role", "contract.toggle_upsert"),
+    ("service_role_cannot_delete", f"REVOKE DELETE ON {T} FROM service_role", "contract.delete"),
+    ("toggle_update_swallowed", f"CREATE FUNCTION public.swallow_update() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$; "
+                                f"CREATE TRIGGER swallow_update BEFORE UPDATE OF is_enabled ON {T} FOR EACH ROW EXECUTE FUNCTION public.swallow_update()", "contract.toggle_by_update"),
+    ("resources_hidden_from_service_role", "REVOKE SELECT ON public.x402_resources FROM service_role, PUBLIC", "contract.affected_resources_count"),
     ("ciphertext_mangled", f"CREATE FUNCTION public.mangle() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.encrypted_api_key := NEW.encrypted_api_key || '00'; RETURN NEW; END $$; "
                            f"CREATE TRIGGER mangle BEFORE INSERT ON {T} FOR EACH ROW EXECUTE FUNCTION public.mangle()", "crypto.roundtrip"),
 ]
@@ -61,20 +69,34 @@ ROLE_SABOTAGE = {"service_role_loses_bypassrls": "ALTER ROLE service_role BYPASS
 
 
 def failing(result) -> dict[str, str]:
-    return {c.name: c.detail for c in result.checks if not c.passed}
+    return {c.name: c.detail for c in result.checks if c.failed}
+
+
+BEHAVIOUR = {"rls.insert_own", "rls.insert_other_denied", "rls.insert_own_b", "rls.select_own_only", "rls.update_own",
+             "rls.update_other_invisible", "rls.update_to_other_denied", "rls.delete_other_invisible", "rls.other_row_unchanged",
+             "rls.delete_own", "anon.nothing", "service_role.sees_all", "trigger.bumps_updated_at",
+             "integrations.user_delete_cascades", "resources.openrouter_instant_accepted", "resources.unknown_type_rejected",
+             "resources.model_delete_sets_null", "contract.upsert_with_key", "contract.select_by_user", "contract.toggle_by_update",
+             "contract.affected_resources_count", "contract.delete"}
+# How the test resource is obtained: shape B's CHECK on resource_url defeats generic values.
+RESOURCE_ROW = {"postgres": "a fresh row", "supabase-shape_a": "a fresh row", "supabase-shape_b": "a copy of an existing row"}
+
+
+def statuses(result) -> dict[str, str]:
+    return {c.name: c.status for c in result.checks}
 
 
 def test_clean_deploy_passes_every_check(request, deployed_any):
-    if request.node.callspec.params["deployed_any"].startswith("supabase"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason="issue 9 B: smoke behaviour checks assume the baseline shape of the application tables"))
+    """Finding 1 of issue 9: on Supabase-shaped application tables every behaviour check runs
+    and passes; nothing is skipped, only the backend's toggle hazard is a warn."""
     result = run_checks(deployed_any)
+    got = statuses(result)
     assert failing(result) == {}
-    names = {c.name for c in result.checks}
-    # Behaviour suite ran, not just the catalog.
-    assert {"rls.select_own_only", "rls.update_other_invisible", "anon.nothing", "service_role.sees_all",
-            "trigger.bumps_updated_at", "integrations.user_delete_cascades", "resources.model_delete_sets_null",
-            "resources.unknown_type_rejected"} <= names
-    assert len(result.checks) >= 40
+    assert {n: s for n, s in got.items() if s != "passed"} == {"contract.toggle_upsert": "warn"}
+    assert BEHAVIOUR <= set(got)
+    assert len(result.checks) >= 45 and result.passed
+    made = next(c.detail for c in result.checks if c.name == "resources.openrouter_instant_accepted")
+    assert made == f"test resource: {RESOURCE_ROW[request.node.callspec.params['deployed_any']]}"
 
 
 def test_behaviour_checks_leave_nothing_behind(deployed_db):
@@ -93,7 +115,7 @@ def test_each_defect_is_caught(server, deployed_db, defect, sabotage, check):
     try:
         r = run_script("smoke.py", "--json", "--dsn", deployed_db, env={"INTEGRATION_ENCRYPTION_SECRET": "smoke-secret"})
         assert r.returncode == 1, r.stdout + r.stderr
-        failed = {c["name"]: c["detail"] for c in json.loads(r.stdout)["checks"] if not c["passed"]}
+        failed = {c["name"]: c["detail"] for c in json.loads(r.stdout)["checks"] if c["status"] == "failed"}
         assert check in failed, f"{defect}: failing checks were {failed}"
         assert failed[check]
     finally:
@@ -128,6 +150,50 @@ def test_every_check_can_fail(server):
     assert names - failed == set()
 
 
+def test_toggle_hazard_is_a_warn_and_smoke_passes(deployed_any):
+    """Issue 12: the backend's toggle-only upsert is refused by encrypted_api_key NOT NULL; smoke
+    says so as a warn with the backend's fix, and passes. Its replacement, the update, passes."""
+    result = run_checks(deployed_any)
+    toggle = next(c for c in result.checks if c.name == "contract.toggle_upsert")
+    assert toggle.status == "warn" and not toggle.passed and result.passed
+    assert "NOT NULL" in toggle.detail and '.update({is_enabled}).eq("user_id", userId)' in toggle.detail and "\n" not in toggle.detail
+    assert {c.name: c.status for c in result.checks if c.name.startswith("contract.") and c.name != toggle.name} == {
+        "contract.upsert_with_key": "passed", "contract.select_by_user": "passed", "contract.toggle_by_update": "passed",
+        "contract.affected_resources_count": "passed", "contract.delete": "passed"}
+
+
+def test_toggle_accepted_is_reported_as_found(deployed_db):
+    """If the schema ever accepted the toggle (NOT NULL dropped), the check says what it saw
+    instead of a stale warn; the column check still fails the run."""
+    with db.connect(deployed_db) as c:
+        c.execute(f"ALTER TABLE {T} ALTER COLUMN encrypted_api_key DROP NOT NULL")
+    result = run_checks(deployed_db)
+    toggle = next(c for c in result.checks if c.name == "contract.toggle_upsert")
+    assert toggle.status == "passed" and "accepted" in toggle.detail and "key was kept" in toggle.detail
+    assert set(failing(result)) == {"integrations.columns"}
+
+
+def test_affected_resources_count_needs_a_user_link(deployed_db):
+    """x402_resources.user_id is not 005's: without a column referencing auth.users the count
+    cannot be replayed, and is skipped with the reason."""
+    with db.connect(deployed_db) as c:
+        c.execute("ALTER TABLE public.x402_resources DROP CONSTRAINT x402_resources_user_id_fkey")
+    result = run_checks(deployed_db)
+    count = next(c for c in result.checks if c.name == "contract.affected_resources_count")
+    assert count.status == "skipped" and "no column referencing auth.users(id)" in count.detail
+    assert result.passed
+
+
+def test_a_section_that_stops_early_names_the_cause_and_others_run(deployed_db):
+    with db.connect(deployed_db) as c:
+        c.execute(f"REVOKE SELECT ON {T} FROM authenticated")
+    result = run_checks(deployed_db)
+    details = {c.name: (c.status, c.detail) for c in result.checks}
+    assert details["rls.select_own_only"] == ("failed", "not run: the rls checks stopped early: permission denied for table user_openrouter_integrations")
+    assert details["rls.delete_own"][0] == "failed"
+    assert details["service_role.sees_all"][0] == details["contract.delete"][0] == details["resources.model_delete_sets_null"][0] == "passed"
+
+
 def test_read_only_runs_catalog_only(deployed_db):
     result = run_checks(deployed_db, read_only=True)
     assert result.passed and not any(c.name.startswith("rls.") for c in result.checks)
@@ -137,11 +203,20 @@ def test_cli_outputs_and_exit_codes(deployed_db, tmp_path):
     junit = tmp_path / "smoke.xml"
     r = run_script("smoke.py", "--dsn", deployed_db, "--junit", str(junit))
     assert r.returncode == 0, r.stdout
-    assert r.stdout.splitlines()[0].startswith("PASS ") and "checks passed" in r.stdout.splitlines()[-1]
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("PASS ") and "checks passed, 1 warn in" in lines[-1]
+    # The toggle hazard is a WARN line with the backend's fix, not a failure.
+    assert [l for l in lines if not l.startswith("PASS ")][:-1] == [
+        next(l for l in lines if l.startswith("WARN  contract.toggle_upsert: ") and '.update({is_enabled}).eq("user_id"' in l)]
     suite = ET.parse(junit).getroot()
-    assert suite.get("failures") == "0" and int(suite.get("tests")) >= 40
+    assert suite.get("failures") == "0" and suite.get("skipped") == "1" and int(suite.get("tests")) >= 40
+    warned = [case for case in suite if case.find("skipped") is not None]
+    assert [w.get("name") for w in warned] == ["contract.toggle_upsert"]
+    assert warned[0].find("skipped").get("message").startswith("warn: ")
     doc = json.loads(run_script("smoke.py", "--json", "--dsn", deployed_db).stdout)
-    assert doc["passed"] is True and set(doc) == {"passed", "checks", "duration_ms"}
+    assert doc["passed"] is True and set(doc) == {"passed", "counts", "checks", "duration_ms"}
+    assert doc["counts"] == {"passed": len(doc["checks"]) - 1, "failed": 0, "skipped": 0, "warn": 1}
+    assert all(set(c) == {"name", "status", "passed", "detail"} and c["passed"] == (c["status"] == "passed") for c in doc["checks"])
     assert run_script("smoke.py").returncode == 2
     r = run_script("smoke.py", "--dsn", deployed_db, "--junit", str(tmp_path / "missing-dir" / "x.xml"))
     assert r.returncode == 2 and "cannot write the JUnit report" in r.stderr
@@ -163,7 +238,6 @@ def test_smoke_catches_an_undeployed_database(empty_db):
     assert r.returncode == 1 and "FAIL  tables.present" in r.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 B: smoke behaviour checks assume the baseline shape of the application tables")
 def test_hand_applied_005_is_taken_over_and_its_differences_reported(supabase_db):
     """Production may already hold 005 pasted by hand: `up` succeeds without losing a row,
     replaces the policies with the bundle's, and smoke names what it cannot reconcile itself."""

@@ -87,6 +87,24 @@ def _grant_sql(g: TableGrant) -> sql.Composed:
     return sql.SQL("; ").join(stmts)
 
 
+def _exists(conn: psycopg.Connection, g: TableGrant) -> bool:
+    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{g.schema}.{g.table}",)).fetchone()[0]
+
+
+def apply_table_grants(conn: psycopg.Connection) -> list[str]:
+    """Bring the grants of every access-model table that exists now to the model.
+
+    The engine calls this inside each migration's own transaction, before COMMIT: Supabase's
+    default privileges grant a new public table to anon at CREATE, so the revoke must commit
+    with the CREATE or another session could see (and use) the grant in between."""
+    changed = []
+    for g in TABLE_GRANTS:
+        if _exists(conn, g) and not satisfied(held_privileges(conn, g), g):
+            conn.execute(_grant_sql(g))
+            changed.append(f"{g.role} on {g.schema}.{g.table}: {', '.join(g.privileges) or 'nothing'}")
+    return changed
+
+
 def apply(conn: psycopg.Connection) -> list[str]:
     """Bring the grants to the model in one transaction; returns what changed."""
     changed = []
@@ -96,7 +114,5 @@ def apply(conn: psycopg.Connection) -> list[str]:
             if not has:
                 conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(usage.schema), sql.Identifier(usage.role)))
                 changed.append(f"USAGE on schema {usage.schema} to {usage.role}")
-        for g in diff(conn):
-            conn.execute(_grant_sql(g))
-            changed.append(f"{g.role} on {g.schema}.{g.table}: {', '.join(g.privileges) or 'nothing'}")
+        changed += apply_table_grants(conn)
     return changed

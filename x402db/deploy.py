@@ -7,16 +7,27 @@ from dataclasses import asdict, dataclass, field
 
 from . import ROOT, access, db, migrations
 from .engine import Engine, Settings
-from .localdb import LocalServer, embedded_bindir
+from .localdb import LocalServer, embedded_bindir, write_private
 from .target import detect
 
 LOCAL_BASE = ROOT / ".local" / "pg18"
 LOCAL_DB = "x402"
 LOCAL_PORT = 54329  # the port Pulumi.dev.yaml names
+# The local server's password alone (mode 0600), for `pulumi config set --secret password < .local/password`.
+LOCAL_PASSWORD = ROOT / ".local" / "password"
 
 
 def local_server() -> LocalServer:
     return LocalServer(embedded_bindir(), LOCAL_BASE, preferred_port=LOCAL_PORT)
+
+
+def start_local_server() -> LocalServer:
+    """Start (or create) the embedded server and hand its password to the dev stack's file."""
+    server = local_server()
+    server.start()
+    if server.password:
+        write_private(LOCAL_PASSWORD, server.password + "\n")
+    return server
 
 
 @dataclass
@@ -41,9 +52,8 @@ def resolve_target_dsn(log) -> tuple[str, str]:
     if os.environ.get("DATABASE_URL"):
         dsn = os.environ["DATABASE_URL"]
         return dsn, f"DATABASE_URL ({db.redact(dsn)})"
-    server = local_server()
-    log(f"starting embedded PostgreSQL in {server.base.relative_to(ROOT)}")
-    server.start()
+    log(f"starting embedded PostgreSQL in {LOCAL_BASE.relative_to(ROOT)}")
+    server = start_local_server()
     return server.ensure_database(LOCAL_DB), f"embedded {server.version()} in {server.base.relative_to(ROOT)}"
 
 

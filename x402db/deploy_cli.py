@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from . import db, migrations
 from .cli import Parser, add_common, interval, log_to_stderr, print_json
-from .deploy import LOCAL_DB, deploy, local_server
-from .engine import BASE, Engine, Settings
+from .deploy import LOCAL_DB, deploy, local_server, start_local_server
+from .engine import Engine, Settings
 from .errors import BundleError
+from .migrations import BASE
 from .target import TARGETS, detect
 
 
@@ -38,10 +39,12 @@ def deploy_main(argv: list[str]) -> int:
     print(f"migrations: {', '.join(applied) if applied else 'nothing to apply, already up to date'}")
     print(f"grants:     {'; '.join(report.grants) if report.grants else 'already in place'}")
     if report.smoke is not None:
-        failed = [c for c in report.smoke["checks"] if not c["passed"]]
-        print(f"smoke:      {len(report.smoke['checks']) - len(failed)}/{len(report.smoke['checks'])} checks passed")
-        for c in failed:
-            print(f"  FAIL {c['name']}: {c['detail']}")
+        checks = report.smoke["checks"]
+        noted = [c for c in checks if c["status"] != "passed"]
+        others = "".join(f", {n} {s}" for s in ("failed", "skipped", "warn") if (n := sum(c["status"] == s for c in checks)))
+        print(f"smoke:      {len(checks) - len(noted)}/{len(checks)} checks passed{others}")
+        for c in noted:
+            print(f"  {c['status'].upper()} {c['name']}: {c['detail']}")
     print(f"DATABASE_URL={report.database_url}")
     return 0 if report.ok else 1
 
@@ -51,11 +54,15 @@ def local_main(argv: list[str]) -> int:
     parser.add_argument("action", choices=("start", "stop", "status", "url", "revert", "delete"),
                         help="delete: stop the server and delete the local database (make clean-local)")
     parser.add_argument("--allow-data-loss", action="store_true", help="with revert: drop rows too")
-    parser.add_argument("--to", default=BASE, choices=[BASE, *(m.version for m in migrations.load())], help=f"with revert: keep migrations up to this version (default: {BASE}, all)")
+    parser.add_argument("--to", default=BASE, help=f"with revert: keep migrations up to this version (default: {BASE}, all)")
+    parser.add_argument("--accept-edited-down", action="store_true",
+                        help="with revert: run a down script that differs from the one recorded at apply time")
     args = parser.parse_args(argv)
+    files = migrations.load()
+    migrations.resolve_version(files, args.to, allow_base=True)  # a bad --to exits 2 before anything runs
     server = local_server()
     if args.action == "start":
-        server.start()
+        server = start_local_server()
         print(f"DATABASE_URL={db.redact(server.ensure_database(LOCAL_DB))}")
     elif args.action == "delete":
         server.delete()
@@ -72,7 +79,10 @@ def local_main(argv: list[str]) -> int:
         if not server.running():
             raise BundleError("the local database is not running; run `make deploy` first")
         with db.connect(server.dsn(LOCAL_DB)) as conn:
-            engine = Engine(conn, migrations.load(), detect(conn), log=log_to_stderr())
-            done = engine.down(to=args.to, allow_data_loss=args.allow_data_loss)
-        print(f"reverted: {', '.join(o.version + '_' + o.name for o in done if o) or 'nothing'}")
+            engine = Engine(conn, files, detect(conn), log=log_to_stderr())
+            done = [o for o in engine.down(to=args.to, allow_data_loss=args.allow_data_loss,
+                                           accept_edited_down=args.accept_edited_down) if o]
+        print(f"reverted: {', '.join(o.version + '_' + o.name for o in done) or 'nothing'}")
+        for note in (n for o in done for n in o.notes):
+            print(f"  warning: {note}")
     return 0

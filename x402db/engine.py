@@ -18,21 +18,43 @@ import psycopg
 from psycopg import errors as pgerr
 from psycopg import sql
 
-from . import ledger
+from . import access, ledger
 from .errors import BundleError, DriftError, Refused, UsageError
-from .migrations import Migration, Script
+from .migrations import BASE, Migration, resolve_version
 from .target import Target
 
 # Any fixed bigint works; it only has to be the same for every runner of this bundle.
 ADVISORY_LOCK_KEY = 402_005_000_001
 _CONCURRENT_INDEX = re.compile(r"CREATE\s+INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.I)
-BASE = "base"  # `down --to base` reverts every migration
-_INTERVAL = re.compile(r"^\d+\s*(ms|s|min|h)?$")
+_INTERVAL = re.compile(r"^(?P<n>\d+)\s*(?P<unit>ms|s|min|h)?$")
+_UNIT_MS = {None: 1, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
+MAX_LOCK_TIMEOUT_MS = 60_000  # writers queue behind our DDL for up to this long; more is an outage
 
 
 def is_interval(value: str) -> bool:
     """A timeout PostgreSQL accepts for lock_timeout / statement_timeout (unitless = ms)."""
-    return bool(_INTERVAL.match(str(value).strip()))
+    return interval_ms(value) is not None
+
+
+def interval_ms(value: str) -> int | None:
+    m = _INTERVAL.match(str(value).strip())
+    return int(m["n"]) * _UNIT_MS[m["unit"]] if m else None
+
+
+def timeout_problems(*, lock_timeout: str | None = None, statement_timeout: str | None = None,
+                     label: Callable[[str], str | None] = lambda name: name) -> list[str]:
+    """The one rule for the timeouts, wherever they are read (CLI, Pulumi config, the engine):
+    lock_timeout above 0 and at most 1 min (0 would switch the protection off: writers would
+    queue behind our DDL without limit), statement_timeout above 0."""
+    problems = []
+    for name, value, limit in (("lock_timeout", lock_timeout, MAX_LOCK_TIMEOUT_MS), ("statement_timeout", statement_timeout, None)):
+        if value is None:
+            continue
+        ms = interval_ms(value)
+        bound = " and at most 1min" if limit else ""
+        if ms is None or ms <= 0 or (limit and ms > limit):
+            problems.append(f"{label(name) or name} must look like 500ms, 1s or 30s: a duration above 0{bound}")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -45,27 +67,43 @@ class Settings:
     lock_wait_s: float = 300.0  # how long to wait for another migration run to finish
 
     def __post_init__(self) -> None:
-        for name in ("lock_timeout", "statement_timeout", "step_timeout"):
-            if not is_interval(getattr(self, name)):
-                raise UsageError(f"{name} must be a PostgreSQL interval like 1s, 500ms or 2min, not {getattr(self, name)!r}")
+        problems = timeout_problems(lock_timeout=self.lock_timeout, statement_timeout=self.statement_timeout)
+        if not is_interval(self.step_timeout):
+            problems.append("step_timeout must be a duration like 0 (none), 10min or 1h")
         if self.retries < 0:
-            raise UsageError("retries must be 0 or more")
+            problems.append("retries must be 0 or more")
+        if problems:
+            raise UsageError("; ".join(problems))
 
 
 @dataclass(frozen=True)
 class Outcome:
     version: str
     name: str
-    action: str  # applied | adopted | reverted | forgotten
+    action: str  # applied | adopted | reverted | forgotten | resumed
     ms: int
+    notes: tuple[str, ...] = ()  # what the run kept or skipped on purpose (e.g. roles still in use)
+
+
+# What each ledger state means for the operator, and the command that converges it.
+HINTS = {
+    "steps-pending": "committed, but its no-transaction steps (VALIDATE / CREATE INDEX CONCURRENTLY) did not all "
+                     "finish; run up again (or pulumi up) to finish them",
+    "reverting": "its down's drops are committed, but the down's no-transaction steps did not all finish; run down "
+                 "again (or make revert / pulumi destroy) to finish them",
+}
 
 
 @dataclass(frozen=True)
 class State:
     version: str
     name: str
-    state: str  # applied | pending | drifted | missing-file
+    state: str  # applied | pending | steps-pending | reverting | drifted | missing-file
     kind: str | None = None
+
+    @property
+    def hint(self) -> str | None:
+        return HINTS.get(self.state)
 
 
 def _applied_by(conn: psycopg.Connection) -> str:
@@ -91,14 +129,19 @@ class Engine:
         target: Target,
         settings: Settings | None = None,
         log: Callable[[str], None] = lambda _msg: None,
+        shipped_downs: dict[str, str] | None = None,
     ) -> None:
         if not conn.autocommit:
             raise UsageError("the engine needs an autocommit connection: it runs non-transactional steps")
         self.conn = conn
         self.target = target
+        self.known = list(migrations)  # every version `--to` may name, whatever the target
         self.migrations = [m for m in migrations if m.applies_to(target.name)]
         self.settings = settings or Settings()
         self.log = log
+        # The down checksums this bundle ships (version -> sha256), for ledger rows written
+        # before down checksums were recorded. Default: the files in sql/.
+        self._shipped_downs = shipped_downs
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -112,7 +155,7 @@ class Engine:
             elif entry.checksum != m.checksum:
                 states.append(State(m.version, m.name, "drifted", entry.kind))
             else:
-                states.append(State(m.version, m.name, "applied", entry.kind))
+                states.append(State(m.version, m.name, entry.state, entry.kind))
         for entry in recorded.values():
             if entry.version not in {m.version for m in self.migrations} and entry.target == self.target.name:
                 states.append(State(entry.version, entry.name, "missing-file", entry.kind))
@@ -126,6 +169,9 @@ class Engine:
                 f"drift: {what}; an applied migration's file was edited or removed. Restore the "
                 "original file and ship the change as a new migration"
             )
+
+    def resolve_to(self, to: str | None, *, allow_base: bool) -> str | None:
+        return None if to is None else resolve_version(self.known, to, allow_base=allow_base)
 
     # ---- locking and retries ---------------------------------------------------------------
 
@@ -149,7 +195,11 @@ class Engine:
             if not self.conn.closed:
                 self.conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
 
-    def _retrying(self, what: str, fn: Callable[[], None]) -> None:
+    def _retrying(self, what: str, fn: Callable[[], None], committed: str | None = None) -> None:
+        """Run fn, retrying lock timeouts. `committed` is None for a transactional part (a failure
+        rolls all of it back); for a no-transaction step it says what is already committed and
+        how to converge, because a failed step rolls back only itself."""
+        after = f"; that step changed nothing, but {committed}" if committed else "; nothing changed"
         delay = self.settings.backoff_s
         for attempt in range(self.settings.retries + 1):
             try:
@@ -159,34 +209,105 @@ class Engine:
                 if attempt == self.settings.retries:
                     raise BundleError(
                         f"{what}: gave up after {attempt + 1} attempts, each waiting lock_timeout="
-                        f"{self.settings.lock_timeout} for a lock another session holds; that step changed "
-                        "nothing. Find the blocker in pg_stat_activity and run again"
+                        f"{self.settings.lock_timeout} for a lock another session holds{after}. "
+                        "Find the blocker in pg_stat_activity and run again"
                     ) from None
                 self.log(f"{what}: lock not available within {self.settings.lock_timeout}, retrying in {delay:.1f}s")
                 time.sleep(delay)
                 delay = min(delay * 2, 8.0)
             except pgerr.QueryCanceled:
-                raise BundleError(f"{what}: statement timeout hit; nothing of that step was kept") from None
+                raise BundleError(f"{what}: statement timeout hit{after}") from None
+            except psycopg.OperationalError as exc:
+                if self.conn.closed or self.conn.broken:
+                    raise BundleError(
+                        f"{what}: the connection was lost ({_pg_message(exc)}); whether its last transaction "
+                        "committed is unknown. Run status, then the same command again: it converges"
+                    ) from None
+                raise BundleError(f"{what} failed: {_pg_message(exc)}{after}") from None
             except psycopg.Error as exc:
-                raise BundleError(f"{what} failed and was rolled back: {_pg_message(exc)}") from None
+                if committed:
+                    raise BundleError(f"{what} failed: {_pg_message(exc)}; that step changed nothing, "
+                                      f"but {committed}") from None
+                raise BundleError(f"{what} failed and was rolled back, nothing changed: {_pg_message(exc)}") from None
 
     def _set_timeouts(self, statement_timeout: str, local: bool) -> None:
         scope = "SET LOCAL" if local else "SET"
         self.conn.execute(sql.SQL(scope + " lock_timeout = {}").format(sql.Literal(self.settings.lock_timeout)))
         self.conn.execute(sql.SQL(scope + " statement_timeout = {}").format(sql.Literal(statement_timeout)))
 
-    def _run_steps(self, m: Migration, script: Script) -> None:
+    def _holds(self, condition_sql: str) -> bool:
+        return bool(self.conn.execute(f"SELECT ({condition_sql})").fetchone()[0])
+
+    # ---- the two places that change the database -------------------------------------------
+
+    def _transactional(self, m: Migration, direction: str, allow_data_loss: bool = False) -> list[str]:
+        """One transaction: the script's transactional SQL, the access model's grants, and the
+        ledger row's new state. Whatever kills the run, the ledger says what committed.
+        Returns the server's WARNINGs (the down scripts use them to name what they kept)."""
+        script = m.up if direction == "up" else m.down
+        warnings: list[str] = []
+
+        def collect(diag: psycopg.errors.Diagnostic) -> None:
+            if diag.severity_nonlocalized == "WARNING" and diag.message_primary:
+                warnings.append(diag.message_primary)
+
+        def run() -> None:
+            warnings.clear()
+            with self.conn.transaction():
+                self._set_timeouts(self.settings.statement_timeout, local=True)
+                if direction == "down":
+                    self._check_guards(m, allow_data_loss)
+                if _has_sql(script.transactional):
+                    self.conn.execute(script.transactional)
+                # Before COMMIT: a table the migration just created is never visible to another
+                # session with the platform's default privileges (anon: ALL) still on it.
+                access.apply_table_grants(self.conn)
+                if direction == "up":
+                    ledger.record(self.conn, version=m.version, name=m.name, checksum=m.checksum, kind="applied",
+                                  target=self.target.name, applied_by=_applied_by(self.conn), execution_ms=0,
+                                  state="steps-pending" if script.steps else "applied", down_checksum=m.down_checksum)
+                elif script.steps:
+                    ledger.set_state(self.conn, m.version, "reverting")
+                else:
+                    ledger.forget(self.conn, m.version)
+
+        self.conn.add_notice_handler(collect)
+        try:
+            self._retrying(f"{m.label}{' down' if direction == 'down' else ''}", run)
+        finally:
+            self.conn.remove_notice_handler(collect)
+        for w in warnings:
+            self.log(f"{m.label}: {w}")
+        return list(warnings)
+
+    def _steps(self, m: Migration, direction: str, ms_before: int = 0) -> None:
+        """The no-transaction steps, one by one, then the ledger's final state. Each step is
+        idempotent, so a run killed or failed here converges by running the same command again."""
+        script = m.up if direction == "up" else m.down
+        committed = (
+            f"{m.label}'s transactional part is committed (ledger: steps-pending); fix the cause and run up again to finish"
+            if direction == "up" else
+            f"{m.label}'s down is committed up to its drops (ledger: reverting); fix the cause and run down again to finish"
+        )
+        started = time.monotonic()
         self._set_timeouts(self.settings.step_timeout, local=False)
         try:
             for i, step in enumerate(script.steps, 1):
-                self._retrying(f"{m.label} step {i}/{len(script.steps)}", lambda s=step: self._run_step(s))
+                label = f"{m.label}{' down' if direction == 'down' else ''} step {i}/{len(script.steps)}"
+                self._retrying(label, lambda s=step: self._run_step(s), committed)
         finally:
-            self.conn.execute("RESET lock_timeout; RESET statement_timeout")
+            if not self.conn.closed:
+                self.conn.execute("RESET lock_timeout; RESET statement_timeout")
+        with self.conn.transaction():
+            if direction == "up":
+                ledger.set_state(self.conn, m.version, "applied", ms_before + int((time.monotonic() - started) * 1000))
+            else:
+                ledger.forget(self.conn, m.version)
 
     def _run_step(self, step: str) -> None:
         idx = _CONCURRENT_INDEX.search(step)
         if idx:
-            # A failed concurrent build leaves an INVALID index that IF NOT EXISTS would keep.
+            # A failed or killed concurrent build leaves an INVALID index that IF NOT EXISTS would keep.
             invalid = self.conn.execute(
                 "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
                 " WHERE c.relname = %s AND NOT i.indisvalid",
@@ -197,17 +318,18 @@ class Engine:
                 self.conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(idx.group(1))))
         self.conn.execute(step)
 
-    def _holds(self, condition_sql: str) -> bool:
-        return bool(self.conn.execute(f"SELECT ({condition_sql})").fetchone()[0])
-
     # ---- up --------------------------------------------------------------------------------
 
     def up(self, to: str | None = None) -> list[Outcome]:
+        to = self.resolve_to(to, allow_base=False)
         with self.locked():
             self.validate()
             done = ledger.entries(self.conn)
-            todo = [m for m in self.migrations if m.version not in done and (to is None or m.version <= to)]
-            return [self._apply_locked(m) for m in todo]
+            self._refuse_reverting(done)
+            todo = [m for m in self.migrations
+                    if (m.version not in done or done[m.version].state == "steps-pending")
+                    and (to is None or int(m.version) <= int(to))]
+            return [self._apply_locked(m, done.get(m.version)) for m in todo]
 
     def apply(self, m: Migration) -> Outcome | None:
         """Apply one migration (None if already applied); refuses if it drifted."""
@@ -216,54 +338,80 @@ class Engine:
             if entry is not None:
                 if entry.checksum != m.checksum:
                     raise DriftError(f"{m.label} is applied with a different checksum; applied migrations are immutable, ship a new one")
-                return None
-            return self._apply_locked(m)
+                self._refuse_reverting({m.version: entry})
+                if entry.state == "applied":
+                    return None
+            return self._apply_locked(m, entry)
 
-    def _apply_locked(self, m: Migration) -> Outcome:
+    def _refuse_reverting(self, done: dict[str, ledger.Entry]) -> None:
+        half = [v for v, e in done.items() if e.state == "reverting"]
+        if half:
+            raise Refused(f"migration(s) {', '.join(half)} are half-reverted (ledger: reverting): {HINTS['reverting']}; "
+                          "then run up")
+
+    def _apply_locked(self, m: Migration, entry: ledger.Entry | None = None) -> Outcome:
         ledger.ensure(self.conn)
+        if entry is not None and entry.state == "steps-pending":
+            self.log(f"{m.label}: transactional part already committed; resuming its steps")
+            self._steps(m, "up", entry.execution_ms)
+            self.log(f"{m.label}: applied")
+            return Outcome(m.version, m.name, "resumed", 0)
         started = time.monotonic()
         if m.up.adopt_if and self._holds(m.up.adopt_if):
             with self.conn.transaction():
                 ledger.record(self.conn, version=m.version, name=m.name, checksum=m.checksum, kind="adopted",
-                              target=self.target.name, applied_by=_applied_by(self.conn), execution_ms=0)
+                              target=self.target.name, applied_by=_applied_by(self.conn), execution_ms=0,
+                              down_checksum=m.down_checksum)
             self.log(f"{m.label}: already present, adopted without running it")
             return Outcome(m.version, m.name, "adopted", 0)
         for cond in m.up.requires:
             if not self._holds(cond.sql):
                 raise Refused(f"{m.label} not applied: {cond.message}")
         self.log(f"{m.label}: applying")
-
-        def transactional() -> None:
-            with self.conn.transaction():
-                self._set_timeouts(self.settings.statement_timeout, local=True)
-                if _has_sql(m.up.transactional):
-                    self.conn.execute(m.up.transactional)
-
-        self._retrying(f"{m.label}", transactional)
-        self._run_steps(m, m.up)
+        notes = self._transactional(m, "up")
+        if m.up.steps:
+            self._steps(m, "up", int((time.monotonic() - started) * 1000))
         ms = int((time.monotonic() - started) * 1000)
-        with self.conn.transaction():
-            ledger.record(self.conn, version=m.version, name=m.name, checksum=m.checksum, kind="applied",
-                          target=self.target.name, applied_by=_applied_by(self.conn), execution_ms=ms)
         self.log(f"{m.label}: applied in {ms} ms")
-        return Outcome(m.version, m.name, "applied", ms)
+        return Outcome(m.version, m.name, "applied", ms, tuple(notes))
 
     # ---- down ------------------------------------------------------------------------------
 
-    def down(self, to: str | None = None, allow_data_loss: bool = False) -> list[Outcome]:
+    def down(self, to: str | None = None, allow_data_loss: bool = False, accept_edited_down: bool = False) -> list[Outcome]:
+        to = self.resolve_to(to, allow_base=True)
         with self.locked():
             done = ledger.entries(self.conn)
             applied = [m for m in self.migrations if m.version in done]
-            if to is not None and to != BASE and to not in {m.version for m in self.migrations}:
-                raise UsageError(f"--to {to}: no such migration version (use a version, or {BASE} to revert everything)")
-            chosen = [m for m in applied if to == BASE or m.version > to] if to is not None else applied[-1:]
-            return [self._revert_locked(m, allow_data_loss) for m in reversed(chosen)]
+            if to is None:
+                chosen = applied[-1:]
+            else:
+                chosen = [m for m in applied if to == BASE or int(m.version) > int(to)]
+            return [self._revert_locked(m, allow_data_loss, accept_edited_down) for m in reversed(chosen)]
 
-    def revert(self, m: Migration, allow_data_loss: bool = False) -> Outcome | None:
+    def revert(self, m: Migration, allow_data_loss: bool = False, accept_edited_down: bool = False) -> Outcome | None:
         with self.locked():
-            return self._revert_locked(m, allow_data_loss)
+            return self._revert_locked(m, allow_data_loss, accept_edited_down)
 
-    def _revert_locked(self, m: Migration, allow_data_loss: bool) -> Outcome | None:
+    def _check_down_integrity(self, m: Migration, entry: ledger.Entry, accept_edited_down: bool) -> None:
+        expected, source = entry.down_checksum, "the one recorded when it was applied"
+        if expected is None:
+            # Recorded before down checksums existed: trust only the down this bundle ships.
+            if self._shipped_downs is None:
+                from . import migrations as files
+                self._shipped_downs = {x.version: x.down_checksum for x in files.load()}
+            expected, source = self._shipped_downs.get(m.version), "the one this bundle ships (the ledger row predates down checksums)"
+        if m.down_checksum == expected:
+            return
+        if accept_edited_down:
+            self.log(f"{m.label}: running an edited down script, as acknowledged (--accept-edited-down)")
+            return
+        raise DriftError(
+            f"{m.label} down refused, nothing changed: its down script is not {source}, and the down holds the "
+            "data-loss guards. Restore the original down file, or review the difference and acknowledge it with "
+            "scripts/migrate.py down --accept-edited-down"
+        )
+
+    def _revert_locked(self, m: Migration, allow_data_loss: bool, accept_edited_down: bool = False) -> Outcome | None:
         entry = ledger.entries(self.conn).get(m.version)
         if entry is None:
             return None
@@ -274,23 +422,20 @@ class Engine:
             return Outcome(m.version, m.name, "forgotten", 0)
         if entry.checksum != m.checksum:
             raise DriftError(f"{m.label} drifted (its file changed since it was applied); refusing to run a down script that may not match")
+        self._check_down_integrity(m, entry, accept_edited_down)
+        ledger.ensure(self.conn)
         started = time.monotonic()
-        self.log(f"{m.label}: reverting")
-
-        def transactional() -> None:
-            with self.conn.transaction():
-                self._set_timeouts(self.settings.statement_timeout, local=True)
-                self._check_guards(m, allow_data_loss)
-                if _has_sql(m.down.transactional):
-                    self.conn.execute(m.down.transactional)
-
-        self._retrying(f"{m.label} down", transactional)
-        self._run_steps(m, m.down)
-        with self.conn.transaction():
-            ledger.forget(self.conn, m.version)
+        notes: list[str] = []
+        if entry.state == "reverting":
+            self.log(f"{m.label}: down's drops already committed; resuming its steps")
+        else:
+            self.log(f"{m.label}: reverting")
+            notes = self._transactional(m, "down", allow_data_loss)
+        if m.down.steps:
+            self._steps(m, "down")
         ms = int((time.monotonic() - started) * 1000)
         self.log(f"{m.label}: reverted in {ms} ms")
-        return Outcome(m.version, m.name, "reverted", ms)
+        return Outcome(m.version, m.name, "reverted", ms, tuple(notes))
 
     def _count(self, guard_sql: str) -> int:
         # Inside the down transaction: a relation or column already gone holds no data to lose.

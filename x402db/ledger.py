@@ -1,4 +1,17 @@
-"""The migration ledger: what is deployed, with the checksum of the file that deployed it."""
+"""The migration ledger: what is deployed, with the checksums of the files that deployed it.
+
+A row's `state` is committed in the same transaction as the work it describes, so the ledger
+never claims more or less than the database holds, whenever the run is killed:
+
+    steps-pending  up's transactional part (and the grants) committed; its no-transaction steps
+                   (VALIDATE, CREATE INDEX CONCURRENTLY) have not all finished. `up` resumes them.
+    applied        everything of the up is done.
+    reverting      down's transactional part (the drops) committed; its no-transaction steps have
+                   not all finished. `down` resumes them. No row: nothing of it is applied.
+
+`down_checksum` is the SHA-256 of the down file at apply time (NULL on rows written before it
+was recorded): the down holds the data-loss guards, so an edited down is refused like drift.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,6 +23,7 @@ from psycopg import sql
 from . import PRIVATE_SCHEMA
 
 TABLE = sql.Identifier(PRIVATE_SCHEMA, "schema_migrations")
+STATES = ("applied", "steps-pending", "reverting")
 
 _DDL = sql.SQL(
     """
@@ -29,6 +43,29 @@ _DDL = sql.SQL(
     """
 ).format(schema=sql.Identifier(PRIVATE_SCHEMA), table=TABLE)
 
+# One multi-statement query: one implicit transaction, so the upgrade is all or nothing.
+_EVOLVE = sql.SQL(
+    """
+    -- Evolved in place: a ledger written by an earlier bundle gains the columns, its rows keep
+    -- state 'applied' (they were recorded only once complete) and no down checksum.
+    ALTER TABLE {table}
+      ADD COLUMN IF NOT EXISTS state text NOT NULL DEFAULT 'applied',
+      ADD COLUMN IF NOT EXISTS down_checksum text;
+    DO $$
+    BEGIN
+      IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = {regclass}::regclass AND conname = 'schema_migrations_state_check') THEN
+        ALTER TABLE {table} ADD CONSTRAINT schema_migrations_state_check
+          CHECK (state IN ('applied', 'steps-pending', 'reverting'));
+      END IF;
+      IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = {regclass}::regclass AND conname = 'schema_migrations_down_checksum_check') THEN
+        ALTER TABLE {table} ADD CONSTRAINT schema_migrations_down_checksum_check
+          CHECK (down_checksum ~ '^[0-9a-f]{{64}}$');
+      END IF;
+    END
+    $$;
+    """
+).format(table=TABLE, regclass=sql.Literal(f"{PRIVATE_SCHEMA}.schema_migrations"))
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -40,10 +77,14 @@ class Entry:
     applied_at: datetime
     applied_by: str
     execution_ms: int
+    state: str = "applied"
+    down_checksum: str | None = None
 
 
 def ensure(conn: psycopg.Connection) -> None:
     conn.execute(_DDL)
+    if not _evolved(conn):
+        conn.execute(_EVOLVE)
 
 
 def exists(conn: psycopg.Connection) -> bool:
@@ -51,25 +92,42 @@ def exists(conn: psycopg.Connection) -> bool:
     return bool(row[0])
 
 
+def _evolved(conn: psycopg.Connection) -> bool:
+    # Reading must not write: `status` on a ledger an older bundle wrote reads it as it is.
+    return bool(conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'state' AND NOT attisdropped)",
+        (f"{PRIVATE_SCHEMA}.schema_migrations",),
+    ).fetchone()[0])
+
+
 def entries(conn: psycopg.Connection) -> dict[str, Entry]:
     if not exists(conn):
         return {}
+    extra = "state, down_checksum" if _evolved(conn) else "'applied', NULL::text"
     rows = conn.execute(
         sql.SQL(
-            "SELECT version, name, checksum, kind, target, applied_at, applied_by, execution_ms"
-            " FROM {} ORDER BY version"
+            "SELECT version, name, checksum, kind, target, applied_at, applied_by, execution_ms, " + extra
+            + " FROM {} ORDER BY version"
         ).format(TABLE)
     ).fetchall()
     return {r[0]: Entry(*r) for r in rows}
 
 
-def record(conn, *, version, name, checksum, kind, target, applied_by, execution_ms) -> None:
+def record(conn, *, version, name, checksum, kind, target, applied_by, execution_ms, state="applied",
+           down_checksum=None) -> None:
     conn.execute(
         sql.SQL(
-            "INSERT INTO {} (version, name, checksum, kind, target, applied_by, execution_ms)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            "INSERT INTO {} (version, name, checksum, kind, target, applied_by, execution_ms, state, down_checksum)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
         ).format(TABLE),
-        (version, name, checksum, kind, target, applied_by, execution_ms),
+        (version, name, checksum, kind, target, applied_by, execution_ms, state, down_checksum),
+    )
+
+
+def set_state(conn, version: str, state: str, execution_ms: int | None = None) -> None:
+    conn.execute(
+        sql.SQL("UPDATE {} SET state = %s, execution_ms = coalesce(%s, execution_ms) WHERE version = %s").format(TABLE),
+        (state, execution_ms, version),
     )
 
 

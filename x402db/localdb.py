@@ -74,7 +74,7 @@ def _reachable_by_others(path: Path) -> bool:
     return all(os.stat(p).st_mode & 0o001 for p in (path, *path.parents) if p.exists())
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Write a file only its owner (the invoking user) can read, atomically."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -203,7 +203,7 @@ class LocalServer:
         ext.mkdir(mode=0o700, exist_ok=True)
         shutil.chown(ext, user, user)
         os.chmod(ext, 0o700)
-        _write_private(self.base / POINTER, f"{ext}\n")
+        write_private(self.base / POINTER, f"{ext}\n")
         return ext
 
     def _initdb(self, user: str | None) -> None:
@@ -229,7 +229,7 @@ class LocalServer:
 
     def _write_passfile(self, password: str) -> None:
         port = self.port()
-        _write_private(self.passfile, f"127.0.0.1:{port}:*:*:{password}\nlocalhost:{port}:*:*:{password}\n")
+        write_private(self.passfile, f"127.0.0.1:{port}:*:*:{password}\nlocalhost:{port}:*:*:{password}\n")
 
     def _write_hba(self) -> None:
         hba = self.datadir / "pg_hba.conf"

@@ -4,37 +4,52 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from . import db, migrations
-from .cli import Parser, add_common, int_range, interval, log_to_stderr, print_json
-from .engine import BASE, Engine, Settings
+from .cli import Parser, add_common, log_to_stderr, print_json
+from .engine import Engine, Settings
+from .migrations import BASE
 from .target import TARGETS, detect
+
+# States after which the database is not where any command left it: status exits 1 for them.
+INCOMPLETE = ("drifted", "missing-file", "steps-pending", "reverting")
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="migrate.py", description="Apply, revert or inspect the bundle's migrations.")
     versions = [m.version for m in migrations.load()]
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for name, help_ in (("up", "apply pending migrations"), ("down", "revert the latest (or down to --to)"),
+    for name, help_ in (("up", "apply pending migrations (and finish any left steps-pending)"),
+                        ("down", "revert the latest (or down to --to); finishes one left reverting"),
                         ("status", "list migrations and their state")):
         p = sub.add_parser(name, help=help_)
         add_common(p)
         p.add_argument("--target", choices=TARGETS, help="default: detected (supabase when auth and API roles exist)")
         if name != "status":
-            p.add_argument("--lock-timeout", type=interval, default=Settings.lock_timeout, help="per DDL statement (default %(default)s)")
-            p.add_argument("--retries", type=int_range(0, 100), default=Settings.retries, help="lock-timeout retries (default %(default)s)")
+            p.add_argument("--lock-timeout", default=Settings.lock_timeout,
+                           help="per DDL statement, above 0 and at most 1min (default %(default)s)")
+            p.add_argument("--statement-timeout", default=Settings.statement_timeout,
+                           help="for the transactional part, above 0 (default %(default)s)")
+            p.add_argument("--retries", type=int, default=Settings.retries, help="lock-timeout retries (default %(default)s)")
         if name == "up":
-            p.add_argument("--to", choices=versions, help="apply up to and including this version")
+            p.add_argument("--to", help="apply up to and including this known version (e.g. 1 or 001)")
         if name == "down":
-            p.add_argument("--to", choices=[BASE, *versions], help=f"revert every migration above this version ({BASE}: all)")
+            p.add_argument("--to", help=f"revert every migration above this known version ({BASE}: all)")
             p.add_argument("--allow-data-loss", action="store_true", help="revert even when rows would be dropped")
+            p.add_argument("--accept-edited-down", action="store_true",
+                           help="run a down script that differs from the one recorded at apply time (review it first)")
     return parser
 
 
 def engine_for(args, log) -> Engine:
+    # Everything the user typed is checked before connecting: a bad value exits 2 at once.
+    settings = (Settings(lock_timeout=args.lock_timeout, statement_timeout=args.statement_timeout, retries=args.retries)
+                if hasattr(args, "retries") else Settings())
+    files = migrations.load()
+    if getattr(args, "to", None) is not None:
+        migrations.resolve_version(files, args.to, allow_base=args.command == "down")
     conn = db.connect(db.resolve_dsn(args.dsn), application_name="x402db-migrate")
     target = detect(conn, args.target)
     log(f"target: {target}")
-    settings = Settings(lock_timeout=args.lock_timeout, retries=args.retries) if hasattr(args, "retries") else Settings()
-    return Engine(conn, migrations.load(), target, settings, log=log)
+    return Engine(conn, files, target, settings, log=log)
 
 
 def main(argv: list[str]) -> int:
@@ -45,15 +60,19 @@ def main(argv: list[str]) -> int:
         if args.command == "status":
             states = engine.status()
             if args.json:
-                print_json([{"version": s.version, "name": s.name, "state": s.state} for s in states])
+                print_json([{"version": s.version, "name": s.name, "state": s.state, **({"hint": s.hint} if s.hint else {})}
+                            for s in states])
             else:
                 for s in states:
                     print(f"{s.version}  {s.name:<32} {s.state}{' (adopted)' if s.kind == 'adopted' else ''}")
-            return 1 if any(s.state in ("drifted", "missing-file") for s in states) else 0
+                    if s.hint:
+                        print(f"     {s.hint}")
+            return 1 if any(s.state in INCOMPLETE for s in states) else 0
         if args.command == "up":
             outcomes = engine.up(to=args.to)
         else:
-            outcomes = engine.down(to=args.to, allow_data_loss=args.allow_data_loss)
+            outcomes = engine.down(to=args.to, allow_data_loss=args.allow_data_loss,
+                                   accept_edited_down=args.accept_edited_down)
         outcomes = [o for o in outcomes if o]
         if args.json:
             print_json({"target": engine.target.name, "changes": [asdict(o) for o in outcomes]})
@@ -62,4 +81,6 @@ def main(argv: list[str]) -> int:
         else:
             for o in outcomes:
                 print(f"{o.action:<9} {o.version}_{o.name} ({o.ms} ms)")
+                for note in o.notes:
+                    print(f"  warning: {note}")
     return 0

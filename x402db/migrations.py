@@ -62,6 +62,11 @@ class Migration:
     down_text: str = field(default="", compare=False, repr=False)
 
     @property
+    def down_checksum(self) -> str:
+        # Recorded at apply time: the down holds the data-loss guards, so an edit to it is drift too.
+        return checksum(self.down_text)
+
+    @property
     def label(self) -> str:
         return f"{self.version}_{self.name}"
 
@@ -158,6 +163,25 @@ def from_texts(version: str, name: str, up_text: str, down_text: str, up_path: P
         up_text=up_text,
         down_text=down_text,
     )
+
+
+BASE = "base"  # `down --to base` reverts every migration
+
+
+def resolve_version(migrations: list[Migration], text: str, *, allow_base: bool = False) -> str:
+    """The canonical version (`1` -> `001`) of a known migration, or BASE; UsageError otherwise.
+
+    Versions are compared as numbers, never as strings, so `--to 1` cannot match `005`."""
+    known = ", ".join(m.version for m in migrations) + (f" or {BASE}" if allow_base else "")
+    value = str(text).strip()
+    if allow_base and value == BASE:
+        return BASE
+    number = value.split("_", 1)[0]
+    if number.isdigit():
+        for m in migrations:
+            if int(m.version) == int(number) and (number == value or m.label == value):
+                return m.version
+    raise UsageError(f"--to must be a known migration version ({known})")
 
 
 def find(migrations: list[Migration], version: str) -> Migration:

@@ -1,10 +1,13 @@
 """OpenRouterIntegration: the whole bundle as one Pulumi component.
 
-Order, as destroy needs it reversed: the backend role, then the migrations (each after the one
-before), then the grants (one at a time, after the migration that creates their table), so
-destroy revokes before down drops the table. The platform roles are not Pulumi resources: on
-target postgres the compat migration owns them (it also creates auth.* which depends on them),
-and on Supabase the platform does.
+Order, as destroy needs it reversed: the preflight (which tries the provider's statements in a
+rolled-back transaction at preview time, see pulumi_preflight.py), the backend role (a member of
+service_role through its own `roles`), then the migrations (each after the one before), then the
+grants (one at a time, after the migration that creates their table), so destroy revokes before
+down drops the table. The platform roles are not Pulumi resources: on target postgres the compat
+migration owns them (it also creates auth.* which depends on them), and on Supabase the platform
+does. The provider resources' arguments come from provider_sql, whose statements the preflight
+and the tests run for real.
 """
 from __future__ import annotations
 
@@ -14,9 +17,10 @@ import pulumi
 import pulumi_postgresql as postgresql
 from psycopg.conninfo import make_conninfo
 
-from . import access, migrations
+from . import migrations, provider_sql
 from .config import StackConfig
 from .pulumi_migration import SqlMigration
+from .pulumi_preflight import Preflight
 from .target import API_ROLES
 
 PLATFORM_ROLES = (*API_ROLES, "authenticator")
@@ -58,21 +62,29 @@ class OpenRouterIntegration(pulumi.ComponentResource):
         pg = pulumi.ResourceOptions(parent=self, provider=args.provider)
         dsn = dsn_output(cfg)
 
+        self.preflight = Preflight(
+            f"{name}-preflight",
+            {"dsn": dsn, "database": cfg.database, "backend_role": cfg.backend_role or ""},
+            pulumi.ResourceOptions(parent=self),
+        )
+        previous: list[pulumi.Resource] = [self.preflight]
+
         self.backend_role = None
-        roles: list[pulumi.Resource] = []
         if cfg.backend_role:
+            role = provider_sql.backend_role(cfg.backend_role)
             self.backend_role = postgresql.Role(
                 f"{name}-backend-role",
-                name=cfg.backend_role,
-                login=True,
-                inherit=True,  # so the service_role policy and grants apply to its sessions
+                name=role.name,
+                login=role.login,
+                inherit=role.inherit,
+                roles=list(role.roles),
                 password=pulumi.Output.secret(cfg.backend_role_password),
-                opts=pulumi.ResourceOptions.merge(pg, pulumi.ResourceOptions(additional_secret_outputs=["password"])),
+                opts=pulumi.ResourceOptions.merge(pg, pulumi.ResourceOptions(
+                    depends_on=previous, additional_secret_outputs=["password"])),
             )
-            roles.append(self.backend_role)
+            previous = [self.backend_role]
 
         self.migrations: list[SqlMigration] = []
-        previous: list[pulumi.Resource] = roles
         for m in migrations.load():
             if not m.applies_to(cfg.target):
                 continue
@@ -95,28 +107,15 @@ class OpenRouterIntegration(pulumi.ComponentResource):
             previous = [resource]
 
         self.grants: list[pulumi.Resource] = []
-        if cfg.backend_role:
-            self.grants.append(postgresql.GrantRole(
-                f"{name}-backend-in-service-role",
-                role=cfg.backend_role,
-                grant_role="service_role",
-                opts=pulumi.ResourceOptions.merge(pg, pulumi.ResourceOptions(depends_on=[*previous, self.backend_role])),
-            ))
-            previous = [self.grants[-1]]
-        for usage in access.SCHEMA_USAGE:
+        for g in provider_sql.grants(cfg.database):
+            label = f"usage-{g.schema}-{g.role}" if g.object_type == "schema" else f"grant-{g.role}-{g.objects[0]}"
+            extra = {"objects": list(g.objects)} if g.objects else {}
             self.grants.append(postgresql.Grant(
-                f"{name}-usage-{usage.schema}-{usage.role}",
-                database=cfg.database, role=usage.role, schema=usage.schema,
-                object_type="schema", privileges=["USAGE"],
-                opts=pulumi.ResourceOptions.merge(pg, pulumi.ResourceOptions(depends_on=previous, retain_on_delete=usage.retain_on_delete)),
-            ))
-            previous = [self.grants[-1]]
-        for g in access.TABLE_GRANTS:
-            self.grants.append(postgresql.Grant(
-                f"{name}-grant-{g.key}",
-                database=cfg.database, role=g.role, schema=g.schema,
-                object_type="table", objects=[g.table], privileges=list(g.privileges),
-                opts=pulumi.ResourceOptions.merge(pg, pulumi.ResourceOptions(depends_on=previous)),
+                f"{name}-{label}",
+                database=g.database, role=g.role, schema=g.schema, object_type=g.object_type,
+                privileges=list(g.privileges), **extra,
+                opts=pulumi.ResourceOptions.merge(pg, pulumi.ResourceOptions(
+                    depends_on=previous, retain_on_delete=g.retain_on_delete)),
             ))
             previous = [self.grants[-1]]
 

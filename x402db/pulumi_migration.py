@@ -13,8 +13,10 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-# Properties whose change needs no database work: they only steer the next operation.
-_STEERING = ("dsn", "allow_data_loss", "lock_timeout", "target")
+# Properties whose change needs no database work: they only steer the next operation. A new
+# down_sql is stored too, so that destroy runs the checkout's down; the engine refuses it if it
+# differs from the down recorded in the ledger at apply time (an edited down).
+_STEERING = ("dsn", "allow_data_loss", "lock_timeout", "target", "down_sql")
 _REQUIRED = ("dsn", "version", "name", "checksum", "up_sql", "down_sql", "target")
 
 
@@ -36,11 +38,14 @@ def _outs(props: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 class MigrationProvider(ResourceProvider):
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        from .engine import timeout_problems
         from .migrations import checksum
 
         failures = [CheckFailure(k, f"{k} is required") for k in _REQUIRED if not news.get(k)]
         if not failures and checksum(news["up_sql"]) != news["checksum"]:
             failures.append(CheckFailure("checksum", "checksum does not match up_sql"))
+        if news.get("lock_timeout"):
+            failures += [CheckFailure("lock_timeout", p) for p in timeout_problems(lock_timeout=news["lock_timeout"])]
         return CheckResult(news, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:

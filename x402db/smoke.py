@@ -8,7 +8,7 @@ from xml.etree import ElementTree as ET
 import psycopg
 
 from . import db, smoke_behaviour, smoke_catalog
-from .checks import Check, Checklist
+from .checks import FAILED, SKIPPED, STATUSES, WARN, Check, Checklist
 from .crypto import Keyring
 
 
@@ -19,20 +19,36 @@ class SmokeResult:
 
     @property
     def passed(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
+        """No check failed (skipped and warn do not fail smoke, but are reported)."""
+        return bool(self.checks) and not any(c.failed for c in self.checks)
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(c.status == s for c in self.checks) for s in STATUSES}
 
     def as_dict(self) -> dict:
-        return {"passed": self.passed, "checks": [c.__dict__ for c in self.checks], "duration_ms": self.duration_ms}
+        return {"passed": self.passed, "counts": self.counts(), "checks": [c.as_dict() for c in self.checks],
+                "duration_ms": self.duration_ms}
 
     def junit(self) -> bytes:
-        failures = sum(not c.passed for c in self.checks)
-        suite = ET.Element("testsuite", name="x402db.smoke", tests=str(len(self.checks)), failures=str(failures),
-                           time=f"{self.duration_ms / 1000:.3f}")
+        """Failed checks are <failure>; skipped ones <skipped message=reason>; a warn is also a
+        <skipped>, its message prefixed "warn: ", so that every CI dashboard shows it."""
+        counts = self.counts()
+        suite = ET.Element("testsuite", name="x402db.smoke", tests=str(len(self.checks)), failures=str(counts[FAILED]),
+                           skipped=str(counts[SKIPPED] + counts[WARN]), time=f"{self.duration_ms / 1000:.3f}")
         for c in self.checks:
             case = ET.SubElement(suite, "testcase", classname="x402db.smoke", name=c.name)
-            if not c.passed:
+            if c.status == FAILED:
                 ET.SubElement(case, "failure", message=c.detail).text = c.detail
+            elif c.status == SKIPPED:
+                ET.SubElement(case, "skipped", message=c.detail)
+            elif c.status == WARN:
+                ET.SubElement(case, "skipped", message=f"warn: {c.detail}")
         return ET.tostring(ET.ElementTree(suite).getroot(), encoding="utf-8", xml_declaration=True)
+
+    def summary(self) -> str:
+        n = self.counts()
+        extra = "".join(f", {n[s]} {s}" for s in (FAILED, SKIPPED, WARN) if n[s])
+        return f"smoke: {n['passed']}/{len(self.checks)} checks passed{extra} in {self.duration_ms} ms"
 
 
 def run_checks(dsn: str, read_only: bool = False, keyring: Keyring | None = None) -> SmokeResult:

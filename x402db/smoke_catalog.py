@@ -1,8 +1,15 @@
-"""Read-only catalog checks: migration 005's objects exist exactly as the bundle defines them."""
+"""Read-only catalog checks: migration 005's objects exist exactly as the bundle defines them.
+
+Verdicts must not depend on who connects or on their search_path: objects are compared as
+catalog facts (oids, attnums, confdeltype, polcmd, role oids, tgtype bits), and the few texts
+still rendered (policy and index predicates, CHECK lists, messages) are rendered under a fixed
+search_path set for the read-only transaction, where every name outside pg_catalog is qualified.
+"""
 from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 
 import psycopg
 
@@ -26,9 +33,9 @@ POLICIES = {  # name: (permissive, roles, cmd, using, with check), expressions w
     "Users can manage their own OpenRouter integration": ("PERMISSIVE", ["authenticated"], "ALL", OWN, OWN),
     "Service role full access": ("PERMISSIVE", ["service_role"], "ALL", "true", "true"),
 }
-INDEXES = {
-    "idx_openrouter_integrations_user_enabled": (T, "USING btree (user_id, is_enabled)"),
-    "idx_x402_resources_openrouter_model": (R, "USING btree (openrouter_model_id) WHERE (openrouter_model_id IS NOT NULL)"),
+INDEXES = {  # name: (table, key columns, predicate)
+    "idx_openrouter_integrations_user_enabled": (T, ("user_id", "is_enabled"), None),
+    "idx_x402_resources_openrouter_model": (R, ("openrouter_model_id",), "(openrouter_model_id IS NOT NULL)"),
 }
 TRIGGER = "update_openrouter_integration_updated_at"
 COMMENTED = ["encrypted_api_key", "user_id", "is_valid", "last_verified_at", "is_enabled", "created_at", "updated_at"]
@@ -40,6 +47,10 @@ def _squash(expr: str | None) -> str | None:
 
 def _one(conn, query, params=()):
     return conn.execute(query, params).fetchone()
+
+
+def _oid(conn, name: str) -> int:
+    return _one(conn, "SELECT %s::regclass::oid", (name,))[0]
 
 
 def check_tables(conn: psycopg.Connection, c: Checklist) -> bool:
@@ -69,29 +80,64 @@ def check_columns(conn, c: Checklist) -> None:
     c.add("integrations.columns", not problems, "; ".join(problems))
 
 
-def _constraints(conn, table: str) -> dict[str, tuple]:
+@dataclass(frozen=True)
+class Constraint:
+    """A constraint as catalog facts: column names by attnum, the referenced table by oid."""
+    name: str
+    kind: str  # contype: p, f, c, u, n (PG 18 records NOT NULL too), x, t
+    columns: tuple[str, ...]
+    ref_oid: int
+    ref_columns: tuple[str, ...]
+    on_delete: str  # confdeltype: a no action, r restrict, c cascade, n set null, d set default
+    validated: bool
+    definition: str  # rendered under the catalog transaction's fixed search_path, for messages
+
+    def shown(self) -> str:
+        return self.definition + ("" if self.validated else " NOT VALID")
+
+
+def _constraints(conn, table: str) -> list[Constraint]:
     rows = conn.execute(
-        "SELECT conname, contype, pg_get_constraintdef(oid), convalidated, confdeltype FROM pg_constraint WHERE conrelid = %s::regclass",
-        (table,)).fetchall()
-    return {r[0]: r[1:] for r in rows}
+        """SELECT c.conname, c.contype,
+                  ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
+                        JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),
+                  c.confrelid::oid::bigint,
+                  ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
+                        JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i),
+                  c.confdeltype, c.convalidated, pg_get_constraintdef(c.oid)
+           FROM pg_constraint c WHERE c.conrelid = %s::regclass ORDER BY c.conname""", (table,)).fetchall()
+    return [Constraint(r[0], r[1], tuple(r[2]), r[3], tuple(r[4]), r[5], r[6], r[7]) for r in rows]
+
+
+def _fk_check(c: Checklist, name: str, fks: list[Constraint], ref_oid: int, ref_cols: tuple[str, ...], on_delete: str, want: str) -> None:
+    ok = len(fks) == 1 and fks[0].ref_oid == ref_oid and fks[0].ref_columns == ref_cols and fks[0].on_delete == on_delete and fks[0].validated
+    c.add(name, ok, f"expected one validated FK {want}, found {[f.shown() for f in fks] or 'none'}")
 
 
 def check_keys(conn, c: Checklist) -> None:
     cons = _constraints(conn, T)
-    pks = [v for v in cons.values() if v[0] == "p"]
-    c.add("integrations.primary_key", [p[1] for p in pks] == ["PRIMARY KEY (user_id)"], f"primary key is {[p[1] for p in pks] or 'missing'}, expected (user_id)")
-    fks = [v for v in cons.values() if v[0] == "f" and "(user_id)" in v[1]]
-    ok = len(fks) == 1 and "REFERENCES auth.users(id)" in fks[0][1] and fks[0][3] == "c" and fks[0][2]
-    c.add("integrations.fk_auth_users_cascade", ok,
-          f"expected one validated FK user_id -> auth.users(id) ON DELETE CASCADE, found {[f[1] + ('' if f[2] else ' NOT VALID') for f in fks] or 'none'}")
+    pks = [k for k in cons if k.kind == "p"]
+    c.add("integrations.primary_key", [k.columns for k in pks] == [("user_id",)],
+          f"primary key is {[k.definition for k in pks] or 'missing'}, expected (user_id)")
+    fks = [k for k in cons if k.kind == "f" and "user_id" in k.columns]
+    _fk_check(c, "integrations.fk_auth_users_cascade", fks, _oid(conn, "auth.users"), ("id",), "c",
+              "user_id -> auth.users(id) ON DELETE CASCADE")
+
+
+POLCMD = {"*": "ALL", "r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
 
 
 def check_rls_and_policies(conn, c: Checklist) -> None:
     enabled = _one(conn, "SELECT relrowsecurity FROM pg_class WHERE oid = %s::regclass", (T,))[0]
     c.add("integrations.rls_enabled", enabled, "row level security is DISABLED: every granted role sees every key")
+    # Roles by oid (0 is PUBLIC); expressions rendered under the fixed search_path, so that
+    # auth.uid() is always shown qualified whatever the caller's path.
     rows = conn.execute(
-        "SELECT policyname, permissive, roles::text[], cmd, qual, with_check FROM pg_policies WHERE schemaname = 'public' AND tablename = 'user_openrouter_integrations'").fetchall()
-    actual = {r[0]: (r[1], sorted(r[2]), r[3], _squash(r[4]), _squash(r[5])) for r in rows}
+        """SELECT p.polname, CASE WHEN p.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,
+                  ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r)::text END FROM unnest(p.polroles) r),
+                  p.polcmd::text, pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)
+           FROM pg_policy p WHERE p.polrelid = %s::regclass""", (T,)).fetchall()
+    actual = {r[0]: (r[1], sorted(r[2]), POLCMD.get(r[3], r[3]), _squash(r[4]), _squash(r[5])) for r in rows}
     for name, want in POLICIES.items():
         got = actual.get(name)
         c.add(f"policy.{name}", got == (want[0], sorted(want[1]), want[2], want[3], want[4]),
@@ -102,19 +148,24 @@ def check_rls_and_policies(conn, c: Checklist) -> None:
     c.add("policy.none_for_public", not public, f"policies that apply to PUBLIC (every role): {', '.join(public)}")
 
 
+# pg_trigger.tgtype bits (src/include/catalog/pg_trigger.h)
+TG_ROW, TG_BEFORE, TG_INSERT, TG_DELETE, TG_UPDATE, TG_TRUNCATE, TG_INSTEAD = 1, 2, 4, 8, 16, 32, 64
+
+
 def check_trigger(conn, c: Checklist) -> None:
     row = _one(conn,
-               """SELECT t.tgenabled, pg_get_triggerdef(t.oid), p.prosrc, n.nspname || '.' || p.proname
+               """SELECT t.tgenabled, t.tgtype, t.tgattr::int2[], p.prosrc, n.nspname, p.proname
                   FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace n ON n.oid = p.pronamespace
                   WHERE t.tgrelid = %s::regclass AND t.tgname = %s AND NOT t.tgisinternal""", (T, TRIGGER))
     if row is None:
         c.add("integrations.updated_at_trigger", False, f"trigger {TRIGGER} is missing")
         return
-    enabled, definition, body, function = row
-    want = f"BEFORE UPDATE ON {T} FOR EACH ROW EXECUTE FUNCTION "
-    problems = [] if want in definition else [f"definition is {definition!r}, expected {want}..."]
-    if function != "public.update_openrouter_integration_updated_at":
-        problems.append(f"calls {function}, expected public.update_openrouter_integration_updated_at")
+    enabled, tgtype, columns, body, schema, function = row
+    problems = []
+    if tgtype & (TG_ROW | TG_BEFORE | TG_INSERT | TG_DELETE | TG_UPDATE | TG_TRUNCATE | TG_INSTEAD) != TG_ROW | TG_BEFORE | TG_UPDATE or columns:
+        problems.append(f"fires on tgtype={tgtype}{' for some columns only' if columns else ''}, expected BEFORE UPDATE FOR EACH ROW")
+    if (schema, function) != ("public", "update_openrouter_integration_updated_at"):
+        problems.append(f"calls {schema}.{function}, expected public.update_openrouter_integration_updated_at")
     if enabled == "D":
         problems.append("trigger is disabled")
     if not re.search(r"NEW\.updated_at\s*:?=\s*now\(\)", body or "", re.I):
@@ -123,15 +174,21 @@ def check_trigger(conn, c: Checklist) -> None:
 
 
 def check_indexes(conn, c: Checklist) -> None:
-    for name, (table, tail) in INDEXES.items():
-        row = _one(conn, """SELECT pg_get_indexdef(i.indexrelid), i.indisvalid, i.indrelid::regclass::text FROM pg_index i
-                            JOIN pg_class x ON x.oid = i.indexrelid JOIN pg_namespace n ON n.oid = x.relnamespace
+    for name, (table, columns, predicate) in INDEXES.items():
+        row = _one(conn, """SELECT i.indrelid::oid::bigint, am.amname::text, i.indisvalid, i.indexprs IS NULL,
+                                   ARRAY(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(n, o)
+                                         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n ORDER BY k.o),
+                                   pg_get_expr(i.indpred, i.indrelid), pg_get_indexdef(i.indexrelid)
+                            FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid JOIN pg_namespace n ON n.oid = x.relnamespace
+                            JOIN pg_am am ON am.oid = x.relam
                             WHERE n.nspname = 'public' AND x.relname = %s""", (name,))
         if row is None:
             c.add(f"index.{name}", False, "missing")
             continue
-        ok = row[0].endswith(tail) and row[1] and row[2] == table.removeprefix("public.")
-        c.add(f"index.{name}", ok, f"is {row[0]!r}{'' if row[1] else ' (INVALID: an interrupted concurrent build)'}, expected ... {tail} on {table}")
+        rel, am, valid, plain, cols, pred, definition = row
+        ok = rel == _oid(conn, table) and am == "btree" and plain and tuple(cols) == columns and _squash(pred) == _squash(predicate)
+        want = f"btree ({', '.join(columns)}){' WHERE ' + predicate if predicate else ''} on {table}"
+        c.add(f"index.{name}", ok and valid, f"is {definition!r}{'' if valid else ' (INVALID: an interrupted concurrent build)'}, expected {want}")
 
 
 def check_comments(conn, c: Checklist) -> None:
@@ -160,22 +217,22 @@ def check_resources(conn, c: Checklist) -> None:
     c.add("resources.openrouter_model_id", cols.get("openrouter_model_id") == "uuid", f"openrouter_model_id is {cols.get('openrouter_model_id') or 'missing'}, expected uuid")
     c.add("resources.openrouter_config", cols.get("openrouter_config") == "jsonb", f"openrouter_config is {cols.get('openrouter_config') or 'missing'}, expected jsonb")
     cons = _constraints(conn, R)
-    fks = [v for v in cons.values() if v[0] == "f" and "(openrouter_model_id)" in v[1]]
-    ok = len(fks) == 1 and "REFERENCES ai_models(id)" in fks[0][1] and fks[0][3] == "n" and fks[0][2]
-    c.add("resources.fk_ai_models_set_null", ok,
-          f"expected one validated FK openrouter_model_id -> ai_models(id) ON DELETE SET NULL, found {[f[1] + ('' if f[2] else ' NOT VALID') for f in fks] or 'none'}")
-    check = cons.get("x402_resources_resource_type_check")
+    fks = [k for k in cons if k.kind == "f" and "openrouter_model_id" in k.columns]
+    _fk_check(c, "resources.fk_ai_models_set_null", fks, _oid(conn, "public.ai_models"), ("id",), "n",
+              "openrouter_model_id -> public.ai_models(id) ON DELETE SET NULL")
+    check = next((k for k in cons if k.name == "x402_resources_resource_type_check" and k.kind == "c"), None)
     if check is None:
         c.add("resources.resource_type_check", False, "constraint x402_resources_resource_type_check is missing")
         return
-    allowed = set(re.findall(r"'([^']*)'", check[1]))
+    allowed = set(re.findall(r"'([^']*)'", check.definition))
     problems = []
-    if allowed != RESOURCE_TYPES:
+    if allowed != RESOURCE_TYPES or check.columns != ("resource_type",):
         missing, extra = RESOURCE_TYPES - allowed, allowed - RESOURCE_TYPES
-        problems.append(f"allows {sorted(allowed)}" + (f", missing {sorted(missing)}" if missing else "") + (f", extra {sorted(extra)}" if extra else ""))
-    if not check[2]:
+        problems.append(f"allows {sorted(allowed)}" + (f", missing {sorted(missing)}" if missing else "") + (f", extra {sorted(extra)}" if extra else "")
+                        + ("" if check.columns == ("resource_type",) else f", on columns {list(check.columns)}"))
+    if not check.validated:
         problems.append("constraint is NOT VALID: existing rows were never checked")
-    other = [n for n, v in cons.items() if v[0] == "c" and "resource_type" in v[1] and n != "x402_resources_resource_type_check"]
+    other = [k.name for k in cons if k.kind == "c" and "resource_type" in k.columns and k is not check]
     if other:
         problems.append(f"other resource_type checks also apply: {', '.join(other)}")
     c.add("resources.resource_type_check", not problems, "; ".join(problems))
@@ -243,6 +300,8 @@ def check_ledger(conn, c: Checklist) -> None:
 
 
 def run(conn: psycopg.Connection, c: Checklist) -> None:
+    """Run inside a (read-only) transaction: the fixed search_path ends with it."""
+    conn.execute("SET LOCAL search_path = pg_catalog")
     if not check_tables(conn, c):
         return
     for check in (check_columns, check_keys, check_rls_and_policies, check_trigger, check_indexes,

@@ -1,7 +1,6 @@
 """`scripts/smoke.py`: is this database what the bundle promises?"""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from . import db
@@ -10,6 +9,8 @@ from .crypto import Keyring
 from .errors import UsageError
 from .secretsource import SECRET_ENV, env_secret, primary_secret
 from .smoke import run_checks
+
+LABELS = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "warn": "WARN"}
 
 
 def main(argv: list[str]) -> int:
@@ -32,7 +33,6 @@ def main(argv: list[str]) -> int:
         print_json(result.as_dict())
     else:
         for c in result.checks:
-            print(f"{'PASS' if c.passed else 'FAIL'}  {c.name}{'' if c.passed else ': ' + c.detail}")
-        failed = sum(not c.passed for c in result.checks)
-        print(f"smoke: {len(result.checks) - failed}/{len(result.checks)} checks passed in {result.duration_ms} ms", file=sys.stdout)
+            print(f"{LABELS[c.status]}  {c.name}{'' if c.passed or not c.detail else ': ' + c.detail}")
+        print(result.summary())
     return 0 if result.passed else 1

@@ -1,6 +1,7 @@
 // The live backend's encryptSecret/decryptSecret, with Node's built-in crypto only:
 // AES-256-CBC, PKCS7, random 16-byte IV, "iv_hex:ciphertext_hex", key = SHA-256(secret).
 // Usage: INTEGRATION_ENCRYPTION_SECRET=... node backend_crypto.js encrypt|decrypt < lines
+// (or require() it: clients/node's tests compare the keyring with it)
 "use strict";
 const crypto = require("crypto");
 
@@ -23,11 +24,15 @@ function decryptSecret(stored) {
   return Buffer.concat([decipher.update(Buffer.from(dataHex, "hex")), decipher.final()]).toString("utf8");
 }
 
-const mode = process.argv[2];
-const input = require("fs").readFileSync(0, "utf8");
-// One JSON string per line, so any unicode text (newlines included) survives the trip.
-const out = input.split("\n").filter((l) => l.length).map((line) => {
-  const value = JSON.parse(line);
-  return JSON.stringify(mode === "encrypt" ? encryptSecret(value) : decryptSecret(value));
-});
-process.stdout.write(out.join("\n") + "\n");
+module.exports = { encryptSecret, decryptSecret };
+
+if (require.main === module) {
+  const mode = process.argv[2];
+  const input = require("fs").readFileSync(0, "utf8");
+  // One JSON string per line, so any unicode text (newlines included) survives the trip.
+  const out = input.split("\n").filter((l) => l.length).map((line) => {
+    const value = JSON.parse(line);
+    return JSON.stringify(mode === "encrypt" ? encryptSecret(value) : decryptSecret(value));
+  });
+  process.stdout.write(out.join("\n") + "\n");
+}
