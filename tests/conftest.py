@@ -2,6 +2,7 @@
 system's 15 (Debian postgresql-15) when installed. Each test gets a fresh database."""
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -52,8 +53,26 @@ def server(request, _servers, tmp_path_factory) -> LocalServer:
         os.chmod(base, 0o755)
         _servers[label] = LocalServer(bindir, base, fast=True, superuser=SUPERUSER)
         _servers[label].start()
+        _export_password(_servers[label])
         _create_supabase_postgres_role(_servers[label])
     return _servers[label]
+
+
+def _export_password(server: LocalServer) -> None:
+    """The test servers ask for a password (issue 10): every process of the session (psycopg
+    here, the scripts, Pulumi's dynamic-provider host) finds it as libpq does in production,
+    through PGPASSFILE, one line per server, any role."""
+    if not server.password:
+        return
+    path = Path(tempfile.gettempdir()) / f"x402db-tests-{os.getpid()}.pgpass"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, server.passfile.read_bytes())
+    finally:
+        os.close(fd)
+    if os.environ.get("PGPASSFILE") != str(path):
+        atexit.register(lambda: path.unlink(missing_ok=True))
+    os.environ["PGPASSFILE"] = str(path)
 
 
 def _create_supabase_postgres_role(server: LocalServer) -> None:

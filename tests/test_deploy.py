@@ -33,7 +33,7 @@ def test_deploy_json_on_supabase_runs_catalog_smoke_only(supabase_db):
     assert any(c["name"] == "rls.select_own_only" and c["passed"] for c in full["smoke"]["checks"])
 
 
-def test_deploy_prints_a_url_without_any_credential(server, empty_db):
+def test_deploy_prints_a_url_without_any_credential(server, empty_db, monkeypatch):
     """Finding 4 of issue 10: with a password (and an sslpassword) in DATABASE_URL, the final line
     was key=value and carried the sslpassword; --json did too. Now: a URL, no credential, and
     it still connects for the user who ran it (the local server's passfile is in the URL)."""
@@ -58,8 +58,9 @@ def test_deploy_prints_a_url_without_any_credential(server, empty_db):
     doc = json.loads(run_script("deploy_local.py", "--json", env={"DATABASE_URL": with_pw}).stdout)
     assert doc["database_url"] == printed
     # Our own local server's URL keeps its passfile, so the printed line connects as is.
-    r = run_script("deploy_local.py", env={"DATABASE_URL": empty_db})
+    r = run_script("deploy_local.py", env={"DATABASE_URL": server.url(params["dbname"]), "PGPASSFILE": "/nonexistent"})
     printed = r.stdout.strip().splitlines()[-1].removeprefix("DATABASE_URL=")
     assert printed.startswith("postgresql://") and "passfile=" in printed
+    monkeypatch.setenv("PGPASSFILE", "/nonexistent")  # only the URL's own passfile can help
     with psycopg.connect(printed) as conn:
         assert conn.execute("select 1").fetchone() == (1,)

@@ -41,7 +41,7 @@ def bare(dsn: str) -> str:
 
 @as_root
 def test_another_os_user_cannot_connect_without_the_owners_password(server):
-    dsn = server.dsn()
+    dsn = server.url()
     # The owner connects with the DSN as handed out (it names the 0600 passfile) ...
     with psycopg.connect(dsn) as conn:
         rules = conn.execute("SELECT DISTINCT type, auth_method FROM pg_hba_file_rules WHERE error IS NULL").fetchall()
@@ -70,7 +70,7 @@ def test_a_server_made_with_trust_auth_is_secured_on_start(tmp_path_factory):
         server._run("initdb", "-D", str(server.datadir), "-U", "postgres", "--auth=trust", "--no-sync")
         server.start()
         assert server.password and server.passfile.exists()
-        with psycopg.connect(server.dsn()) as conn:
+        with psycopg.connect(server.url()) as conn:
             assert conn.execute("SELECT DISTINCT auth_method FROM pg_hba_file_rules").fetchall() == [("scram-sha-256",)]
         r = psql_as("nobody", server, bare(server.dsn()))
         assert r.returncode != 0 and "password" in r.stderr

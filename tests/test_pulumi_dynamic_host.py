@@ -22,11 +22,9 @@ URN = "urn:pulumi:test::x402-openrouter-db::pulumi-python:dynamic/x402:SqlMigrat
 
 
 @pytest.fixture
-def host(server):
-    # The local server asks for a password: as for `pulumi up` on the dev stack, libpq finds it
-    # through PGPASSFILE (the program's DSN carries none).
+def host():
     proc = subprocess.Popen([sys.executable, "-m", "pulumi.dynamic"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "PGPASSFILE": str(server.passfile)})
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
     port = proc.stdout.readline().decode().strip()
     assert port.isdigit(), proc.stderr.read().decode()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")

@@ -54,7 +54,8 @@ def resolve_target_dsn(log) -> tuple[str, str]:
         return dsn, f"DATABASE_URL ({db.redact(dsn)})"
     log(f"starting embedded PostgreSQL in {LOCAL_BASE.relative_to(ROOT)}")
     server = start_local_server()
-    return server.ensure_database(LOCAL_DB), f"embedded {server.version()} in {server.base.relative_to(ROOT)}"
+    server.ensure_database(LOCAL_DB)
+    return server.url(LOCAL_DB), f"embedded {server.version()} in {server.base.relative_to(ROOT)}"
 
 
 def deploy(requested_target: str | None, settings: Settings, log, run_smoke=None) -> Report:

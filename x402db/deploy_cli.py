@@ -63,7 +63,8 @@ def local_main(argv: list[str]) -> int:
     server = local_server()
     if args.action == "start":
         server = start_local_server()
-        print(f"DATABASE_URL={db.redact(server.ensure_database(LOCAL_DB))}")
+        server.ensure_database(LOCAL_DB)
+        print(f"DATABASE_URL={db.redact(server.url(LOCAL_DB))}")
     elif args.action == "delete":
         server.delete()
         print(f"deleted the local database in {server.base}")
@@ -74,11 +75,11 @@ def local_main(argv: list[str]) -> int:
     elif args.action == "url":
         if not server.running():
             raise BundleError("the local database is not running; run `make deploy` first")
-        print(db.redact(server.dsn(LOCAL_DB)))
+        print(db.redact(server.url(LOCAL_DB)))
     else:
         if not server.running():
             raise BundleError("the local database is not running; run `make deploy` first")
-        with db.connect(server.dsn(LOCAL_DB)) as conn:
+        with db.connect(server.url(LOCAL_DB)) as conn:
             engine = Engine(conn, files, detect(conn), log=log_to_stderr())
             done = [o for o in engine.down(to=args.to, allow_data_loss=args.allow_data_loss,
                                            accept_edited_down=args.accept_edited_down) if o]

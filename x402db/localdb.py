@@ -88,9 +88,10 @@ def write_private(path: Path, text: str) -> None:
 @dataclass
 class LocalServer:
     """A loopback-only server that asks every connection for a password (scram-sha-256). The
-    generated password is in `base/pgpass`, mode 0600, owned by whoever started the server, and
-    every DSN this class hands out names that file (libpq's `passfile`): the checkout's owner
-    connects with no further step, and no other OS user can."""
+    generated password is in `base/pgpass`, mode 0600, owned by whoever started the server:
+    `url()` names that file (libpq's `passfile`), so the checkout's owner connects with it and
+    no further step, and no other OS user can. `dsn()` is the bare URL, for callers that give
+    libpq the password their own way (PGPASSFILE, as Pulumi's dynamic-provider host does)."""
 
     bindir: Path
     base: Path  # holds the port, the passfile and, unless elsewhere (see POINTER), data/ and server.log
@@ -181,10 +182,15 @@ class LocalServer:
         return int(port_file.read_text())
 
     def dsn(self, dbname: str = "postgres", user: str | None = None) -> str:
-        url = f"postgresql://{quote(user or self.superuser, safe='')}@127.0.0.1:{self.port()}/{quote(dbname, safe='')}"
-        if self.passfile.exists():
-            url += f"?passfile={quote(str(self.passfile), safe='/')}"
-        return url
+        return f"postgresql://{quote(user or self.superuser, safe='')}@127.0.0.1:{self.port()}/{quote(dbname, safe='')}"
+
+    def url(self, dbname: str = "postgres", user: str | None = None) -> str:
+        """A URL that works on its own for the owner: it names the passfile."""
+        url = self.dsn(dbname, user)
+        return f"{url}?passfile={quote(str(self.passfile), safe='/')}" if self.passfile.exists() else url
+
+    def _connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.url(), autocommit=True)
 
     def running(self) -> bool:
         return self.datadir.exists() and self._run("pg_ctl", "status", "-D", str(self.datadir), check=False).returncode == 0
@@ -244,7 +250,7 @@ class LocalServer:
         """A cluster made by an earlier version trusted every local connection: give its
         superuser a password, require it from everyone, and reload."""
         password = secrets.token_urlsafe(32)
-        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+        with self._connect() as conn:
             # Hashed here, so the statement (and any statement log) never holds the password.
             verifier = conn.pgconn.encrypt_password(password.encode(), self.superuser.encode(), b"scram-sha-256")
             conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(self.superuser), sql.Literal(verifier.decode())))
@@ -284,7 +290,7 @@ class LocalServer:
         shutil.rmtree(self.base, ignore_errors=True)
 
     def ensure_database(self, dbname: str, owner: str | None = None) -> str:
-        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+        with self._connect() as conn:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
                 stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname))
                 if owner:
