@@ -90,8 +90,11 @@ def _status(dsn: str) -> tuple[int, dict[str, str]]:
 ACTIVE = ("SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = %s AND state = 'active'"
           " AND query LIKE %s")
 WAITING = ("SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = %s AND wait_event_type = 'Lock'")
+# Only the concurrent build: the transactional part's plain CREATE INDEX on the new (empty)
+# table shows in this view too, for a moment, and killing there is the "transaction" point.
 BUILDING = ("SELECT p.pid FROM pg_stat_progress_create_index p JOIN pg_stat_activity a USING (pid)"
-            " WHERE a.application_name = %s AND p.datname = %s AND p.phase LIKE 'building index%%'")
+            " WHERE a.application_name = %s AND p.datname = %s AND p.command = 'CREATE INDEX CONCURRENTLY'"
+            " AND p.phase LIKE 'building index%%'")
 
 
 def _dbname(dsn: str) -> str:

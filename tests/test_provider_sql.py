@@ -51,11 +51,9 @@ def migrate_up(conn):
     Engine(conn, migrations.load(), detect(conn, None)).up()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 9 C: until 005 applies the access model's grants in its own transaction, Supabase's default "
-    "privileges leave authenticated TRUNCATE, REFERENCES and TRIGGER, and the provider's Grant only "
-    "revokes the privileges it lists (REVOKE SELECT,INSERT,UPDATE,DELETE ...) before granting them"))
 def test_migration_then_the_providers_grants_give_the_access_model(supa):
+    # The provider's Grant revokes only the privileges it lists; the model holds because 005
+    # applies the access model's grants in its own transaction (issue 9 C).
     with connect(supa) as conn:
         migrate_up(conn)  # what SqlMigration's create runs; the Grants come after it
         s = p.Session(conn)
@@ -71,9 +69,7 @@ def test_grants_create_update_delete_as_supabase_postgres(supa):
         s = p.Session(conn)
         for g in p.grants(conn.info.dbname):
             p.grant_create(s, g)
-        # The provider's own SQL fixes anon (REVOKE ALL) and service_role; authenticated keeps what
-        # Supabase's default privileges gave it beyond the four listed (the xfail above).
-        assert [g.key for g in access.diff(conn)] in ([], ["authenticated-user_openrouter_integrations"])
+        assert access.diff(conn) == []
         assert table_acl(conn, "anon") == set()
         assert {"SELECT", "INSERT", "UPDATE", "DELETE"} <= table_acl(conn, "authenticated")
         for u in access.SCHEMA_USAGE:

@@ -52,6 +52,7 @@ SABOTAGE = [
     ("user_delete_restricted", f"ALTER TABLE {T} DROP CONSTRAINT user_openrouter_integrations_user_id_fkey, ADD CONSTRAINT user_openrouter_integrations_user_id_fkey FOREIGN KEY (user_id) REFERENCES auth.users(id) ON DELETE RESTRICT", "integrations.user_delete_cascades"),
     ("model_delete_cascades", "ALTER TABLE public.x402_resources DROP CONSTRAINT x402_resources_openrouter_model_id_fkey, ADD CONSTRAINT x402_resources_openrouter_model_id_fkey FOREIGN KEY (openrouter_model_id) REFERENCES public.ai_models(id) ON DELETE CASCADE", "resources.model_delete_sets_null"),
     ("ledger_row_missing", f"DELETE FROM {PRIVATE_SCHEMA}.schema_migrations WHERE version = '005'", "ledger.005"),
+    ("ledger_steps_pending", f"UPDATE {PRIVATE_SCHEMA}.schema_migrations SET state = 'steps-pending' WHERE version = '005'", "ledger.005"),
     ("tables_missing", f"DROP TABLE {T}", "tables.present"),
     # The backend's queries, replayed as service_role the way PostgREST runs them.
     ("service_role_reads_no_key", f"REVOKE SELECT ON {T} FROM service_role; GRANT SELECT (user_id, is_enabled) ON {T} TO service_role", "contract.select_by_user"),

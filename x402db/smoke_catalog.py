@@ -15,6 +15,7 @@ import psycopg
 
 from . import access, ledger, migrations
 from .checks import Checklist
+from .engine import HINTS
 
 T = "public.user_openrouter_integrations"
 R = "public.x402_resources"
@@ -294,9 +295,13 @@ def check_ledger(conn, c: Checklist) -> None:
     shipped = migrations.find(migrations.load(), "005")
     if entry is None:
         c.add("ledger.005", False, "migration 005 is not recorded as applied in the ledger")
-    else:
-        c.add("ledger.005", entry.checksum == shipped.checksum,
+    elif entry.checksum != shipped.checksum:
+        c.add("ledger.005", False,
               f"ledger checksum {entry.checksum[:12]} does not match the shipped file {shipped.checksum[:12]} (drift)")
+    else:
+        # A half-finished run commits its ledger row with the work it did: say which half.
+        hint = HINTS.get(entry.state, f"unknown ledger state {entry.state!r}")
+        c.add("ledger.005", entry.state == "applied", f"migration 005 is {entry.state}: {hint}")
 
 
 def run(conn: psycopg.Connection, c: Checklist) -> None:
