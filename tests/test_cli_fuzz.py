@@ -95,6 +95,8 @@ def token(script: str):
         st.sampled_from(options).map(lambda o: f"{o}={MARKER}"),
         st.sampled_from(options).flatmap(lambda o: st.integers(3, len(o)).map(lambda n: o[:n])),  # abbreviations
         st.sampled_from(["-h", "--", "-", "--x", "-x"]).map(lambda p: p + MARKER),
+        # argparse quotes values with repr: a quote inside switches the quote style.
+        st.sampled_from(["'", '"', "\\", "' (choose from 'x')", "\n"]).map(lambda q: MARKER + q),
         st.sampled_from(["0", "-1", "99999999999999999999", "1e3", "", " ", "\u0661"]),
     )
 

@@ -14,6 +14,7 @@ import argparse
 import difflib
 import errno
 import json
+import logging
 import os
 import re
 import sys
@@ -151,9 +152,11 @@ class Parser(argparse.ArgumentParser):
         return opts
 
     def parse_args(self, args: Sequence[str] | None = None, namespace=None):  # type: ignore[override]
-        ns, extras = self.parse_known_args(args, namespace)
+        argv = list(args if args is not None else sys.argv[1:])
+        Parser._typed = argv  # what the user typed, so that no error message can repeat it
+        ns, extras = self.parse_known_args(argv, namespace)
         if extras:
-            self._unrecognized(list(args if args is not None else sys.argv[1:]), extras)
+            self._unrecognized(argv, extras)
         return ns
 
     def _unrecognized(self, argv: list[str], extras: list[str]) -> None:
@@ -180,12 +183,20 @@ class Parser(argparse.ArgumentParser):
         sys.exit(USAGE_EXIT)
 
     def _sanitize(self, message: str) -> str:
-        """argparse quotes the offending value in several messages; keep only our own words."""
-        message = re.sub(r"invalid choice: '.*?' \(choose from (.*)\)$", r"invalid choice; choose from \1", message, flags=re.S)
-        message = re.sub(r"invalid (\S+) value: '.*'$", r"invalid \1 value", message, flags=re.S)
-        message = re.sub(r"ignored explicit argument '.*'$", "takes no value", message, flags=re.S)
+        """argparse repeats the offending value (as repr, in either quote style) in several
+        messages; keep only our own words, then strip anything typed that is still there."""
+        if ": invalid choice: " in message and "(choose from " in message:
+            # The choices come last; the value, before them, may itself contain anything.
+            head = message.split(": invalid choice: ", 1)[0]
+            message = f"{head}: invalid choice; choose from {message.rsplit('(choose from ', 1)[1].rstrip(')')}"
+        message = re.sub(r"invalid (\S+) value: .*$", r"invalid \1 value", message, flags=re.S)
+        message = re.sub(r"ignored explicit argument .*$", "takes no value", message, flags=re.S)
         message = re.sub(r"unrecognized arguments: .*$", "unrecognized arguments (not shown)", message, flags=re.S)
         safe = self._safe_words()
+        typed = {piece for tok in getattr(Parser, "_typed", []) for piece in (tok, *tok.split("=", 1))}
+        for piece in sorted(typed - safe, key=len, reverse=True):
+            if len(piece) >= 4:
+                message = message.replace(repr(piece), "<value not shown>").replace(piece, "<value not shown>")
         message = _QUOTED.sub(lambda m: m.group(0) if m.group(1) in safe else "<value not shown>", message)
         return " ".join(message.split())
 
@@ -215,6 +226,10 @@ def _silence_stdout() -> None:
 
 def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> None:
     """Run a script's main and exit: 0 ok, 1 failed or refused, 2 usage, input or connection error."""
+    # psycopg logs the errors it ignores (a rollback after Ctrl-C) through logging's last-resort
+    # handler, straight to stderr: the one error line below says what happened.
+    logging.getLogger("psycopg").addHandler(logging.NullHandler())
+    logging.getLogger("psycopg").propagate = False
     try:
         code = main(sys.argv[1:] if argv is None else argv)
         _flush_stdout()

@@ -10,6 +10,7 @@ the table's trigger: the row really is rewritten, and the audit row says by whic
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -111,6 +112,7 @@ class Rotator:
         # With a second connection, batch N is written while batch N+1 is decrypted: the
         # server's work and ours overlap on two cores instead of taking turns.
         self.write_conn = write_conn
+        self._lock = threading.Lock()
 
     # -- per row ------------------------------------------------------------------------------
 
@@ -159,16 +161,14 @@ class Rotator:
         Every new ciphertext is decrypted back before it is written."""
         contexts = [Context(uid) for uid, _ in rows]
         results = self.keyring.decrypt_many([(old, ctx) for (_, old), ctx in zip(rows, contexts)], self.shape)
-        planned, fps, plaintexts = [], {}, []
+        planned, fps, plaintexts, undecryptable, current = [], {}, [], [], []
         for (uid, old), ctx, result in zip(rows, contexts, results):
             if isinstance(result, DecryptError):
-                report.undecryptable.append(uid)
-                report.undecryptable_reasons[result.reason] += 1
+                undecryptable.append((uid, result.reason))
                 continue
             plaintext, fp = result
             if fp == self.new_fp and _is_format(old, self.to_format):
-                report.by_key[fp] += 1
-                report.already_current += 1
+                current.append(fp)
                 continue
             planned.append((uid, old, self.keyring.encrypt(plaintext, self.to_format, ctx)))
             plaintexts.append((plaintext, ctx))
@@ -177,14 +177,20 @@ class Rotator:
         for (uid, _, _), ok in zip(planned, verified):
             if not ok:
                 raise BundleError(f"verification of the new ciphertext failed for user {uid}; nothing of this batch was written")
+        with self._lock:  # the writer thread accounts its writes into the same report
+            for uid, reason in undecryptable:
+                report.undecryptable.append(uid)
+                report.undecryptable_reasons[reason] += 1
+            report.by_key.update(current)
+            report.already_current += len(current)
         return planned, fps
 
-    @staticmethod
-    def _account(planned, fps, written: set[str], report: Report) -> list[str]:
-        report.rotated += len(written)
-        report.by_key.update(fps[uid] for uid in written)
-        missed = [uid for uid, _, _ in planned if uid not in written]
-        report.conflicts += len(missed)
+    def _account(self, planned, fps, written: set[str], report: Report) -> list[str]:
+        with self._lock:
+            report.rotated += len(written)
+            report.by_key.update(fps[uid] for uid in written)
+            missed = [uid for uid, _, _ in planned if uid not in written]
+            report.conflicts += len(missed)
         return missed
 
     def _handle(self, rows: list[tuple[str, str]], report: Report, apply: bool) -> None:
@@ -214,38 +220,29 @@ class Rotator:
         from concurrent.futures import ThreadPoolExecutor
 
         missed: list[str] = []
-        pending = None
 
-        def settle() -> None:
-            # Count a submitted batch exactly once, when its write has returned.
-            nonlocal pending, missed
-            planned, fps, future, n = pending
-            written = future.result()  # if interrupted while waiting, `pending` still holds it
-            pending = None
-            missed += self._account(planned, fps, written, report)
+        def write_and_account(planned, fps, n: int) -> None:
+            # Accounted by the writer thread itself, right after its commit: Ctrl-C reaches only
+            # the main thread, so no interrupt can fall between a committed batch and its count.
+            written = self._write(planned, self.write_conn)
+            missed.extend(self._account(planned, fps, written, report))
             self.progress(n)
 
+        # On any exit, the pool's shutdown waits for the write in flight, which counts itself
+        # before the audit is written.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rotation-writer") as pool:
-            try:
-                for rows in self._batches():
+            pending = None
+            for rows in self._batches():
+                with self._lock:
                     report.total += len(rows)
-                    planned, fps = self._classify(rows, report)
-                    if pending is not None:
-                        settle()
-                    if self.on_batch_read is not None:
-                        self.on_batch_read(planned)
-                    pending = (planned, fps, pool.submit(self._write, planned, self.write_conn), len(rows))
+                planned, fps = self._classify(rows, report)
                 if pending is not None:
-                    settle()
-            except BaseException:
-                # Interrupted (Ctrl-C, a failed read) while a write was in flight: that write
-                # commits or not on its own connection; wait for it, so the audit counts it.
-                if pending is not None:
-                    try:
-                        settle()
-                    except BaseException:
-                        pass  # the write itself failed: nothing of it was committed
-                raise
+                    pending.result()  # one write in flight at a time; a failed write stops the run
+                if self.on_batch_read is not None:
+                    self.on_batch_read(planned)
+                pending = pool.submit(write_and_account, planned, fps, len(rows))
+            if pending is not None:
+                pending.result()
         if missed:
             # Conflicted rows: their accounting so far counted them as misses only.
             self._handle(self._reread(missed), report, apply=True)
@@ -257,6 +254,7 @@ class Rotator:
             raise BundleError(f"{TABLE} does not exist: deploy migration 005 first")
         if apply:
             self._begin_audit(report)
+        failing = False
         try:
             if apply and self.write_conn is not None:
                 self._run_pipelined(report)
@@ -269,15 +267,21 @@ class Rotator:
             if apply and report.undecryptable:
                 report.status = "incomplete"
         except KeyboardInterrupt:
-            report.status = "interrupted"
+            report.status, failing = "interrupted", True
             raise
         except BaseException:
-            report.status = "failed"
+            report.status, failing = "failed", True
             raise
         finally:
             report.finished_at = datetime.now(timezone.utc).isoformat()
             if apply:
-                self._end_audit(report)
+                try:
+                    self._end_audit(report)
+                except psycopg.Error:
+                    if not failing:
+                        raise
+                    # The run's own error is the one to report; the next run marks this one
+                    # interrupted, as after kill -9.
         return report
 
     # -- audit --------------------------------------------------------------------------------
@@ -294,12 +298,27 @@ class Rotator:
                 sql.SQL("INSERT INTO {} (to_format, new_fingerprint, old_fingerprints) VALUES (%s, %s, %s) RETURNING id").format(AUDIT),
                 (report.to_format, report.new_fingerprint, report.old_fingerprints)).fetchone()[0]
 
+    @staticmethod
+    def _usable(conn: psycopg.Connection | None) -> bool:
+        # After Ctrl-C in the middle of a query, libpq may still be busy with it (ACTIVE).
+        return conn is not None and not conn.closed and not conn.broken and \
+            conn.info.transaction_status != psycopg.pq.TransactionStatus.ACTIVE
+
     def _end_audit(self, report: Report) -> None:
-        if self.conn.closed or self.conn.broken:
-            return
+        """Record the outcome, on the reading connection or, if an interrupt left that one busy,
+        on the writer's: the counts must reach the audit even then."""
+        update = sql.SQL("UPDATE {} SET finished_at = now(), status = %s, summary = %s WHERE id = %s").format(AUDIT)
+        conns = [c for c in (self.conn, self.write_conn) if self._usable(c)]
         try:
-            with self.conn.transaction():
-                self.conn.execute(sql.SQL("UPDATE {} SET finished_at = now(), status = %s, summary = %s WHERE id = %s").format(AUDIT),
-                                  (report.status, json.dumps(report.as_dict()), report.run_id))
+            for i, conn in enumerate(conns):
+                try:
+                    with conn.transaction():
+                        conn.execute(update, (report.status, json.dumps(report.as_dict()), report.run_id))
+                    break
+                except psycopg.Error:
+                    if i == len(conns) - 1:
+                        raise
         finally:
-            self.conn.execute("SELECT pg_advisory_unlock(%s)", (ROTATION_LOCK_KEY,))
+            # The session lock ends with the session anyway; release it early when we can.
+            if self._usable(self.conn):
+                self.conn.execute("SELECT pg_advisory_unlock(%s)", (ROTATION_LOCK_KEY,))
