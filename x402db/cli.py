@@ -195,7 +195,8 @@ class Parser(argparse.ArgumentParser):
         safe = self._safe_words()
         typed = {piece for tok in getattr(Parser, "_typed", []) for piece in (tok, *tok.split("=", 1))}
         for piece in sorted(typed - safe, key=len, reverse=True):
-            if len(piece) >= 4:
+            # Text that is part of a real option's name (an abbreviation) is ours, not a secret.
+            if len(piece) >= 4 and not any(piece in word for word in safe):
                 message = message.replace(repr(piece), "<value not shown>").replace(piece, "<value not shown>")
         message = _QUOTED.sub(lambda m: m.group(0) if m.group(1) in safe else "<value not shown>", message)
         return " ".join(message.split())
