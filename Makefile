@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The stamp is named after the requirements' hash, so editing a pin reinstalls.
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
 
-.PHONY: venv deploy test smoke status stop revert bench clean-local
+.PHONY: venv deploy plan test smoke status stop revert bench clean-local
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ venv: $(STAMP)
 
 deploy: venv                 ## deploy to $$DATABASE_URL, else to an embedded PostgreSQL under .local/
 	@$(BIN)/python scripts/deploy_local.py
+
+plan: venv                   ## what `make deploy` would run, lock and refuse, changing nothing ($$DATABASE_URL, else local); ARGS="--down" for a revert
+	@DATABASE_URL=$${DATABASE_URL:-$$($(BIN)/python scripts/local_db.py url)} $(BIN)/python scripts/migrate.py plan $(ARGS)
 
 test: venv                   ## the whole suite, against real PostgreSQL 18 (and 15 when installed), and the Node keyring's
 	@if command -v node >/dev/null; then echo "node --test clients/node/"; node --test --test-reporter=dot clients/node/ && echo; \

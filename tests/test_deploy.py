@@ -17,8 +17,14 @@ def test_deploy_then_redeploy(empty_db):
     lines = r.stdout.strip().splitlines()
     assert lines[-1] == f"DATABASE_URL={empty_db}"
     assert "000_platform_compat (applied)" in r.stdout and "smoke:" in r.stdout
+    # The plan's one-line summary comes before anything is applied.
+    [summary] = [l for l in r.stderr.splitlines() if l.startswith("plan: ")]
+    assert summary.startswith("plan: up 000 apply, 001 apply, 005 apply on postgres: ready; strongest locks: ")
+    assert "public.x402_resources AccessExclusiveLock" in summary
+    assert r.stderr.index(summary) < r.stderr.index("000_platform_compat: applying")
     again = run_script("deploy_local.py", env={"DATABASE_URL": empty_db})
     assert again.returncode == 0
+    assert "plan: up on postgres: nothing to do" in again.stderr
     assert "nothing to apply, already up to date" in again.stdout and "grants:     already in place" in again.stdout
 
 

@@ -149,3 +149,28 @@ def test_check_rejects_a_checksum_that_does_not_match(host, empty_db):
     inputs = program_inputs(empty_db)["005"]
     _, failures = h.check({**inputs, "checksum": "0" * 64})
     assert [f.property for f in failures] == ["checksum"]
+
+
+def test_create_and_delete_refuse_what_the_plan_refuses_with_its_reasons(host, empty_db):
+    """The resource builds the plan first: a create whose precondition fails, or a delete that
+    an `always` guard forbids even with allowDataLoss, is refused with the plan's reasons and
+    changes nothing."""
+    h = Host(host)
+    inputs = program_inputs(empty_db)
+    with pytest.raises(grpc.RpcError) as err:
+        h.create(h.check(inputs["005"])[0])  # 000 and 001 not applied: auth.users is missing
+    details = err.value.details()
+    assert "SqlMigration 005_add_openrouter_integration create: up refused by its plan" in details
+    assert "precondition fails: auth.users is missing" in details
+    assert not _table(empty_db)
+    outs = {v: h.create(h.check(inputs[v])[0])[1] for v in ("000", "001", "005")}
+    with db.connect(empty_db) as c:
+        uid = c.execute("INSERT INTO auth.users (email) VALUES ('d@example.invalid') RETURNING id").fetchone()[0]
+        c.execute("INSERT INTO public.x402_resources (user_id, resource_type, name) VALUES (%s, 'openrouter_instant', 'r')", (uid,))
+    with pytest.raises(grpc.RpcError) as err:
+        h.delete("005", {**outs["005"], "allow_data_loss": True})
+    details = err.value.details()
+    assert "delete: down refused by its plan" in details and "guard (always): 1 x402_resources row(s)" in details
+    assert _table(empty_db)
+    with db.connect(empty_db) as c:
+        assert "005" in ledger.entries(c)

@@ -62,6 +62,9 @@ SABOTAGE = [
     ("toggle_update_swallowed", f"CREATE FUNCTION public.swallow_update() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$; "
                                 f"CREATE TRIGGER swallow_update BEFORE UPDATE OF is_enabled ON {T} FOR EACH ROW EXECUTE FUNCTION public.swallow_update()", "contract.toggle_by_update"),
     ("resources_hidden_from_service_role", "REVOKE SELECT ON public.x402_resources FROM service_role, PUBLIC", "contract.affected_resources_count"),
+    # PostgREST's HEAD read still selects x402_resources.*: SELECT on the filtered columns alone is not enough.
+    ("resources_columns_hidden_from_service_role", "REVOKE SELECT ON public.x402_resources FROM service_role, PUBLIC; "
+                                                   "GRANT SELECT (user_id, resource_type) ON public.x402_resources TO service_role", "contract.affected_resources_count"),
     ("ciphertext_mangled", f"CREATE FUNCTION public.mangle() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.encrypted_api_key := NEW.encrypted_api_key || '00'; RETURN NEW; END $$; "
                            f"CREATE TRIGGER mangle BEFORE INSERT ON {T} FOR EACH ROW EXECUTE FUNCTION public.mangle()", "crypto.roundtrip"),
 ]

@@ -75,7 +75,7 @@ def diff(conn: psycopg.Connection) -> list[TableGrant]:
     return [g for g in TABLE_GRANTS if not satisfied(held_privileges(conn, g), g)]
 
 
-def _grant_sql(g: TableGrant) -> sql.Composed:
+def grant_sql(g: TableGrant) -> sql.Composed:
     table = sql.Identifier(g.schema, g.table)
     role = sql.Identifier(g.role)
     stmts = [sql.SQL("REVOKE ALL ON {} FROM {}").format(table, role)]
@@ -100,7 +100,7 @@ def apply_table_grants(conn: psycopg.Connection) -> list[str]:
     changed = []
     for g in TABLE_GRANTS:
         if _exists(conn, g) and not satisfied(held_privileges(conn, g), g):
-            conn.execute(_grant_sql(g))
+            conn.execute(grant_sql(g))
             changed.append(f"{g.role} on {g.schema}.{g.table}: {', '.join(g.privileges) or 'nothing'}")
     return changed
 

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 
 from . import ROOT, access, db, migrations
 from .engine import Engine, Settings
+from .plan import require_ready
+from .planview import summary
 from .localdb import LocalServer, embedded_bindir, write_private
 from .target import detect
 
@@ -64,6 +66,8 @@ def deploy(requested_target: str | None, settings: Settings, log, run_smoke=None
         target = detect(conn, requested_target)
         log(f"target: {target}")
         engine = Engine(conn, migrations.load(), target, settings, log=log)
+        # One line of the plan before anything runs: what will lock which table, how big.
+        log(summary(require_ready(engine, "up", what="deploy")))
         outcomes = engine.up()
         grants = access.apply(conn)
     report = Report(server=server, target=target.name, database_url=db.redact(dsn),

@@ -111,10 +111,6 @@ def _applied_by(conn: psycopg.Connection) -> str:
     return f"{db_user} ({getpass.getuser()}@{socket.gethostname()})"
 
 
-def _has_sql(text: str) -> bool:
-    return any(line.strip() and not line.strip().startswith("--") for line in text.splitlines())
-
-
 def _pg_message(exc: psycopg.Error) -> str:
     diag = getattr(exc, "diag", None)
     primary = diag.message_primary if diag and diag.message_primary else str(exc).splitlines()[0]
@@ -257,8 +253,9 @@ class Engine:
                 self._set_timeouts(self.settings.statement_timeout, local=True)
                 if direction == "down":
                     self._check_guards(m, allow_data_loss)
-                if _has_sql(script.transactional):
-                    self.conn.execute(script.transactional)
+                # One statement at a time, split by PostgreSQL's parser: the plan describes this list.
+                for statement in script.statements:
+                    self.conn.execute(statement)
                 # Before COMMIT: a table the migration just created is never visible to another
                 # session with the platform's default privileges (anon: ALL) still on it.
                 access.apply_table_grants(self.conn)

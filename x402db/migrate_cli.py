@@ -7,6 +7,8 @@ from . import db, migrations
 from .cli import Parser, add_common, log_to_stderr, print_json
 from .engine import Engine, Settings
 from .migrations import BASE
+from .plan import Planner
+from .planview import print_plan
 from .target import TARGETS, detect
 
 # States after which the database is not where any command left it: status exits 1 for them.
@@ -19,7 +21,8 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, help_ in (("up", "apply pending migrations (and finish any left steps-pending)"),
                         ("down", "revert the latest (or down to --to); finishes one left reverting"),
-                        ("status", "list migrations and their state")):
+                        ("status", "list migrations and their state"),
+                        ("plan", "show what up (or --down) would run, lock and refuse; changes nothing")):
         p = sub.add_parser(name, help=help_)
         add_common(p)
         p.add_argument("--target", choices=TARGETS, help="default: detected (supabase when auth and API roles exist)")
@@ -31,6 +34,10 @@ def build_parser() -> Parser:
             p.add_argument("--retries", type=int, default=Settings.retries, help="lock-timeout retries (default %(default)s)")
         if name == "up":
             p.add_argument("--to", help="apply up to and including this known version (e.g. 1 or 001)")
+        if name == "plan":
+            p.add_argument("--down", action="store_true", help="plan a revert instead of an apply")
+            p.add_argument("--to", help=f"as for up, or with --down as for down ({BASE}: all)")
+            p.add_argument("--allow-data-loss", action="store_true", help="with --down: plan as if data loss were allowed")
         if name == "down":
             p.add_argument("--to", help=f"revert every migration above this known version ({BASE}: all)")
             p.add_argument("--allow-data-loss", action="store_true", help="revert even when rows would be dropped")
@@ -45,7 +52,7 @@ def engine_for(args, log) -> Engine:
                 if hasattr(args, "retries") else Settings())
     files = migrations.load()
     if getattr(args, "to", None) is not None:
-        migrations.resolve_version(files, args.to, allow_base=args.command == "down")
+        migrations.resolve_version(files, args.to, allow_base=args.command == "down" or getattr(args, "down", False))
     conn = db.connect(db.resolve_dsn(args.dsn), application_name="x402db-migrate")
     target = detect(conn, args.target)
     log(f"target: {target}")
@@ -57,6 +64,13 @@ def main(argv: list[str]) -> int:
     log = log_to_stderr(not args.json)
     engine = engine_for(args, log)
     with engine.conn:
+        if args.command == "plan":
+            result = Planner(engine).build("down" if args.down else "up", to=args.to, allow_data_loss=args.allow_data_loss)
+            if args.json:
+                print_json(result.as_json())
+            else:
+                print_plan(result)
+            return 1 if result.verdict == "refused" else 0
         if args.command == "status":
             states = engine.status()
             if args.json:

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import SQL_DIR
+from . import SQL_DIR, sqlparse
 from .errors import UsageError
 
 _NAME = re.compile(r"^(?P<version>\d{3})_(?P<name>[a-z0-9_]+)\.up\.sql$")
@@ -43,6 +43,7 @@ class Guard:
 class Script:
     transactional: str
     steps: tuple[str, ...]
+    statements: tuple[str, ...] = ()  # the transactional part, split by PostgreSQL's parser
     requires: tuple[Condition, ...] = ()
     guards: tuple[Guard, ...] = ()
     adopt_if: str | None = None
@@ -78,22 +79,6 @@ def checksum(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _split_statements(block: str) -> tuple[str, ...]:
-    # Only the no-transaction section is split, and it holds plain statements (no dollar
-    # quoting), so a statement ends with a semicolon at the end of a line.
-    statements, current = [], []
-    for line in block.splitlines():
-        if not current and (not line.strip() or line.strip().startswith("--")):
-            continue
-        current.append(line)
-        if line.rstrip().endswith(";"):
-            statements.append("\n".join(current).strip())
-            current = []
-    if "".join(current).strip():
-        raise UsageError(f"unterminated statement after {NO_TRANSACTION}: {' '.join(current)[:80]}")
-    return tuple(statements)
-
-
 def _split_condition(value: str, path: Path) -> tuple[str, str]:
     sql, sep, message = value.partition(" | ")
     if not sep or not sql.strip() or not message.strip():
@@ -123,7 +108,8 @@ def parse_script(text: str, path: Path) -> Script:
     head, marker, tail = text.partition(NO_TRANSACTION)
     return Script(
         transactional=head,
-        steps=_split_statements(tail) if marker else (),
+        statements=sqlparse.split(head, path.name),
+        steps=sqlparse.split(tail, f"{path.name} (after {NO_TRANSACTION})") if marker else (),
         requires=tuple(requires),
         guards=tuple(guards),
         adopt_if=adopt_if,

@@ -59,8 +59,11 @@ class MigrationProvider(ResourceProvider):
         return DiffResult(changes=bool(changed), replaces=[], stables=["version", "name", "checksum"], delete_before_replace=False)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
+        from .plan import require_ready
+
         engine, migration = _engine(props)
         with engine.conn:
+            require_ready(engine, "up", what=f"SqlMigration {migration.label} create: up", single=True)
             outcome = engine.apply(migration)
         return CreateResult(migration.version, _outs(props, action=outcome.action if outcome else "already-applied"))
 
@@ -68,9 +71,13 @@ class MigrationProvider(ResourceProvider):
         return UpdateResult(_outs(news, action="unchanged"))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
+        from .plan import require_ready
+
         engine, migration = _engine(props)
+        allow = bool(props.get("allow_data_loss"))
         with engine.conn:
-            engine.revert(migration, allow_data_loss=bool(props.get("allow_data_loss")))
+            require_ready(engine, "down", allow_data_loss=allow, what=f"SqlMigration {migration.label} delete: down", single=True)
+            engine.revert(migration, allow_data_loss=allow)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         from . import ledger

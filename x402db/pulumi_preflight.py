@@ -67,7 +67,9 @@ def preflight(dsn: str, database: str, backend_role: str | None) -> str | None:
 class PreflightProvider(ResourceProvider):
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         failure = preflight(news["dsn"], news["database"], news.get("backend_role") or None)
-        return CheckResult(news, [CheckFailure("dsn", failure)] if failure else [])
+        # No property: the CLI prints a failing property's value next to the reason, and the secret
+        # dsn would be printed in plaintext there (issueCheckFailures formats it with %v).
+        return CheckResult(news, [CheckFailure("", failure)] if failure else [])
 
     def diff(self, _id: str, _olds: dict[str, Any], _news: dict[str, Any]) -> DiffResult:
         return DiffResult(changes=False)  # nothing to change in the database, ever

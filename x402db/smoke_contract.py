@@ -49,6 +49,18 @@ def upsert(payload: dict[str, Any]) -> tuple[sql.Composed, tuple]:
     return query, (json.dumps([payload]),)
 
 
+def count_query(link: str, user: str) -> tuple[sql.Composed, tuple]:
+    """The statement PostgREST runs for select("*", {count: "exact", head: true}).eq(link, user)
+    .eq("resource_type", "openrouter_instant") (Statements.hs mainRead with db-max-rows set, as
+    on Supabase): a HEAD still builds the read of x402_resources.*, so it needs SELECT on every
+    column, not only on the filtered ones; the count comes from a separate SELECT 1."""
+    where = sql.SQL("{r}.{link} = %s AND {r}.resource_type = %s").format(r=R, link=sql.Identifier(link))
+    query = sql.SQL("WITH pgrst_source AS (SELECT {r}.* FROM {r} WHERE {w}), pgrst_source_count AS (SELECT 1 FROM {r} WHERE {w})"
+                    " SELECT (SELECT pg_catalog.count(*) FROM pgrst_source_count) AS total_result_set,"
+                    " pg_catalog.count(_postgrest_t) AS page_total FROM (SELECT * FROM pgrst_source) _postgrest_t").format(r=R, w=where)
+    return query, (user, "openrouter_instant", user, "openrouter_instant")
+
+
 def _run(conn: psycopg.Connection, query, params=()) -> tuple[psycopg.Cursor | None, str]:
     """(cursor, "") or (None, "SQLSTATE: message") for a statement that may be refused."""
     try:
@@ -128,9 +140,7 @@ def run(ctx: Context) -> None:
         c.skip("contract.affected_resources_count", link_reason)
     else:
         with acting_as(conn, "service_role", search_path=POSTGREST_SEARCH_PATH):
-            # select("*", {count: "exact", head: true}).eq(<link>, userId).eq("resource_type", "openrouter_instant")
-            cur, err = _run(conn, sql.SQL("SELECT count(*) FROM {} WHERE {} = %s AND resource_type = 'openrouter_instant'").format(
-                R, sql.Identifier(link)), (user,))
+            cur, err = _run(conn, *count_query(link, user))
             count = cur.fetchone()[0] if cur else None
         if err or not resource_reason:
             c.add("contract.affected_resources_count", not err and count == 1,

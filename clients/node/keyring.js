@@ -121,6 +121,13 @@ function parseFormat(value, what) {
 }
 
 class Keyring {
+  // Private fields: util.inspect, console.log and JSON.stringify of a keyring (or of an object
+  // holding one) must not show the derived keys, which decrypt as well as the secrets do.
+  #shapeOk;
+  #keys;
+  #byId;
+  #legacyOrder;
+
   /**
    * @param {object} options
    * @param {string} options.secret      primary secret: encrypts and decrypts
@@ -137,36 +144,36 @@ class Keyring {
       if (!s) throw new KeyringConfigError("an encryption secret is empty");
     }
     this.format = parseFormat(format, "format");
-    this._shapeOk = fullMatcher(keyShape);
+    this.#shapeOk = fullMatcher(keyShape);
     // Primary first, deduplicated by derived key (as Python's dict.fromkeys).
     const seen = new Set();
-    this._keys = [];
+    this.#keys = [];
     for (const s of secrets) {
       const key = deriveKey(s);
       const hex = key.toString("hex");
       if (!seen.has(hex)) {
         seen.add(hex);
-        this._keys.push({ key, kid: keyId(key), fingerprint: fingerprintKey(key) });
+        this.#keys.push({ key, kid: keyId(key), fingerprint: fingerprintKey(key) });
       }
     }
-    this._byId = new Map(this._keys.map((k) => [k.kid, k])); // a later key wins a collision, as in Python
+    this.#byId = new Map(this.#keys.map((k) => [k.kid, k])); // a later key wins a collision, as in Python
     // Legacy ciphertexts do not name their key: the key that worked last is tried first, which
     // during a rotation is nearly always the right one. Same order as Python's keyring.
-    this._legacyOrder = [...this._keys];
+    this.#legacyOrder = [...this.#keys];
   }
 
   get primaryFingerprint() {
-    return this._keys[0].fingerprint;
+    return this.#keys[0].fingerprint;
   }
 
   get fingerprints() {
-    return this._keys.map((k) => k.fingerprint);
+    return this.#keys.map((k) => k.fingerprint);
   }
 
   /** Encrypt under the primary secret, in this keyring's format. v2 needs the row's user_id. */
   encrypt(plaintext, userId) {
     text(plaintext, "plaintext");
-    const { key, kid } = this._keys[0];
+    const { key, kid } = this.#keys[0];
     if (this.format === "legacy") {
       const iv = crypto.randomBytes(16);
       const c = crypto.createCipheriv("aes-256-cbc", key, iv);
@@ -191,15 +198,15 @@ class Keyring {
     if (userId !== undefined && userId !== null) text(userId, "userId");
     if (typeof stored !== "string") throw new DecryptError("malformed", "ciphertext must be text");
     if (!stored) throw new DecryptError("malformed", "ciphertext is empty");
-    if (stored.startsWith("v2:")) return this._decryptV2(stored, userId);
+    if (stored.startsWith("v2:")) return this.#decryptV2(stored, userId);
     const versioned = VERSIONED.exec(stored);
     if (versioned) {
       throw new DecryptError("unknown-format", `unknown ciphertext format '${versioned[0].slice(0, -1)}'; this tool reads legacy and v2`);
     }
-    return this._decryptLegacy(stored);
+    return this.#decryptLegacy(stored);
   }
 
-  _decryptLegacy(stored) {
+  #decryptLegacy(stored) {
     const m = LEGACY.exec(stored);
     if (!m) {
       throw new DecryptError("malformed", "not a legacy ciphertext: expected iv_hex:ciphertext_hex (32 hex digits, a colon, a multiple of 32 hex digits)");
@@ -207,7 +214,7 @@ class Keyring {
     const iv = Buffer.from(m[1], "hex");
     const ct = Buffer.from(m[2], "hex");
     let shapedWrong = false; // some key passed the padding check but gave no acceptable key
-    for (const k of [...this._legacyOrder]) {
+    for (const k of [...this.#legacyOrder]) {
       const raw = cbcDecrypt(k.key, iv, ct);
       if (raw === null) continue;
       let plaintext;
@@ -217,8 +224,8 @@ class Keyring {
         shapedWrong = true;
         continue;
       }
-      if (this._shapeOk(plaintext)) {
-        if (k !== this._legacyOrder[0]) this._legacyOrder = [k, ...this._legacyOrder.filter((o) => o !== k)];
+      if (this.#shapeOk(plaintext)) {
+        if (k !== this.#legacyOrder[0]) this.#legacyOrder = [k, ...this.#legacyOrder.filter((o) => o !== k)];
         return { plaintext, keyFingerprint: k.fingerprint };
       }
       shapedWrong = true;
@@ -226,10 +233,10 @@ class Keyring {
     if (shapedWrong) {
       throw new DecryptError("not-a-key", "decrypted, but the result is not an API key of the expected shape: most likely a wrong secret");
     }
-    throw new DecryptError("wrong-key", `no secret in the keyring (${this._keys.length}) decrypts this ciphertext`);
+    throw new DecryptError("wrong-key", `no secret in the keyring (${this.#keys.length}) decrypts this ciphertext`);
   }
 
-  _decryptV2(stored, userId) {
+  #decryptV2(stored, userId) {
     const m = V2.exec(stored);
     if (!m) {
       throw new DecryptError("malformed", "not a v2 ciphertext: expected v2:<8 hex key id>:<24 hex nonce>:<hex ciphertext and tag>");
@@ -237,7 +244,7 @@ class Keyring {
     if (userId === undefined || userId === null) {
       throw new DecryptError("no-context", "a v2 ciphertext can only be decrypted with its row's user_id");
     }
-    const k = this._byId.get(m[1]);
+    const k = this.#byId.get(m[1]);
     if (!k) throw new DecryptError("wrong-key", `no secret in the keyring has key id ${m[1]}`);
     const sealed = Buffer.from(m[3], "hex");
     let plaintext;
@@ -250,7 +257,7 @@ class Keyring {
       // A bad tag, or bytes that are not UTF-8: both mean the value was altered.
       throw new DecryptError("tampered", "v2 ciphertext failed authentication: altered, or stored under another user_id");
     }
-    if (!this._shapeOk(plaintext)) {
+    if (!this.#shapeOk(plaintext)) {
       throw new DecryptError("not-a-key", "decrypted, but the result is not an API key of the expected shape");
     }
     return { plaintext, keyFingerprint: k.fingerprint };

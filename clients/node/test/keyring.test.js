@@ -190,6 +190,32 @@ test("errors never carry a secret, a key or a plaintext", () => {
   }
 });
 
+test("a keyring logged or serialized shows no secret and no key", () => {
+  // A backend may log a keyring (console.log, a structured logger's serializer) or keep one on an
+  // object that is logged: the derived AES keys are as good as the secrets.
+  const util = require("node:util");
+  const secrets = ["TOP-SECRET-" + crypto.randomBytes(8).toString("hex"), "OLD-SECRET-" + crypto.randomBytes(8).toString("hex")];
+  const ring = K.createKeyring({ secret: secrets[0], previous: [secrets[1]] });
+  ring.decrypt(K.createKeyring({ secret: secrets[1] }).encrypt(KEY)); // the try order has changed too
+  const keys = secrets.map((s) => crypto.createHash("sha256").update(s).digest());
+  const shown = [
+    util.inspect(ring, { depth: Infinity, showHidden: true }),
+    util.inspect({ holder: { ring } }, { depth: Infinity }),
+    JSON.stringify(ring),
+    JSON.stringify({ ring }),
+    String(ring),
+    Object.keys(ring).join(" "),
+    Object.getOwnPropertyNames(ring).map((n) => util.inspect(ring[n], { depth: Infinity, showHidden: true })).join(" "),
+  ].join("\n");
+  for (const key of keys) {
+    assert.ok(!shown.includes(key.toString("hex")), shown);
+    assert.ok(!shown.includes(util.inspect(key)), shown);
+    assert.ok(!shown.includes(JSON.stringify(key)) && !shown.includes(key.join(",")), shown);
+  }
+  for (const s of secrets) assert.ok(!shown.includes(s), shown);
+  assert.ok(shown.includes(ring.primaryFingerprint) || shown.includes("Keyring"), shown); // still says what it is
+});
+
 test("plaintext that has no UTF-8 encoding is refused instead of silently altered", () => {
   const ring = K.createKeyring({ secret: NEW, keyShape: null });
   assert.throws(() => ring.encrypt("sk-\ud800"), TypeError);

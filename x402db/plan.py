@@ -1,0 +1,405 @@
+"""`migrate.py plan`: what up or down would do, statement by statement, before anything runs.
+
+The plan runs in one READ ONLY transaction with a tiny lock_timeout. It reads the catalog and,
+for a down, counts the guards' rows (AccessShareLock, the weakest lock, which only a DDL
+statement's AccessExclusiveLock can block). Nothing here waits: a read that would block is
+reported as blocked and the plan moves on.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+import psycopg
+from psycopg import errors as pgerr
+
+from . import access, ledger, sqlparse
+from .engine import HINTS, Engine
+from .errors import BundleError, DriftError, Refused
+from .locks import ANY, Prediction, blocks_reads, blocks_writes, simulate, strongest
+from .migrations import BASE, Migration, Script
+from .plancatalog import LiveCatalog
+
+PLAN_LOCK_TIMEOUT = "20ms"  # a plan never queues: writers queued behind it would wait too
+PLAN_STATEMENT_TIMEOUT = "30s"
+
+
+@dataclass
+class Lock:
+    relation: str
+    mode: str
+    rows_estimate: int | None = None
+    bytes: int | None = None
+    new: bool = False  # created by this migration's own transaction: invisible to others until COMMIT
+
+
+@dataclass
+class Step:
+    phase: str  # transaction | no-transaction
+    sql: str
+    locks: list[Lock]
+    effect: str
+    rows_estimate: int | None
+    bytes: int | None
+    writers: str
+    kind: str = ""
+    source: str = "file"  # file | engine (LOCK before the guards) | guard (its count query) | access (grants)
+    note: str = ""
+
+
+@dataclass
+class GuardCheck:
+    kind: str  # data-loss | always
+    count: int | None
+    message: str
+    verdict: str  # pass | refuse | allowed | unknown
+
+
+@dataclass
+class MigrationPlan:
+    version: str
+    name: str
+    verdict: str  # ready | refused
+    reasons: list[str]
+    statements: list[Step]
+    guards: list[GuardCheck]
+    action: str = "apply"  # apply | adopt | resume (steps left) | revert | finish-revert (steps left) | forget
+    requires: list[dict] = field(default_factory=list)
+    verdict_with_allow_data_loss: str | None = None
+
+
+@dataclass
+class Plan:
+    direction: str
+    target: str
+    verdict: str  # ready | refused | nothing-to-do
+    migrations: list[MigrationPlan]
+    engine: dict
+    blocked_reads: list[str] = field(default_factory=list)
+    verdict_with_allow_data_loss: str | None = None
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+class _Reader:
+    """Catalog reads inside the plan's transaction; a read that would wait on a lock fails at
+    once (lock_timeout) inside its own savepoint, and is reported instead of waited for."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        self.blocked: list[str] = []
+
+    def value(self, what: str, query: str, params=()):
+        try:
+            with self.conn.transaction():
+                row = self.conn.execute(query, params).fetchone()
+                return row[0] if row else None, None
+        except pgerr.LockNotAvailable:
+            self.blocked.append(f"{what}: another session holds a conflicting lock; not read")
+            return None, "blocked"
+        except (pgerr.UndefinedTable, pgerr.UndefinedColumn):
+            return 0, None
+
+
+_SIZE = """
+SELECT c.oid, CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::bigint END,
+       c.relpages::bigint * current_setting('block_size')::bigint
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s
+"""
+
+
+class _Sizes:
+    def __init__(self, reader: _Reader) -> None:
+        self.reader = reader
+        self.cache: dict[str, tuple[int | None, int | None]] = {}
+
+    def of(self, relation: str) -> tuple[int | None, int | None]:
+        if relation not in self.cache:
+            schema, _, name = relation.partition(".")
+            row = self.reader.conn.execute(_SIZE, (schema, name)).fetchone()
+            if row is None:
+                self.cache[relation] = (None, None)
+            else:
+                oid, rows, pages_bytes = row
+                # pg_total_relation_size opens the table (AccessShareLock); if a DDL holds it,
+                # fall back to the page count pg_class recorded at the last VACUUM/ANALYZE.
+                total, blocked = self.reader.value(f"size of {relation}", "SELECT pg_total_relation_size(%s)", (oid,))
+                self.cache[relation] = (rows, pages_bytes if blocked else total)
+        return self.cache[relation]
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return "?"
+
+
+def _how(effect: str, rel: str, sizes: _Sizes) -> str:
+    rows, size = sizes.of(rel)
+    figures = f"~{rows:,} rows, {human_bytes(size)}" if rows is not None else human_bytes(size)
+    return {
+        "catalog": "catalog-only",
+        "create": "catalog-only",
+        "drop": "drops it",
+        "scan": f"reads every row of {rel} ({figures})",
+        "rewrite": f"rewrites {rel} ({figures})",
+    }.get(effect, effect)
+
+
+def writers_sentence(p: Prediction, phase: str, new: set[str], held: dict[str, str], sizes: _Sizes,
+                     lock_timeout: str) -> str:
+    """What a concurrent writer feels. `held`: write-blocking locks earlier statements of the
+    same transaction already hold (they last until COMMIT)."""
+    if not p.known:
+        return f"unknown statement ({p.note}): assume it blocks reads and writes of every table it touches"
+    old = {rel: mode for rel, mode in p.locks.items() if rel not in new}
+    # A lock that blocks more than what the transaction already holds on that table is news,
+    # such as AccessExclusiveLock (reads too) after the guards' ShareRowExclusiveLock.
+    blocking = {rel: mode for rel, mode in old.items() if blocks_writes(mode)
+                and (rel not in held or (blocks_reads(mode) and not blocks_reads(held[rel])))}
+    still = sorted(rel for rel in old if rel in held and rel not in blocking)
+    parts = [f"blocks {'reads and writes' if blocks_reads(mode) else 'writes'} of {rel}" for rel, mode in blocking.items()]
+    if still:
+        parts.append(f"{', '.join(still)} still {'locked' if len(still) == 1 else 'locked'} by an earlier statement")
+    if not parts:
+        if p.effect in ("scan", "rewrite") and old:
+            rel = max(old, key=lambda r: (sizes.of(r)[0] or 0, r))
+            return (f"no writer waits; it {_how(p.effect, rel, sizes)} under {old[rel]}, which blocks only DDL, "
+                    "VACUUM and ANALYZE of that table")
+        return "no writer waits (new relations stay invisible to other sessions until COMMIT)" if p.created else "no writer waits"
+    rel = max(list(blocking) + still, key=lambda r: sizes.of(r)[0] or 0)
+    how = _how(p.effect, rel, sizes)
+    until = " until COMMIT" if phase == "transaction" else ""
+    bound = f", waiting for its lock bounded by lock_timeout {lock_timeout}" if blocking else ""
+    return f"{'; '.join(parts)}{until}; {how}{bound}"
+
+
+def _step(p: Prediction, stmt_sql: str, phase: str, sizes: _Sizes, lock_timeout: str, new: set[str],
+          held: dict[str, str], source: str = "file") -> Step:
+    locks = [Lock(rel, mode, *(sizes.of(rel) if rel != ANY and rel not in new else (None, None)), new=rel in new)
+             for rel, mode in p.locks.items()]
+    existing = [rel for rel in p.locks if rel != ANY and rel not in new]
+    rows = size = None
+    if existing:  # the figures of the largest relation it touches
+        rows, size = sizes.of(max(existing, key=lambda r: ((sizes.of(r)[0] or 0), r)))
+    return Step(phase, stmt_sql, locks, p.effect, rows, size, writers_sentence(p, phase, new, held, sizes, lock_timeout),
+                kind=p.kind, source=source, note=p.note)
+
+
+def _regclass_substituted(condition: str, catalog: LiveCatalog) -> str:
+    """A condition evaluated now, about a database that earlier migrations of this same run will
+    have changed: to_regclass('x') of a relation the plan creates or drops is replaced by what it
+    will return then."""
+    def sub(m: re.Match) -> str:
+        name = m.group(1)
+        rel = name if "." in name else catalog.qualify(None, name)
+        if rel in catalog.created:
+            return "'pg_catalog.pg_class'::regclass"
+        if rel in catalog.dropped:
+            return "NULL::regclass"
+        return m.group(0)
+    return re.sub(r"to_regclass\('([^']+)'\)", sub, condition)
+
+
+class Planner:
+    def __init__(self, engine: Engine, single: bool = False) -> None:
+        # single: the engine holds the one migration Pulumi's resource applies or reverts, and
+        # (as Engine.apply does) only that migration's own drift matters.
+        self.single = single
+        self.engine = engine
+        self.conn = engine.conn
+        self.settings = engine.settings
+
+    def engine_settings(self) -> dict:
+        s = self.settings
+        return {
+            "lock_timeout": s.lock_timeout, "statement_timeout": s.statement_timeout, "step_timeout": s.step_timeout,
+            "retries": s.retries, "backoff_s": s.backoff_s, "backoff_max_s": 8.0, "lock_wait_s": s.lock_wait_s,
+            "advisory_lock": "one migration run at a time (pg_try_advisory_lock, waits up to lock_wait_s)",
+            "ledger": "its row is written in the same transaction as the work it records (RowExclusiveLock on "
+                      "x402_private.schema_migrations, a table no application session uses)",
+        }
+
+    def build(self, direction: str, to: str | None = None, allow_data_loss: bool = False) -> Plan:
+        try:
+            return self._build(direction, to, allow_data_loss)
+        except pgerr.LockNotAvailable:
+            # A system catalog itself is locked (VACUUM FULL, a long DDL on pg_class...): rare,
+            # and waiting is what a plan must never do.
+            raise BundleError("plan: reading the catalog would wait on a lock another session holds; nothing was "
+                              "changed. See pg_locks / pg_stat_activity, then run plan again") from None
+
+    def _build(self, direction: str, to: str | None, allow_data_loss: bool) -> Plan:
+        plans: list[MigrationPlan] = []
+        with self.conn.transaction():
+            self.conn.execute("SET TRANSACTION READ ONLY")
+            self.conn.execute(f"SET LOCAL lock_timeout = '{PLAN_LOCK_TIMEOUT}'")
+            self.conn.execute(f"SET LOCAL statement_timeout = '{PLAN_STATEMENT_TIMEOUT}'")
+            reader = _Reader(self.conn)
+            catalog = LiveCatalog(self.conn)
+            sizes = _Sizes(reader)
+            plans = (self._up(to, reader, catalog, sizes) if direction == "up"
+                     else self._down(to, allow_data_loss, reader, catalog, sizes))
+            raise psycopg.Rollback()  # read only: nothing to keep
+        verdict = "nothing-to-do" if not plans else ("refused" if any(m.verdict == "refused" for m in plans) else "ready")
+        plan = Plan(direction, self.engine.target.name, verdict, plans, self.engine_settings(), reader.blocked)
+        if direction == "down" and plans:
+            plan.verdict_with_allow_data_loss = (
+                "refused" if any(m.verdict_with_allow_data_loss == "refused" for m in plans) else "ready")
+        return plan
+
+    # ---- up --------------------------------------------------------------------------------
+
+    def _up(self, to, reader, catalog, sizes) -> list[MigrationPlan]:
+        to = self.engine.resolve_to(to, allow_base=False)
+        done = ledger.entries(self.conn)
+        drift = [s for s in self.engine.status() if s.state == "drifted" or (s.state == "missing-file" and not self.single)]
+        half = [v for v, e in done.items() if e.state == "reverting"
+                and (not self.single or v in {m.version for m in self.engine.migrations})]
+        todo = [m for m in self.engine.migrations
+                if (m.version not in done or done[m.version].state == "steps-pending")
+                and (to is None or int(m.version) <= int(to))]
+        plans = []
+        for m in todo:
+            mp = MigrationPlan(m.version, m.name, "ready", [], [], [])
+            for s in drift:
+                mp.reasons.append(f"drift: {s.version}_{s.name} is {s.state}; up refuses until the original file is restored")
+            for v in half:
+                mp.reasons.append(f"migration {v} is half-reverted (ledger: reverting): {HINTS['reverting']}")
+            if m.version in done:  # steps-pending: the transaction committed, only the steps are left
+                mp.action = "resume"
+                mp.statements = self._statements(m, m.up, catalog, sizes, steps_only=True)
+                plans.append(self._finish(mp))
+                continue
+            if m.up.adopt_if:
+                adopt, blocked = reader.value(f"{m.label} adopt-if", f"SELECT ({_regclass_substituted(m.up.adopt_if, catalog)})")
+                if adopt:
+                    mp.action = "adopt"
+                    plans.append(self._finish(mp))
+                    continue
+            for cond in m.up.requires:
+                holds, blocked = reader.value(f"{m.label} require", f"SELECT ({_regclass_substituted(cond.sql, catalog)})")
+                mp.requires.append({"sql": cond.sql, "message": cond.message, "holds": None if blocked else bool(holds)})
+                if blocked:
+                    mp.reasons.append(f"precondition not evaluated (a lock is held): {cond.message}")
+                elif not holds:
+                    mp.reasons.append(f"precondition fails: {cond.message}")
+            mp.statements = self._statements(m, m.up, catalog, sizes)
+            plans.append(self._finish(mp))
+        return plans
+
+    # ---- down ------------------------------------------------------------------------------
+
+    def _down(self, to, allow_data_loss, reader, catalog, sizes) -> list[MigrationPlan]:
+        to = self.engine.resolve_to(to, allow_base=True)
+        done = ledger.entries(self.conn)
+        applied = [m for m in self.engine.migrations if m.version in done]
+        chosen = applied[-1:] if to is None else [m for m in applied if to == BASE or int(m.version) > int(to)]
+        plans = []
+        for m in reversed(chosen):
+            entry = done[m.version]
+            mp = MigrationPlan(m.version, m.name, "ready", [], [], [], action="revert")
+            if entry.kind == "adopted":
+                mp.action = "forget"
+                plans.append(self._finish(mp, allow_data_loss))
+                continue
+            if entry.checksum != m.checksum:
+                mp.reasons.append(f"drift: {m.label}'s file changed since it was applied; down refuses to run a script that may not match")
+            try:
+                self.engine._check_down_integrity(m, entry, accept_edited_down=False)
+            except DriftError as exc:
+                mp.reasons.append(f"edited down: {exc}")
+            if entry.state == "reverting":  # the drops committed; only the steps are left
+                mp.action = "finish-revert"
+                mp.statements = self._statements(m, m.down, catalog, sizes, steps_only=True)
+                plans.append(self._finish(mp, allow_data_loss))
+                continue
+            for g in m.down.guards:
+                count, blocked = reader.value(f"{m.label} guard", g.sql)
+                kind = "always" if g.always else "data-loss"
+                if blocked:
+                    verdict = "unknown"
+                elif not count:
+                    verdict = "pass"
+                else:
+                    verdict = "refuse" if g.always or not allow_data_loss else "allowed"
+                mp.guards.append(GuardCheck(kind, None if blocked else int(count), g.message, verdict))
+                if verdict in ("refuse", "unknown"):
+                    mp.reasons.append(f"guard ({kind}): {'count not read, a lock is held' if blocked else count} {g.message}")
+            mp.statements = self._statements(m, m.down, catalog, sizes, down=True)
+            plans.append(self._finish(mp, allow_data_loss))
+        return plans
+
+    def _finish(self, mp: MigrationPlan, allow_data_loss: bool = False) -> MigrationPlan:
+        mp.verdict = "refused" if mp.reasons else "ready"
+        if mp.action in ("revert", "forget"):
+            other = [r for r in mp.reasons if not r.startswith("guard (data-loss)")]
+            mp.verdict_with_allow_data_loss = "refused" if other else "ready"
+        return mp
+
+    def _statements(self, m: Migration, script: Script, catalog: LiveCatalog, sizes: _Sizes, down: bool = False,
+                    steps_only: bool = False) -> list[Step]:
+        steps: list[Step] = []
+        held: dict[str, str] = {}  # write-blocking locks the migration's transaction holds so far
+        new: set[str] = set()  # relations this migration's transaction creates: nobody else sees them yet
+
+        def add(stmt: sqlparse.Statement, phase: str, source: str = "file") -> None:
+            p = simulate(stmt, catalog)
+            if phase == "transaction":
+                new.update(p.created)
+            steps.append(_step(p, stmt.sql, phase, sizes, self.settings.lock_timeout,
+                               new if phase == "transaction" else set(), held if phase == "transaction" else {}, source))
+            if phase == "transaction":
+                for r, mode in p.locks.items():
+                    if blocks_writes(mode):
+                        held[r] = strongest([held.get(r, mode), mode])
+
+        if not steps_only:
+            if down:
+                for table in script.lock_tables:
+                    if catalog.exists(table):
+                        for s in sqlparse.statements(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE", m.label):
+                            add(s, "transaction", "engine")
+                for g in script.guards:
+                    for s in sqlparse.statements(g.sql, m.label):
+                        add(s, "transaction", "guard")
+            for s in sqlparse.statements(script.transactional, m.label):
+                add(s, "transaction")
+            for text in self._grants(catalog, new):
+                for s in sqlparse.statements(text, m.label):
+                    add(s, "transaction", "access")
+        for step in script.steps:
+            for s in sqlparse.statements(step, m.label):
+                add(s, "no-transaction")
+        return steps
+
+    def _grants(self, catalog: LiveCatalog, new: set[str]) -> list[str]:
+        """The access model's grants the engine runs before COMMIT (access.apply_table_grants):
+        for each table of the model that exists then and whose privileges differ from it. A table
+        this transaction creates carries the schema's default privileges, so it always needs them."""
+        out = []
+        for g in access.TABLE_GRANTS:
+            rel = f"{g.schema}.{g.table}"
+            if not catalog.exists(rel):
+                continue
+            if rel not in new and rel not in catalog.created and access.satisfied(access.held_privileges(self.conn, g), g):
+                continue
+            out.append(access.grant_sql(g).as_string(self.conn))
+        return out
+
+def require_ready(engine: Engine, direction: str, allow_data_loss: bool = False, what: str = "", single: bool = False) -> Plan:
+    """Build the plan and refuse, with its reasons, when it would refuse: Pulumi's create and
+    delete and `make deploy` stop here, before the engine takes any lock."""
+    plan = Planner(engine, single).build(direction, allow_data_loss=allow_data_loss)
+    if plan.verdict == "refused":
+        reasons = [f"{m.version}_{m.name}: {r}" for m in plan.migrations for r in m.reasons]
+        hint = ""
+        if direction == "down" and plan.verdict_with_allow_data_loss == "ready" and not allow_data_loss:
+            hint = ". Back the data up, then allow data loss explicitly (--allow-data-loss, or Pulumi config allowDataLoss)"
+        raise Refused(f"{what or direction} refused by its plan, nothing changed: " + "; ".join(reasons) + hint)
+    return plan

@@ -1,0 +1,155 @@
+"""The database as the plan sees it: the live catalog, overlaid with what the statements planned
+so far create and drop, so statement N is predicted against the database statement N-1 leaves.
+
+Every read is a catalog query (AccessShareLock on pg_catalog tables only); none opens a user
+relation, so none can queue behind a migration holding AccessExclusiveLock on one.
+"""
+from __future__ import annotations
+
+import psycopg
+
+from .locks import Prediction
+
+_RELATION = """
+SELECT format('%%s.%%s', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relname = %s AND (n.nspname = %s OR (%s::text IS NULL AND n.nspname = ANY(current_schemas(false))))
+ORDER BY array_position(current_schemas(false), n.nspname) LIMIT 1
+"""
+_INDEX_TABLE = """
+SELECT format('%%s.%%s', tn.nspname, t.relname) FROM pg_index x
+JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_namespace n ON n.oid = i.relnamespace
+JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+WHERE i.relname = %s AND (n.nspname = %s OR (%s::text IS NULL AND n.nspname = ANY(current_schemas(false))))
+LIMIT 1
+"""
+_FOREIGN_KEYS = """
+SELECT con.conname, format('%%s.%%s', rn.nspname, r.relname),
+       ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = con.conrelid AND a.attnum = ANY(con.conkey))
+FROM pg_constraint con JOIN pg_class t ON t.oid = con.conrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+JOIN pg_class r ON r.oid = con.confrelid JOIN pg_namespace rn ON rn.oid = r.relnamespace
+WHERE con.contype = 'f' AND tn.nspname = %s AND t.relname = %s
+"""
+_REFERENCING = """
+SELECT DISTINCT format('%%s.%%s', tn.nspname, t.relname)
+FROM pg_constraint con JOIN pg_class t ON t.oid = con.conrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+JOIN pg_class r ON r.oid = con.confrelid JOIN pg_namespace rn ON rn.oid = r.relnamespace
+WHERE con.contype = 'f' AND rn.nspname = %s AND r.relname = %s AND con.conrelid <> con.confrelid
+"""
+_OBJECTS = {
+    "policy": "SELECT 1 FROM pg_policy o WHERE o.polrelid = %s::regclass AND o.polname = %s",
+    "trigger": "SELECT 1 FROM pg_trigger o WHERE o.tgrelid = %s::regclass AND o.tgname = %s AND NOT o.tgisinternal",
+    "rule": "SELECT 1 FROM pg_rewrite o WHERE o.ev_class = %s::regclass AND o.rulename = %s",
+}
+_VOLATILE = """
+SELECT coalesce(bool_or(p.provolatile = 'v'), true) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE p.proname = %s AND (n.nspname = %s OR (%s::text IS NULL AND n.nspname = ANY(current_schemas(true))))
+"""
+
+
+def _split(relation: str) -> tuple[str, str]:
+    schema, _, name = relation.partition(".")
+    return schema, name
+
+
+def _quote(relation: str) -> str:
+    return ".".join('"' + part.replace('"', '""') + '"' for part in _split(relation))
+
+
+class LiveCatalog:
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        self.created: set[str] = set()
+        self.dropped: set[str] = set()
+        self._fks: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {}
+        self._current_schema: str | None = None
+        self._objects: dict[tuple[str, str, str], bool] = {}
+        self._version: int | None = None
+        self._valid: dict[tuple[str, str], bool] = {}
+
+    def _one(self, query: str, *args):
+        row = self.conn.execute(query, args).fetchone()
+        return row[0] if row else None
+
+    def qualify(self, schema: str | None, name: str) -> str:
+        if schema:
+            return f"{schema}.{name}"
+        found = self._one(_RELATION, name, None, None)
+        if found and found not in self.dropped:
+            return found
+        if self._current_schema is None:
+            self._current_schema = self._one("SELECT current_schema()") or "public"
+        return f"{self._current_schema}.{name}"
+
+    def is_new(self, relation: str) -> bool:
+        return relation in self.created
+
+    def exists(self, relation: str) -> bool:
+        if relation in self.created:
+            return True
+        if relation in self.dropped:
+            return False
+        schema, name = _split(relation)
+        return self._one(_RELATION, name, schema, schema) is not None
+
+    def index_table(self, schema: str | None, index: str) -> str | None:
+        table = self._one(_INDEX_TABLE, index, schema, schema)
+        return table if table and self.exists(table) else None
+
+    def foreign_keys(self, table: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+        if table not in self._fks:
+            rows = [] if table in self.created or table in self.dropped else self.conn.execute(_FOREIGN_KEYS, _split(table)).fetchall()
+            self._fks[table] = {name: (ref, tuple(cols)) for name, ref, cols in rows}
+        return {n: (ref, cols) for n, (ref, cols) in self._fks[table].items() if ref not in self.dropped}
+
+    def referencing(self, table: str) -> list[str]:
+        rows = self.conn.execute(_REFERENCING, _split(table)).fetchall()
+        return [r[0] for r in rows if r[0] not in self.dropped]
+
+    def volatile(self, function: str) -> bool:
+        schema, _, name = function.rpartition(".")
+        return bool(self._one(_VOLATILE, name, schema or None, schema or None))
+
+    def has_object(self, kind: str, table: str, name: str) -> bool:
+        key = (kind, table, name)
+        if key not in self._objects:
+            exists = table not in self.created and table not in self.dropped and self.exists(table)
+            self._objects[key] = bool(exists and self._one(_OBJECTS[kind], _quote(table), name))
+        return self._objects[key] and table not in self.dropped
+
+    def constraint_valid(self, table: str, name: str) -> bool:
+        if (table, name) not in self._valid:
+            fresh = table in self.created or table in self.dropped
+            row = None if fresh else self._one(
+                "SELECT convalidated FROM pg_constraint WHERE conrelid = %s::regclass AND conname = %s", _quote(table), name)
+            # On a table this plan creates, a constraint not added NOT VALID is valid.
+            self._valid[(table, name)] = fresh or bool(row)
+        return self._valid[(table, name)]
+
+    def server_version(self) -> int:
+        if self._version is None:
+            self._version = int(self._one("SELECT current_setting('server_version_num')"))
+        return self._version
+
+    def apply(self, p: Prediction) -> None:
+        for key in p.not_valid_added:
+            self._valid[key] = False
+        for key in p.validated:
+            self._valid[key] = True
+        for kind, table, name in p.objects_added:
+            self._objects[(kind, table, name)] = True
+        for kind, table, name in p.objects_dropped:
+            self._objects[(kind, table, name)] = False
+        for rel in p.created:
+            self.created.add(rel)
+            self.dropped.discard(rel)
+            self._fks[rel] = {}
+        for table, name, ref, cols in p.fk_added:
+            self.foreign_keys(table)
+            self._fks[table][name] = (ref, cols)
+        for table, name, _cols in p.fk_dropped:
+            self.foreign_keys(table)
+            self._fks[table].pop(name, None)
+        for rel in p.dropped:
+            self.dropped.add(rel)
+            self.created.discard(rel)
+            self._fks[rel] = {}

@@ -1,0 +1,87 @@
+"""The plan as a compact table for a human at 2 a.m. (`--json` prints the same content)."""
+from __future__ import annotations
+
+import textwrap
+
+from .locks import strongest
+from .plan import Plan, human_bytes
+
+_PHASE = {"transaction": "tx", "no-transaction": "step"}
+_INDENT = " " * 19
+
+
+def _first_line(sql: str, width: int = 78) -> str:
+    line = " ".join(sql.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _size(rows, size, new) -> str:
+    if new:
+        return "new"
+    if rows is None and size is None:
+        return ""
+    return f"~{rows:,} rows  {human_bytes(size)}" if rows is not None else human_bytes(size)
+
+
+def summary(plan: Plan) -> str:
+    """One line: the migrations, the strongest lock per table and the largest table touched."""
+    if not plan.migrations:
+        return f"plan: {plan.direction} on {plan.target}: nothing to do"
+    held: dict[str, str] = {}
+    largest = None  # (rows, bytes, relation); rows unknown (never analysed) ranks by bytes
+    for m in plan.migrations:
+        for st in m.statements:
+            for lock in st.locks:
+                held[lock.relation] = strongest([held.get(lock.relation, lock.mode), lock.mode])
+                if lock.bytes is not None or lock.rows_estimate is not None:
+                    key = (lock.rows_estimate if lock.rows_estimate is not None else -1, lock.bytes or 0, lock.relation)
+                    largest = max(largest or key, key)
+    versions = ", ".join(f"{m.version} {m.action}" for m in plan.migrations)
+    locks = ", ".join(f"{rel} {mode}" for rel, mode in sorted(held.items())) or "none"
+    big = ""
+    if largest:
+        rows = "" if largest[0] < 0 else f"~{largest[0]:,} rows, "
+        big = f"; largest table touched: {largest[2]} ({rows}{human_bytes(largest[1])})"
+    return f"plan: {plan.direction} {versions} on {plan.target}: {plan.verdict}; strongest locks: {locks}{big}"
+
+
+def print_plan(plan: Plan, out=print) -> None:
+    e = plan.engine
+    extra = ""
+    if plan.verdict_with_allow_data_loss and plan.verdict_with_allow_data_loss != plan.verdict:
+        extra = f" (with --allow-data-loss: {plan.verdict_with_allow_data_loss.upper()})"
+    out(f"plan: {plan.direction} on target {plan.target}: {plan.verdict.upper()}{extra}")
+    out(f"engine: lock_timeout {e['lock_timeout']} per statement, retried {e['retries']} times "
+        f"(backoff {e['backoff_s']:g}s doubling to {e['backoff_max_s']:g}s); statement_timeout "
+        f"{e['statement_timeout']} in the transaction, {e['step_timeout']} (none) for no-transaction steps")
+    for note in plan.blocked_reads:
+        out(f"note: {note}")
+    if not plan.migrations:
+        out("nothing to do")
+        return
+    for m in plan.migrations:
+        out("")
+        out(f"{m.version}_{m.name}: {m.action}, {m.verdict.upper()}"
+            + (f" (with --allow-data-loss: {m.verdict_with_allow_data_loss.upper()})"
+               if m.verdict_with_allow_data_loss and m.verdict_with_allow_data_loss != m.verdict else ""))
+        for reason in m.reasons:
+            out(f"  refused: {reason}")
+        for r in m.requires:
+            mark = {True: "ok", False: "FAILS", None: "not read"}[r["holds"]]
+            out(f"  require {mark:<8} {r['sql']}" + ("" if r["holds"] else f"  ({r['message']})"))
+        for g in m.guards:
+            count = "?" if g.count is None else g.count
+            out(f"  guard   {g.verdict:<8} {g.kind:<9} {count:>9}  {g.message}")
+        if m.action in ("adopt", "forget"):
+            out("  runs nothing: " + ("already present, only recorded in the ledger" if m.action == "adopt"
+                                       else "it was adopted, so only its ledger row is removed"))
+            continue
+        out(f"  {'#':>3} {'phase':<5} {'effect':<8} statement / lock, relation, size")
+        for i, st in enumerate(m.statements, 1):
+            tag = "" if st.source == "file" else f"[{st.source}] "
+            out(f"  {i:>3} {_PHASE[st.phase]:<5} {st.effect:<8} {tag}{_first_line(st.sql)}")
+            for lock in st.locks:
+                out(f"{_INDENT}{lock.mode:<25} {lock.relation:<40} {_size(lock.rows_estimate, lock.bytes, lock.new)}")
+            if st.locks or st.writers != "no writer waits":
+                for line in textwrap.wrap(f"writers: {st.writers}", 96):
+                    out(f"{_INDENT}{line}")
