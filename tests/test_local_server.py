@@ -103,7 +103,7 @@ def test_make_deploy_as_root_from_a_checkout_inside_a_0700_directory():
     checkout = _copy_checkout(private / "x402")
     (checkout / ".venv").symlink_to(ROOT / ".venv")  # the same installed venv (stamp included)
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PGPASSFILE", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")} | {"CI": "1"}
-    server = None
+    server, home = None, None
     try:
         r = subprocess.run(["make", "deploy"], cwd=checkout, capture_output=True, text=True, env=env, timeout=300)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -123,9 +123,12 @@ def test_make_deploy_as_root_from_a_checkout_inside_a_0700_directory():
         clean = subprocess.run(["make", "clean-local"], cwd=checkout, capture_output=True, text=True, env=env, timeout=120)
         assert clean.returncode == 0, clean.stderr
         assert not home.exists() and not (checkout / ".local").exists()
+        with pytest.raises(psycopg.OperationalError):  # and the server is stopped
+            psycopg.connect(url, connect_timeout=3).close()
     finally:
-        if server is not None and server.home.exists() and server.home != server.base:
-            subprocess.run([sys.executable, str(checkout / "scripts/local_db.py"), "delete"], capture_output=True)
+        if home is not None and (home / "data").exists():  # the test failed before clean-local
+            subprocess.run([str(ROOT / ".venv/bin/python"), str(checkout / "scripts/local_db.py"), "delete"], capture_output=True)
+            shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(private, ignore_errors=True)
 
 
