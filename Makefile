@@ -40,5 +40,6 @@ revert: venv                 ## revert every migration on the local database (re
 bench: venv
 	@for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
-clean-local: stop            ## delete the local database (after stopping it)
+clean-local: venv            ## delete the local database (after stopping it), wherever its data lives
+	@$(BIN)/python scripts/local_db.py delete
 	rm -rf .local

@@ -1,6 +1,7 @@
 """Shared by the benchmarks: a throwaway embedded server and a writer that times its inserts."""
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -25,6 +26,7 @@ def throwaway_server():
     base.chmod(0o755)
     server = LocalServer(embedded_bindir(), base)
     server.start()
+    os.environ["PGPASSFILE"] = str(server.passfile)  # the server asks for its password; libpq reads it here
     try:
         yield server
     finally:

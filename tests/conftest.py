@@ -56,6 +56,48 @@ def server(request, _servers, tmp_path_factory) -> LocalServer:
     return _servers[label]
 
 
+def _export_password(server: LocalServer) -> None:
+    path = Path(tempfile.gettempdir()) / f"x402db-tests-{os.getpid()}.pgpass"
+    if not server.password:
+        return
+    lines = server.passfile.read_text().splitlines()
+    ports = {line.split(":")[1] for line in lines}
+    # A port a deleted server used may be reused by a new one: its stale line must not win.
+    kept = [line for line in (path.read_text().splitlines() if path.exists() else []) if line.split(":")[1] not in ports]
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, "".join(f"{line}\n" for line in kept + lines).encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    os.environ["PGPASSFILE"] = str(path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _passwords_through_pgpassfile():
+    """The local servers ask for a password (issue 10). Every server a test starts adds its
+    pgpass line to one session file named by PGPASSFILE, so every process of the session
+    (psycopg here, the scripts, Pulumi's dynamic-provider host) finds it as libpq does in
+    production; DSNs stay bare URLs."""
+    original = LocalServer.start
+
+    def start(self, *args, **kwargs):
+        dsn = original(self, *args, **kwargs)
+        _export_password(self)
+        return dsn
+
+    saved = os.environ.get("PGPASSFILE")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LocalServer, "start", start)
+        yield
+    Path(tempfile.gettempdir(), f"x402db-tests-{os.getpid()}.pgpass").unlink(missing_ok=True)
+    if saved is None:
+        os.environ.pop("PGPASSFILE", None)
+    else:
+        os.environ["PGPASSFILE"] = saved
+
+
 def _create_supabase_postgres_role(server: LocalServer) -> None:
     """Supabase's `postgres`: not a superuser, but CREATEROLE, CREATEDB, REPLICATION, BYPASSRLS."""
     password = getattr(server, "password", None)

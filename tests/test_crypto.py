@@ -184,9 +184,91 @@ def test_error_reasons_are_specific():
     assert len(generate_secret()) == 64
 
 
-@settings(max_examples=300)
-@given(key=st.binary(min_size=32, max_size=32), iv=st.binary(min_size=16, max_size=16),
-       ct=st.binary(min_size=16, max_size=160).filter(lambda b: len(b) % 16 == 0))
-def test_fast_cbc_path_equals_the_library_cbc_mode(key, iv, ct):
-    from x402db.crypto import _CbcDecryptor, _decrypt_legacy
-    assert _CbcDecryptor(key)(iv, ct) == _decrypt_legacy(key, iv, ct)
+def test_legacy_decryption_uses_the_librarys_cbc_mode_and_no_hand_written_mode(monkeypatch):
+    """Issue 10, finding 9: legacy decryption was an ECB context plus a hand-written XOR chain.
+    Every legacy decryption (and the verification after encryption) now goes through
+    cryptography's CBC mode, and no module of the package builds an ECB context."""
+    import ast
+
+    from x402db import ROOT, crypto
+
+    built: list[str] = []
+    real_cipher = crypto.Cipher
+
+    def spy(algorithm, mode):
+        built.append(type(mode).__name__)
+        return real_cipher(algorithm, mode)
+
+    monkeypatch.setattr(crypto, "Cipher", spy)
+    ring = Keyring("another-secret", [SECRET])
+    token = Keyring(SECRET).encrypt(KEY)
+    built.clear()
+    assert ring.decrypt(token) == KEY
+    assert built and set(built) == {"CBC"}, f"legacy decryption used {built}, not cryptography's CBC mode"
+    new = ring.encrypt(KEY)
+    built.clear()
+    assert ring.verify(new, KEY) and set(built) == {"CBC"}
+    for path in (ROOT / "x402db").rglob("*.py"):
+        names = {n.attr for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Attribute)}
+        assert "ECB" not in names, f"{path.name} builds an ECB context"
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda t: t[:-6] + "\t" + t[-6:],           # a tab inside the ciphertext hex
+    lambda t: t[:-10] + "\n" + t[-10:],         # a newline inside the ciphertext hex
+    lambda t: t[:-4] + " " + t[-4:],            # a space
+    lambda t: t.upper().replace("V2:", "v2:"),  # uppercase hex
+    lambda t: t + "\n",                         # trailing newline
+    lambda t: " " + t,                          # leading space
+    lambda t: t + "0",                          # half a byte
+], ids=["tab", "newline", "space", "uppercase", "trailing-newline", "leading-space", "odd-length"])
+def test_only_canonical_v2_tokens_are_accepted(mangle):
+    """Issue 10, finding 6: bytes.fromhex skips whitespace, so a v2 token with a tab or newline
+    inside its hex decrypted. Only the exact form we write is accepted now."""
+    ring = Keyring(SECRET)
+    ctx = Context("6c0d6f4e-3a0e-4b7e-9f4b-5b0a7d2f1c11")
+    token = ring.encrypt(KEY, "v2", ctx)
+    assert ring.decrypt(token, ctx) == KEY
+    bad = mangle(token)
+    assert bad != token
+    with pytest.raises(DecryptError) as err:
+        ring.decrypt(bad, ctx)
+    assert err.value.reason == "malformed"
+
+
+@settings(max_examples=200)
+@given(key=st.binary(min_size=32, max_size=32),
+       parts=st.lists(st.tuples(st.binary(min_size=16, max_size=16), st.binary(max_size=90), st.booleans()), max_size=6))
+def test_batched_cbc_decryption_equals_one_library_call_per_message(key, parts):
+    """Rotation decrypts a batch in one call of the library's CBC mode (each message laid out
+    after its IV); it must give exactly what a CBC context per message gives, for real
+    ciphertexts and for garbage (padding errors) alike."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    from x402db.crypto import _decrypt_legacy, _decrypt_legacy_many, _pkcs7_pad, _pkcs7_unpad
+
+    messages = []
+    for iv, data, real in parts:
+        if real:
+            enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+            messages.append((iv, enc.update(_pkcs7_pad(data)) + enc.finalize()))
+        else:
+            messages.append((iv, (data + bytes(16))[: max(16, len(data) // 16 * 16)]))
+
+    def reference(iv, ct):
+        dec = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+        return _pkcs7_unpad(dec.update(ct) + dec.finalize())
+
+    assert _decrypt_legacy_many(key, messages) == [reference(iv, ct) for iv, ct in messages]
+    assert [p for p in _decrypt_legacy_many(key, messages) if p is not None] or not any(r for _, _, r in parts)
+    assert [_decrypt_legacy(key, iv, ct) for iv, ct in messages] == [reference(iv, ct) for iv, ct in messages]
+
+
+def test_batched_decryption_reports_each_tokens_own_outcome():
+    ring = Keyring("new", ["old"])
+    ctx = Context("6c0d6f4e-3a0e-4b7e-9f4b-5b0a7d2f1c11")
+    items = [(Keyring("old").encrypt(KEY), None), ("zz", None), (Keyring("nobody").encrypt(KEY), None),
+             (ring.encrypt(KEY), None), (ring.encrypt(KEY, "v2", ctx), ctx), (Keyring("old").encrypt("not a key"), None)]
+    out = ring.decrypt_many(items)
+    assert out[0] == (KEY, fingerprint("old")) and out[3] == (KEY, fingerprint("new")) and out[4] == (KEY, fingerprint("new"))
+    assert [o.reason for o in (out[1], out[2], out[5])] == ["malformed", "wrong-key", "not-a-key"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import psycopg
+
 import pytest
 
 from .conftest import run_script
@@ -37,10 +39,34 @@ def test_deploy_json_on_supabase_runs_catalog_smoke_only(supabase_db):
     assert any(c["name"] == "rls.select_own_only" and c["passed"] for c in full["smoke"]["checks"])
 
 
-def test_deploy_hides_the_password_of_a_given_url(empty_db):
-    with_pw = empty_db.replace("@127.0.0.1", ":not-needed-pw@127.0.0.1")
-    assert with_pw != empty_db
+def test_deploy_prints_a_url_without_any_credential(server, empty_db, monkeypatch):
+    """Finding 4 of issue 10: with a password (and an sslpassword) in DATABASE_URL, the final line
+    was key=value and carried the sslpassword; --json did too. Now: a URL, no credential, and
+    it still connects for the user who ran it (the local server's passfile is in the URL)."""
+    from urllib.parse import quote
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    password = server.password
+    assert password, "the test server requires a password"
+    params = conninfo_to_dict(empty_db)
+    with_pw = (f"postgresql://{params['user']}:{quote(password, safe='')}@127.0.0.1:{params['port']}/{params['dbname']}"
+               f"?sslpassword=ssl-pw-marker-77&sslmode=disable")
     r = run_script("deploy_local.py", env={"DATABASE_URL": with_pw})
     assert r.returncode == 0, r.stderr
-    assert "not-needed-pw" not in r.stdout + r.stderr
-    assert r.stdout.strip().splitlines()[-1].startswith("DATABASE_URL=")
+    for secret in (password, "ssl-pw-marker-77"):
+        assert secret not in r.stdout + r.stderr
+    last = r.stdout.strip().splitlines()[-1]
+    assert last.startswith("DATABASE_URL=postgresql://"), last
+    printed = last.removeprefix("DATABASE_URL=")
+    assert conninfo_to_dict(printed) == {"user": params["user"], "host": "127.0.0.1", "port": params["port"],
+                                         "dbname": params["dbname"], "sslmode": "disable"}
+    doc = json.loads(run_script("deploy_local.py", "--json", env={"DATABASE_URL": with_pw}).stdout)
+    assert doc["database_url"] == printed
+    # Our own local server's URL keeps its passfile, so the printed line connects as is.
+    r = run_script("deploy_local.py", env={"DATABASE_URL": server.url(params["dbname"]), "PGPASSFILE": "/nonexistent"})
+    printed = r.stdout.strip().splitlines()[-1].removeprefix("DATABASE_URL=")
+    assert printed.startswith("postgresql://") and "passfile=" in printed
+    monkeypatch.setenv("PGPASSFILE", "/nonexistent")  # only the URL's own passfile can help
+    with psycopg.connect(printed) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)

@@ -199,7 +199,7 @@ def test_preflight_sees_a_table_owner_the_provider_cannot_borrow(server, supa):
         drop_database(server, supa)
 
 
-def test_preflight_through_pulumis_dynamic_provider_host(supa, host):
+def test_preflight_through_pulumis_dynamic_provider_host(supa, host, server):
     """The Preflight resource the program registers, checked by the real `python -m pulumi.dynamic`
     host over gRPC as `pulumi preview` does: a failure on 16+, none on 15, nothing changed."""
     from .pulumi_support import run_program
@@ -207,7 +207,7 @@ def test_preflight_through_pulumis_dynamic_provider_host(supa, host):
 
     params = psycopg.conninfo.conninfo_to_dict(supa)
     report = run_program({"target": "supabase", "host": params["host"], "port": str(params["port"]), "database": params["dbname"],
-                          "username": params["user"], "sslmode": "disable", "password": params.get("password") or "unused-by-trust",
+                          "username": params["user"], "sslmode": "disable", "password": params.get("password") or server.password,
                           "backendRole": BACKEND, "backendRolePassword": "x-Pa55"})
     registered = next(r["inputs"] for r in report["resources"] if r["type"].endswith("x402:Preflight"))
     inputs = {k: _unwrap(v) for k, v in registered.items()}

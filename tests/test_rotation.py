@@ -118,7 +118,11 @@ def test_wrong_old_secret_changes_nothing_with_a_clear_error(deployed_db):
     before = snapshot(deployed_db)
     r = rotate(deployed_db, "--apply", old="not-the-old-secret")
     assert r.returncode == 1
-    assert "decrypt with neither the new secret nor the old secret(s) given" in r.stderr
+    # The reason from the decryption, with its hint, not a guess (issue 10, finding 6).
+    assert "wrong-key" in r.stderr and "INTEGRATION_ENCRYPTION_SECRET_PREVIOUS" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    reasons = json.loads(r.stdout)["undecryptable_by_reason"]
+    assert sum(reasons.values()) == 20 and reasons["wrong-key"] >= 15  # a wrong key passes CBC padding 1 in ~256
     assert snapshot(deployed_db) == before
     assert "not-the-old-secret" not in r.stdout + r.stderr
 

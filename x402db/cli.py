@@ -1,20 +1,36 @@
-"""What every script shares: DSN and --json options, error-to-exit-code mapping, output."""
+"""What every script shares: DSN and --json options, argument parsing that never echoes a value,
+error-to-exit-code mapping, and output that fails with one line instead of a traceback.
+
+A new script gets all of it by building its parser with `Parser` and running its main with `run`:
+- usage errors name the option and never repeat what was typed (a secret pasted into the wrong
+  place must not be printed back); abbreviated options are off, so `--secret X` is an unknown
+  option rather than `--secret-file X`;
+- exit 0 success, 1 a check or operation failed or was refused, 2 usage, input, environment or
+  connection error; one line on stderr, never a traceback.
+"""
 from __future__ import annotations
 
 import argparse
+import difflib
+import errno
 import json
+import logging
 import os
+import re
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import psycopg
 
-from .errors import BundleError
+from . import db
+from .errors import BundleError, UsageError
+
+USAGE_EXIT, FAILED_EXIT = 2, 1
 
 
 def add_common(parser: argparse.ArgumentParser, dsn: bool = True) -> None:
     if dsn:
-        parser.add_argument("--dsn", help="PostgreSQL DSN or URL (default: $DATABASE_URL)")
+        parser.add_argument("--dsn", help="PostgreSQL URL or key=value string (default: $DATABASE_URL)")
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
@@ -26,10 +42,7 @@ def add_shape_args(parser: argparse.ArgumentParser) -> None:
 
 def shape_from_args(args):
     """The decrypted-value check the user asked for; OpenRouter's key shape by default."""
-    import re
-
     from .crypto import OPENROUTER_KEY
-    from .errors import UsageError
 
     if args.any_key_shape:
         return None
@@ -37,13 +50,33 @@ def shape_from_args(args):
         try:
             return re.compile(args.key_pattern)
         except re.error as exc:
-            raise UsageError(f"--key-pattern is not a valid regex: {exc}") from None
+            # re.error's own text is "<what> at position N": it does not repeat the pattern.
+            raise UsageError(f"--key-pattern is not a valid regex: {exc.msg} at position {exc.pos}") from None
     return OPENROUTER_KEY
+
+
+def int_range(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type for a whole number in [low, high]; the message never repeats the value."""
+    def parse(value: str) -> int:
+        if not value.isascii() or not value.isdigit() or not low <= int(value) <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}")
+        return int(value)
+
+    return parse
+
+
+def interval(value: str) -> str:
+    """An argparse type for a PostgreSQL timeout such as 1s, 500ms or 2min."""
+    from .engine import is_interval
+
+    if not is_interval(value):
+        raise argparse.ArgumentTypeError("must be a PostgreSQL interval like 1s, 500ms or 2min")
+    return value
 
 
 def quiet() -> bool:
     """Progress and chatter only for a human at a terminal, never in CI."""
-    return bool(os.environ.get("CI")) or not sys.stderr.isatty()
+    return bool(os.environ.get("CI")) or sys.stderr is None or not sys.stderr.isatty()
 
 
 def log_to_stderr(enabled: bool = True) -> Callable[[str], None]:
@@ -59,28 +92,173 @@ def print_json(doc: Any) -> None:
     sys.stdout.write("\n")
 
 
-def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> None:
-    """Run a script's main and exit: 0 ok, 1 failed or refused, 2 usage or connection error."""
-    try:
-        code = main(sys.argv[1:] if argv is None else argv)
-    except BundleError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = exc.exit_code
-    except psycopg.Error as exc:
-        # Only the primary message: details could quote row values.
-        diag = getattr(exc, "diag", None)
-        msg = diag.message_primary if diag and diag.message_primary else type(exc).__name__
-        print(f"error: database error: {msg}", file=sys.stderr)
-        code = 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        code = 130
-    sys.exit(code)
+def read_stdin(what: str, prompt: str) -> str:
+    """One value from stdin (a pipe, or a no-echo prompt on a terminal); same rules as a secret file."""
+    from .secretsource import check_value
+
+    if sys.stdin is None or sys.stdin.closed:
+        raise UsageError(f"stdin is closed: pipe the {what} in, e.g. `pbpaste | ...`")
+    if sys.stdin.isatty():
+        import getpass
+
+        text = getpass.getpass(prompt)
+    else:
+        try:
+            raw = sys.stdin.buffer.read()
+        except OSError as exc:
+            raise UsageError(f"cannot read stdin: {exc.strerror}") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"stdin is not UTF-8 text: pipe the {what} in as UTF-8") from None
+    if text in ("", "\n"):
+        raise UsageError(f"nothing on stdin: pipe the {what} in, e.g. `pbpaste | ...`")
+    return check_value(text, f"the {what} on stdin", "pipe exactly the value, with at most one final newline")
+
+
+# -- parsing ------------------------------------------------------------------------------------
+
+_QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'")
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that exits 2 with a one-line message (its default prints the whole usage)."""
+    """argparse that exits 2 with one line naming the option, never a value that was typed."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def _safe_words(self) -> set[str]:
+        words = {self.prog}
+        for action in self._actions:
+            words.update(action.option_strings)
+            if action.dest:
+                words.add(action.dest)
+            if action.metavar:
+                words.add(str(action.metavar))
+            for choice in action.choices or ():
+                words.add(str(choice))
+                sub = action.choices[choice] if isinstance(action.choices, dict) else None
+                if isinstance(sub, Parser):
+                    words |= sub._safe_words()
+        return words
+
+    def _option_strings(self) -> list[str]:
+        opts = [o for a in self._actions for o in a.option_strings]
+        for a in self._actions:
+            if isinstance(a.choices, dict):
+                for sub in a.choices.values():
+                    opts += sub._option_strings() if isinstance(sub, Parser) else []
+        return opts
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace=None):  # type: ignore[override]
+        argv = list(args if args is not None else sys.argv[1:])
+        Parser._typed = argv  # what the user typed, so that no error message can repeat it
+        ns, extras = self.parse_known_args(argv, namespace)
+        if extras:
+            self._unrecognized(argv, extras)
+        return ns
+
+    def _unrecognized(self, argv: list[str], extras: list[str]) -> None:
+        first = extras[0]
+        position = argv.index(first) + 1 if first in argv else None
+        where = f"argument {position}" if position else "an argument"
+        options = self._option_strings()
+        if first.startswith("-"):
+            name = first.split("=", 1)[0]
+            # Name it only when its text is part of a real option's name: anything else the
+            # user typed could be a secret pasted into the wrong place.
+            longer = sorted({o for o in options if o.startswith(name) and o != name}) if len(name) > 2 else []
+            shown = name if longer else None
+            close = longer or difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            if any("secret" in o for o in close):
+                hint += " Secrets are never taken on the command line: use the environment or a 0600 file"
+            label = f"option {shown}" if shown else f"{where} (an unknown option, not shown)"
+            self.error(f"unrecognized {label}{hint}")
+        self.error(f"unexpected {where} and {len(extras) - 1} more" if len(extras) > 1 else f"unexpected {where} (not shown)")
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
+        print(f"error: {self._sanitize(message)} (see --help)", file=sys.stderr)
+        sys.exit(USAGE_EXIT)
+
+    def _sanitize(self, message: str) -> str:
+        """argparse repeats the offending value (as repr, in either quote style) in several
+        messages; keep only our own words, then strip anything typed that is still there."""
+        if ": invalid choice: " in message and "(choose from " in message:
+            # The choices come last; the value, before them, may itself contain anything.
+            head = message.split(": invalid choice: ", 1)[0]
+            message = f"{head}: invalid choice; choose from {message.rsplit('(choose from ', 1)[1].rstrip(')')}"
+        message = re.sub(r"invalid (\S+) value: .*$", r"invalid \1 value", message, flags=re.S)
+        message = re.sub(r"ignored explicit argument .*$", "takes no value", message, flags=re.S)
+        message = re.sub(r"unrecognized arguments: .*$", "unrecognized arguments (not shown)", message, flags=re.S)
+        safe = self._safe_words()
+        typed = {piece for tok in getattr(Parser, "_typed", []) for piece in (tok, *tok.split("=", 1))}
+        for piece in sorted(typed - safe, key=len, reverse=True):
+            # Text that is part of a real option's name (an abbreviation) is ours, not a secret.
+            if len(piece) >= 4 and not any(piece in word for word in safe):
+                message = message.replace(repr(piece), "<value not shown>").replace(piece, "<value not shown>")
+        message = _QUOTED.sub(lambda m: m.group(0) if m.group(1) in safe else "<value not shown>", message)
+        return " ".join(message.split())
+
+
+# -- running ------------------------------------------------------------------------------------
+
+def _stderr(line: str) -> None:
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):
+        pass  # nowhere left to report to; the exit code still says it
+
+
+def _flush_stdout() -> None:
+    if sys.stdout is not None:
+        sys.stdout.flush()
+
+
+def _silence_stdout() -> None:
+    # After a failed write, Python would try to flush again at exit and print a traceback.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> None:
+    """Run a script's main and exit: 0 ok, 1 failed or refused, 2 usage, input or connection error."""
+    # psycopg logs the errors it ignores (a rollback after Ctrl-C) through logging's last-resort
+    # handler, straight to stderr: the one error line below says what happened.
+    logging.getLogger("psycopg").addHandler(logging.NullHandler())
+    logging.getLogger("psycopg").propagate = False
+    try:
+        code = main(sys.argv[1:] if argv is None else argv)
+        _flush_stdout()
+    except BundleError as exc:
+        _stderr(f"error: {exc}")
+        code = exc.exit_code
+    except psycopg.Error as exc:
+        # Only libpq's or the server's primary message: details could quote row values.
+        if db.is_connection_failure(exc):
+            _stderr(f"error: lost the connection to the database: {db.libpq_reason(exc)}")
+            code = USAGE_EXIT
+        else:
+            _stderr(f"error: database error: {db.libpq_reason(exc)}")
+            code = FAILED_EXIT
+    except KeyboardInterrupt:
+        _stderr("error: interrupted")
+        code = 130
+    except OSError as exc:
+        # Never exc.filename or str(exc): the path may be something the user typed.
+        if exc.errno in (errno.EPIPE, errno.ENOSPC, errno.EIO, errno.EFBIG) or isinstance(exc, BrokenPipeError):
+            _silence_stdout()
+            _stderr(f"error: cannot write the output: {exc.strerror or 'write failed'}")
+        else:
+            _stderr(f"error: the operating system refused an operation: {exc.strerror or type(exc).__name__}")
+        code = USAGE_EXIT
+    except Exception as exc:  # a bug: still one line, and no value that could be a secret
+        if os.environ.get("X402_DEBUG"):
+            raise
+        _stderr(f"error: internal error ({type(exc).__name__}); run again with X402_DEBUG=1 for the traceback and report it")
+        code = FAILED_EXIT
+    sys.exit(code)

@@ -38,7 +38,7 @@ class StackConfig:
     port: int
     database: str
     username: str
-    password: Any  # a secret pulumi Output, or None for passwordless local servers
+    password: Any  # a secret pulumi Output, or None when libpq finds it (PGPASSFILE, ~/.pgpass)
     sslmode: str
     superuser: bool
     protect: bool

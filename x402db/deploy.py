@@ -9,16 +9,27 @@ from . import ROOT, access, db, migrations
 from .engine import Engine, Settings
 from .plan import require_ready
 from .planview import summary
-from .localdb import LocalServer, embedded_bindir
+from .localdb import LocalServer, embedded_bindir, write_private
 from .target import detect
 
 LOCAL_BASE = ROOT / ".local" / "pg18"
 LOCAL_DB = "x402"
 LOCAL_PORT = 54329  # the port Pulumi.dev.yaml names
+# The local server's password alone (mode 0600), for `pulumi config set --secret password < .local/password`.
+LOCAL_PASSWORD = ROOT / ".local" / "password"
 
 
 def local_server() -> LocalServer:
     return LocalServer(embedded_bindir(), LOCAL_BASE, preferred_port=LOCAL_PORT)
+
+
+def start_local_server() -> LocalServer:
+    """Start (or create) the embedded server and hand its password to the dev stack's file."""
+    server = local_server()
+    server.start()
+    if server.password:
+        write_private(LOCAL_PASSWORD, server.password + "\n")
+    return server
 
 
 @dataclass
@@ -43,21 +54,10 @@ def resolve_target_dsn(log) -> tuple[str, str]:
     if os.environ.get("DATABASE_URL"):
         dsn = os.environ["DATABASE_URL"]
         return dsn, f"DATABASE_URL ({db.redact(dsn)})"
-    server = local_server()
-    log(f"starting embedded PostgreSQL in {server.base.relative_to(ROOT)}")
-    server.start()
-    return server.ensure_database(LOCAL_DB), f"embedded {server.version()} in {server.base.relative_to(ROOT)}"
-
-
-def printable_dsn(dsn: str) -> str:
-    """The DSN to hand back: whole for our password-less local server, else without password."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    params = conninfo_to_dict(dsn)
-    if "password" not in params:
-        return dsn
-    params.pop("password")
-    return make_conninfo(**params)
+    log(f"starting embedded PostgreSQL in {LOCAL_BASE.relative_to(ROOT)}")
+    server = start_local_server()
+    server.ensure_database(LOCAL_DB)
+    return server.url(LOCAL_DB), f"embedded {server.version()} in {server.base.relative_to(ROOT)}"
 
 
 def deploy(requested_target: str | None, settings: Settings, log, run_smoke=None) -> Report:
@@ -70,7 +70,7 @@ def deploy(requested_target: str | None, settings: Settings, log, run_smoke=None
         log(summary(require_ready(engine, "up", what="deploy")))
         outcomes = engine.up()
         grants = access.apply(conn)
-    report = Report(server=server, target=target.name, database_url=printable_dsn(dsn),
+    report = Report(server=server, target=target.name, database_url=db.redact(dsn),
                     migrations=[asdict(o) for o in outcomes], grants=grants)
     if run_smoke is not None:
         report.smoke = run_smoke(dsn, target.name)

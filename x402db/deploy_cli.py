@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from . import db, migrations
-from .cli import Parser, add_common, log_to_stderr, print_json
-from .deploy import LOCAL_DB, deploy, local_server
+from .cli import Parser, add_common, interval, log_to_stderr, print_json
+from .deploy import LOCAL_DB, deploy, local_server, start_local_server
 from .engine import Engine, Settings
 from .errors import BundleError
 from .migrations import BASE
@@ -14,7 +14,7 @@ def deploy_main(argv: list[str]) -> int:
     parser = Parser(prog="deploy_local.py", description="Deploy the bundle to $DATABASE_URL or an embedded PostgreSQL.")
     add_common(parser, dsn=False)
     parser.add_argument("--target", choices=TARGETS)
-    parser.add_argument("--lock-timeout", default=Settings.lock_timeout)
+    parser.add_argument("--lock-timeout", type=interval, default=Settings.lock_timeout)
     parser.add_argument("--no-smoke", action="store_true", help="skip the post-deploy verification")
     parser.add_argument("--full-smoke", action="store_true",
                         help="on target supabase, also run the behaviour checks (rolled-back writes, auth.users triggers fire)")
@@ -51,7 +51,8 @@ def deploy_main(argv: list[str]) -> int:
 
 def local_main(argv: list[str]) -> int:
     parser = Parser(prog="local_db.py", description="Manage the embedded PostgreSQL under .local/.")
-    parser.add_argument("action", choices=("start", "stop", "status", "url", "revert"))
+    parser.add_argument("action", choices=("start", "stop", "status", "url", "revert", "delete"),
+                        help="delete: stop the server and delete the local database (make clean-local)")
     parser.add_argument("--allow-data-loss", action="store_true", help="with revert: drop rows too")
     parser.add_argument("--to", default=BASE, help=f"with revert: keep migrations up to this version (default: {BASE}, all)")
     parser.add_argument("--accept-edited-down", action="store_true",
@@ -61,8 +62,12 @@ def local_main(argv: list[str]) -> int:
     migrations.resolve_version(files, args.to, allow_base=True)  # a bad --to exits 2 before anything runs
     server = local_server()
     if args.action == "start":
-        server.start()
-        print(f"DATABASE_URL={server.ensure_database(LOCAL_DB)}")
+        server = start_local_server()
+        server.ensure_database(LOCAL_DB)
+        print(f"DATABASE_URL={db.redact(server.url(LOCAL_DB))}")
+    elif args.action == "delete":
+        server.delete()
+        print(f"deleted the local database in {server.base}")
     elif args.action == "stop":
         print("stopped" if server.stop() else "not running")
     elif args.action == "status":
@@ -70,11 +75,11 @@ def local_main(argv: list[str]) -> int:
     elif args.action == "url":
         if not server.running():
             raise BundleError("the local database is not running; run `make deploy` first")
-        print(server.dsn(LOCAL_DB))
+        print(db.redact(server.url(LOCAL_DB)))
     else:
         if not server.running():
             raise BundleError("the local database is not running; run `make deploy` first")
-        with db.connect(server.dsn(LOCAL_DB)) as conn:
+        with db.connect(server.url(LOCAL_DB)) as conn:
             engine = Engine(conn, files, detect(conn), log=log_to_stderr())
             done = [o for o in engine.down(to=args.to, allow_data_loss=args.allow_data_loss,
                                            accept_edited_down=args.accept_edited_down) if o]

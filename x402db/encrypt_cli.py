@@ -1,11 +1,8 @@
 """`scripts/encrypt_key.py`: encrypt, decrypt or store one user's OpenRouter API key."""
 from __future__ import annotations
 
-import getpass
-import sys
-
 from . import db, integrations
-from .cli import Parser, add_common, add_shape_args, print_json, shape_from_args
+from .cli import Parser, add_common, add_shape_args, print_json, read_stdin, shape_from_args
 from .crypto import FORMATS, Context, DecryptError, Keyring, generate_secret, shape_ok
 from .errors import Refused, UsageError
 from .secretsource import SECRET_ENV, primary_secret
@@ -27,20 +24,6 @@ def build_parser() -> Parser:
     return p
 
 
-def _read_stdin(prompt: str) -> str:
-    if sys.stdin.isatty():
-        value = getpass.getpass(prompt)
-    else:
-        value = sys.stdin.read()
-    if value.endswith("\n"):
-        value = value[:-1]
-    if value.endswith("\r"):
-        value = value[:-1]
-    if not value:
-        raise UsageError("nothing on stdin: pipe the value in, e.g. `pbpaste | encrypt_key.py`")
-    return value
-
-
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.generate_secret:
@@ -57,7 +40,7 @@ def main(argv: list[str]) -> int:
     context = Context(user_id) if user_id else None
 
     if args.decrypt:
-        token = _read_stdin("Ciphertext: ")
+        token = read_stdin("ciphertext", "Ciphertext: ")
         try:
             plaintext, fp = keyring.decrypt_with_key(token, context, shape)
         except DecryptError as exc:
@@ -66,7 +49,7 @@ def main(argv: list[str]) -> int:
         return 0
 
     dsn = db.resolve_dsn(args.dsn) if args.store else None  # fail on usage before reading a key
-    plaintext = _read_stdin("OpenRouter API key (not echoed): ")
+    plaintext = read_stdin("API key", "OpenRouter API key (not echoed): ")
     if not shape_ok(plaintext, shape):
         raise Refused("the input does not look like an OpenRouter key (sk-or-v1- and 64 hex digits); "
                       "pass --key-pattern or --any-key-shape for other key shapes")

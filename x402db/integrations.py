@@ -15,7 +15,7 @@ def parse_user_id(value: str) -> str:
     try:
         return str(uuid.UUID(value))
     except (ValueError, AttributeError, TypeError):
-        raise UsageError(f"--user-id must be a UUID, got {value!r}") from None
+        raise UsageError("--user-id must be a UUID like 6c0d6f4e-3a0e-4b7e-9f4b-5b0a7d2f1c11") from None
 
 
 def store(conn: psycopg.Connection, user_id: str, ciphertext: str) -> str:

@@ -1,20 +1,14 @@
 """`scripts/rotate_keys.py`: dry run by default, --apply to write."""
 from __future__ import annotations
 
-import argparse
 import sys
 
 from . import db
-from .cli import Parser, add_common, add_shape_args, print_json, quiet, shape_from_args
-from .crypto import FORMATS, Keyring
-from .rotation import TABLE, Rotator
+from .cli import Parser, add_common, add_shape_args, int_range, print_json, quiet, shape_from_args
+from .crypto import FORMATS, Keyring, fingerprint
+from .errors import Refused
+from .rotation import MAX_BATCH, REASON_HINTS, TABLE, Rotator
 from .secretsource import PREVIOUS_ENV, SECRET_ENV, previous_secrets, primary_secret
-
-
-def _positive(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {value!r}")
-    return int(value)
 
 
 def build_parser() -> Parser:
@@ -25,7 +19,7 @@ def build_parser() -> Parser:
     p.add_argument("--new-secret-file", help=f"file (mode 0600) with the new secret (default: ${SECRET_ENV})")
     p.add_argument("--old-secret-file", action="append", help=f"file with an old secret; repeatable (default: ${PREVIOUS_ENV})")
     p.add_argument("--to-format", choices=FORMATS, default="legacy", help="legacy (what today's backend reads; default) or v2")
-    p.add_argument("--batch-size", type=_positive, default=1000, help="rows per short transaction (default %(default)s)")
+    p.add_argument("--batch-size", type=int_range(1, MAX_BATCH), default=1000, help="rows per short transaction (default %(default)s)")
     add_shape_args(p)
     add_common(p)
     return p
@@ -47,8 +41,14 @@ def _progress(total: int, enabled: bool):
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    new = primary_secret(args.new_secret_file)
+    new = primary_secret(args.new_secret_file, option="--new-secret-file")
     olds = previous_secrets(args.old_secret_file)
+    same = fingerprint(new) in {fingerprint(o) for o in olds}
+    if same:
+        # The keyring would silently merge them, and the run would "complete" having rotated
+        # nothing: the operator almost certainly swapped or mistyped a file.
+        raise Refused(f"the new secret is the same as an old secret (key {fingerprint(new)}): rotating to it changes "
+                      "nothing; check which file or variable holds the new secret")
     keyring = Keyring(new, olds)
     if args.to_format == "v2" and args.apply and not args.json:
         print("note: today's backend reads only the legacy format; write v2 only once it reads v2", file=sys.stderr)
@@ -68,10 +68,11 @@ def main(argv: list[str]) -> int:
         print_json(doc)
     else:
         _print_human(doc)
-    if report.undecryptable and not any(report.by_key.get(fp) for fp in report.old_fingerprints):
-        given = f"the old secret(s) given ({', '.join(report.old_fingerprints)})" if report.old_fingerprints else "no old secret"
-        print(f"error: {len(report.undecryptable)} rows decrypt with neither the new secret nor {given}; "
-              f"check {PREVIOUS_ENV} or --old-secret-file. Those rows were not changed", file=sys.stderr)
+    if report.undecryptable:
+        counts = ", ".join(f"{reason} {n}" for reason, n in sorted(report.undecryptable_reasons.items()))
+        print(f"error: {len(report.undecryptable)} rows could not be decrypted ({counts}) and were left unchanged; "
+              + "; ".join(f"{reason}: {REASON_HINTS.get(reason, '')}" for reason in sorted(report.undecryptable_reasons)),
+              file=sys.stderr)
     return 0 if report.ok else 1
 
 
@@ -84,6 +85,8 @@ def _print_human(doc: dict) -> None:
     print(f"  already under the new key: {doc['already_current']}")
     print(f"  {verb}: {doc.get('rotated', doc.get('to_rotate'))}" + (f" (re-handled {doc['conflicts_rehandled']} concurrent writes)" if doc["conflicts_rehandled"] else ""))
     if doc["undecryptable"]:
-        print(f"  NO KEY DECRYPTS {doc['undecryptable']} rows (left untouched): {', '.join(doc['undecryptable_user_ids'])}")
+        print(f"  NOT DECRYPTED {doc['undecryptable']} rows (left untouched): {', '.join(doc['undecryptable_user_ids'])}")
+        for reason, n in sorted(doc["undecryptable_by_reason"].items()):
+            print(f"    {reason}: {n} rows; {REASON_HINTS.get(reason, '')}")
     if doc["run_id"] is not None:
         print(f"  audit: x402_private.key_rotation_runs id {doc['run_id']}, status {doc['status']}")

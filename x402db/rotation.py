@@ -10,6 +10,7 @@ the table's trigger: the row really is rewritten, and the audit row says by whic
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,6 +27,7 @@ TABLE = "public.user_openrouter_integrations"
 AUDIT = sql.Identifier(PRIVATE_SCHEMA, "key_rotation_runs")
 ROTATION_LOCK_KEY = 402_005_000_002
 MAX_CAS_ROUNDS = 5
+MAX_BATCH = 100_000  # a batch is one short transaction; more rows would hold row locks for long
 
 _AUDIT_DDL = sql.SQL("""
     CREATE TABLE IF NOT EXISTS {t} (
@@ -44,6 +46,20 @@ _AUDIT_DDL = sql.SQL("""
 """).format(t=AUDIT)
 
 
+# What to do about rows that could not be decrypted, by DecryptError.reason.
+REASON_HINTS = {
+    "wrong-key": "no secret given decrypts them: pass the secret they were written with "
+                 "(INTEGRATION_ENCRYPTION_SECRET_PREVIOUS or --old-secret-file)",
+    "not-a-key": "a secret decrypts them, but not to an API key of the expected shape: if your keys look "
+                 "different pass --key-pattern or --any-key-shape; else the stored value is not an API key",
+    "malformed": "not a ciphertext of a known shape (iv_hex:ciphertext_hex, or canonical v2): "
+                 "inspect these rows and fix or delete them by hand",
+    "unknown-format": "written in a newer format than this bundle reads: upgrade the bundle",
+    "tampered": "v2 authentication failed: the value was altered, or copied from another user's row",
+    "no-context": "a v2 ciphertext without its user_id",
+}
+
+
 @dataclass
 class Report:
     mode: str  # dry-run | apply
@@ -56,6 +72,7 @@ class Report:
     rotated: int = 0  # written (apply) or would be written (dry run)
     conflicts: int = 0  # compare-and-set misses: the app wrote the row meanwhile
     undecryptable: list[str] = field(default_factory=list)
+    undecryptable_reasons: Counter = field(default_factory=Counter)  # DecryptError.reason -> rows
     run_id: int | None = None
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     finished_at: str | None = None
@@ -71,7 +88,8 @@ class Report:
             "new_key": self.new_fingerprint, "old_keys": self.old_fingerprints, "total": self.total,
             "rows_by_key": dict(self.by_key), "already_current": self.already_current,
             ("rotated" if self.mode == "apply" else "to_rotate"): self.rotated, "conflicts_rehandled": self.conflicts,
-            "undecryptable": len(self.undecryptable), "undecryptable_user_ids": self.undecryptable,
+            "undecryptable": len(self.undecryptable), "undecryptable_by_reason": dict(self.undecryptable_reasons),
+            "undecryptable_user_ids": self.undecryptable,
             "started_at": self.started_at, "finished_at": self.finished_at,
         }
 
@@ -85,8 +103,8 @@ class Rotator:
                  shape: Shape = OPENROUTER_KEY, progress: Callable[[int], None] = lambda n: None,
                  on_batch_read: Callable[[list[tuple]], None] | None = None,
                  write_conn: psycopg.Connection | None = None) -> None:
-        if batch_size < 1:
-            raise UsageError("--batch-size must be at least 1")
+        if not 1 <= batch_size <= MAX_BATCH:
+            raise UsageError(f"--batch-size must be from 1 to {MAX_BATCH}")
         self.conn, self.keyring, self.to_format, self.batch_size, self.shape = conn, keyring, to_format, batch_size, shape
         self.progress = progress
         self.on_batch_read = on_batch_read  # test seam: runs between a batch's read and its write
@@ -94,22 +112,9 @@ class Rotator:
         # With a second connection, batch N is written while batch N+1 is decrypted: the
         # server's work and ours overlap on two cores instead of taking turns.
         self.write_conn = write_conn
+        self._lock = threading.Lock()
 
     # -- per row ------------------------------------------------------------------------------
-
-    def _plan(self, user_id: str, token: str) -> tuple[str, str | None, str | None]:
-        """(outcome, key fingerprint, new ciphertext); outcome is current, rotate or undecryptable."""
-        ctx = Context(user_id)
-        try:
-            plaintext, fp = self.keyring.decrypt_with_key(token, ctx, self.shape)
-        except DecryptError:
-            return "undecryptable", None, None
-        if fp == self.new_fp and _is_format(token, self.to_format):
-            return "current", fp, None
-        new = self.keyring.encrypt(plaintext, self.to_format, ctx)
-        if not self.keyring.verify(new, plaintext, ctx):  # decrypted back before it is written
-            raise BundleError(f"verification of the new ciphertext failed for user {user_id}; nothing written for it")
-        return "rotate", fp, new
 
     # -- batches ------------------------------------------------------------------------------
 
@@ -152,26 +157,40 @@ class Rotator:
                                      (user_ids,)).fetchall()
 
     def _classify(self, rows: list[tuple[str, str]], report: Report) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
-        """Records current and undecryptable rows; returns the writes to make and their old keys."""
-        planned, fps = [], {}
-        for uid, old in rows:
-            outcome, fp, new = self._plan(uid, old)
-            if outcome == "undecryptable":
+        """Records current and undecryptable rows; returns the writes to make and their old keys.
+        Every new ciphertext is decrypted back before it is written."""
+        contexts = [Context(uid) for uid, _ in rows]
+        results = self.keyring.decrypt_many([(old, ctx) for (_, old), ctx in zip(rows, contexts)], self.shape)
+        planned, fps, plaintexts, undecryptable, current = [], {}, [], [], []
+        for (uid, old), ctx, result in zip(rows, contexts, results):
+            if isinstance(result, DecryptError):
+                undecryptable.append((uid, result.reason))
+                continue
+            plaintext, fp = result
+            if fp == self.new_fp and _is_format(old, self.to_format):
+                current.append(fp)
+                continue
+            planned.append((uid, old, self.keyring.encrypt(plaintext, self.to_format, ctx)))
+            plaintexts.append((plaintext, ctx))
+            fps[uid] = fp
+        verified = self.keyring.verify_many([(new, p, ctx) for (_, _, new), (p, ctx) in zip(planned, plaintexts)])
+        for (uid, _, _), ok in zip(planned, verified):
+            if not ok:
+                raise BundleError(f"verification of the new ciphertext failed for user {uid}; nothing of this batch was written")
+        with self._lock:  # the writer thread accounts its writes into the same report
+            for uid, reason in undecryptable:
                 report.undecryptable.append(uid)
-            elif outcome == "current":
-                report.by_key[fp] += 1
-                report.already_current += 1
-            else:
-                planned.append((uid, old, new))
-                fps[uid] = fp
+                report.undecryptable_reasons[reason] += 1
+            report.by_key.update(current)
+            report.already_current += len(current)
         return planned, fps
 
-    @staticmethod
-    def _account(planned, fps, written: set[str], report: Report) -> list[str]:
-        report.rotated += len(written)
-        report.by_key.update(fps[uid] for uid in written)
-        missed = [uid for uid, _, _ in planned if uid not in written]
-        report.conflicts += len(missed)
+    def _account(self, planned, fps, written: set[str], report: Report) -> list[str]:
+        with self._lock:
+            report.rotated += len(written)
+            report.by_key.update(fps[uid] for uid in written)
+            missed = [uid for uid, _, _ in planned if uid not in written]
+            report.conflicts += len(missed)
         return missed
 
     def _handle(self, rows: list[tuple[str, str]], report: Report, apply: bool) -> None:
@@ -201,20 +220,29 @@ class Rotator:
         from concurrent.futures import ThreadPoolExecutor
 
         missed: list[str] = []
+
+        def write_and_account(planned, fps, n: int) -> None:
+            # Accounted by the writer thread itself, right after its commit: Ctrl-C reaches only
+            # the main thread, so no interrupt can fall between a committed batch and its count.
+            written = self._write(planned, self.write_conn)
+            missed.extend(self._account(planned, fps, written, report))
+            self.progress(n)
+
+        # On any exit, the pool's shutdown waits for the write in flight, which counts itself
+        # before the audit is written.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rotation-writer") as pool:
             pending = None
             for rows in self._batches():
-                report.total += len(rows)
+                with self._lock:
+                    report.total += len(rows)
                 planned, fps = self._classify(rows, report)
                 if pending is not None:
-                    missed += self._account(*pending[:2], pending[2].result(), report)
-                    self.progress(pending[3])
+                    pending.result()  # one write in flight at a time; a failed write stops the run
                 if self.on_batch_read is not None:
                     self.on_batch_read(planned)
-                pending = (planned, fps, pool.submit(self._write, planned, self.write_conn), len(rows))
+                pending = pool.submit(write_and_account, planned, fps, len(rows))
             if pending is not None:
-                missed += self._account(*pending[:2], pending[2].result(), report)
-                self.progress(pending[3])
+                pending.result()
         if missed:
             # Conflicted rows: their accounting so far counted them as misses only.
             self._handle(self._reread(missed), report, apply=True)
@@ -226,6 +254,7 @@ class Rotator:
             raise BundleError(f"{TABLE} does not exist: deploy migration 005 first")
         if apply:
             self._begin_audit(report)
+        failing = False
         try:
             if apply and self.write_conn is not None:
                 self._run_pipelined(report)
@@ -237,13 +266,22 @@ class Rotator:
             report.status = "completed" if apply else "dry-run"
             if apply and report.undecryptable:
                 report.status = "incomplete"
+        except KeyboardInterrupt:
+            report.status, failing = "interrupted", True
+            raise
         except BaseException:
-            report.status = "failed"
+            report.status, failing = "failed", True
             raise
         finally:
             report.finished_at = datetime.now(timezone.utc).isoformat()
             if apply:
-                self._end_audit(report)
+                try:
+                    self._end_audit(report)
+                except psycopg.Error:
+                    if not failing:
+                        raise
+                    # The run's own error is the one to report; the next run marks this one
+                    # interrupted, as after kill -9.
         return report
 
     # -- audit --------------------------------------------------------------------------------
@@ -260,12 +298,27 @@ class Rotator:
                 sql.SQL("INSERT INTO {} (to_format, new_fingerprint, old_fingerprints) VALUES (%s, %s, %s) RETURNING id").format(AUDIT),
                 (report.to_format, report.new_fingerprint, report.old_fingerprints)).fetchone()[0]
 
+    @staticmethod
+    def _usable(conn: psycopg.Connection | None) -> bool:
+        # After Ctrl-C in the middle of a query, libpq may still be busy with it (ACTIVE).
+        return conn is not None and not conn.closed and not conn.broken and \
+            conn.info.transaction_status != psycopg.pq.TransactionStatus.ACTIVE
+
     def _end_audit(self, report: Report) -> None:
-        if self.conn.closed or self.conn.broken:
-            return
+        """Record the outcome, on the reading connection or, if an interrupt left that one busy,
+        on the writer's: the counts must reach the audit even then."""
+        update = sql.SQL("UPDATE {} SET finished_at = now(), status = %s, summary = %s WHERE id = %s").format(AUDIT)
+        conns = [c for c in (self.conn, self.write_conn) if self._usable(c)]
         try:
-            with self.conn.transaction():
-                self.conn.execute(sql.SQL("UPDATE {} SET finished_at = now(), status = %s, summary = %s WHERE id = %s").format(AUDIT),
-                                  (report.status, json.dumps(report.as_dict()), report.run_id))
+            for i, conn in enumerate(conns):
+                try:
+                    with conn.transaction():
+                        conn.execute(update, (report.status, json.dumps(report.as_dict()), report.run_id))
+                    break
+                except psycopg.Error:
+                    if i == len(conns) - 1:
+                        raise
         finally:
-            self.conn.execute("SELECT pg_advisory_unlock(%s)", (ROTATION_LOCK_KEY,))
+            # The session lock ends with the session anyway; release it early when we can.
+            if self._usable(self.conn):
+                self.conn.execute("SELECT pg_advisory_unlock(%s)", (ROTATION_LOCK_KEY,))

@@ -1,52 +1,103 @@
-"""Where secrets come from: the environment, or a file only its owner can read. Never argv."""
+"""Where secrets come from: the environment, or a file only its owner can read. Never argv.
+
+Nothing is guessed: the backend reads INTEGRATION_ENCRYPTION_SECRET verbatim, so a file whose
+content is not exactly "the secret, plus at most one final newline" would give another key.
+Such a file is refused with a line that says how to fix it. No message names the path or
+repeats the content: the user may have typed the secret where the path belongs.
+"""
 from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 from .errors import UsageError
 
 SECRET_ENV = "INTEGRATION_ENCRYPTION_SECRET"
 PREVIOUS_ENV = "INTEGRATION_ENCRYPTION_SECRET_PREVIOUS"
+MAX_SECRET_FILE = 64 * 1024  # a secret is short; a large file is a wrong file
+FIX_FILE = "write it with `printf '%s' \"$SECRET\" > FILE` (or with a single final newline)"
 
 
-def read_secret_file(path: str) -> str:
-    p = Path(path)
+def check_value(text: str, what: str, fix: str) -> str:
+    """`text` minus at most one final "\\n", refusing anything that would silently change the key."""
+    value = text[:-1] if text.endswith("\n") else text
+    problem = None
+    if not value:
+        problem = "is empty"
+    elif "\r" in value or "\n" in value:
+        problem = "has a carriage return or more than one line (Windows line ending or a blank line)"
+    elif value != value.strip():
+        problem = "starts or ends with whitespace, which would become part of the key"
+    if problem:
+        raise UsageError(f"{what} {problem}: {fix}")
+    return value
+
+
+def read_secret_file(path: str, option: str = "--secret-file") -> str:
+    """The secret in `path`: owned by us (or root), mode 0600/0400, a regular file, UTF-8."""
+    what = f"the file given to {option}"
     try:
-        st = p.stat()
-    except OSError:
-        raise UsageError(f"secret file {path} cannot be read") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise UsageError(f"secret file {path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):o}); run chmod 600 {path}")
+        # O_NONBLOCK: a FIFO would otherwise block the open; it is refused below. The checks
+        # run on the opened file (fstat), so a link swapped meanwhile changes nothing.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError, TypeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not a usable path"
+        raise UsageError(f"{what} cannot be opened ({reason}); pass the path of a file holding the secret, never the secret itself") from None
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        raise UsageError(f"secret file {path} cannot be read as UTF-8 text") from None
-    # Editors add a final newline; the secret itself is the first line's content.
-    secret = text[:-1] if text.endswith("\n") else text
-    secret = secret[:-1] if secret.endswith("\r") else secret
-    if not secret:
-        raise UsageError(f"secret file {path} is empty")
-    return secret
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"{what} is not a regular file (after following links); keep the secret in a plain file")
+        if st.st_uid not in (os.geteuid(), 0):
+            raise UsageError(f"{what} belongs to another user (uid {st.st_uid}); use a secret file you own "
+                             f"(cp it, then chmod 600), since its owner could replace the secret")
+        mode = stat.S_IMODE(st.st_mode)
+        if mode not in (0o600, 0o400):
+            raise UsageError(f"{what} has mode {mode:o}; run chmod 600 on it (only 0600 or 0400 are accepted)")
+        if st.st_size > MAX_SECRET_FILE:
+            raise UsageError(f"{what} is larger than {MAX_SECRET_FILE // 1024} KiB; it does not hold just a secret")
+        chunks = []
+        while chunk := os.read(fd, MAX_SECRET_FILE + 1):
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+    except OSError as exc:
+        raise UsageError(f"{what} cannot be read ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{what} is not UTF-8 text; {FIX_FILE}") from None
+    return check_value(text, what, FIX_FILE)
 
 
-def primary_secret(file: str | None, env: str = SECRET_ENV) -> str:
-    if file:
-        return read_secret_file(file)
-    value = os.environ.get(env)
+def env_secret(name: str) -> str | None:
+    """The variable's value exactly as the backend reads it; refused if it is not UTF-8."""
+    value = os.environ.get(name)
     if value is None:
-        raise UsageError(f"no encryption secret: set {env} or pass a secret file")
+        return None
+    try:
+        value.encode("utf-8")  # non-UTF-8 bytes arrive as lone surrogates
+    except UnicodeEncodeError:
+        raise UsageError(f"{name} contains bytes that are not UTF-8; set it to the secret as UTF-8 text") from None
+    return value
+
+
+def primary_secret(file: str | None, env: str = SECRET_ENV, option: str = "--secret-file") -> str:
+    if file is not None:
+        return read_secret_file(file, option)
+    value = env_secret(env)
+    if value is None:
+        raise UsageError(f"no encryption secret: set {env} or pass {option}")
     if not value:
         raise UsageError(f"{env} is set but empty")
     return value
 
 
-def previous_secrets(files: list[str] | None, env: str = PREVIOUS_ENV) -> list[str]:
+def previous_secrets(files: list[str] | None, env: str = PREVIOUS_ENV, option: str = "--old-secret-file") -> list[str]:
     if files:
-        return [read_secret_file(f) for f in files]
-    value = os.environ.get(env, "")
-    parts = [p for p in value.split(",")] if value else []
+        return [read_secret_file(f, option) for f in files]
+    value = env_secret(env) or ""
+    parts = value.split(",") if value else []
     if any(not p for p in parts):
         raise UsageError(f"{env} has an empty entry; separate secrets with single commas")
     return parts

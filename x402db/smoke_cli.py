@@ -1,14 +1,13 @@
 """`scripts/smoke.py`: is this database what the bundle promises?"""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from . import db
 from .cli import Parser, add_common, print_json
 from .crypto import Keyring
 from .errors import UsageError
-from .secretsource import SECRET_ENV, primary_secret
+from .secretsource import SECRET_ENV, env_secret, primary_secret
 from .smoke import run_checks
 
 LABELS = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "warn": "WARN"}
@@ -22,14 +21,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--secret-file", help=f"check an encrypted round trip with this secret (or set {SECRET_ENV})")
     args = parser.parse_args(argv)
     keyring = None
-    if args.secret_file or os.environ.get(SECRET_ENV):
+    if args.secret_file is not None or env_secret(SECRET_ENV):
         keyring = Keyring(primary_secret(args.secret_file))
     result = run_checks(db.resolve_dsn(args.dsn), read_only=args.read_only, keyring=keyring)
     if args.junit:
         try:
             Path(args.junit).write_bytes(result.junit())
         except OSError as exc:
-            raise UsageError(f"cannot write the JUnit report to {args.junit}: {exc.strerror}") from None
+            raise UsageError(f"cannot write the JUnit report to the file given to --junit: {exc.strerror}") from None
     if args.json:
         print_json(result.as_dict())
     else:
