@@ -528,3 +528,32 @@ def test_pulumi_takes_a_superseding_text_into_state_without_touching_the_databas
     assert d.changes and not d.replaces
     with pytest.raises(Exception, match="immutable"):
         MigrationProvider().diff("000", {**olds, "checksum": "d" * 64}, news)
+
+
+def test_a_resource_type_check_under_another_name_refuses_up_and_changes_nothing(supabase_db):
+    """005 replaces the type list by its conventional name. A project whose list has another name
+    would keep rejecting 'openrouter_instant' behind an 'applied' ledger: refuse instead."""
+    with db.connect(supabase_db) as c:
+        old = c.execute("SELECT conname FROM pg_constraint WHERE conrelid = 'public.x402_resources'::regclass"
+                        " AND pg_get_constraintdef(oid) LIKE '%prompt_template%'").fetchone()[0]
+        c.execute(f'ALTER TABLE public.x402_resources RENAME CONSTRAINT "{old}" TO resource_kind_chk')
+    plan = run_script("migrate.py", "plan", "--json", "--dsn", supabase_db)
+    assert plan.returncode == 1 and json.loads(plan.stdout)["verdict"] == "refused", plan.stderr
+    r = run_script("migrate.py", "up", "--dsn", supabase_db)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 1 and len(errors) == 1 and "RENAME CONSTRAINT" in errors[0] and "Traceback" not in r.stderr
+    assert states(supabase_db)["005"] == "pending"
+    with db.connect(supabase_db) as c:
+        assert c.execute("SELECT to_regclass('public.user_openrouter_integrations')").fetchone()[0] is None
+        c.execute("ALTER TABLE public.x402_resources RENAME CONSTRAINT resource_kind_chk TO x402_resources_resource_type_check")
+    assert run_script("migrate.py", "up", "--dsn", supabase_db).returncode == 0
+    assert states(supabase_db)["005"] == "applied"
+
+
+def test_005_applied_by_the_previous_text_is_not_drift(deployed_db):
+    m = migrations.find(migrations.load(), "005")
+    assert len(m.up.supersedes) == 1
+    with db.connect(deployed_db) as c:
+        c.execute("UPDATE x402_private.schema_migrations SET checksum = %s WHERE version = '005'", (m.up.supersedes[0],))
+    assert states(deployed_db)["005"] == "applied"
+    assert run_script("smoke.py", "--read-only", "--dsn", deployed_db).returncode == 0
