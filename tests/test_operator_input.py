@@ -339,6 +339,15 @@ def test_rotation_reports_the_decrypt_reason_with_a_hint(deployed_db):
     assert _rotate(deployed_db, "--any-key-shape").returncode == 0
 
 
+def test_rotation_with_a_wrong_old_secret_reports_every_row_as_wrong_key(deployed_db):
+    # A wrong key passes CBC's padding check for ~1 row in 256 per key: those rows were
+    # reported as not-a-key, whose hint points at --key-pattern instead of the secret.
+    _seed(deployed_db, 1000)
+    r = _rotate(deployed_db, "--json", old="not-the-old-secret")
+    assert json.loads(r.stdout)["undecryptable_by_reason"] == {"wrong-key": 1000}
+    assert "--key-pattern" not in assert_one_line_error(r, 1, OLD, NEW)
+
+
 def test_rotation_to_the_same_secret_is_refused(deployed_db):
     _seed(deployed_db, 4)
     for old in (OLD, f"another,{OLD}"):
