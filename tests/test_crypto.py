@@ -122,9 +122,10 @@ def test_hundred_thousand_wrong_key_decryptions_accept_none():
         except DecryptError as exc:
             reasons[exc.reason] += 1
     assert accepted == 0
-    # About 1 in 256 passes the padding check: those are caught only by the key-shape check,
-    # which is what this test exists to pin.
-    assert 200 < reasons["not-a-key"] < 700, reasons
+    # About 1 in 256 passes the padding check; its random bytes are not UTF-8, so it is still
+    # a wrong key, never "not-a-key" (whose hint sends the operator to --key-pattern). Rotation
+    # with a wrong secret reported ~1% of its rows as not-a-key.
+    assert reasons["not-a-key"] == 0, reasons
 
 
 def test_shape_check_rejects_text_that_cbc_happily_decrypts():

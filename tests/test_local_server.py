@@ -78,6 +78,25 @@ def test_a_server_made_with_trust_auth_is_secured_on_start(tmp_path_factory):
         server.delete()
 
 
+def test_a_lost_passfile_is_named_not_reported_as_a_lost_connection(monkeypatch):
+    """The password file deleted by hand: start() said 'lost the connection to the database:
+    fe_sendauth: no password supplied', which names neither the file nor the way out."""
+    from x402db.errors import BundleError
+    from x402db.localdb import embedded_bindir
+
+    base = Path(tempfile.mkdtemp(prefix="x402db-nopass-"))
+    base.chmod(0o755)
+    server = LocalServer(embedded_bindir(), base, fast=True)
+    try:
+        server.start()
+        server.passfile.unlink()
+        monkeypatch.setenv("PGPASSFILE", "/nonexistent")  # not the test session's copy of the password
+        with pytest.raises(BundleError, match="password file .* is gone.*clean-local"):
+            server.start()
+    finally:
+        server.delete()
+
+
 def _copy_checkout(dest: Path) -> Path:
     dest.mkdir(parents=True)
     for name in CHECKOUT:

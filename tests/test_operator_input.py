@@ -129,6 +129,11 @@ def test_secret_file_mode_link_and_kind(tmp_path):
     ("", "empty"),
     ("\n", "empty"),
     (b"\xff\xfe" + MARKER.encode(), "not UTF-8"),
+    # Notepad's UTF-8 signature: invisible, yet it would become the key's first character.
+    ("\ufeff" + MARKER, "byte-order mark"),
+    ("\ufeff" + MARKER + "\n", "byte-order mark"),
+    # No environment variable can hold a NUL, so the backend could never be given this key.
+    (MARKER + "\x00", "NUL"),
 ])
 def test_secret_file_content_that_would_change_the_key_is_refused(tmp_path, content, words):
     f = secret_file(tmp_path, content)
@@ -179,6 +184,17 @@ def test_redaction_is_one_function_and_drops_every_credential():
     assert conninfo_to_dict(red) == {"user": "u@x", "host": "db.example", "port": "6543", "dbname": "d/b", "sslmode": "require"}
     assert db.redact(f"host=a,b port=1,2 password={MARKER}") == "postgresql://a:1,b:2/"
     assert MARKER not in db.redact(f"postgresql://x:t@{MARKER}@h/d")
+
+
+@pytest.mark.parametrize("script", ["migrate.py", "smoke.py", "rotate_keys.py", "deploy_local.py"])
+def test_an_unescaped_slash_in_the_url_password_is_not_printed(script):
+    # libpq stops the user:password part at the first '/', so the rest of the password became
+    # the database name, which the redacted URL printed ("cannot connect to postgresql://u:pa/<rest>").
+    dsn = f"postgresql://postgres:12/{MARKER}@127.0.0.1:1/x"
+    args = ["status"] if script == "migrate.py" else []
+    r = run_script(script, *args, env={"DATABASE_URL": dsn, "INTEGRATION_ENCRYPTION_SECRET": NEW})
+    assert "%2F" in assert_one_line_error(r, 2)
+    assert MARKER not in db.redact(dsn)
 
 
 def test_deploy_with_an_at_sign_in_the_password_names_the_fix():
@@ -321,6 +337,15 @@ def test_rotation_reports_the_decrypt_reason_with_a_hint(deployed_db):
     human = _rotate(deployed_db)
     assert "not-a-key: 3 rows" in human.stdout and "--any-key-shape" in human.stdout
     assert _rotate(deployed_db, "--any-key-shape").returncode == 0
+
+
+def test_rotation_with_a_wrong_old_secret_reports_every_row_as_wrong_key(deployed_db):
+    # A wrong key passes CBC's padding check for ~1 row in 256 per key: those rows were
+    # reported as not-a-key, whose hint points at --key-pattern instead of the secret.
+    _seed(deployed_db, 1000)
+    r = _rotate(deployed_db, "--json", old="not-the-old-secret")
+    assert json.loads(r.stdout)["undecryptable_by_reason"] == {"wrong-key": 1000}
+    assert "--key-pattern" not in assert_one_line_error(r, 1, OLD, NEW)
 
 
 def test_rotation_to_the_same_secret_is_refused(deployed_db):

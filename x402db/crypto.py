@@ -205,7 +205,8 @@ class Keyring:
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError:
-                    shaped_wrong.add(i)
+                    # A wrong key passes the padding check for 1 message in 256 and yields
+                    # random bytes, which are not UTF-8: still a wrong key, not "not-a-key".
                     continue
                 if shape_ok(text, shape):
                     results[i] = (text, self._fingerprints[key])
@@ -218,7 +219,7 @@ class Keyring:
             if hits and key is not self._legacy_order[0] and hits * 2 >= len(pending):
                 self._legacy_order = [key] + [k for k in self._legacy_order if k is not key]
         for i in legacy:
-            results[i] = (DecryptError("not-a-key", "decrypted, but the result is not an API key of the expected shape: most likely a wrong secret")
+            results[i] = (DecryptError("not-a-key", "decrypted to text, but the text is not an API key of the expected shape")
                           if i in shaped_wrong else
                           DecryptError("wrong-key", f"no secret in the keyring ({len(self._keys)}) decrypts this ciphertext"))
         return results  # type: ignore[return-value]

@@ -35,6 +35,11 @@ def parse(dsn: str) -> dict[str, str]:
         # the password in its own error message.
         raise UsageError("the DSN's host contains '@': write an @ in the password as %40, "
                          "or keep the password in ~/.pgpass or PGPASSWORD")
+    if "@" in (params.get("dbname") or "") and "://" in dsn:
+        # postgresql://user:pa/ss@host: libpq ends the password at the '/', so the rest of the
+        # password would become the database name, and be printed as such.
+        raise UsageError("the DSN's database name contains '@': write a / in the password as %2F "
+                         "(and @ as %40), or keep the password in ~/.pgpass or PGPASSWORD")
     return {k: str(v) for k, v in params.items()}
 
 

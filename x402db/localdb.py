@@ -250,7 +250,13 @@ class LocalServer:
         """A cluster made by an earlier version trusted every local connection: give its
         superuser a password, require it from everyone, and reload."""
         password = secrets.token_urlsafe(32)
-        with self._connect() as conn:
+        try:
+            conn = self._connect()
+        except psycopg.OperationalError:
+            # Not a trust cluster: one we secured, whose passfile was deleted since.
+            raise BundleError(f"the local server's password file {self.passfile} is gone, so its password is lost; "
+                              "run `make clean-local` to delete the local database and start over") from None
+        with conn:
             # Hashed here, so the statement (and any statement log) never holds the password.
             verifier = conn.pgconn.encrypt_password(password.encode(), self.superuser.encode(), b"scram-sha-256")
             conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(self.superuser), sql.Literal(verifier.decode())))

@@ -28,6 +28,12 @@ def check_value(text: str, what: str, fix: str) -> str:
         problem = "has a carriage return or more than one line (Windows line ending or a blank line)"
     elif value != value.strip():
         problem = "starts or ends with whitespace, which would become part of the key"
+    elif value.startswith("\ufeff"):
+        # An editor's UTF-8 signature (Notepad writes one): invisible, yet part of the key.
+        problem = "starts with a byte-order mark (an editor's UTF-8 signature), which would become part of the key"
+    elif "\x00" in value:
+        # No environment variable can hold a NUL: the backend could never be given this key.
+        problem = "contains a NUL byte, which no environment variable can hold"
     if problem:
         raise UsageError(f"{what} {problem}: {fix}")
     return value

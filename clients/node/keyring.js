@@ -221,7 +221,8 @@ class Keyring {
       try {
         plaintext = UTF8.decode(raw);
       } catch {
-        shapedWrong = true;
+        // A wrong key passes the padding check for 1 message in 256 and yields random
+        // bytes, which are not UTF-8: still a wrong key, not "not-a-key" (as in Python).
         continue;
       }
       if (this.#shapeOk(plaintext)) {
@@ -231,7 +232,7 @@ class Keyring {
       shapedWrong = true;
     }
     if (shapedWrong) {
-      throw new DecryptError("not-a-key", "decrypted, but the result is not an API key of the expected shape: most likely a wrong secret");
+      throw new DecryptError("not-a-key", "decrypted to text, but the text is not an API key of the expected shape");
     }
     throw new DecryptError("wrong-key", `no secret in the keyring (${this.#keys.length}) decrypts this ciphertext`);
   }
