@@ -363,7 +363,8 @@ def test_a_ledger_written_by_the_previous_bundle_is_evolved_in_place(tmp_path, e
 @pytest.mark.parametrize("args", [["up", "--to", "7"], ["up", "--to", "abc"], ["up", "--to", "base"], ["up", "--to", "-1"],
                                   ["down", "--to", "2"], ["down", "--to", "005x"], ["up", "--lock-timeout", "0"],
                                   ["up", "--lock-timeout", "2min"], ["up", "--lock-timeout", "soon"],
-                                  ["down", "--lock-timeout", "0ms"], ["up", "--statement-timeout", "0"]])
+                                  ["down", "--lock-timeout", "0ms"], ["up", "--statement-timeout", "0"],
+                                  ["up", "--retries", "\uff15"], ["up", "--retries", "99999999999999999999"], ["down", "--retries", "-1"]])
 def test_bad_versions_and_timeouts_exit_2_before_connecting(args):
     r = run_script("migrate.py", *args, "--dsn", "postgresql://nobody@127.0.0.1:1/x")
     assert r.returncode == 2 and "cannot connect" not in r.stderr, r.stderr

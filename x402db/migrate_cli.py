@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from . import db, migrations
-from .cli import Parser, add_common, log_to_stderr, print_json
+from .cli import Parser, add_common, int_range, log_to_stderr, print_json
 from .engine import Engine, Settings
 from .migrations import BASE
 from .plan import Planner, detect_target
@@ -31,7 +31,7 @@ def build_parser() -> Parser:
                            help="per DDL statement, above 0 and at most 1min (default %(default)s)")
             p.add_argument("--statement-timeout", default=Settings.statement_timeout,
                            help="for the transactional part, above 0 (default %(default)s)")
-            p.add_argument("--retries", type=int, default=Settings.retries, help="lock-timeout retries (default %(default)s)")
+            p.add_argument("--retries", type=int_range(0, 100), default=Settings.retries, help="lock-timeout retries (default %(default)s)")
         if name == "up":
             p.add_argument("--to", help="apply up to and including this known version (e.g. 1 or 001)")
         if name == "plan":
