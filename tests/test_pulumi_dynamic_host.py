@@ -174,3 +174,32 @@ def test_create_and_delete_refuse_what_the_plan_refuses_with_its_reasons(host, e
     assert _table(empty_db)
     with db.connect(empty_db) as c:
         assert "005" in ledger.entries(c)
+
+
+def test_refresh_reads_a_cut_off_run_and_the_next_up_finishes_or_refuses_it(host, empty_db):
+    """A run killed after 005's transaction committed leaves the ledger at steps-pending; one killed
+    during its down leaves reverting. `pulumi refresh` (Read) must show it, and `pulumi up` (Diff,
+    then Update) must finish the steps, or refuse a half-reverted migration with the way out."""
+    h = Host(host)
+    inputs = program_inputs(empty_db)
+    outs = {}
+    for version in ("000", "001", "005"):
+        _id, outs[version] = h.create(h.check(inputs[version])[0])
+    assert outs["005"]["ledger_state"] == "applied"
+    with db.connect(empty_db) as c:  # as a kill during CREATE INDEX CONCURRENTLY leaves it
+        c.execute("DROP INDEX public.idx_x402_resources_openrouter_model")
+        c.execute("UPDATE x402_private.schema_migrations SET state = 'steps-pending' WHERE version = '005'")
+    _id, refreshed = h.read("005", outs["005"])
+    assert refreshed["ledger_state"] == "steps-pending"
+    assert h.diff("005", refreshed, inputs["005"]).changes == proto.DiffResponse.DIFF_SOME
+    assert h.update("005", refreshed, inputs["005"])["ledger_state"] == "applied"
+    with db.connect(empty_db) as c:
+        assert ledger.entries(c)["005"].state == "applied"
+        assert c.execute("SELECT to_regclass('public.idx_x402_resources_openrouter_model')").fetchone()[0] is not None
+    with db.connect(empty_db) as c:
+        c.execute("UPDATE x402_private.schema_migrations SET state = 'reverting' WHERE version = '005'")
+    _id, refreshed = h.read("005", outs["005"])
+    assert refreshed["ledger_state"] == "reverting"
+    with pytest.raises(grpc.RpcError) as err:
+        h.update("005", refreshed, inputs["005"])
+    assert "half-reverted" in err.value.details()

@@ -63,6 +63,10 @@ class MigrationProvider(ResourceProvider):
                 "Applied migrations are immutable: restore the file and ship the change as a new migration."
             )
         changed = [k for k in _STEERING if olds.get(k) != news.get(k)] + (["checksum"] if superseded else [])
+        # `pulumi refresh` read a half-finished run from the ledger: the next `pulumi up` must
+        # finish it (or refuse, for a half-reverted one), not report "no changes".
+        if olds.get("ledger_state", "applied") != "applied":
+            changed.append("ledger_state")
         stables = ["version", "name"] + ([] if superseded else ["checksum"])
         return DiffResult(changes=bool(changed), replaces=[], stables=stables, delete_before_replace=False)
 
@@ -73,10 +77,17 @@ class MigrationProvider(ResourceProvider):
         with engine.conn:
             require_ready(engine, "up", what=f"SqlMigration {migration.label} create: up", single=True)
             outcome = engine.apply(migration)
-        return CreateResult(migration.version, _outs(props, action=outcome.action if outcome else "already-applied"))
+        return CreateResult(migration.version, _outs(props, action=outcome.action if outcome else "already-applied",
+                                                     ledger_state="applied"))
 
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(_outs(news, action="unchanged"))
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        if olds.get("ledger_state", "applied") == "applied":
+            return UpdateResult(_outs(news, action="unchanged", ledger_state="applied"))
+        # What `migrate.py up` does with the same ledger: resume steps-pending, refuse reverting.
+        engine, migration = _engine(news)
+        with engine.conn:
+            outcome = engine.apply(migration)
+        return UpdateResult(_outs(news, action=outcome.action if outcome else "unchanged", ledger_state="applied"))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         from .plan import require_ready
@@ -96,7 +107,8 @@ class MigrationProvider(ResourceProvider):
         if entry is None:
             return ReadResult(None, {})  # gone from the ledger: Pulumi drops it from state
         # A checksum that differs from state shows up in `pulumi refresh` as drift.
-        return ReadResult(id_, _outs(props, checksum=entry.checksum))
+        # So is a run that was cut off: the ledger's state (steps-pending, reverting) is read back.
+        return ReadResult(id_, _outs(props, checksum=entry.checksum, ledger_state=entry.state))
 
 
 class SqlMigration(Resource, module="x402", name="SqlMigration"):
