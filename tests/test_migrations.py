@@ -309,6 +309,11 @@ def test_an_edited_down_is_refused_unless_acknowledged(tmp_path, deployed_db):
 def test_cli_refuses_an_edited_down_without_the_flag(deployed_db):
     with db.connect(deployed_db) as c:
         c.execute("UPDATE x402_private.schema_migrations SET down_checksum = repeat('b', 64) WHERE version = '005'")
+    # status says so before anyone needs the down, and exits 1 as for any drift.
+    r = run_script("migrate.py", "status", "--json", "--dsn", deployed_db)
+    assert r.returncode == 1 and [s.get("down_edited") for s in json.loads(r.stdout)] == [None, None, True]
+    r = run_script("migrate.py", "status", "--dsn", deployed_db)
+    assert r.returncode == 1 and "(down edited)" in r.stdout and "--accept-edited-down" in r.stdout
     r = run_script("migrate.py", "down", "--dsn", deployed_db)
     assert r.returncode == 1 and "down script is not the one recorded" in r.stderr
     assert states(deployed_db)["005"] == "applied"

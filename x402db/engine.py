@@ -102,6 +102,7 @@ class State:
     name: str
     state: str  # applied | pending | steps-pending | reverting | drifted | missing-file
     kind: str | None = None
+    down_edited: bool = False  # the down file is not the one recorded: `down` refuses it
 
     @property
     def hint(self) -> str | None:
@@ -153,7 +154,8 @@ class Engine:
             elif not m.matches(entry.checksum):
                 states.append(State(m.version, m.name, "drifted", entry.kind))
             else:
-                states.append(State(m.version, m.name, entry.state, entry.kind))
+                edited = m.down_checksum != self._expected_down(m, entry)[0]
+                states.append(State(m.version, m.name, entry.state, entry.kind, down_edited=edited))
         for entry in recorded.values():
             if entry.version not in {m.version for m in self.migrations} and entry.target == self.target.name:
                 states.append(State(entry.version, entry.name, "missing-file", entry.kind))
@@ -410,14 +412,18 @@ class Engine:
         with self.locked():
             return self._revert_locked(m, allow_data_loss, accept_edited_down)
 
+    def _expected_down(self, m: Migration, entry: ledger.Entry) -> tuple[str | None, str]:
+        """The down checksum a revert of this ledger row must match, and where it comes from."""
+        if entry.down_checksum is not None:
+            return entry.down_checksum, "the one recorded when it was applied"
+        # Recorded before down checksums existed: trust only the down this bundle ships.
+        if self._shipped_downs is None:
+            from . import migrations as files
+            self._shipped_downs = {x.version: x.down_checksum for x in files.load()}
+        return self._shipped_downs.get(m.version), "the one this bundle ships (the ledger row predates down checksums)"
+
     def _check_down_integrity(self, m: Migration, entry: ledger.Entry, accept_edited_down: bool) -> None:
-        expected, source = entry.down_checksum, "the one recorded when it was applied"
-        if expected is None:
-            # Recorded before down checksums existed: trust only the down this bundle ships.
-            if self._shipped_downs is None:
-                from . import migrations as files
-                self._shipped_downs = {x.version: x.down_checksum for x in files.load()}
-            expected, source = self._shipped_downs.get(m.version), "the one this bundle ships (the ledger row predates down checksums)"
+        expected, source = self._expected_down(m, entry)
         if m.down_checksum == expected:
             return
         if accept_edited_down:

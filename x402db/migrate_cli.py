@@ -75,14 +75,18 @@ def main(argv: list[str]) -> int:
         if args.command == "status":
             states = engine.status()
             if args.json:
-                print_json([{"version": s.version, "name": s.name, "state": s.state, **({"hint": s.hint} if s.hint else {})}
-                            for s in states])
+                print_json([{"version": s.version, "name": s.name, "state": s.state, **({"hint": s.hint} if s.hint else {}),
+                             **({"down_edited": True} if s.down_edited else {})} for s in states])
             else:
                 for s in states:
-                    print(f"{s.version}  {s.name:<32} {s.state}{' (adopted)' if s.kind == 'adopted' else ''}")
+                    print(f"{s.version}  {s.name:<32} {s.state}{' (adopted)' if s.kind == 'adopted' else ''}"
+                          f"{' (down edited)' if s.down_edited else ''}")
                     if s.hint:
                         print(f"     {s.hint}")
-            return 1 if any(s.state in INCOMPLETE for s in states) else 0
+                    if s.down_edited:
+                        print("     its down file is not the one recorded when it was applied; down refuses it "
+                              "unless --accept-edited-down: restore the file, or review the edit first")
+            return 1 if any(s.state in INCOMPLETE or s.down_edited for s in states) else 0
         if args.command == "up":
             outcomes = engine.up(to=args.to)
         else:
