@@ -14,10 +14,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg  # noqa: E402
 
-from x402db import db, migrations  # noqa: E402
-from x402db.engine import Engine, Settings  # noqa: E402
+from x402db import db  # noqa: E402
+from x402db.migrate import files as migrations  # noqa: E402
+from x402db.migrate.engine import Engine, Settings  # noqa: E402
 from x402db.localdb import LocalServer, embedded_bindir  # noqa: E402
-from x402db.target import detect  # noqa: E402
+from x402db.migrate.target import detect  # noqa: E402
 
 
 @contextmanager

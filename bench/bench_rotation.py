@@ -9,11 +9,12 @@ import uuid
 
 from _common import throwaway_server
 
-from x402db import db, migrations
+from x402db import db
+from x402db.migrate import files as migrations
 from x402db.crypto import Context, Keyring
-from x402db.engine import Engine
+from x402db.migrate.engine import Engine
 from x402db.rotation import Rotator
-from x402db.target import detect
+from x402db.migrate.target import detect
 
 OLD, NEW = "bench-old-secret", "bench-new-secret"
 T = "public.user_openrouter_integrations"

@@ -12,7 +12,8 @@ import time
 
 from _common import Writer, baseline_with_rows, engine, throwaway_server
 
-from x402db import db, migrations
+from x402db import db
+from x402db.migrate import files as migrations
 
 
 def naive_sql() -> str:

@@ -18,10 +18,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from x402db import db, deploy_cli, ledger, migrations
-from x402db.engine import Engine
+from x402db import db, deploy_cli
+from x402db.migrate import ledger, files as migrations
+from x402db.migrate.engine import Engine
 from x402db.localdb import LocalServer
-from x402db.target import detect
+from x402db.migrate.target import detect
 
 from .conftest import SERVERS, _bindir, deploy, pg_dump_schema, run_script
 from .test_pulumi_dynamic_host import Host, host, program_inputs  # noqa: F401 (host is a fixture)

@@ -17,9 +17,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from x402db import ROOT, db, migrations
-from x402db.engine import Engine
-from x402db.target import detect
+from x402db import ROOT, db
+from x402db.migrate import files as migrations
+from x402db.migrate.engine import Engine
+from x402db.migrate.target import detect
 
 from .conftest import drop_database, new_database, pg_dump_schema, run_script
 

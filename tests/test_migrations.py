@@ -11,10 +11,11 @@ import threading
 import psycopg
 import pytest
 
-from x402db import ROOT, db, ledger, migrations
-from x402db.engine import Engine, Settings
+from x402db import ROOT, db
+from x402db.migrate import ledger, files as migrations
+from x402db.migrate.engine import Engine, Settings
 from x402db.errors import BundleError, DriftError, Refused
-from x402db.target import detect
+from x402db.migrate.target import detect
 
 from .conftest import FIXTURES, admin_dsn, drop_database, new_database, pg_dump_schema, run_script
 

@@ -9,10 +9,11 @@ import time
 import psycopg
 import pytest
 
-from x402db import db, ledger, migrations
-from x402db.engine import Engine
+from x402db import db
+from x402db.migrate import ledger, files as migrations
+from x402db.migrate.engine import Engine
 from x402db.plan import Planner
-from x402db.target import detect
+from x402db.migrate.target import detect
 
 from .conftest import pg_dump_schema, run_script
 from .test_migrations import _copy_sql

@@ -9,11 +9,12 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from x402db import db, ledger, migrations, sqlparse
-from x402db.engine import BASE, Engine
+from x402db import db
+from x402db.migrate import ledger, files as migrations, sqlparse
+from x402db.migrate.engine import BASE, Engine
 from x402db.locks import ANY, MODES
 from x402db.plan import Planner
-from x402db.target import detect
+from x402db.migrate.target import detect
 
 from . import lockprobe
 

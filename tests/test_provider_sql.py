@@ -8,10 +8,11 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from x402db import access, migrations, provider_sql as p
-from x402db.engine import Engine
+from x402db import access, provider_sql as p
+from x402db.migrate import files as migrations
+from x402db.migrate.engine import Engine
 from x402db.pulumi_preflight import preflight
-from x402db.target import detect
+from x402db.migrate.target import detect
 
 from .conftest import admin_dsn, drop_database, new_supabase_database
 from .test_pulumi_dynamic_host import host  # noqa: F401  (the real dynamic-provider host)

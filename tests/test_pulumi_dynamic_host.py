@@ -14,7 +14,8 @@ import pytest
 from pulumi.runtime import proto, rpc
 from pulumi.runtime.proto import provider_pb2_grpc
 
-from x402db import ROOT, db, ledger
+from x402db import ROOT, db
+from x402db.migrate import ledger
 
 from .pulumi_support import SECRET_KEY, by_name, run_program
 
@@ -117,7 +118,7 @@ def test_create_diff_update_read_delete_over_grpc(host, empty_db):
         c.execute("UPDATE x402_private.schema_migrations SET checksum = %s WHERE version = '005'", (outs["005"]["checksum"],))
 
     # Changed SQL of an applied migration is refused.
-    from x402db.migrations import checksum
+    from x402db.migrate.files import checksum
     edited_sql = inputs["005"]["up_sql"] + "\n-- edited\n"
     edited = {**inputs["005"], "up_sql": edited_sql, "checksum": checksum(edited_sql)}
     with pytest.raises(grpc.RpcError) as err:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from x402db import SQL_DIR
-from x402db.migrations import NO_TRANSACTION
+from x402db.migrate.files import NO_TRANSACTION
 
 SQUAWK = shutil.which("squawk", path=str(Path(sys.executable).parent)) or shutil.which("squawk")
 pytestmark = pytest.mark.skipif(SQUAWK is None, reason="squawk-cli is not installed (requirements-dev.txt)")

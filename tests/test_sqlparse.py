@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from x402db import migrations, sqlparse
+from x402db.migrate import files as migrations, sqlparse
 from x402db.errors import UsageError
 
 

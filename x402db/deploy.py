@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
-from . import ROOT, access, db, migrations
-from .engine import Engine, Settings
+from . import ROOT, access, db
+from .migrate import files as migrations
+from .migrate.engine import Engine, Settings
 from .plan import require_ready
 from .planview import summary
 from .localdb import LocalServer, embedded_bindir, write_private
-from .target import detect
+from .migrate.target import detect
 
 LOCAL_BASE = ROOT / ".local" / "pg18"
 LOCAL_DB = "x402"

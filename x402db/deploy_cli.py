@@ -1,13 +1,14 @@
 """`scripts/deploy_local.py` (make deploy) and `scripts/local_db.py` (start/stop/revert/url)."""
 from __future__ import annotations
 
-from . import db, migrations
+from . import db
+from .migrate import files as migrations
 from .cli import Parser, add_common, interval, log_to_stderr, print_json
 from .deploy import LOCAL_DB, deploy, local_server, start_local_server
-from .engine import Engine, Settings
+from .migrate.engine import Engine, Settings
 from .errors import BundleError
-from .migrations import BASE
-from .target import TARGETS, detect
+from .migrate.files import BASE
+from .migrate.target import TARGETS, detect
 
 
 def deploy_main(argv: list[str]) -> int:

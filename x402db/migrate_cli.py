@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from . import db, migrations
+from . import db
+from .migrate import files as migrations
 from .cli import Parser, add_common, int_range, log_to_stderr, print_json
-from .engine import Engine, Settings
-from .migrations import BASE
+from .migrate.engine import Engine, Settings
+from .migrate.files import BASE
 from .plan import Planner, detect_target
 from .planview import print_plan
-from .target import TARGETS, detect
+from .migrate.target import TARGETS, detect
 
 # States after which the database is not where any command left it: status exits 1 for them.
 INCOMPLETE = ("drifted", "missing-file", "steps-pending", "reverting")

@@ -22,9 +22,10 @@ _REQUIRED = ("dsn", "version", "name", "checksum", "up_sql", "down_sql", "target
 
 def _engine(props: dict[str, Any]):
     # Imported here: the provider host only needs them when an operation really runs.
-    from . import db, migrations
-    from .engine import Engine, Settings
-    from .target import detect
+    from . import db
+    from .migrate import files as migrations
+    from .migrate.engine import Engine, Settings
+    from .migrate.target import detect
 
     conn = db.connect(props["dsn"], application_name="x402db-pulumi")
     migration = migrations.from_texts(props["version"], props["name"], props["up_sql"], props["down_sql"])
@@ -38,8 +39,8 @@ def _outs(props: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 class MigrationProvider(ResourceProvider):
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        from .engine import timeout_problems
-        from .migrations import checksum
+        from .migrate.engine import timeout_problems
+        from .migrate.files import checksum
 
         failures = [CheckFailure(k, f"{k} is required") for k in _REQUIRED if not news.get(k)]
         if not failures and checksum(news["up_sql"]) != news["checksum"]:
@@ -51,7 +52,7 @@ class MigrationProvider(ResourceProvider):
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         superseded = False
         if olds.get("checksum") and news.get("checksum") != olds["checksum"] and news.get("up_sql"):
-            from .migrations import from_texts
+            from .migrate.files import from_texts
 
             # The new text declares (x402:supersedes) that it leaves the old one's result as it
             # is: take the new texts into state, touch nothing in the database.
@@ -99,7 +100,7 @@ class MigrationProvider(ResourceProvider):
             engine.revert(migration, allow_data_loss=allow)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        from . import ledger
+        from .migrate import ledger
 
         engine, migration = _engine(props)
         with engine.conn:

@@ -19,7 +19,8 @@ from typing import Callable
 import psycopg
 from psycopg import sql
 
-from . import PRIVATE_SCHEMA, ledger
+from . import PRIVATE_SCHEMA
+from .migrate import ledger
 from .crypto import Context, DecryptError, Keyring, Shape, OPENROUTER_KEY
 from .errors import BundleError, UsageError
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pglast import ast, enums, parse_plpgsql, parse_sql
 from pglast.parser import ParseError
 
-from .errors import UsageError
+from ..errors import UsageError
 
 # PL/pgSQL expression parse modes (libpg_query's RawParseMode): 0 is a whole statement,
 # 2 an expression, 3-5 the right-hand side of an assignment.

@@ -20,7 +20,7 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from . import PRIVATE_SCHEMA
+from .. import PRIVATE_SCHEMA
 
 TABLE = sql.Identifier(PRIVATE_SCHEMA, "schema_migrations")
 STATES = ("applied", "steps-pending", "reverting")

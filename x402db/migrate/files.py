@@ -21,8 +21,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import SQL_DIR, sqlparse
-from .errors import UsageError
+from .. import SQL_DIR
+from . import sqlparse
+from ..errors import UsageError
 
 _NAME = re.compile(r"^(?P<version>\d{3})_(?P<name>[a-z0-9_]+)\.up\.sql$")
 _DIRECTIVE = re.compile(r"^--\s*x402:(?P<key>[a-z-]+(?: [a-z-]+)?):?\s*(?P<value>.*)$")

@@ -18,9 +18,10 @@ import psycopg
 from psycopg import errors as pgerr
 from psycopg import sql
 
-from . import access, ledger
-from .errors import BundleError, DriftError, Refused, UsageError
-from .migrations import BASE, Migration, resolve_version
+from .. import access
+from . import ledger
+from ..errors import BundleError, DriftError, Refused, UsageError
+from .files import BASE, Migration, resolve_version
 from .target import Target
 
 # Any fixed bigint works; it only has to be the same for every runner of this bundle.
@@ -418,7 +419,7 @@ class Engine:
             return entry.down_checksum, "the one recorded when it was applied"
         # Recorded before down checksums existed: trust only the down this bundle ships.
         if self._shipped_downs is None:
-            from . import migrations as files
+            from . import files
             self._shipped_downs = {x.version: x.down_checksum for x in files.load()}
         return self._shipped_downs.get(m.version), "the one this bundle ships (the ledger row predates down checksums)"
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import psycopg
 
 from . import ledger
-from .errors import UsageError
+from ..errors import UsageError
 
 TARGETS = ("supabase", "postgres")
 API_ROLES = ("anon", "authenticated", "service_role")
