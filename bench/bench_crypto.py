@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import padding  # noqa: E402
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # noqa: E402
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 
-from x402db.crypto import Context, Keyring, derive_key  # noqa: E402
+from x402db.keys.crypto import Context, Keyring, derive_key  # noqa: E402
 
 KEY_TEXT = "sk-or-v1-" + "3c" * 32
 N = 50_000

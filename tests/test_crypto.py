@@ -13,8 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from x402db.crypto import (Context, DecryptError, Keyring, derive_key, encrypt_legacy,
-                           fingerprint, generate_secret)
+from x402db.keys.crypto import Context, DecryptError, Keyring, derive_key, encrypt_legacy, fingerprint, generate_secret
 
 NODE = shutil.which("node")
 BACKEND_JS = Path(__file__).parent / "node" / "backend_crypto.js"
@@ -191,7 +190,8 @@ def test_legacy_decryption_uses_the_librarys_cbc_mode_and_no_hand_written_mode(m
     cryptography's CBC mode, and no module of the package builds an ECB context."""
     import ast
 
-    from x402db import ROOT, crypto
+    from x402db import ROOT
+    from x402db.keys import crypto
 
     built: list[str] = []
     real_cipher = crypto.Cipher
@@ -246,7 +246,7 @@ def test_batched_cbc_decryption_equals_one_library_call_per_message(key, parts):
     ciphertexts and for garbage (padding errors) alike."""
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-    from x402db.crypto import _decrypt_legacy, _decrypt_legacy_many, _pkcs7_pad, _pkcs7_unpad
+    from x402db.keys.crypto import _decrypt_legacy, _decrypt_legacy_many, _pkcs7_pad, _pkcs7_unpad
 
     messages = []
     for iv, data, real in parts:

@@ -6,7 +6,7 @@ import re
 
 
 from x402db import db
-from x402db.crypto import Context, Keyring, fingerprint
+from x402db.keys.crypto import Context, Keyring, fingerprint
 
 from .conftest import run_script
 

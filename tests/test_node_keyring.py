@@ -17,9 +17,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from x402db import ROOT
-from x402db.crypto import FORMATS, OPENROUTER_KEY, Context, DecryptError, Keyring, _decrypt_legacy, derive_key, fingerprint
+from x402db.keys.crypto import (FORMATS, OPENROUTER_KEY, Context, DecryptError, Keyring, _decrypt_legacy, derive_key,
+                               fingerprint)
 from x402db.errors import UsageError
-from x402db.secretsource import PREVIOUS_ENV, SECRET_ENV, previous_secrets, primary_secret
+from x402db.keys.source import PREVIOUS_ENV, SECRET_ENV, previous_secrets, primary_secret
 
 NODE = shutil.which("node")
 DRIVER = Path(__file__).parent / "node" / "keyring_driver.js"

@@ -19,8 +19,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from x402db import ROOT, db
-from x402db.crypto import Context, Keyring, fingerprint
-from x402db.rotation import Rotator
+from x402db.keys.crypto import Context, Keyring, fingerprint
+from x402db.keys.rotation import Rotator
 
 from .conftest import run_script
 

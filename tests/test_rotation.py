@@ -16,8 +16,8 @@ import psycopg
 import pytest
 
 from x402db import ROOT, db
-from x402db.crypto import Context, Keyring, fingerprint
-from x402db.rotation import Rotator
+from x402db.keys.crypto import Context, Keyring, fingerprint
+from x402db.keys.rotation import Rotator
 
 from .conftest import run_script
 

@@ -131,7 +131,7 @@ def test_each_defect_is_caught(server, deployed_db, defect, sabotage, check):
 def test_every_check_can_fail(server):
     """Across the sabotage suite, every check a clean run reports has failed at least once."""
     from .conftest import deploy, drop_database, new_database
-    from x402db.crypto import Keyring
+    from x402db.keys.crypto import Keyring
 
     ring = Keyring("smoke-secret")
     clean_db = new_database(server)

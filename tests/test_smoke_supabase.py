@@ -102,7 +102,7 @@ ON_SUPABASE = [("policy_dropped", "shape_a"), ("extra_using_true", "shape_b"), (
 
 @pytest.mark.parametrize("defect, shape", ON_SUPABASE, ids=[f"{d}-{s}" for d, s in ON_SUPABASE])
 def test_each_defect_is_caught_on_supabase(server, defect, shape):
-    from x402db.crypto import Keyring
+    from x402db.keys.crypto import Keyring
 
     _, sabotage, check = next(s for s in SABOTAGE if s[0] == defect)
     dsn = new_supabase_database(server, shape)

@@ -42,7 +42,7 @@ def add_shape_args(parser: argparse.ArgumentParser) -> None:
 
 def shape_from_args(args):
     """The decrypted-value check the user asked for; OpenRouter's key shape by default."""
-    from .crypto import OPENROUTER_KEY
+    from .keys.crypto import OPENROUTER_KEY
 
     if args.any_key_shape:
         return None
@@ -94,7 +94,7 @@ def print_json(doc: Any) -> None:
 
 def read_stdin(what: str, prompt: str) -> str:
     """One value from stdin (a pipe, or a no-echo prompt on a terminal); same rules as a secret file."""
-    from .secretsource import check_value
+    from .keys.source import check_value
 
     if sys.stdin is None or sys.stdin.closed:
         raise UsageError(f"stdin is closed: pipe the {what} in, e.g. `pbpaste | ...`")

@@ -5,10 +5,10 @@ import sys
 
 from . import db
 from .cli import Parser, add_common, add_shape_args, int_range, print_json, quiet, shape_from_args
-from .crypto import FORMATS, Keyring, fingerprint
+from .keys.crypto import FORMATS, Keyring, fingerprint
 from .errors import Refused
-from .rotation import MAX_BATCH, REASON_HINTS, TABLE, Rotator
-from .secretsource import PREVIOUS_ENV, SECRET_ENV, previous_secrets, primary_secret
+from .keys.rotation import MAX_BATCH, REASON_HINTS, TABLE, Rotator
+from .keys.source import PREVIOUS_ENV, SECRET_ENV, previous_secrets, primary_secret
 
 
 def build_parser() -> Parser:

@@ -9,7 +9,7 @@ import psycopg
 
 from . import db, smoke_behaviour, smoke_catalog
 from .checks import FAILED, SKIPPED, STATUSES, WARN, Check, Checklist
-from .crypto import Keyring
+from .keys.crypto import Keyring
 
 
 @dataclass

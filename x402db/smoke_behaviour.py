@@ -19,7 +19,7 @@ import psycopg
 
 from . import smoke_contract
 from .checks import Checklist
-from .crypto import Keyring
+from .keys.crypto import Keyring
 from .smoke_postgrest import acting_as, attempt
 from .smoke_rows import AUTH_USERS, CannotMakeRow, RowMaker
 

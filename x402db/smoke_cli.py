@@ -5,9 +5,9 @@ from pathlib import Path
 
 from . import db
 from .cli import Parser, add_common, print_json
-from .crypto import Keyring
+from .keys.crypto import Keyring
 from .errors import UsageError
-from .secretsource import SECRET_ENV, env_secret, primary_secret
+from .keys.source import SECRET_ENV, env_secret, primary_secret
 from .smoke import run_checks
 
 LABELS = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "warn": "WARN"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat
 
-from .errors import UsageError
+from ..errors import UsageError
 
 SECRET_ENV = "INTEGRATION_ENCRYPTION_SECRET"
 PREVIOUS_ENV = "INTEGRATION_ENCRYPTION_SECRET_PREVIOUS"

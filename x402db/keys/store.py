@@ -6,7 +6,7 @@ import uuid
 import psycopg
 from psycopg import errors as pgerr
 
-from .errors import Refused, UsageError
+from ..errors import Refused, UsageError
 
 TABLE = "public.user_openrouter_integrations"
 
