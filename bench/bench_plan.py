@@ -19,7 +19,7 @@ import psycopg
 from _common import Writer, baseline_with_rows, engine, throwaway_server
 
 from x402db import ROOT
-from x402db.plan import Planner
+from x402db.plan.planner import Planner
 
 
 def plan_times(dsn: str, direction: str, n: int = 5) -> list[float]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from x402db.locks import MODES, strongest
+from x402db.plan.locks import MODES, strongest
 
 _RELATIONS = """
 SELECT c.oid, format('%s.%s', n.nspname, c.relname), c.relfilenode,

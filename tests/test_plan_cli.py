@@ -12,7 +12,7 @@ import pytest
 from x402db import db
 from x402db.migrate import ledger, files as migrations
 from x402db.migrate.engine import Engine
-from x402db.plan import Planner
+from x402db.plan.planner import Planner
 from x402db.migrate.target import detect
 
 from .conftest import pg_dump_schema, run_script

@@ -12,8 +12,8 @@ import pytest
 from x402db import db
 from x402db.migrate import ledger, files as migrations, sqlparse
 from x402db.migrate.engine import BASE, Engine
-from x402db.locks import ANY, MODES
-from x402db.plan import Planner
+from x402db.plan.locks import ANY, MODES
+from x402db.plan.planner import Planner
 from x402db.migrate.target import detect
 
 from . import lockprobe
@@ -170,7 +170,7 @@ def test_wider_statement_set_matches_pg_locks(empty_db, tmp_path):
 def test_a_wrong_map_entry_fails_the_proof(empty_db, monkeypatch):
     """The proof can fail: with COMMENT mapped to AccessExclusiveLock (PostgreSQL takes
     ShareUpdateExclusiveLock), every COMMENT of 005 is reported."""
-    from x402db import locks
+    from x402db.plan import locks
 
     real = locks._comment
 

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from . import ROOT, access, db
 from .migrate import files as migrations
 from .migrate.engine import Engine, Settings
-from .plan import require_ready
-from .planview import summary
+from .plan.planner import require_ready
+from .plan.view import summary
 from .localdb import LocalServer, embedded_bindir, write_private
 from .migrate.target import detect
 

@@ -8,8 +8,8 @@ from .migrate import files as migrations
 from .cli import Parser, add_common, int_range, log_to_stderr, print_json
 from .migrate.engine import Engine, Settings
 from .migrate.files import BASE
-from .plan import Planner, detect_target
-from .planview import print_plan
+from .plan.planner import Planner, detect_target
+from .plan.view import print_plan
 from .migrate.target import TARGETS, detect
 
 # States after which the database is not where any command left it: status exits 1 for them.

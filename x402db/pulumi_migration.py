@@ -72,7 +72,7 @@ class MigrationProvider(ResourceProvider):
         return DiffResult(changes=bool(changed), replaces=[], stables=stables, delete_before_replace=False)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        from .plan import require_ready
+        from .plan.planner import require_ready
 
         engine, migration = _engine(props)
         with engine.conn:
@@ -91,7 +91,7 @@ class MigrationProvider(ResourceProvider):
         return UpdateResult(_outs(news, action=outcome.action if outcome else "unchanged", ledger_state="applied"))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        from .plan import require_ready
+        from .plan.planner import require_ready
 
         engine, migration = _engine(props)
         allow = bool(props.get("allow_data_loss"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import textwrap
 
 from .locks import strongest
-from .plan import Plan, human_bytes
+from .planner import Plan, human_bytes
 
 _PHASE = {"transaction": "tx", "no-transaction": "step"}
 _INDENT = " " * 19
