@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from x402db import PRIVATE_SCHEMA, db
-from x402db.smoke import run_checks
+from x402db.verify.smoke import run_checks
 
 from .conftest import run_script
 

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from x402db import db
-from x402db.smoke import run_checks
+from x402db.verify.smoke import run_checks
 
 from .conftest import admin_dsn, deploy, drop_database, new_supabase_database, run_script
 from .test_smoke import SABOTAGE

@@ -23,7 +23,7 @@ def deploy_main(argv: list[str]) -> int:
     log = log_to_stderr(not args.json)
     smoke = None
     if not args.no_smoke:
-        from .smoke import run_checks
+        from .verify.smoke import run_checks
 
         def smoke(dsn: str, target: str) -> dict:
             # On a real Supabase project, inserting test users fires whatever triggers the

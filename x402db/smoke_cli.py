@@ -8,7 +8,7 @@ from .cli import Parser, add_common, print_json
 from .keys.crypto import Keyring
 from .errors import UsageError
 from .keys.source import SECRET_ENV, env_secret, primary_secret
-from .smoke import run_checks
+from .verify.smoke import run_checks
 
 LABELS = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "warn": "WARN"}
 

@@ -7,9 +7,10 @@ from xml.etree import ElementTree as ET
 
 import psycopg
 
-from . import db, smoke_behaviour, smoke_catalog
+from .. import db
+from . import behaviour, catalog
 from .checks import FAILED, SKIPPED, STATUSES, WARN, Check, Checklist
-from .keys.crypto import Keyring
+from ..keys.crypto import Keyring
 
 
 @dataclass
@@ -59,10 +60,10 @@ def run_checks(dsn: str, read_only: bool = False, keyring: Keyring | None = None
         conn.execute("SET lock_timeout = '2s'; SET statement_timeout = '10s'")
         with conn.transaction(force_rollback=True):
             conn.execute("SET TRANSACTION READ ONLY")
-            smoke_catalog.run(conn, c)
+            catalog.run(conn, c)
         if not read_only and c.checks and c.checks[0].passed:
             try:
-                smoke_behaviour.run(conn, c, keyring)
+                behaviour.run(conn, c, keyring)
             except psycopg.Error as exc:
                 c.add("behaviour.completed", False, f"behaviour checks stopped: {exc.diag.message_primary or type(exc).__name__}")
     return SmokeResult(c.checks, int((time.monotonic() - started) * 1000))

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
-from .smoke_postgrest import acting_as
-from .smoke_rows import CannotMakeRow
+from .postgrest import acting_as
+from .rows import CannotMakeRow
 
 if TYPE_CHECKING:
-    from .smoke_behaviour import Context
+    from .behaviour import Context
 
 T = sql.Identifier("public", "user_openrouter_integrations")
 R = sql.Identifier("public", "x402_resources")

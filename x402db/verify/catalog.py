@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import psycopg
 
-from . import access
-from .migrate import ledger, files as migrations
+from .. import access
+from ..migrate import ledger, files as migrations
 from .checks import Checklist
-from .migrate.engine import HINTS
+from ..migrate.engine import HINTS
 
 T = "public.user_openrouter_integrations"
 R = "public.x402_resources"

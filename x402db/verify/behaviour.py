@@ -17,11 +17,11 @@ from typing import Callable
 
 import psycopg
 
-from . import smoke_contract
+from . import contract
 from .checks import Checklist
-from .keys.crypto import Keyring
-from .smoke_postgrest import acting_as, attempt
-from .smoke_rows import AUTH_USERS, CannotMakeRow, RowMaker
+from ..keys.crypto import Keyring
+from .postgrest import acting_as, attempt
+from .rows import AUTH_USERS, CannotMakeRow, RowMaker
 
 T = "public.user_openrouter_integrations"
 R = "public.x402_resources"
@@ -228,7 +228,7 @@ SECTIONS = (
     Section("integrations", ("trigger.bumps_updated_at", "integrations.user_delete_cascades"), _integrations),
     Section("resources", ("resources.openrouter_instant_accepted", "resources.unknown_type_rejected",
                           "resources.model_delete_sets_null"), _resources),
-    Section("contract", smoke_contract.CHECKS, lambda ctx: smoke_contract.run(ctx)),
+    Section("contract", contract.CHECKS, lambda ctx: contract.run(ctx)),
 )
 
 
