@@ -1,8 +1,8 @@
 """Pulumi program: config -> one provider -> one component -> exports. Logic lives in x402db."""
 import pulumi
 
-from x402db import config
-from x402db.pulumi_component import OpenRouterIntegration, OpenRouterIntegrationArgs, build_provider
+from x402db.iac import config
+from x402db.iac.component import OpenRouterIntegration, OpenRouterIntegrationArgs, build_provider
 
 cfg = config.load(pulumi.Config())
 provider = build_provider("x402-postgres", cfg)

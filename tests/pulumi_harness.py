@@ -62,8 +62,8 @@ def main() -> None:
 
     @pulumi.runtime.test
     def program():
-        from x402db import config as stack_config
-        from x402db.pulumi_component import dsn_output
+        from x402db.iac import config as stack_config
+        from x402db.iac.component import dsn_output
 
         runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
         cfg = stack_config.load(pulumi.Config())

@@ -391,7 +391,7 @@ def test_up_to_compares_versions_as_numbers(empty_db):
 
 
 def test_timeouts_are_bounded_in_engine_and_pulumi_config():
-    from x402db import config
+    from x402db.iac import config
     from x402db.errors import UsageError
 
     for bad in ("0", "0s", "61s", "2min", "1h"):
@@ -423,7 +423,7 @@ def test_deploy_local_refuses_a_zero_lock_timeout():
 
 
 def test_pulumi_provider_check_bounds_lock_timeout():
-    from x402db.pulumi_migration import MigrationProvider
+    from x402db.iac.sql_migration import MigrationProvider
 
     up, down = "SELECT 1;\n", "SELECT 1;\n"
     props = {"dsn": "x", "version": "005", "name": "n", "checksum": migrations.checksum(up), "up_sql": up,
@@ -525,7 +525,7 @@ def test_compat_applied_by_the_previous_bundle_is_not_drift(empty_db):
 
 
 def test_pulumi_takes_a_superseding_text_into_state_without_touching_the_database():
-    from x402db.pulumi_migration import MigrationProvider
+    from x402db.iac.sql_migration import MigrationProvider
 
     compat = migrations.find(migrations.load(), "000")
     news = {"version": "000", "name": "platform_compat", "checksum": compat.checksum, "up_sql": compat.up_text,

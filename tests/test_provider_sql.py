@@ -8,10 +8,11 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from x402db import access, provider_sql as p
+from x402db import access
+from x402db.iac import provider_sql as p
 from x402db.migrate import files as migrations
 from x402db.migrate.engine import Engine
-from x402db.pulumi_preflight import preflight
+from x402db.iac.preflight import preflight
 from x402db.migrate.target import detect
 
 from .conftest import admin_dsn, drop_database, new_supabase_database

@@ -10,8 +10,8 @@ import sys
 import dill
 import pytest
 
-from x402db import config as stack_config
-from x402db.pulumi_migration import MigrationProvider
+from x402db.iac import config as stack_config
+from x402db.iac.sql_migration import MigrationProvider
 
 from .pulumi_support import by_name, plain, run_program, short
 
@@ -195,5 +195,5 @@ def test_provider_pickles_cleanly(supabase):
     code = ("import base64,dill,sys; p = dill.loads(base64.b64decode(sys.stdin.read())); "
             "print(type(p).__module__, type(p).__name__, vars(p))")
     out = subprocess.run([sys.executable, "-c", code], input=base64.b64encode(blob).decode(), capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "x402db.pulumi_migration MigrationProvider {}"
+    assert out.stdout.strip() == "x402db.iac.sql_migration MigrationProvider {}"
     assert dill.loads(dill.dumps(MigrationProvider(), recurse=True)).__class__ is MigrationProvider

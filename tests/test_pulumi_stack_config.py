@@ -10,7 +10,7 @@ import copy
 import pytest
 
 from x402db import ROOT
-from x402db import config as stack_config
+from x402db.iac import config as stack_config
 
 from . import pulumi_engine_rules as rules
 

@@ -320,7 +320,7 @@ def backend_role(name: str, password=None) -> RoleArgs:
 
 def grants(database: str) -> list[GrantArgs]:
     """The access model as the program's Grant resources, in creation order."""
-    from . import access
+    from .. import access
 
     out = [GrantArgs(database, u.role, u.schema, "schema", ("USAGE",), retain_on_delete=u.retain_on_delete) for u in access.SCHEMA_USAGE]
     out += [GrantArgs(database, g.role, g.schema, "table", tuple(g.privileges), (g.table,)) for g in access.TABLE_GRANTS]

@@ -5,9 +5,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .migrate.engine import timeout_problems
-from .errors import UsageError
-from .migrate.target import API_ROLES, TARGETS
+from ..migrate.engine import timeout_problems
+from ..errors import UsageError
+from ..migrate.target import API_ROLES, TARGETS
 
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

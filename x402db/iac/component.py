@@ -17,12 +17,12 @@ import pulumi
 import pulumi_postgresql as postgresql
 from psycopg.conninfo import make_conninfo
 
-from .migrate import files as migrations
+from ..migrate import files as migrations
 from . import provider_sql
 from .config import StackConfig
-from .pulumi_migration import SqlMigration
-from .pulumi_preflight import Preflight
-from .migrate.target import API_ROLES
+from .sql_migration import SqlMigration
+from .preflight import Preflight
+from ..migrate.target import API_ROLES
 
 PLATFORM_ROLES = (*API_ROLES, "authenticator")
 

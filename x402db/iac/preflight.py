@@ -1,0 +1,91 @@
+"""Preflight: a dynamic resource that every other resource waits for, whose `check` (run by
+`pulumi preview` and again at the start of `pulumi up`, before any resource is created) tries
+the exact statements pulumi-postgresql will run (x402db/provider_sql.py) in one transaction that
+is always rolled back. If the server would refuse one, the run stops there with one sentence
+saying why and what to do, and nothing has changed: never a `pulumi up` that fails halfway.
+
+It needs the database reachable at preview time, as the provider does for refresh.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
+
+
+def _advice(stmt: str, user: str, version: int) -> str:
+    words = stmt.split()
+    membership = words[0] in ("GRANT", "REVOKE") and len(words) == 4 and words[2] in ("TO", "FROM")
+    if membership and version >= 160000:
+        granted = words[1].strip('"')
+        return (f"since PostgreSQL 16 only a role holding ADMIN OPTION on {granted} may grant or revoke it, and {user} "
+                f"does not: leave backendRole unset (`pulumi config rm backendRole`), or have a superuser run "
+                f"`GRANT {granted} TO {user} WITH ADMIN OPTION` first")
+    return f"grant {user} the privilege this statement needs, or leave out the resource that runs it"
+
+
+def preflight(dsn: str, database: str, backend_role: str | None) -> str | None:
+    """None when every statement would succeed, else the one sentence to stop on."""
+    import psycopg
+
+    from .. import db
+    from . import provider_sql as p
+    from ..errors import BundleError
+
+    try:
+        conn = db.connect(dsn, application_name="x402db-pulumi-preflight")
+    except BundleError as exc:
+        return f"preflight: {exc}"
+    with conn:
+        s = p.Session(conn)
+        version = conn.info.server_version
+        user = s.one("SELECT current_user")
+        try:
+            with conn.transaction(force_rollback=True):
+                if backend_role:
+                    role = p.backend_role(backend_role)  # no password: it changes no permission
+                    if s.one("SELECT 1 FROM pg_roles WHERE rolname = %s", (backend_role,)):
+                        p.role_update(s, role, role)  # re-grants its roles, as any later update does
+                    else:
+                        p.role_create(s, role)
+                for g in p.grants(database):
+                    exists = g.object_type == "schema" or s.one("SELECT to_regclass(%s)", (f"{p.ident(g.schema)}.{p.ident(g.objects[0])}",))
+                    if exists:
+                        p.grant_create(s, g)
+                    else:  # the migration creates it, owned by us: only the owners' part can fail
+                        with conn.transaction():
+                            p.lock_role(s, g.role)
+                            p.with_roles_granted(s, p.roles_to_grant(s, g), lambda: None)
+        except psycopg.Error as exc:
+            stmt = s.log[-1] if s.log else "?"
+            reason = (exc.diag.message_primary or str(exc)).rstrip(".")
+            return (f"preflight refused, nothing was changed: on PostgreSQL {version // 10000} the provider's `{stmt}` fails "
+                    f"as {user} ({reason}); {_advice(stmt, user, version)}, then run pulumi up again.")
+    return None
+
+
+class PreflightProvider(ResourceProvider):
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        failure = preflight(news["dsn"], news["database"], news.get("backend_role") or None)
+        # No property: the CLI prints a failing property's value next to the reason, and the secret
+        # dsn would be printed in plaintext there (issueCheckFailures formats it with %v).
+        return CheckResult(news, [CheckFailure("", failure)] if failure else [])
+
+    def diff(self, _id: str, _olds: dict[str, Any], _news: dict[str, Any]) -> DiffResult:
+        return DiffResult(changes=False)  # nothing to change in the database, ever
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        return CreateResult("preflight", props)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(news)
+
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        return None
+
+
+class Preflight(Resource, module="x402", name="Preflight"):
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["dsn"]))
+        super().__init__(PreflightProvider(), name, props, opts)
