@@ -21,7 +21,7 @@ from psycopg import sql
 from x402db import db, deploy_cli
 from x402db.migrate import ledger, files as migrations
 from x402db.migrate.engine import Engine
-from x402db.localdb import LocalServer
+from x402db.local.server import LocalServer
 from x402db.migrate.target import detect
 
 from .conftest import SERVERS, _bindir, deploy, pg_dump_schema, run_script

@@ -17,7 +17,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from x402db import ROOT
-from x402db.localdb import SERVICE_USER, LocalServer
+from x402db.local.server import SERVICE_USER, LocalServer
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another OS user")
 CHECKOUT = ["x402db", "scripts", "sql", "Makefile", "requirements.txt", "requirements-dev.txt", "constraints.txt"]
@@ -59,7 +59,7 @@ def test_another_os_user_cannot_connect_without_the_owners_password(server):
 @as_root
 def test_a_server_made_with_trust_auth_is_secured_on_start(tmp_path_factory):
     """A .local/ cluster created before this change trusted everyone; start() gives it a password."""
-    from x402db.localdb import embedded_bindir
+    from x402db.local.server import embedded_bindir
 
     base = Path(tempfile.mkdtemp(prefix="x402db-trust-"))
     base.chmod(0o755)
@@ -82,7 +82,7 @@ def test_a_lost_passfile_is_named_not_reported_as_a_lost_connection(monkeypatch)
     """The password file deleted by hand: start() said 'lost the connection to the database:
     fe_sendauth: no password supplied', which names neither the file nor the way out."""
     from x402db.errors import BundleError
-    from x402db.localdb import embedded_bindir
+    from x402db.local.server import embedded_bindir
 
     base = Path(tempfile.mkdtemp(prefix="x402db-nopass-"))
     base.chmod(0o755)
@@ -178,7 +178,7 @@ def test_deploy_as_an_ordinary_user():
         assert data.stat().st_uid == pwd.getpwnam("nobody").pw_uid and stat.S_IMODE(data.stat().st_mode) == 0o700
         check = as_nobody("-c", f"import psycopg; print(psycopg.connect({url!r}).execute('select current_user').fetchone()[0])")
         assert check.returncode == 0 and check.stdout.strip() == "postgres", check.stderr
-        from x402db.localdb import embedded_bindir
+        from x402db.local.server import embedded_bindir
 
         other = psql_as(SERVICE_USER, LocalServer(embedded_bindir(), checkout), bare(url))
         assert other.returncode != 0 and "password" in other.stderr, other.stdout + other.stderr

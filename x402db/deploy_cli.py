@@ -4,7 +4,7 @@ from __future__ import annotations
 from . import db
 from .migrate import files as migrations
 from .cli import Parser, add_common, interval, log_to_stderr, print_json
-from .deploy import LOCAL_DB, deploy, local_server, start_local_server
+from .local.deploy import LOCAL_DB, deploy, local_server, start_local_server
 from .migrate.engine import Engine, Settings
 from .errors import BundleError
 from .migrate.files import BASE

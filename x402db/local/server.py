@@ -19,7 +19,7 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
-from .errors import BundleError
+from ..errors import BundleError
 
 SERVICE_USER = "postgres"  # PostgreSQL refuses to run as root; as root we run it as this user
 

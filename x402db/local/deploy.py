@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
-from . import ROOT, access, db
-from .migrate import files as migrations
-from .migrate.engine import Engine, Settings
-from .plan.planner import require_ready
-from .plan.view import summary
-from .localdb import LocalServer, embedded_bindir, write_private
-from .migrate.target import detect
+from .. import ROOT, access, db
+from ..migrate import files as migrations
+from ..migrate.engine import Engine, Settings
+from ..plan.planner import require_ready
+from ..plan.view import summary
+from .server import LocalServer, embedded_bindir, write_private
+from ..migrate.target import detect
 
 LOCAL_BASE = ROOT / ".local" / "pg18"
 LOCAL_DB = "x402"

@@ -1,0 +1,1 @@
+"""The embedded or system PostgreSQL a developer runs, and `make deploy` onto it."""
