@@ -5,8 +5,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from x402db.cli import run  # noqa: E402
-from x402db.rotate_cli import main  # noqa: E402
+from x402db.cli.common import run  # noqa: E402
+from x402db.cli.rotate import main  # noqa: E402
 
 if __name__ == "__main__":
     run(main)

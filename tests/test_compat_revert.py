@@ -18,7 +18,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from x402db import db, deploy_cli
+from x402db import db
+from x402db.cli import deploy as deploy_cli
 from x402db.migrate import ledger, files as migrations
 from x402db.migrate.engine import Engine
 from x402db.local.server import LocalServer

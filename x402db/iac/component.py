@@ -18,11 +18,11 @@ import pulumi_postgresql as postgresql
 from psycopg.conninfo import make_conninfo
 
 from ..migrate import files as migrations
+from ..migrate.target import API_ROLES
 from . import provider_sql
 from .config import StackConfig
-from .sql_migration import SqlMigration
 from .preflight import Preflight
-from ..migrate.target import API_ROLES
+from .sql_migration import SqlMigration
 
 PLATFORM_ROLES = (*API_ROLES, "authenticator")
 

@@ -5,8 +5,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..migrate.engine import timeout_problems
 from ..errors import UsageError
+from ..migrate.engine import timeout_problems
 from ..migrate.target import API_ROLES, TARGETS
 
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")

@@ -30,8 +30,8 @@ def preflight(dsn: str, database: str, backend_role: str | None) -> str | None:
     import psycopg
 
     from .. import db
-    from . import provider_sql as p
     from ..errors import BundleError
+    from . import provider_sql as p
 
     try:
         conn = db.connect(dsn, application_name="x402db-pulumi-preflight")

@@ -20,9 +20,9 @@ import psycopg
 from psycopg import sql
 
 from .. import PRIVATE_SCHEMA
+from ..errors import BundleError, UsageError
 from ..migrate import ledger
 from .crypto import Context, DecryptError, Keyring, Shape, OPENROUTER_KEY
-from ..errors import BundleError, UsageError
 
 TABLE = "public.user_openrouter_integrations"
 AUDIT = sql.Identifier(PRIVATE_SCHEMA, "key_rotation_runs")

@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass, field
 from .. import ROOT, access, db
 from ..migrate import files as migrations
 from ..migrate.engine import Engine, Settings
+from ..migrate.target import detect
 from ..plan.planner import require_ready
 from ..plan.view import summary
 from .server import LocalServer, embedded_bindir, write_private
-from ..migrate.target import detect
 
 LOCAL_BASE = ROOT / ".local" / "pg18"
 LOCAL_DB = "x402"

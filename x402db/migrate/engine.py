@@ -19,8 +19,8 @@ from psycopg import errors as pgerr
 from psycopg import sql
 
 from .. import access
-from . import ledger
 from ..errors import BundleError, DriftError, Refused, UsageError
+from . import ledger
 from .files import BASE, Migration, resolve_version
 from .target import Target
 

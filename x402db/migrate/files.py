@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import SQL_DIR
-from . import sqlparse
 from ..errors import UsageError
+from . import sqlparse
 
 _NAME = re.compile(r"^(?P<version>\d{3})_(?P<name>[a-z0-9_]+)\.up\.sql$")
 _DIRECTIVE = re.compile(r"^--\s*x402:(?P<key>[a-z-]+(?: [a-z-]+)?):?\s*(?P<value>.*)$")

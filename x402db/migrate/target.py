@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from . import ledger
 from ..errors import UsageError
+from . import ledger
 
 TARGETS = ("supabase", "postgres")
 API_ROLES = ("anon", "authenticated", "service_role")

@@ -14,13 +14,13 @@ import psycopg
 from psycopg import errors as pgerr
 
 from .. import access
+from ..errors import BundleError, DriftError, Refused
 from ..migrate import ledger, sqlparse
 from ..migrate.engine import HINTS, Engine
-from ..errors import BundleError, DriftError, Refused
-from .locks import ANY, Prediction, blocks_reads, blocks_writes, simulate, strongest
 from ..migrate.files import BASE, Migration, Script
-from .catalog import LiveCatalog
 from ..migrate.target import Target, detect
+from .catalog import LiveCatalog
+from .locks import ANY, Prediction, blocks_reads, blocks_writes, simulate, strongest
 
 PLAN_LOCK_TIMEOUT = "20ms"  # a plan never queues: writers queued behind it would wait too
 PLAN_STATEMENT_TIMEOUT = "30s"

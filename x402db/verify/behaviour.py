@@ -17,9 +17,9 @@ from typing import Callable
 
 import psycopg
 
+from ..keys.crypto import Keyring
 from . import contract
 from .checks import Checklist
-from ..keys.crypto import Keyring
 from .postgrest import acting_as, attempt
 from .rows import AUTH_USERS, CannotMakeRow, RowMaker
 

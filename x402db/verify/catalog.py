@@ -15,8 +15,8 @@ import psycopg
 
 from .. import access
 from ..migrate import ledger, files as migrations
-from .checks import Checklist
 from ..migrate.engine import HINTS
+from .checks import Checklist
 
 T = "public.user_openrouter_integrations"
 R = "public.x402_resources"

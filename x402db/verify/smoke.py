@@ -8,9 +8,9 @@ from xml.etree import ElementTree as ET
 import psycopg
 
 from .. import db
+from ..keys.crypto import Keyring
 from . import behaviour, catalog
 from .checks import FAILED, SKIPPED, STATUSES, WARN, Check, Checklist
-from ..keys.crypto import Keyring
 
 
 @dataclass

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import sys
 
-from . import db
-from .cli import Parser, add_common, add_shape_args, int_range, print_json, quiet, shape_from_args
-from .keys.crypto import FORMATS, Keyring, fingerprint
-from .errors import Refused
-from .keys.rotation import MAX_BATCH, REASON_HINTS, TABLE, Rotator
-from .keys.source import PREVIOUS_ENV, SECRET_ENV, previous_secrets, primary_secret
+from .. import db
+from ..errors import Refused
+from ..keys.crypto import FORMATS, Keyring, fingerprint
+from ..keys.rotation import MAX_BATCH, REASON_HINTS, TABLE, Rotator
+from ..keys.source import PREVIOUS_ENV, SECRET_ENV, previous_secrets, primary_secret
+from .common import Parser, add_common, add_shape_args, int_range, print_json, quiet, shape_from_args
 
 
 def build_parser() -> Parser:

@@ -1,14 +1,14 @@
 """`scripts/deploy_local.py` (make deploy) and `scripts/local_db.py` (start/stop/revert/url)."""
 from __future__ import annotations
 
-from . import db
-from .migrate import files as migrations
-from .cli import Parser, add_common, interval, log_to_stderr, print_json
-from .local.deploy import LOCAL_DB, deploy, local_server, start_local_server
-from .migrate.engine import Engine, Settings
-from .errors import BundleError
-from .migrate.files import BASE
-from .migrate.target import TARGETS, detect
+from .. import db
+from ..errors import BundleError
+from ..local.deploy import LOCAL_DB, deploy, local_server, start_local_server
+from ..migrate import files as migrations
+from ..migrate.engine import Engine, Settings
+from ..migrate.files import BASE
+from ..migrate.target import TARGETS, detect
+from .common import Parser, add_common, interval, log_to_stderr, print_json
 
 
 def deploy_main(argv: list[str]) -> int:
@@ -23,7 +23,7 @@ def deploy_main(argv: list[str]) -> int:
     log = log_to_stderr(not args.json)
     smoke = None
     if not args.no_smoke:
-        from .verify.smoke import run_checks
+        from ..verify.smoke import run_checks
 
         def smoke(dsn: str, target: str) -> dict:
             # On a real Supabase project, inserting test users fires whatever triggers the

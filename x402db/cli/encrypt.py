@@ -1,12 +1,12 @@
 """`scripts/encrypt_key.py`: encrypt, decrypt or store one user's OpenRouter API key."""
 from __future__ import annotations
 
-from . import db
-from .keys import store as integrations
-from .cli import Parser, add_common, add_shape_args, print_json, read_stdin, shape_from_args
-from .keys.crypto import FORMATS, Context, DecryptError, Keyring, generate_secret, shape_ok
-from .errors import Refused, UsageError
-from .keys.source import SECRET_ENV, primary_secret
+from .. import db
+from ..errors import Refused, UsageError
+from ..keys import store as integrations
+from ..keys.crypto import FORMATS, Context, DecryptError, Keyring, generate_secret, shape_ok
+from ..keys.source import SECRET_ENV, primary_secret
+from .common import Parser, add_common, add_shape_args, print_json, read_stdin, shape_from_args
 
 
 def build_parser() -> Parser:

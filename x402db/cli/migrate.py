@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from . import db
-from .migrate import files as migrations
-from .cli import Parser, add_common, int_range, log_to_stderr, print_json
-from .migrate.engine import Engine, Settings
-from .migrate.files import BASE
-from .plan.planner import Planner, detect_target
-from .plan.view import print_plan
-from .migrate.target import TARGETS, detect
+from .. import db
+from ..migrate import files as migrations
+from ..migrate.engine import Engine, Settings
+from ..migrate.files import BASE
+from ..migrate.target import TARGETS, detect
+from ..plan.planner import Planner, detect_target
+from ..plan.view import print_plan
+from .common import Parser, add_common, int_range, log_to_stderr, print_json
 
 # States after which the database is not where any command left it: status exits 1 for them.
 INCOMPLETE = ("drifted", "missing-file", "steps-pending", "reverting")

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import db
-from .cli import Parser, add_common, print_json
-from .keys.crypto import Keyring
-from .errors import UsageError
-from .keys.source import SECRET_ENV, env_secret, primary_secret
-from .verify.smoke import run_checks
+from .. import db
+from ..errors import UsageError
+from ..keys.crypto import Keyring
+from ..keys.source import SECRET_ENV, env_secret, primary_secret
+from ..verify.smoke import run_checks
+from .common import Parser, add_common, print_json
 
 LABELS = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "warn": "WARN"}
 

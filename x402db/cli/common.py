@@ -22,8 +22,8 @@ from typing import Any, Callable, Sequence
 
 import psycopg
 
-from . import db
-from .errors import BundleError, UsageError
+from .. import db
+from ..errors import BundleError, UsageError
 
 USAGE_EXIT, FAILED_EXIT = 2, 1
 
@@ -42,7 +42,7 @@ def add_shape_args(parser: argparse.ArgumentParser) -> None:
 
 def shape_from_args(args):
     """The decrypted-value check the user asked for; OpenRouter's key shape by default."""
-    from .keys.crypto import OPENROUTER_KEY
+    from ..keys.crypto import OPENROUTER_KEY
 
     if args.any_key_shape:
         return None
@@ -67,7 +67,7 @@ def int_range(low: int, high: int) -> Callable[[str], int]:
 
 def interval(value: str) -> str:
     """An argparse type for a PostgreSQL timeout such as 1s, 500ms or 2min."""
-    from .migrate.engine import is_interval
+    from ..migrate.engine import is_interval
 
     if not is_interval(value):
         raise argparse.ArgumentTypeError("must be a PostgreSQL interval like 1s, 500ms or 2min")
@@ -94,7 +94,7 @@ def print_json(doc: Any) -> None:
 
 def read_stdin(what: str, prompt: str) -> str:
     """One value from stdin (a pipe, or a no-echo prompt on a terminal); same rules as a secret file."""
-    from .keys.source import check_value
+    from ..keys.source import check_value
 
     if sys.stdin is None or sys.stdin.closed:
         raise UsageError(f"stdin is closed: pipe the {what} in, e.g. `pbpaste | ...`")
