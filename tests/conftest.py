@@ -16,7 +16,8 @@ from psycopg import sql
 
 from x402db import ROOT, access, db
 from x402db.migrate import files as migrations
-from x402db.migrate.engine import Engine, Settings
+from x402db.migrate.engine import Engine
+from x402db.migrate.settings import Settings
 from x402db.local.server import LocalServer, embedded_bindir, system_bindir
 from x402db.migrate.target import detect
 

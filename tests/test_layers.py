@@ -151,3 +151,15 @@ def test_the_checks_catch_an_upward_import_and_a_circle(tmp_path):
     edges = graph(pkg)
     assert wrong_way(edges) == ["x402db.migrate.engine -> x402db.cli.common: migrate imports cli, a higher layer"]
     assert circles(edges) == [["x402db.cli.common", "x402db.migrate.engine"], ["x402db.verify.a", "x402db.verify.b"]]
+
+
+def test_checking_a_duration_does_not_load_the_engine():
+    """Stack config, the CLI harness and the Pulumi provider's check validate a timeout through
+    migrate/settings.py; the engine (and the plan, which imports it) stays unloaded."""
+    import subprocess
+    import sys
+
+    code = ("import sys, x402db.iac.config, x402db.cli.common, x402db.iac.sql_migration; "
+            "print(sorted(m for m in sys.modules if m in ('x402db.migrate.engine', 'x402db.plan.planner')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

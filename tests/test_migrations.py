@@ -13,7 +13,8 @@ import pytest
 
 from x402db import ROOT, db
 from x402db.migrate import ledger, files as migrations
-from x402db.migrate.engine import Engine, Settings
+from x402db.migrate.engine import Engine
+from x402db.migrate.settings import Settings
 from x402db.errors import BundleError, DriftError, Refused
 from x402db.migrate.target import detect
 

@@ -67,7 +67,7 @@ def int_range(low: int, high: int) -> Callable[[str], int]:
 
 def interval(value: str) -> str:
     """An argparse type for a PostgreSQL timeout such as 1s, 500ms or 2min."""
-    from ..migrate.engine import is_interval
+    from ..migrate.settings import is_interval
 
     if not is_interval(value):
         raise argparse.ArgumentTypeError("must be a PostgreSQL interval like 1s, 500ms or 2min")

@@ -5,8 +5,9 @@ from .. import db
 from ..errors import BundleError
 from ..local.deploy import LOCAL_DB, deploy, local_server, start_local_server
 from ..migrate import files as migrations
-from ..migrate.engine import Engine, Settings
+from ..migrate.engine import Engine
 from ..migrate.files import BASE
+from ..migrate.settings import Settings
 from ..migrate.target import TARGETS, detect
 from .common import Parser, add_common, interval, log_to_stderr, print_json
 

@@ -5,8 +5,9 @@ from dataclasses import asdict
 
 from .. import db
 from ..migrate import files as migrations
-from ..migrate.engine import Engine, Settings
+from ..migrate.engine import Engine
 from ..migrate.files import BASE
+from ..migrate.settings import Settings
 from ..migrate.target import TARGETS, detect
 from ..plan.planner import Planner, detect_target
 from ..plan.view import print_plan

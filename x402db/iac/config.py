@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import UsageError
-from ..migrate.engine import timeout_problems
+from ..migrate.settings import timeout_problems
 from ..migrate.target import API_ROLES, TARGETS
 
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")

@@ -24,7 +24,8 @@ def _engine(props: dict[str, Any]):
     # Imported here: the provider host only needs them when an operation really runs.
     from .. import db
     from ..migrate import files as migrations
-    from ..migrate.engine import Engine, Settings
+    from ..migrate.engine import Engine
+    from ..migrate.settings import Settings
     from ..migrate.target import detect
 
     conn = db.connect(props["dsn"], application_name="x402db-pulumi")
@@ -39,8 +40,8 @@ def _outs(props: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 class MigrationProvider(ResourceProvider):
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        from ..migrate.engine import timeout_problems
         from ..migrate.files import checksum
+        from ..migrate.settings import timeout_problems
 
         failures = [CheckFailure(k, f"{k} is required") for k in _REQUIRED if not news.get(k)]
         if not failures and checksum(news["up_sql"]) != news["checksum"]:

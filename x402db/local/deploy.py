@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 
 from .. import ROOT, access, db
 from ..migrate import files as migrations
-from ..migrate.engine import Engine, Settings
+from ..migrate.engine import Engine
+from ..migrate.settings import Settings
 from ..migrate.target import detect
 from ..plan.planner import require_ready
 from ..plan.view import summary

@@ -22,61 +22,13 @@ from .. import access
 from ..errors import BundleError, DriftError, Refused, UsageError
 from . import ledger
 from .files import BASE, Migration, resolve_version
+from .settings import Settings
 from .target import Target
 
 # Any fixed bigint works; it only has to be the same for every runner of this bundle.
 ADVISORY_LOCK_KEY = 402_005_000_001
 _CONCURRENT_INDEX = re.compile(
     r"CREATE\s+INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS\s+(?P<index>\w+)\s+ON\s+(?:ONLY\s+)?(?P<table>[\w.]+)", re.I)
-# ASCII digits and blanks only: PostgreSQL rejects the other Unicode digits and spaces that \d and \s take.
-_INTERVAL = re.compile(r"^(?P<n>[0-9]+)[ \t]*(?P<unit>ms|s|min|h)?$")
-_UNIT_MS = {None: 1, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
-MAX_LOCK_TIMEOUT_MS = 60_000  # writers queue behind our DDL for up to this long; more is an outage
-
-
-def is_interval(value: str) -> bool:
-    """A timeout PostgreSQL accepts for lock_timeout / statement_timeout (unitless = ms)."""
-    return interval_ms(value) is not None
-
-
-def interval_ms(value: str) -> int | None:
-    m = _INTERVAL.match(str(value).strip())
-    return int(m["n"]) * _UNIT_MS[m["unit"]] if m else None
-
-
-def timeout_problems(*, lock_timeout: str | None = None, statement_timeout: str | None = None,
-                     label: Callable[[str], str | None] = lambda name: name) -> list[str]:
-    """The one rule for the timeouts, wherever they are read (CLI, Pulumi config, the engine):
-    lock_timeout above 0 and at most 1 min (0 would switch the protection off: writers would
-    queue behind our DDL without limit), statement_timeout above 0."""
-    problems = []
-    for name, value, limit in (("lock_timeout", lock_timeout, MAX_LOCK_TIMEOUT_MS), ("statement_timeout", statement_timeout, None)):
-        if value is None:
-            continue
-        ms = interval_ms(value)
-        bound = " and at most 1min" if limit else ""
-        if ms is None or ms <= 0 or (limit and ms > limit):
-            problems.append(f"{label(name) or name} must look like 500ms, 1s or 30s: a duration above 0{bound}")
-    return problems
-
-
-@dataclass(frozen=True)
-class Settings:
-    lock_timeout: str = "1s"  # how long writers may queue behind one of our DDL statements
-    statement_timeout: str = "60s"  # for the transactional DDL, which only touches the catalog
-    step_timeout: str = "0"  # VALIDATE / CREATE INDEX CONCURRENTLY scan the table; no writer waits
-    retries: int = 6
-    backoff_s: float = 1.0
-    lock_wait_s: float = 300.0  # how long to wait for another migration run to finish
-
-    def __post_init__(self) -> None:
-        problems = timeout_problems(lock_timeout=self.lock_timeout, statement_timeout=self.statement_timeout)
-        if not is_interval(self.step_timeout):
-            problems.append("step_timeout must be a duration like 0 (none), 10min or 1h")
-        if self.retries < 0:
-            problems.append("retries must be 0 or more")
-        if problems:
-            raise UsageError("; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -86,15 +38,6 @@ class Outcome:
     action: str  # applied | adopted | reverted | forgotten | resumed
     ms: int
     notes: tuple[str, ...] = ()  # what the run kept or skipped on purpose (e.g. roles still in use)
-
-
-# What each ledger state means for the operator, and the command that converges it.
-HINTS = {
-    "steps-pending": "committed, but its no-transaction steps (VALIDATE / CREATE INDEX CONCURRENTLY) did not all "
-                     "finish; run up again (or pulumi up) to finish them",
-    "reverting": "its down's drops are committed, but the down's no-transaction steps did not all finish; run down "
-                 "again (or make revert / pulumi destroy) to finish them",
-}
 
 
 @dataclass(frozen=True)
@@ -107,7 +50,7 @@ class State:
 
     @property
     def hint(self) -> str | None:
-        return HINTS.get(self.state)
+        return ledger.HINTS.get(self.state)
 
 
 def _applied_by(conn: psycopg.Connection) -> str:
@@ -367,7 +310,7 @@ class Engine:
     def _refuse_reverting(self, done: dict[str, ledger.Entry]) -> None:
         half = [v for v, e in done.items() if e.state == "reverting"]
         if half:
-            raise Refused(f"migration(s) {', '.join(half)} are half-reverted (ledger: reverting): {HINTS['reverting']}; "
+            raise Refused(f"migration(s) {', '.join(half)} are half-reverted (ledger: reverting): {ledger.HINTS['reverting']}; "
                           "then run up")
 
     def _apply_locked(self, m: Migration, entry: ledger.Entry | None = None) -> Outcome:

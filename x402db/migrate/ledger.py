@@ -24,6 +24,13 @@ from .. import PRIVATE_SCHEMA
 
 TABLE = sql.Identifier(PRIVATE_SCHEMA, "schema_migrations")
 STATES = ("applied", "steps-pending", "reverting")
+# What each ledger state means for the operator, and the command that converges it.
+HINTS = {
+    "steps-pending": "committed, but its no-transaction steps (VALIDATE / CREATE INDEX CONCURRENTLY) did not all "
+                     "finish; run up again (or pulumi up) to finish them",
+    "reverting": "its down's drops are committed, but the down's no-transaction steps did not all finish; run down "
+                 "again (or make revert / pulumi destroy) to finish them",
+}
 
 _DDL = sql.SQL(
     """

@@ -16,7 +16,7 @@ from psycopg import errors as pgerr
 from .. import access
 from ..errors import BundleError, DriftError, Refused
 from ..migrate import ledger, sqlparse
-from ..migrate.engine import HINTS, Engine
+from ..migrate.engine import Engine
 from ..migrate.files import BASE, Migration, Script
 from ..migrate.target import Target, detect
 from .catalog import LiveCatalog
@@ -285,7 +285,7 @@ class Planner:
             for s in drift:
                 mp.reasons.append(f"drift: {s.version}_{s.name} is {s.state}; up refuses until the original file is restored")
             for v in half:
-                mp.reasons.append(f"migration {v} is half-reverted (ledger: reverting): {HINTS['reverting']}")
+                mp.reasons.append(f"migration {v} is half-reverted (ledger: reverting): {ledger.HINTS['reverting']}")
             if m.version in done:  # steps-pending: the transaction committed, only the steps are left
                 mp.action = "resume"
                 mp.statements = self._statements(m, m.up, catalog, sizes, steps_only=True)

@@ -15,7 +15,6 @@ import psycopg
 
 from .. import access
 from ..migrate import ledger, files as migrations
-from ..migrate.engine import HINTS
 from .checks import Checklist
 
 T = "public.user_openrouter_integrations"
@@ -301,7 +300,7 @@ def check_ledger(conn, c: Checklist) -> None:
               f"ledger checksum {entry.checksum[:12]} does not match the shipped file {shipped.checksum[:12]} (drift)")
     else:
         # A half-finished run commits its ledger row with the work it did: say which half.
-        hint = HINTS.get(entry.state, f"unknown ledger state {entry.state!r}")
+        hint = ledger.HINTS.get(entry.state, f"unknown ledger state {entry.state!r}")
         c.add("ledger.005", entry.state == "applied", f"migration 005 is {entry.state}: {hint}")
 
 
