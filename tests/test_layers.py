@@ -163,3 +163,7 @@ def test_checking_a_duration_does_not_load_the_engine():
             "print(sorted(m for m in sys.modules if m in ('x402db.migrate.engine', 'x402db.plan.planner')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_plan_view_depends_on_the_model_not_on_the_planner():
+    assert graph()["x402db.plan.view"] <= {"x402db.plan.model", "x402db.plan.locks", "x402db.plan.lockmap"}

@@ -170,16 +170,18 @@ def test_wider_statement_set_matches_pg_locks(empty_db, tmp_path):
 def test_a_wrong_map_entry_fails_the_proof(empty_db, monkeypatch):
     """The proof can fail: with COMMENT mapped to AccessExclusiveLock (PostgreSQL takes
     ShareUpdateExclusiveLock), every COMMENT of 005 is reported."""
-    from x402db.plan import locks
+    from pglast import ast
 
-    real = locks._comment
+    from x402db.plan import lockmap, locks
+
+    real = lockmap.PREDICT[ast.CommentStmt]
 
     def wrong(node, cat):
         p = real(node, cat)
         p.locks = {rel: locks.ACCESS_EXCLUSIVE for rel in p.locks}
         return p
 
-    monkeypatch.setattr(locks, "_comment", wrong)
+    monkeypatch.setitem(lockmap.PREDICT, ast.CommentStmt, wrong)
     errors = _prove(empty_db, "up")
     assert errors and all("COMMENT" in e for e in errors), errors
     assert len(errors) == 10

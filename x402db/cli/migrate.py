@@ -9,7 +9,8 @@ from ..migrate.engine import Engine
 from ..migrate.files import BASE
 from ..migrate.settings import Settings
 from ..migrate.target import TARGETS, detect
-from ..plan.planner import Planner, detect_target
+from ..plan.catalog import detect_target
+from ..plan.planner import Planner
 from ..plan.view import print_plan
 from .common import Parser, add_common, int_range, log_to_stderr, print_json
 

@@ -1,14 +1,86 @@
-"""The database as the plan sees it: the live catalog, overlaid with what the statements planned
-so far create and drop, so statement N is predicted against the database statement N-1 leaves.
+"""The database as the plan sees it, read the way the plan reads everything: inside its READ ONLY
+transaction, never queued behind a lock (lock_timeout 20ms; a read that would wait is reported as
+blocked, not waited for). The target is detected that way too, and the live catalog is overlaid
+with what the statements planned so far create and drop, so statement N is predicted against the
+database statement N-1 leaves.
 
-Every read is a catalog query (AccessShareLock on pg_catalog tables only); none opens a user
-relation, so none can queue behind a migration holding AccessExclusiveLock on one.
+Every catalog read is a query on pg_catalog (AccessShareLock on catalog tables only); none opens a
+user relation, so none can queue behind a migration holding AccessExclusiveLock on one. The only
+reads of user relations are the sizes and the guards' counts, through `Reader`.
 """
 from __future__ import annotations
 
 import psycopg
+from psycopg import errors as pgerr
 
-from .locks import Prediction
+from ..errors import BundleError
+from ..migrate.target import Target, detect
+from .lockmap import Prediction
+
+PLAN_LOCK_TIMEOUT = "20ms"  # a plan never queues: writers queued behind it would wait too
+PLAN_STATEMENT_TIMEOUT = "30s"
+WOULD_WAIT = ("plan: reading the catalog would wait on a lock another session holds; nothing was changed. "
+               "See pg_locks / pg_stat_activity, then run plan again")
+
+
+class Reader:
+    """Catalog reads inside the plan's transaction; a read that would wait on a lock fails at
+    once (lock_timeout) inside its own savepoint, and is reported instead of waited for."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        self.blocked: list[str] = []
+
+    def value(self, what: str, query: str, params=()):
+        try:
+            with self.conn.transaction():
+                row = self.conn.execute(query, params).fetchone()
+                return row[0] if row else None, None
+        except pgerr.LockNotAvailable:
+            self.blocked.append(f"{what}: another session holds a conflicting lock; not read")
+            return None, "blocked"
+        except (pgerr.UndefinedTable, pgerr.UndefinedColumn):
+            return 0, None
+
+
+_SIZE = """
+SELECT c.oid, CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::bigint END,
+       c.relpages::bigint * current_setting('block_size')::bigint
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s
+"""
+
+
+class Sizes:
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+        self.cache: dict[str, tuple[int | None, int | None]] = {}
+
+    def of(self, relation: str) -> tuple[int | None, int | None]:
+        if relation not in self.cache:
+            schema, _, name = relation.partition(".")
+            row = self.reader.conn.execute(_SIZE, (schema, name)).fetchone()
+            if row is None:
+                self.cache[relation] = (None, None)
+            else:
+                oid, rows, pages_bytes = row
+                # pg_total_relation_size opens the table (AccessShareLock); if a DDL holds it,
+                # fall back to the page count pg_class recorded at the last VACUUM/ANALYZE.
+                total, blocked = self.reader.value(f"size of {relation}", "SELECT pg_total_relation_size(%s)", (oid,))
+                self.cache[relation] = (rows, pages_bytes if blocked else total)
+        return self.cache[relation]
+
+
+def detect_target(conn: psycopg.Connection, requested: str | None) -> Target:
+    """The target, read the way the plan reads everything: read only, never queued behind a lock
+    (detection reads the ledger, which a concurrent DDL may hold)."""
+    try:
+        with conn.transaction():
+            conn.execute("SET TRANSACTION READ ONLY")
+            conn.execute(f"SET LOCAL lock_timeout = '{PLAN_LOCK_TIMEOUT}'")
+            return detect(conn, requested)
+    except pgerr.LockNotAvailable:
+        raise BundleError(WOULD_WAIT) from None
+
 
 _RELATION = """
 SELECT format('%%s.%%s', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

@@ -3,12 +3,12 @@
 The plan runs in one READ ONLY transaction with a tiny lock_timeout. It reads the catalog and,
 for a down, counts the guards' rows (AccessShareLock, the weakest lock, which only a DDL
 statement's AccessExclusiveLock can block). Nothing here waits: a read that would block is
-reported as blocked and the plan moves on.
+reported as blocked and the plan moves on. `require_ready` is the gate on the plan's verdict:
+Pulumi's create and delete and `make deploy` stop there, before the engine takes any lock.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
 
 import psycopg
 from psycopg import errors as pgerr
@@ -18,172 +18,14 @@ from ..errors import BundleError, DriftError, Refused
 from ..migrate import ledger, sqlparse
 from ..migrate.engine import Engine
 from ..migrate.files import BASE, Migration, Script
-from ..migrate.target import Target, detect
-from .catalog import LiveCatalog
-from .locks import ANY, Prediction, blocks_reads, blocks_writes, simulate, strongest
-
-PLAN_LOCK_TIMEOUT = "20ms"  # a plan never queues: writers queued behind it would wait too
-PLAN_STATEMENT_TIMEOUT = "30s"
-_WOULD_WAIT = ("plan: reading the catalog would wait on a lock another session holds; nothing was changed. "
-               "See pg_locks / pg_stat_activity, then run plan again")
+from .catalog import PLAN_LOCK_TIMEOUT, PLAN_STATEMENT_TIMEOUT, WOULD_WAIT, LiveCatalog, Reader, Sizes
+from .lockmap import Prediction, simulate
+from .locks import ANY, blocks_writes, strongest
+from .model import GuardCheck, Lock, MigrationPlan, Plan, Step
+from .view import writers_sentence
 
 
-@dataclass
-class Lock:
-    relation: str
-    mode: str
-    rows_estimate: int | None = None
-    bytes: int | None = None
-    new: bool = False  # created by this migration's own transaction: invisible to others until COMMIT
-
-
-@dataclass
-class Step:
-    phase: str  # transaction | no-transaction
-    sql: str
-    locks: list[Lock]
-    effect: str
-    rows_estimate: int | None
-    bytes: int | None
-    writers: str
-    kind: str = ""
-    source: str = "file"  # file | engine (LOCK before the guards) | guard (its count query) | access (grants)
-    note: str = ""
-
-
-@dataclass
-class GuardCheck:
-    kind: str  # data-loss | always
-    count: int | None
-    message: str
-    verdict: str  # pass | refuse | allowed | unknown
-
-
-@dataclass
-class MigrationPlan:
-    version: str
-    name: str
-    verdict: str  # ready | refused
-    reasons: list[str]
-    statements: list[Step]
-    guards: list[GuardCheck]
-    action: str = "apply"  # apply | adopt | resume (steps left) | revert | finish-revert (steps left) | forget
-    requires: list[dict] = field(default_factory=list)
-    verdict_with_allow_data_loss: str | None = None
-
-
-@dataclass
-class Plan:
-    direction: str
-    target: str
-    verdict: str  # ready | refused | nothing-to-do
-    migrations: list[MigrationPlan]
-    engine: dict
-    blocked_reads: list[str] = field(default_factory=list)
-    verdict_with_allow_data_loss: str | None = None
-
-    def as_json(self) -> dict:
-        return asdict(self)
-
-
-class _Reader:
-    """Catalog reads inside the plan's transaction; a read that would wait on a lock fails at
-    once (lock_timeout) inside its own savepoint, and is reported instead of waited for."""
-
-    def __init__(self, conn: psycopg.Connection) -> None:
-        self.conn = conn
-        self.blocked: list[str] = []
-
-    def value(self, what: str, query: str, params=()):
-        try:
-            with self.conn.transaction():
-                row = self.conn.execute(query, params).fetchone()
-                return row[0] if row else None, None
-        except pgerr.LockNotAvailable:
-            self.blocked.append(f"{what}: another session holds a conflicting lock; not read")
-            return None, "blocked"
-        except (pgerr.UndefinedTable, pgerr.UndefinedColumn):
-            return 0, None
-
-
-_SIZE = """
-SELECT c.oid, CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::bigint END,
-       c.relpages::bigint * current_setting('block_size')::bigint
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s
-"""
-
-
-class _Sizes:
-    def __init__(self, reader: _Reader) -> None:
-        self.reader = reader
-        self.cache: dict[str, tuple[int | None, int | None]] = {}
-
-    def of(self, relation: str) -> tuple[int | None, int | None]:
-        if relation not in self.cache:
-            schema, _, name = relation.partition(".")
-            row = self.reader.conn.execute(_SIZE, (schema, name)).fetchone()
-            if row is None:
-                self.cache[relation] = (None, None)
-            else:
-                oid, rows, pages_bytes = row
-                # pg_total_relation_size opens the table (AccessShareLock); if a DDL holds it,
-                # fall back to the page count pg_class recorded at the last VACUUM/ANALYZE.
-                total, blocked = self.reader.value(f"size of {relation}", "SELECT pg_total_relation_size(%s)", (oid,))
-                self.cache[relation] = (rows, pages_bytes if blocked else total)
-        return self.cache[relation]
-
-
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return "?"
-
-
-def _how(effect: str, rel: str, sizes: _Sizes) -> str:
-    rows, size = sizes.of(rel)
-    figures = f"~{rows:,} rows, {human_bytes(size)}" if rows is not None else human_bytes(size)
-    return {
-        "catalog": "catalog-only",
-        "create": "catalog-only",
-        "drop": "drops it",
-        "scan": f"reads every row of {rel} ({figures})",
-        "rewrite": f"rewrites {rel} ({figures})",
-    }.get(effect, effect)
-
-
-def writers_sentence(p: Prediction, phase: str, new: set[str], held: dict[str, str], sizes: _Sizes,
-                     lock_timeout: str) -> str:
-    """What a concurrent writer feels. `held`: write-blocking locks earlier statements of the
-    same transaction already hold (they last until COMMIT)."""
-    if not p.known:
-        return f"unknown statement ({p.note}): assume it blocks reads and writes of every table it touches"
-    old = {rel: mode for rel, mode in p.locks.items() if rel not in new}
-    # A lock that blocks more than what the transaction already holds on that table is news,
-    # such as AccessExclusiveLock (reads too) after the guards' ShareRowExclusiveLock.
-    blocking = {rel: mode for rel, mode in old.items() if blocks_writes(mode)
-                and (rel not in held or (blocks_reads(mode) and not blocks_reads(held[rel])))}
-    still = sorted(rel for rel in old if rel in held and rel not in blocking)
-    parts = [f"blocks {'reads and writes' if blocks_reads(mode) else 'writes'} of {rel}" for rel, mode in blocking.items()]
-    if still:
-        parts.append(f"{', '.join(still)} still {'locked' if len(still) == 1 else 'locked'} by an earlier statement")
-    if not parts:
-        if p.effect in ("scan", "rewrite") and old:
-            rel = max(old, key=lambda r: (sizes.of(r)[0] or 0, r))
-            return (f"no writer waits; it {_how(p.effect, rel, sizes)} under {old[rel]}, which blocks only DDL, "
-                    "VACUUM and ANALYZE of that table")
-        return "no writer waits (new relations stay invisible to other sessions until COMMIT)" if p.created else "no writer waits"
-    rel = max(list(blocking) + still, key=lambda r: sizes.of(r)[0] or 0)
-    how = _how(p.effect, rel, sizes)
-    until = " until COMMIT" if phase == "transaction" else ""
-    bound = f", waiting for its lock bounded by lock_timeout {lock_timeout}" if blocking else ""
-    return f"{'; '.join(parts)}{until}; {how}{bound}"
-
-
-def _step(p: Prediction, stmt_sql: str, phase: str, sizes: _Sizes, lock_timeout: str, new: set[str],
+def _step(p: Prediction, stmt_sql: str, phase: str, sizes: Sizes, lock_timeout: str, new: set[str],
           held: dict[str, str], source: str = "file") -> Step:
     locks = [Lock(rel, mode, *(sizes.of(rel) if rel != ANY and rel not in new else (None, None)), new=rel in new)
              for rel, mode in p.locks.items()]
@@ -208,18 +50,6 @@ def _regclass_substituted(condition: str, catalog: LiveCatalog) -> str:
             return "NULL::regclass"
         return m.group(0)
     return re.sub(r"to_regclass\('([^']+)'\)", sub, condition)
-
-
-def detect_target(conn: psycopg.Connection, requested: str | None) -> Target:
-    """The target, read the way the plan reads everything: read only, never queued behind a lock
-    (detection reads the ledger, which a concurrent DDL may hold)."""
-    try:
-        with conn.transaction():
-            conn.execute("SET TRANSACTION READ ONLY")
-            conn.execute(f"SET LOCAL lock_timeout = '{PLAN_LOCK_TIMEOUT}'")
-            return detect(conn, requested)
-    except pgerr.LockNotAvailable:
-        raise BundleError(_WOULD_WAIT) from None
 
 
 class Planner:
@@ -247,7 +77,7 @@ class Planner:
         except pgerr.LockNotAvailable:
             # A system catalog itself is locked (VACUUM FULL, a long DDL on pg_class...): rare,
             # and waiting is what a plan must never do.
-            raise BundleError(_WOULD_WAIT) from None
+            raise BundleError(WOULD_WAIT) from None
 
     def _build(self, direction: str, to: str | None, allow_data_loss: bool) -> Plan:
         plans: list[MigrationPlan] = []
@@ -255,9 +85,9 @@ class Planner:
             self.conn.execute("SET TRANSACTION READ ONLY")
             self.conn.execute(f"SET LOCAL lock_timeout = '{PLAN_LOCK_TIMEOUT}'")
             self.conn.execute(f"SET LOCAL statement_timeout = '{PLAN_STATEMENT_TIMEOUT}'")
-            reader = _Reader(self.conn)
+            reader = Reader(self.conn)
             catalog = LiveCatalog(self.conn)
-            sizes = _Sizes(reader)
+            sizes = Sizes(reader)
             plans = (self._up(to, reader, catalog, sizes) if direction == "up"
                      else self._down(to, allow_data_loss, reader, catalog, sizes))
             raise psycopg.Rollback()  # read only: nothing to keep
@@ -357,7 +187,7 @@ class Planner:
             mp.verdict_with_allow_data_loss = "refused" if other else "ready"
         return mp
 
-    def _statements(self, m: Migration, script: Script, catalog: LiveCatalog, sizes: _Sizes, down: bool = False,
+    def _statements(self, m: Migration, script: Script, catalog: LiveCatalog, sizes: Sizes, down: bool = False,
                     steps_only: bool = False) -> list[Step]:
         steps: list[Step] = []
         held: dict[str, str] = {}  # write-blocking locks the migration's transaction holds so far

@@ -1,10 +1,71 @@
-"""The plan as a compact table for a human at 2 a.m. (`--json` prints the same content)."""
+"""The plan in words: the compact table for a human at 2 a.m. (`--json` prints the same content),
+its one-line summary, and the sentence each statement's step carries about concurrent writers.
+Depends on the plan's model and the lock modes only, never on what opens a transaction."""
 from __future__ import annotations
 
 import textwrap
+from typing import TYPE_CHECKING, Protocol
 
-from .locks import strongest
-from .planner import Plan, human_bytes
+from .locks import blocks_reads, blocks_writes, strongest
+from .model import Plan
+
+if TYPE_CHECKING:
+    from .lockmap import Prediction
+
+
+class Sizes(Protocol):
+    def of(self, relation: str) -> tuple[int | None, int | None]: ...  # (rows estimate, bytes)
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return "?"
+
+
+def _how(effect: str, rel: str, sizes: Sizes) -> str:
+    rows, size = sizes.of(rel)
+    figures = f"~{rows:,} rows, {human_bytes(size)}" if rows is not None else human_bytes(size)
+    return {
+        "catalog": "catalog-only",
+        "create": "catalog-only",
+        "drop": "drops it",
+        "scan": f"reads every row of {rel} ({figures})",
+        "rewrite": f"rewrites {rel} ({figures})",
+    }.get(effect, effect)
+
+
+def writers_sentence(p: Prediction, phase: str, new: set[str], held: dict[str, str], sizes: Sizes,
+                     lock_timeout: str) -> str:
+    """What a concurrent writer feels. `held`: write-blocking locks earlier statements of the
+    same transaction already hold (they last until COMMIT)."""
+    if not p.known:
+        return f"unknown statement ({p.note}): assume it blocks reads and writes of every table it touches"
+    old = {rel: mode for rel, mode in p.locks.items() if rel not in new}
+    # A lock that blocks more than what the transaction already holds on that table is news,
+    # such as AccessExclusiveLock (reads too) after the guards' ShareRowExclusiveLock.
+    blocking = {rel: mode for rel, mode in old.items() if blocks_writes(mode)
+                and (rel not in held or (blocks_reads(mode) and not blocks_reads(held[rel])))}
+    still = sorted(rel for rel in old if rel in held and rel not in blocking)
+    parts = [f"blocks {'reads and writes' if blocks_reads(mode) else 'writes'} of {rel}" for rel, mode in blocking.items()]
+    if still:
+        parts.append(f"{', '.join(still)} still {'locked' if len(still) == 1 else 'locked'} by an earlier statement")
+    if not parts:
+        if p.effect in ("scan", "rewrite") and old:
+            rel = max(old, key=lambda r: (sizes.of(r)[0] or 0, r))
+            return (f"no writer waits; it {_how(p.effect, rel, sizes)} under {old[rel]}, which blocks only DDL, "
+                    "VACUUM and ANALYZE of that table")
+        return "no writer waits (new relations stay invisible to other sessions until COMMIT)" if p.created else "no writer waits"
+    rel = max(list(blocking) + still, key=lambda r: sizes.of(r)[0] or 0)
+    how = _how(p.effect, rel, sizes)
+    until = " until COMMIT" if phase == "transaction" else ""
+    bound = f", waiting for its lock bounded by lock_timeout {lock_timeout}" if blocking else ""
+    return f"{'; '.join(parts)}{until}; {how}{bound}"
+
 
 _PHASE = {"transaction": "tx", "no-transaction": "step"}
 _INDENT = " " * 19
