@@ -35,7 +35,18 @@ class SchemaUsage:
     retain_on_delete: bool = True
 
 
-TABLE = "user_openrouter_integrations"
+# The product tables, each spelled here once. All live in `public`, the schema the Data API
+# exposes; INTEGRATIONS is migration 005's own table, the other two are the application's.
+INTEGRATIONS = "public.user_openrouter_integrations"
+RESOURCES = "public.x402_resources"
+MODELS = "public.ai_models"
+
+
+def unqualified(table: str) -> str:
+    return table.partition(".")[2]
+
+
+TABLE = unqualified(INTEGRATIONS)
 TABLE_GRANTS: tuple[TableGrant, ...] = (
     TableGrant("anon", "public", TABLE, (),
                why="Supabase's default privileges grant every new public table to anon; revoke explicitly"),

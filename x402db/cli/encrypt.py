@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import db
 from ..errors import Refused, UsageError
-from ..keys import store as integrations
+from ..keys import store
 from ..keys.crypto import FORMATS, Context, DecryptError, Keyring, generate_secret, shape_ok
 from ..keys.source import SECRET_ENV, primary_secret
 from .common import Parser, add_common, add_shape_args, print_json, read_stdin, shape_from_args
@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
         secret = generate_secret()
         print_json({"secret": secret}) if args.json else print(secret)
         return 0
-    user_id = integrations.parse_user_id(args.user_id) if args.user_id else None
+    user_id = store.parse_user_id(args.user_id) if args.user_id else None
     if args.store and not user_id:
         raise UsageError("--store needs --user-id")
     if args.format == "v2" and not user_id and not args.decrypt:
@@ -55,11 +55,11 @@ def main(argv: list[str]) -> int:
         raise Refused("the input does not look like an OpenRouter key (sk-or-v1- and 64 hex digits); "
                       "pass --key-pattern or --any-key-shape for other key shapes")
     token = keyring.encrypt(plaintext, args.format, context)
-    if keyring.decrypt(token, context, shape) != plaintext:  # never store what cannot be read back
+    if not keyring.verify(token, plaintext, context):  # never store what cannot be read back
         raise Refused("internal check failed: the new ciphertext does not decrypt to the input")
     if args.store:
         with db.connect(dsn, application_name="x402db-encrypt-key") as conn:
-            action = integrations.store(conn, user_id, token)
+            action = store.store(conn, user_id, token)
         doc = {"user_id": user_id, "action": action, "format": args.format, "key_fingerprint": keyring.primary_fingerprint}
         print_json(doc) if args.json else print(f"{action} the key of user {user_id} ({args.format}, secret {keyring.primary_fingerprint})")
         return 0

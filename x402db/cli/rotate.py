@@ -4,16 +4,17 @@ from __future__ import annotations
 import sys
 
 from .. import db
+from ..access import INTEGRATIONS
 from ..errors import Refused
 from ..keys.crypto import FORMATS, Keyring, fingerprint
-from ..keys.rotation import MAX_BATCH, REASON_HINTS, TABLE, Rotator
+from ..keys.rotation import MAX_BATCH, REASON_HINTS, Rotator
 from ..keys.source import PREVIOUS_ENV, SECRET_ENV, previous_secrets, primary_secret
 from .common import Parser, add_common, add_shape_args, int_range, print_json, quiet, shape_from_args
 
 
 def build_parser() -> Parser:
     p = Parser(prog="rotate_keys.py", description=(
-        f"Re-encrypt every key in {TABLE} under the new secret (${SECRET_ENV} or --new-secret-file), "
+        f"Re-encrypt every key in {INTEGRATIONS} under the new secret (${SECRET_ENV} or --new-secret-file), "
         f"reading old ones with ${PREVIOUS_ENV} (comma-separated) or --old-secret-file. Dry run unless --apply."))
     p.add_argument("--apply", action="store_true", help="write; without it nothing is written")
     p.add_argument("--new-secret-file", help=f"file (mode 0600) with the new secret (default: ${SECRET_ENV})")
@@ -55,8 +56,8 @@ def main(argv: list[str]) -> int:
     dsn = db.resolve_dsn(args.dsn)
     with db.connect(dsn, application_name="x402db-rotate-keys") as conn, \
             db.connect(dsn, application_name="x402db-rotate-keys-writer") as writer:
-        total = conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0] if conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL", (TABLE,)).fetchone()[0] else 0
+        total = conn.execute(f"SELECT count(*) FROM {INTEGRATIONS}").fetchone()[0] if conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", (INTEGRATIONS,)).fetchone()[0] else 0
         update, close = _progress(total, not args.json and not quiet())
         try:
             report = Rotator(conn, keyring, args.to_format, args.batch_size, shape_from_args(args), progress=update,

@@ -20,6 +20,8 @@ from typing import Callable, Pattern, Sequence, Union
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ..access import INTEGRATIONS, unqualified
+
 FORMATS = ("legacy", "v2")
 OPENROUTER_KEY = re.compile(r"sk-or-v1-[0-9a-f]{64}")
 _LEGACY = re.compile(r"([0-9a-fA-F]{32}):((?:[0-9a-fA-F]{32})+)")
@@ -44,7 +46,7 @@ class Context:
     """Where a v2 ciphertext lives; it is authenticated as associated data."""
 
     user_id: str
-    table: str = "user_openrouter_integrations"
+    table: str = unqualified(INTEGRATIONS)
     column: str = "encrypted_api_key"
 
     def aad(self) -> bytes:

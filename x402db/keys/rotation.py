@@ -20,11 +20,11 @@ import psycopg
 from psycopg import sql
 
 from .. import PRIVATE_SCHEMA
+from ..access import INTEGRATIONS
 from ..errors import BundleError, UsageError
 from ..migrate import ledger
 from .crypto import Context, DecryptError, Keyring, Shape, OPENROUTER_KEY
 
-TABLE = "public.user_openrouter_integrations"
 AUDIT = sql.Identifier(PRIVATE_SCHEMA, "key_rotation_runs")
 ROTATION_LOCK_KEY = 402_005_000_002
 MAX_CAS_ROUNDS = 5
@@ -123,10 +123,10 @@ class Rotator:
         with self.conn.transaction():
             if after is None:
                 # ORDER BY the uuid column, not the text output column of the same name.
-                cur = self.conn.execute(f"SELECT t.user_id::text AS uid, t.encrypted_api_key FROM {TABLE} t ORDER BY t.user_id LIMIT %s",
+                cur = self.conn.execute(f"SELECT t.user_id::text AS uid, t.encrypted_api_key FROM {INTEGRATIONS} t ORDER BY t.user_id LIMIT %s",
                                         (self.batch_size,))
             else:
-                cur = self.conn.execute(f"SELECT t.user_id::text AS uid, t.encrypted_api_key FROM {TABLE} t"
+                cur = self.conn.execute(f"SELECT t.user_id::text AS uid, t.encrypted_api_key FROM {INTEGRATIONS} t"
                                         f" WHERE t.user_id > %s::uuid ORDER BY t.user_id LIMIT %s", (after, self.batch_size))
             return cur.fetchall()
 
@@ -143,7 +143,7 @@ class Rotator:
             raise BundleError("a ciphertext contains a comma; refusing to build the batch")
         with conn.transaction():
             rows = conn.execute(
-                f"""UPDATE {TABLE} t SET encrypted_api_key = v.new
+                f"""UPDATE {INTEGRATIONS} t SET encrypted_api_key = v.new
                     FROM unnest(string_to_array(%s, ',')::uuid[], string_to_array(%s, ','), string_to_array(%s, ','))
                          AS v(user_id, old, new)
                     WHERE t.user_id = v.user_id AND t.encrypted_api_key = v.old
@@ -154,7 +154,7 @@ class Rotator:
 
     def _reread(self, user_ids: list[str]) -> list[tuple[str, str]]:
         with self.conn.transaction():
-            return self.conn.execute(f"SELECT t.user_id::text AS uid, t.encrypted_api_key FROM {TABLE} t WHERE t.user_id = ANY(%s::uuid[]) ORDER BY t.user_id",
+            return self.conn.execute(f"SELECT t.user_id::text AS uid, t.encrypted_api_key FROM {INTEGRATIONS} t WHERE t.user_id = ANY(%s::uuid[]) ORDER BY t.user_id",
                                      (user_ids,)).fetchall()
 
     def _classify(self, rows: list[tuple[str, str]], report: Report) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
@@ -251,8 +251,8 @@ class Rotator:
     def run(self, apply: bool) -> Report:
         report = Report("apply" if apply else "dry-run", self.to_format, self.new_fp,
                         [fp for fp in self.keyring.fingerprints if fp != self.new_fp])
-        if not self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (TABLE,)).fetchone()[0]:
-            raise BundleError(f"{TABLE} does not exist: deploy migration 005 first")
+        if not self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (INTEGRATIONS,)).fetchone()[0]:
+            raise BundleError(f"{INTEGRATIONS} does not exist: deploy migration 005 first")
         if apply:
             self._begin_audit(report)
         failing = False

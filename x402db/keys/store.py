@@ -1,4 +1,4 @@
-"""Writes to user_openrouter_integrations, shared by encrypt_key.py --store and rotation."""
+"""Writes to the integrations table (access.INTEGRATIONS), shared by encrypt_key.py --store and rotation."""
 from __future__ import annotations
 
 import uuid
@@ -6,9 +6,8 @@ import uuid
 import psycopg
 from psycopg import errors as pgerr
 
+from ..access import INTEGRATIONS
 from ..errors import Refused, UsageError
-
-TABLE = "public.user_openrouter_integrations"
 
 
 def parse_user_id(value: str) -> str:
@@ -23,7 +22,7 @@ def store(conn: psycopg.Connection, user_id: str, ciphertext: str) -> str:
     try:
         with conn.transaction():
             row = conn.execute(
-                f"""INSERT INTO {TABLE} (user_id, encrypted_api_key) VALUES (%s, %s)
+                f"""INSERT INTO {INTEGRATIONS} (user_id, encrypted_api_key) VALUES (%s, %s)
                     ON CONFLICT (user_id) DO UPDATE
                       SET encrypted_api_key = EXCLUDED.encrypted_api_key, is_valid = true, last_verified_at = NULL
                     RETURNING (xmax = 0)""",
@@ -32,5 +31,5 @@ def store(conn: psycopg.Connection, user_id: str, ciphertext: str) -> str:
     except pgerr.ForeignKeyViolation:
         raise Refused(f"user {user_id} does not exist in auth.users; nothing was stored") from None
     except pgerr.UndefinedTable:
-        raise Refused(f"{TABLE} does not exist; deploy migration 005 first") from None
+        raise Refused(f"{INTEGRATIONS} does not exist; deploy migration 005 first") from None
     return "inserted" if row[0] else "updated"

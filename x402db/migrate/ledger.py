@@ -22,7 +22,8 @@ from psycopg import sql
 
 from .. import PRIVATE_SCHEMA
 
-TABLE = sql.Identifier(PRIVATE_SCHEMA, "schema_migrations")
+LEDGER_TABLE = f"{PRIVATE_SCHEMA}.schema_migrations"
+LEDGER = sql.Identifier(*LEDGER_TABLE.split("."))
 STATES = ("applied", "steps-pending", "reverting")
 # What each ledger state means for the operator, and the command that converges it.
 HINTS = {
@@ -48,7 +49,7 @@ _DDL = sql.SQL(
     );
     REVOKE ALL ON {table} FROM PUBLIC;
     """
-).format(schema=sql.Identifier(PRIVATE_SCHEMA), table=TABLE)
+).format(schema=sql.Identifier(PRIVATE_SCHEMA), table=LEDGER)
 
 # One multi-statement query: one implicit transaction, so the upgrade is all or nothing.
 _EVOLVE = sql.SQL(
@@ -71,7 +72,7 @@ _EVOLVE = sql.SQL(
     END
     $$;
     """
-).format(table=TABLE, regclass=sql.Literal(f"{PRIVATE_SCHEMA}.schema_migrations"))
+).format(table=LEDGER, regclass=sql.Literal(LEDGER_TABLE))
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def ensure(conn: psycopg.Connection) -> None:
 
 
 def exists(conn: psycopg.Connection) -> bool:
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{PRIVATE_SCHEMA}.schema_migrations",)).fetchone()
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (LEDGER_TABLE,)).fetchone()
     return bool(row[0])
 
 
@@ -103,7 +104,7 @@ def _evolved(conn: psycopg.Connection) -> bool:
     # Reading must not write: `status` on a ledger an older bundle wrote reads it as it is.
     return bool(conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'state' AND NOT attisdropped)",
-        (f"{PRIVATE_SCHEMA}.schema_migrations",),
+        (LEDGER_TABLE,),
     ).fetchone()[0])
 
 
@@ -115,7 +116,7 @@ def entries(conn: psycopg.Connection) -> dict[str, Entry]:
         sql.SQL(
             "SELECT version, name, checksum, kind, target, applied_at, applied_by, execution_ms, " + extra
             + " FROM {} ORDER BY version"
-        ).format(TABLE)
+        ).format(LEDGER)
     ).fetchall()
     return {r[0]: Entry(*r) for r in rows}
 
@@ -126,17 +127,17 @@ def record(conn, *, version, name, checksum, kind, target, applied_by, execution
         sql.SQL(
             "INSERT INTO {} (version, name, checksum, kind, target, applied_by, execution_ms, state, down_checksum)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        ).format(TABLE),
+        ).format(LEDGER),
         (version, name, checksum, kind, target, applied_by, execution_ms, state, down_checksum),
     )
 
 
 def set_state(conn, version: str, state: str, execution_ms: int | None = None) -> None:
     conn.execute(
-        sql.SQL("UPDATE {} SET state = %s, execution_ms = coalesce(%s, execution_ms) WHERE version = %s").format(TABLE),
+        sql.SQL("UPDATE {} SET state = %s, execution_ms = coalesce(%s, execution_ms) WHERE version = %s").format(LEDGER),
         (state, execution_ms, version),
     )
 
 
 def forget(conn, version: str) -> None:
-    conn.execute(sql.SQL("DELETE FROM {} WHERE version = %s").format(TABLE), (version,))
+    conn.execute(sql.SQL("DELETE FROM {} WHERE version = %s").format(LEDGER), (version,))

@@ -17,15 +17,13 @@ from typing import Callable
 
 import psycopg
 
+from ..access import INTEGRATIONS, MODELS, RESOURCES, unqualified
 from ..keys.crypto import Keyring
 from . import contract
 from .checks import Checklist
 from .postgrest import acting_as, attempt
 from .rows import AUTH_USERS, CannotMakeRow, RowMaker
 
-T = "public.user_openrouter_integrations"
-R = "public.x402_resources"
-MODELS = "public.ai_models"
 FAKE_KEY = "sk-or-v1-" + "0123456789abcdef" * 4
 # Constraints 005 defines on x402_resources: if one refuses a test row, that is a defect.
 OWN_RESOURCE_CONSTRAINTS = ("x402_resources_resource_type_check", "x402_resources_openrouter_model_id_fkey")
@@ -60,20 +58,20 @@ class Context:
     def make_resource(self, user: str, model: str | None) -> tuple[str, str]:
         """An openrouter_instant resource owned by `user`; returns (nonce, how it was made)."""
         nonce = str(uuid.uuid4())
-        _, how = self.rows.make(R, {"resource_type": "openrouter_instant", "openrouter_model_id": model,
+        _, how = self.rows.make(RESOURCES, {"resource_type": "openrouter_instant", "openrouter_model_id": model,
                                     "openrouter_config": json.loads(self.resource_config(nonce, model))},
                                 user=user, update_existing=True, owned=OWN_RESOURCE_CONSTRAINTS)
         return nonce, how
 
 
 def _snapshot(conn, user_id: str):
-    return conn.execute(f"SELECT encrypted_api_key, updated_at, is_enabled FROM {T} WHERE user_id = %s", (user_id,)).fetchone()
+    return conn.execute(f"SELECT encrypted_api_key, updated_at, is_enabled FROM {INTEGRATIONS} WHERE user_id = %s", (user_id,)).fetchone()
 
 
 def _ensure_integrations(conn, *pairs: tuple[str, str, str]) -> None:
     """Rows for the given users, as the connecting role, whatever RLS refused earlier."""
     for user, key, updated in pairs:
-        conn.execute(f"INSERT INTO {T} (user_id, encrypted_api_key, updated_at) VALUES (%s, %s, {updated}) ON CONFLICT (user_id) DO NOTHING",
+        conn.execute(f"INSERT INTO {INTEGRATIONS} (user_id, encrypted_api_key, updated_at) VALUES (%s, %s, {updated}) ON CONFLICT (user_id) DO NOTHING",
                      (user, key))
 
 
@@ -90,30 +88,30 @@ def _make_users(ctx: Context) -> None:
 def _rls(ctx: Context) -> None:
     conn, c, a, b, u_c = ctx.conn, ctx.c, ctx.a, ctx.b, ctx.u_c
     with acting_as(conn, "authenticated", a):
-        n, err = attempt(conn, f"INSERT INTO {T} (user_id, encrypted_api_key) VALUES (%s, 'a-cipher')", (a,))
+        n, err = attempt(conn, f"INSERT INTO {INTEGRATIONS} (user_id, encrypted_api_key) VALUES (%s, 'a-cipher')", (a,))
         c.add("rls.insert_own", n == 1, f"user A could not insert their own row ({err})")
-        n, err = attempt(conn, f"INSERT INTO {T} (user_id, encrypted_api_key) VALUES (%s, 'forged')", (u_c,))
+        n, err = attempt(conn, f"INSERT INTO {INTEGRATIONS} (user_id, encrypted_api_key) VALUES (%s, 'forged')", (u_c,))
         c.add("rls.insert_other_denied", err == "42501", f"inserting a row for user C as user A was not refused (rows={n}, sqlstate={err})")
     with acting_as(conn, "authenticated", b):
-        n, err = attempt(conn, f"INSERT INTO {T} (user_id, encrypted_api_key, updated_at) VALUES (%s, 'b-cipher', '2000-01-01')", (b,))
+        n, err = attempt(conn, f"INSERT INTO {INTEGRATIONS} (user_id, encrypted_api_key, updated_at) VALUES (%s, 'b-cipher', '2000-01-01')", (b,))
         c.add("rls.insert_own_b", n == 1, f"user B could not insert their own row ({err})")
     _ensure_integrations(conn, (a, "a-cipher", "now()"), (b, "b-cipher", "'2000-01-01'"))
     b_before = _snapshot(conn, b)
     with acting_as(conn, "authenticated", a):
-        seen = [str(r[0]) for r in conn.execute(f"SELECT user_id FROM {T} WHERE user_id IN (%s, %s)", (a, b))]
+        seen = [str(r[0]) for r in conn.execute(f"SELECT user_id FROM {INTEGRATIONS} WHERE user_id IN (%s, %s)", (a, b))]
         c.add("rls.select_own_only", seen == [a], f"user A sees {len(seen)} of the two rows: {'includes B' if b in seen else 'not their own'}")
-        n, err = attempt(conn, f"UPDATE {T} SET encrypted_api_key = 'a-cipher-2' WHERE user_id = %s", (a,))
+        n, err = attempt(conn, f"UPDATE {INTEGRATIONS} SET encrypted_api_key = 'a-cipher-2' WHERE user_id = %s", (a,))
         c.add("rls.update_own", n == 1, f"user A could not update their own row (rows={n}, sqlstate={err})")
-        n, err = attempt(conn, f"UPDATE {T} SET encrypted_api_key = 'hijack' WHERE user_id = %s", (b,))
+        n, err = attempt(conn, f"UPDATE {INTEGRATIONS} SET encrypted_api_key = 'hijack' WHERE user_id = %s", (b,))
         c.add("rls.update_other_invisible", n == 0, f"user A's update of B's row affected {n} rows (sqlstate={err})")
-        n, err = attempt(conn, f"UPDATE {T} SET user_id = %s WHERE user_id = %s", (u_c, a))
+        n, err = attempt(conn, f"UPDATE {INTEGRATIONS} SET user_id = %s WHERE user_id = %s", (u_c, a))
         c.add("rls.update_to_other_denied", err == "42501", f"moving user A's row to user C was not refused by WITH CHECK (rows={n}, sqlstate={err})")
-        n, err = attempt(conn, f"DELETE FROM {T} WHERE user_id = %s", (b,))
+        n, err = attempt(conn, f"DELETE FROM {INTEGRATIONS} WHERE user_id = %s", (b,))
         c.add("rls.delete_other_invisible", n == 0, f"user A's delete of B's row affected {n} rows (sqlstate={err})")
     c.add("rls.other_row_unchanged", _snapshot(conn, b) == b_before, "user B's row changed while user A acted on it")
     with conn.transaction(force_rollback=True):
         with acting_as(conn, "authenticated", a):
-            n, err = attempt(conn, f"DELETE FROM {T} WHERE user_id = %s", (a,))
+            n, err = attempt(conn, f"DELETE FROM {INTEGRATIONS} WHERE user_id = %s", (a,))
             c.add("rls.delete_own", n == 1, f"user A could not delete their own row (rows={n}, sqlstate={err})")
 
 
@@ -121,10 +119,10 @@ def _anon(ctx: Context) -> None:
     conn = ctx.conn
     with acting_as(conn, "anon"):
         results = {
-            "select": attempt(conn, f"SELECT * FROM {T}"),
-            "insert": attempt(conn, f"INSERT INTO {T} (user_id, encrypted_api_key) VALUES (%s, 'x')", (ctx.u_c,)),
-            "update": attempt(conn, f"UPDATE {T} SET encrypted_api_key = 'x'"),
-            "delete": attempt(conn, f"DELETE FROM {T}"),
+            "select": attempt(conn, f"SELECT * FROM {INTEGRATIONS}"),
+            "insert": attempt(conn, f"INSERT INTO {INTEGRATIONS} (user_id, encrypted_api_key) VALUES (%s, 'x')", (ctx.u_c,)),
+            "update": attempt(conn, f"UPDATE {INTEGRATIONS} SET encrypted_api_key = 'x'"),
+            "delete": attempt(conn, f"DELETE FROM {INTEGRATIONS}"),
         }
     leaks = [f"{verb} affected {n} rows" for verb, (n, err) in results.items() if err is None and n]
     leaks += [f"{verb} was allowed" for verb, (n, err) in results.items() if err is None and verb != "select"]
@@ -135,7 +133,7 @@ def _service_role(ctx: Context) -> None:
     conn = ctx.conn
     _ensure_integrations(conn, (ctx.a, "a-cipher", "now()"), (ctx.b, "b-cipher", "'2000-01-01'"))
     with acting_as(conn, "service_role"):
-        n, err = attempt(conn, f"SELECT 1 FROM {T} WHERE user_id IN (%s, %s)", (ctx.a, ctx.b))
+        n, err = attempt(conn, f"SELECT 1 FROM {INTEGRATIONS} WHERE user_id IN (%s, %s)", (ctx.a, ctx.b))
     ctx.c.add("service_role.sees_all", n == 2, f"service_role sees {n} of 2 rows (sqlstate={err})")
 
 
@@ -143,14 +141,14 @@ def _integrations(ctx: Context) -> None:
     conn, c, b = ctx.conn, ctx.c, ctx.b
     _ensure_integrations(conn, (b, "b-cipher", "'2000-01-01'"))
     before = _snapshot(conn, b)[1]
-    conn.execute(f"UPDATE {T} SET is_enabled = false WHERE user_id = %s", (b,))
+    conn.execute(f"UPDATE {INTEGRATIONS} SET is_enabled = false WHERE user_id = %s", (b,))
     after = _snapshot(conn, b)[1]
     c.add("trigger.bumps_updated_at", after > before, f"updated_at stayed {after} after an update")
     try:
         with conn.transaction():
             conn.execute("DELETE FROM auth.users WHERE id = %s", (b,))
     except psycopg.Error as exc:
-        if exc.diag.table_name == "user_openrouter_integrations" or exc.diag.constraint_name == "user_openrouter_integrations_user_id_fkey":
+        if exc.diag.table_name == unqualified(INTEGRATIONS) or exc.diag.constraint_name == f"{unqualified(INTEGRATIONS)}_user_id_fkey":
             c.add("integrations.user_delete_cascades", False, f"deleting user B was refused: {exc.diag.message_primary}")
         else:
             c.skip("integrations.user_delete_cascades",
@@ -184,16 +182,16 @@ def _resources(ctx: Context) -> None:
         for name in names[1:]:
             c.skip(name, "no openrouter_instant resource could be made to test with")
         return
-    stored = conn.execute(f"SELECT resource_type, openrouter_model_id::text FROM {R} WHERE openrouter_config ->> 'smoke' = %s",
+    stored = conn.execute(f"SELECT resource_type, openrouter_model_id::text FROM {RESOURCES} WHERE openrouter_config ->> 'smoke' = %s",
                           (nonce,)).fetchall()
     c.add(names[0], stored == [("openrouter_instant", model)], f"the resource ({how}) reads back as {stored}", f"test resource: {how}")
-    n, err = attempt(conn, f"UPDATE {R} SET resource_type = 'not_a_type' WHERE openrouter_config ->> 'smoke' = %s", (nonce,))
+    n, err = attempt(conn, f"UPDATE {RESOURCES} SET resource_type = 'not_a_type' WHERE openrouter_config ->> 'smoke' = %s", (nonce,))
     c.add(names[1], err == "23514", f"an unknown resource_type was accepted (rows={n}, sqlstate={err})")
     if not ours:
         c.skip(names[2], f"no test model could be made ({model_reason}); a real model is never deleted")
         return
     n, err = attempt(conn, f"DELETE FROM {MODELS} WHERE id = %s", (model,))
-    after = conn.execute(f"SELECT openrouter_model_id FROM {R} WHERE openrouter_config ->> 'smoke' = %s", (nonce,)).fetchall()
+    after = conn.execute(f"SELECT openrouter_model_id FROM {RESOURCES} WHERE openrouter_config ->> 'smoke' = %s", (nonce,)).fetchall()
     c.add(names[2], err is None and after == [(None,)],
           f"deleting the model gave sqlstate={err}; the resource {'is gone' if not after else 'now holds ' + str(after[0][0])}")
 
@@ -201,7 +199,7 @@ def _resources(ctx: Context) -> None:
 def _secret_roundtrip(ctx: Context) -> None:
     keyring = ctx.keyring
     token = keyring.encrypt(FAKE_KEY)
-    ctx.conn.execute(f"INSERT INTO {T} (user_id, encrypted_api_key) VALUES (%s, %s)", (ctx.u_c, token))
+    ctx.conn.execute(f"INSERT INTO {INTEGRATIONS} (user_id, encrypted_api_key) VALUES (%s, %s)", (ctx.u_c, token))
     stored = _snapshot(ctx.conn, ctx.u_c)[0]
     try:
         ok = keyring.decrypt(stored) == FAKE_KEY

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import psycopg
 
 from .. import access
+from ..access import INTEGRATIONS, MODELS, RESOURCES
 from ..migrate import ledger, files as migrations
 from .checks import Checklist
 
-T = "public.user_openrouter_integrations"
-R = "public.x402_resources"
 RESOURCE_TYPES = {"external", "proxy", "prompt", "static", "prompt_template", "openrouter_instant"}
 COLUMNS = {  # name: (type, not null, default)
     "user_id": ("uuid", True, None),
@@ -35,8 +34,8 @@ POLICIES = {  # name: (permissive, roles, cmd, using, with check), expressions w
     "Service role full access": ("PERMISSIVE", ["service_role"], "ALL", "true", "true"),
 }
 INDEXES = {  # name: (table, key columns, predicate)
-    "idx_openrouter_integrations_user_enabled": (T, ("user_id", "is_enabled"), None),
-    "idx_x402_resources_openrouter_model": (R, ("openrouter_model_id",), "(openrouter_model_id IS NOT NULL)"),
+    "idx_openrouter_integrations_user_enabled": (INTEGRATIONS, ("user_id", "is_enabled"), None),
+    "idx_x402_resources_openrouter_model": (RESOURCES, ("openrouter_model_id",), "(openrouter_model_id IS NOT NULL)"),
 }
 TRIGGER = "update_openrouter_integration_updated_at"
 COMMENTED = ["encrypted_api_key", "user_id", "is_valid", "last_verified_at", "is_enabled", "created_at", "updated_at"]
@@ -55,8 +54,8 @@ def _oid(conn, name: str) -> int:
 
 
 def check_tables(conn: psycopg.Connection, c: Checklist) -> bool:
-    present = _one(conn, "SELECT to_regclass(%s), to_regclass(%s), to_regclass('auth.users'), to_regclass('public.ai_models')", (T, R))
-    names = [T, R, "auth.users", "public.ai_models"]
+    present = _one(conn, "SELECT to_regclass(%s), to_regclass(%s), to_regclass('auth.users'), to_regclass(%s)", (INTEGRATIONS, RESOURCES, MODELS))
+    names = [INTEGRATIONS, RESOURCES, "auth.users", MODELS]
     missing = [n for n, v in zip(names, present) if v is None]
     return c.add("tables.present", not missing, f"missing: {', '.join(missing)}")
 
@@ -65,7 +64,7 @@ def check_columns(conn, c: Checklist) -> None:
     rows = conn.execute(
         """SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid)
            FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-           WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped""", (T,)).fetchall()
+           WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped""", (INTEGRATIONS,)).fetchall()
     actual = {r[0]: (r[1], r[2], r[3]) for r in rows}
     problems = [f"missing column {n}" for n in COLUMNS if n not in actual]
     problems += [f"unexpected column {n}" for n in actual if n not in COLUMNS]
@@ -116,7 +115,7 @@ def _fk_check(c: Checklist, name: str, fks: list[Constraint], ref_oid: int, ref_
 
 
 def check_keys(conn, c: Checklist) -> None:
-    cons = _constraints(conn, T)
+    cons = _constraints(conn, INTEGRATIONS)
     pks = [k for k in cons if k.kind == "p"]
     c.add("integrations.primary_key", [k.columns for k in pks] == [("user_id",)],
           f"primary key is {[k.definition for k in pks] or 'missing'}, expected (user_id)")
@@ -129,7 +128,7 @@ POLCMD = {"*": "ALL", "r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"
 
 
 def check_rls_and_policies(conn, c: Checklist) -> None:
-    enabled = _one(conn, "SELECT relrowsecurity FROM pg_class WHERE oid = %s::regclass", (T,))[0]
+    enabled = _one(conn, "SELECT relrowsecurity FROM pg_class WHERE oid = %s::regclass", (INTEGRATIONS,))[0]
     c.add("integrations.rls_enabled", enabled, "row level security is DISABLED: every granted role sees every key")
     # Roles by oid (0 is PUBLIC); expressions rendered under the fixed search_path, so that
     # auth.uid() is always shown qualified whatever the caller's path.
@@ -137,7 +136,7 @@ def check_rls_and_policies(conn, c: Checklist) -> None:
         """SELECT p.polname, CASE WHEN p.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,
                   ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r)::text END FROM unnest(p.polroles) r),
                   p.polcmd::text, pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)
-           FROM pg_policy p WHERE p.polrelid = %s::regclass""", (T,)).fetchall()
+           FROM pg_policy p WHERE p.polrelid = %s::regclass""", (INTEGRATIONS,)).fetchall()
     actual = {r[0]: (r[1], sorted(r[2]), POLCMD.get(r[3], r[3]), _squash(r[4]), _squash(r[5])) for r in rows}
     for name, want in POLICIES.items():
         got = actual.get(name)
@@ -157,7 +156,7 @@ def check_trigger(conn, c: Checklist) -> None:
     row = _one(conn,
                """SELECT t.tgenabled, t.tgtype, t.tgattr::int2[], p.prosrc, n.nspname, p.proname
                   FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace n ON n.oid = p.pronamespace
-                  WHERE t.tgrelid = %s::regclass AND t.tgname = %s AND NOT t.tgisinternal""", (T, TRIGGER))
+                  WHERE t.tgrelid = %s::regclass AND t.tgname = %s AND NOT t.tgisinternal""", (INTEGRATIONS, TRIGGER))
     if row is None:
         c.add("integrations.updated_at_trigger", False, f"trigger {TRIGGER} is missing")
         return
@@ -195,15 +194,15 @@ def check_indexes(conn, c: Checklist) -> None:
 def check_comments(conn, c: Checklist) -> None:
     rows = dict(conn.execute(
         """SELECT a.attname, col_description(a.attrelid, a.attnum) FROM pg_attribute a
-           WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped""", (T,)).fetchall())
-    table_comment = _one(conn, "SELECT obj_description(%s::regclass, 'pg_class')", (T,))[0]
+           WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped""", (INTEGRATIONS,)).fetchall())
+    table_comment = _one(conn, "SELECT obj_description(%s::regclass, 'pg_class')", (INTEGRATIONS,))[0]
     problems = [] if table_comment else ["table comment missing"]
     problems += [f"no comment on {col}" for col in COMMENTED if not rows.get(col)]
     if "iv_hex:ciphertext_hex" not in (rows.get("encrypted_api_key") or ""):
         problems.append("encrypted_api_key comment does not document iv_hex:ciphertext_hex")
     res = dict(conn.execute(
         """SELECT a.attname, col_description(a.attrelid, a.attnum) FROM pg_attribute a
-           WHERE a.attrelid = %s::regclass AND a.attname IN ('openrouter_model_id', 'openrouter_config')""", (R,)).fetchall())
+           WHERE a.attrelid = %s::regclass AND a.attname IN ('openrouter_model_id', 'openrouter_config')""", (RESOURCES,)).fetchall())
     if "modelId" not in (res.get("openrouter_config") or "") or "systemPrompt" not in (res.get("openrouter_config") or ""):
         problems.append("openrouter_config comment does not document {modelId, systemPrompt, params}")
     if not res.get("openrouter_model_id"):
@@ -214,13 +213,13 @@ def check_comments(conn, c: Checklist) -> None:
 def check_resources(conn, c: Checklist) -> None:
     cols = dict(conn.execute(
         """SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
-           WHERE attrelid = %s::regclass AND attname IN ('openrouter_model_id', 'openrouter_config') AND NOT attisdropped""", (R,)).fetchall())
+           WHERE attrelid = %s::regclass AND attname IN ('openrouter_model_id', 'openrouter_config') AND NOT attisdropped""", (RESOURCES,)).fetchall())
     c.add("resources.openrouter_model_id", cols.get("openrouter_model_id") == "uuid", f"openrouter_model_id is {cols.get('openrouter_model_id') or 'missing'}, expected uuid")
     c.add("resources.openrouter_config", cols.get("openrouter_config") == "jsonb", f"openrouter_config is {cols.get('openrouter_config') or 'missing'}, expected jsonb")
-    cons = _constraints(conn, R)
+    cons = _constraints(conn, RESOURCES)
     fks = [k for k in cons if k.kind == "f" and "openrouter_model_id" in k.columns]
-    _fk_check(c, "resources.fk_ai_models_set_null", fks, _oid(conn, "public.ai_models"), ("id",), "n",
-              "openrouter_model_id -> public.ai_models(id) ON DELETE SET NULL")
+    _fk_check(c, "resources.fk_ai_models_set_null", fks, _oid(conn, MODELS), ("id",), "n",
+              f"openrouter_model_id -> {MODELS}(id) ON DELETE SET NULL")
     check = next((k for k in cons if k.name == "x402_resources_resource_type_check" and k.kind == "c"), None)
     if check is None:
         c.add("resources.resource_type_check", False, "constraint x402_resources_resource_type_check is missing")
@@ -245,8 +244,8 @@ def check_grants(conn, c: Checklist) -> None:
         want = ", ".join(g.privileges) or "nothing"
         c.add(f"grant.{g.role}", access.satisfied(held, g), f"{g.role} holds {sorted(held) or 'nothing'} on {g.table}, expected {'at least ' if g.at_least else ''}{want}")
     # Effective privileges, so a grant to PUBLIC or through a membership is caught too.
-    leaked = [p for p in access.CORE_TABLE_PRIVILEGES if _one(conn, "SELECT has_table_privilege('anon', %s, %s)", (T, p))[0]]
-    c.add("grant.anon_effective", not leaked, f"anon can {', '.join(leaked)} on {T}")
+    leaked = [p for p in access.CORE_TABLE_PRIVILEGES if _one(conn, "SELECT has_table_privilege('anon', %s, %s)", (INTEGRATIONS, p))[0]]
+    c.add("grant.anon_effective", not leaked, f"anon can {', '.join(leaked)} on {INTEGRATIONS}")
     for usage in access.SCHEMA_USAGE:
         ok = _one(conn, "SELECT has_schema_privilege(%s, %s, 'USAGE')", (usage.role, usage.schema))[0]
         c.add(f"grant.usage_{usage.schema}_{usage.role}", ok, f"{usage.role} lacks USAGE on schema {usage.schema}")

@@ -23,14 +23,16 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
+from .. import access
 from .postgrest import acting_as
 from .rows import CannotMakeRow
 
 if TYPE_CHECKING:
     from .behaviour import Context
 
-T = sql.Identifier("public", "user_openrouter_integrations")
-R = sql.Identifier("public", "x402_resources")
+# The tables as identifiers, for sql.SQL.format.
+_INTEGRATIONS = sql.Identifier(*access.INTEGRATIONS.split("."))
+_RESOURCES = sql.Identifier(*access.RESOURCES.split("."))
 # PostgREST's search_path on Supabase: the exposed schema, then db-extra-search-path.
 POSTGREST_SEARCH_PATH = "public, extensions"
 CHECKS = ("contract.upsert_with_key", "contract.select_by_user", "contract.toggle_upsert", "contract.toggle_by_update",
@@ -45,7 +47,7 @@ def upsert(payload: dict[str, Any]) -> tuple[sql.Composed, tuple]:
     cols = [sql.Identifier(k) for k in payload]
     query = sql.SQL("INSERT INTO {t} ({cols}) SELECT {cols} FROM json_populate_recordset(NULL::{t}, %s::json) _"
                     " ON CONFLICT (user_id) DO UPDATE SET {sets}").format(
-        t=T, cols=sql.SQL(", ").join(cols), sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=c) for c in cols))
+        t=_INTEGRATIONS, cols=sql.SQL(", ").join(cols), sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=c) for c in cols))
     return query, (json.dumps([payload]),)
 
 
@@ -54,10 +56,10 @@ def count_query(link: str, user: str) -> tuple[sql.Composed, tuple]:
     .eq("resource_type", "openrouter_instant") (Statements.hs mainRead with db-max-rows set, as
     on Supabase): a HEAD still builds the read of x402_resources.*, so it needs SELECT on every
     column, not only on the filtered ones; the count comes from a separate SELECT 1."""
-    where = sql.SQL("{r}.{link} = %s AND {r}.resource_type = %s").format(r=R, link=sql.Identifier(link))
+    where = sql.SQL("{r}.{link} = %s AND {r}.resource_type = %s").format(r=_RESOURCES, link=sql.Identifier(link))
     query = sql.SQL("WITH pgrst_source AS (SELECT {r}.* FROM {r} WHERE {w}), pgrst_source_count AS (SELECT 1 FROM {r} WHERE {w})"
                     " SELECT (SELECT pg_catalog.count(*) FROM pgrst_source_count) AS total_result_set,"
-                    " pg_catalog.count(_postgrest_t) AS page_total FROM (SELECT * FROM pgrst_source) _postgrest_t").format(r=R, w=where)
+                    " pg_catalog.count(_postgrest_t) AS page_total FROM (SELECT * FROM pgrst_source) _postgrest_t").format(r=_RESOURCES, w=where)
     return query, (user, "openrouter_instant", user, "openrouter_instant")
 
 
@@ -72,11 +74,11 @@ def _run(conn: psycopg.Connection, query, params=()) -> tuple[psycopg.Cursor | N
 
 def _row(conn, user: str):
     """The user's row as the connecting role sees it (not as the role under test)."""
-    return conn.execute(sql.SQL("SELECT encrypted_api_key, is_enabled FROM {} WHERE user_id = %s").format(T), (user,)).fetchall()
+    return conn.execute(sql.SQL("SELECT encrypted_api_key, is_enabled FROM {} WHERE user_id = %s").format(_INTEGRATIONS), (user,)).fetchall()
 
 
 def _user_link(ctx: Context) -> tuple[str | None, str]:
-    links = ctx.rows.table("public.x402_resources").user_links()
+    links = ctx.rows.table(access.RESOURCES).user_links()
     if len(links) == 1:
         return links[0], ""
     if "user_id" in links:
@@ -108,11 +110,11 @@ def run(ctx: Context) -> None:
         [] if after_second == [(k2, True)] else ["update through ON CONFLICT: the row does not hold the new key with is_enabled kept"])
     c.add("contract.upsert_with_key", not problems, "; ".join(problems))
     if not after_second:  # so that the other replays still have a row to act on
-        conn.execute(sql.SQL("INSERT INTO {} (user_id, encrypted_api_key) VALUES (%s, %s)").format(T), (user, k2))
+        conn.execute(sql.SQL("INSERT INTO {} (user_id, encrypted_api_key) VALUES (%s, %s)").format(_INTEGRATIONS), (user, k2))
     stored = _row(conn, user)
 
     with acting_as(conn, "service_role", search_path=POSTGREST_SEARCH_PATH):
-        cur, err = _run(conn, sql.SQL("SELECT is_enabled, encrypted_api_key FROM {} WHERE user_id = %s").format(T), (user,))
+        cur, err = _run(conn, sql.SQL("SELECT is_enabled, encrypted_api_key FROM {} WHERE user_id = %s").format(_INTEGRATIONS), (user,))
         seen = [(key, enabled) for enabled, key in cur.fetchall()] if cur else None
     c.add("contract.select_by_user", seen == stored and len(stored) == 1,
           err or f"the select returned {len(seen)} rows{'' if len(seen) != 1 else ' that differ from the stored row'}, .single() needs exactly the stored one")
@@ -131,7 +133,7 @@ def run(ctx: Context) -> None:
 
     with acting_as(conn, "service_role", search_path=POSTGREST_SEARCH_PATH):
         # The fix: PostgREST's PATCH for .update({is_enabled}).eq("user_id", userId).
-        cur, err = _run(conn, sql.SQL("UPDATE {} SET is_enabled = %s WHERE user_id = %s").format(T), (False, user))
+        cur, err = _run(conn, sql.SQL("UPDATE {} SET is_enabled = %s WHERE user_id = %s").format(_INTEGRATIONS), (False, user))
     after = _row(conn, user)
     c.add("contract.toggle_by_update", not err and cur.rowcount == 1 and after == [(stored[0][0], False)],
           err or f"the update affected {cur.rowcount} rows; the row {'kept' if after and after[0][0] == stored[0][0] else 'lost'} its key")
@@ -149,7 +151,7 @@ def run(ctx: Context) -> None:
             c.skip("contract.affected_resources_count", f"the count by {link} ran, but no resource could be made to count: {resource_reason}")
 
     with acting_as(conn, "service_role", search_path=POSTGREST_SEARCH_PATH):
-        cur, err = _run(conn, sql.SQL("DELETE FROM {} WHERE user_id = %s").format(T), (user,))
+        cur, err = _run(conn, sql.SQL("DELETE FROM {} WHERE user_id = %s").format(_INTEGRATIONS), (user,))
     left = _row(conn, user)
     c.add("contract.delete", not err and cur.rowcount == 1 and not left,
           err or f"the delete affected {cur.rowcount} rows and {len(left)} remain")
