@@ -25,7 +25,7 @@ LAYERS = (
 )
 # Found by the review of issue 17; each entry leaves with the commit that fixes it.
 KNOWN_WRONG_WAY = {"x402db.keys.rotation -> x402db.migrate.ledger"}
-KNOWN_CIRCLES = [["x402db.verify.behaviour", "x402db.verify.contract"]]
+KNOWN_CIRCLES: list[list[str]] = []
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 
 

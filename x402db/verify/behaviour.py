@@ -4,15 +4,13 @@ Roles are assumed exactly as PostgREST does it: set_config('role', ..., true) an
 request.jwt.claims JSON carrying sub and role; the legacy request.jwt.claim.sub is never set.
 
 The application's own tables (auth.users, ai_models, x402_resources) are written only through
-smoke_rows, which assumes no column beyond those 005 defines. A check that needs a row nobody
+verify/rows.py, which assumes no column beyond those 005 defines. A check that needs a row nobody
 can make is reported `skipped` with the reason, never passed, and the other checks still run.
 Each section runs in its own savepoint, so one that stops early does not stop the others.
 """
 from __future__ import annotations
 
-import json
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import psycopg
@@ -21,49 +19,11 @@ from ..access import INTEGRATIONS, MODELS, RESOURCES, unqualified
 from ..keys.crypto import Keyring
 from . import contract
 from .checks import Checklist
+from .context import SmokeRun
 from .postgrest import acting_as, attempt
 from .rows import AUTH_USERS, CannotMakeRow, RowMaker
 
 FAKE_KEY = "sk-or-v1-" + "0123456789abcdef" * 4
-# Constraints 005 defines on x402_resources: if one refuses a test row, that is a defect.
-OWN_RESOURCE_CONSTRAINTS = ("x402_resources_resource_type_check", "x402_resources_openrouter_model_id_fkey")
-
-
-@dataclass
-class Context:
-    conn: psycopg.Connection
-    c: Checklist
-    keyring: Keyring | None
-    rows: RowMaker
-    users: dict[str, str] = field(default_factory=lambda: {k: str(uuid.uuid4()) for k in "abcd"})
-    no_users: str | None = None  # why test users could not be created, if so
-
-    @property
-    def a(self) -> str:
-        return self.users["a"]
-
-    @property
-    def b(self) -> str:
-        return self.users["b"]
-
-    @property
-    def u_c(self) -> str:
-        return self.users["c"]
-
-    def resource_config(self, nonce: str, model: str | None) -> str:
-        # The nonce identifies the test row through a column 005 defines (x402_resources has
-        # no id we may assume).
-        return json.dumps({"modelId": model or "none", "systemPrompt": "", "params": {"temperature": 0.5, "maxTokens": 16}, "smoke": nonce})
-
-    def make_resource(self, user: str, model: str | None) -> tuple[str, str]:
-        """An openrouter_instant resource owned by `user`; returns (nonce, how it was made)."""
-        nonce = str(uuid.uuid4())
-        _, how = self.rows.make(RESOURCES, {"resource_type": "openrouter_instant", "openrouter_model_id": model,
-                                    "openrouter_config": json.loads(self.resource_config(nonce, model))},
-                                user=user, update_existing=True, owned=OWN_RESOURCE_CONSTRAINTS)
-        return nonce, how
-
-
 def _snapshot(conn, user_id: str):
     return conn.execute(f"SELECT encrypted_api_key, updated_at, is_enabled FROM {INTEGRATIONS} WHERE user_id = %s", (user_id,)).fetchone()
 
@@ -75,7 +35,7 @@ def _ensure_integrations(conn, *pairs: tuple[str, str, str]) -> None:
                      (user, key))
 
 
-def _make_users(ctx: Context) -> None:
+def _make_users(ctx: SmokeRun) -> None:
     """Test users in auth.users; the project's triggers on it fire (rolled back with the rest)."""
     try:
         for key, user in ctx.users.items():
@@ -85,12 +45,12 @@ def _make_users(ctx: Context) -> None:
         ctx.no_users = f"no test user could be created in auth.users ({exc}); a trigger of the project may refuse it"
 
 
-def _rls(ctx: Context) -> None:
-    conn, c, a, b, u_c = ctx.conn, ctx.c, ctx.a, ctx.b, ctx.u_c
+def _rls(ctx: SmokeRun) -> None:
+    conn, c, a, b, user_c = ctx.conn, ctx.checks, ctx.user_a, ctx.user_b, ctx.user_c
     with acting_as(conn, "authenticated", a):
         n, err = attempt(conn, f"INSERT INTO {INTEGRATIONS} (user_id, encrypted_api_key) VALUES (%s, 'a-cipher')", (a,))
         c.add("rls.insert_own", n == 1, f"user A could not insert their own row ({err})")
-        n, err = attempt(conn, f"INSERT INTO {INTEGRATIONS} (user_id, encrypted_api_key) VALUES (%s, 'forged')", (u_c,))
+        n, err = attempt(conn, f"INSERT INTO {INTEGRATIONS} (user_id, encrypted_api_key) VALUES (%s, 'forged')", (user_c,))
         c.add("rls.insert_other_denied", err == "42501", f"inserting a row for user C as user A was not refused (rows={n}, sqlstate={err})")
     with acting_as(conn, "authenticated", b):
         n, err = attempt(conn, f"INSERT INTO {INTEGRATIONS} (user_id, encrypted_api_key, updated_at) VALUES (%s, 'b-cipher', '2000-01-01')", (b,))
@@ -104,7 +64,7 @@ def _rls(ctx: Context) -> None:
         c.add("rls.update_own", n == 1, f"user A could not update their own row (rows={n}, sqlstate={err})")
         n, err = attempt(conn, f"UPDATE {INTEGRATIONS} SET encrypted_api_key = 'hijack' WHERE user_id = %s", (b,))
         c.add("rls.update_other_invisible", n == 0, f"user A's update of B's row affected {n} rows (sqlstate={err})")
-        n, err = attempt(conn, f"UPDATE {INTEGRATIONS} SET user_id = %s WHERE user_id = %s", (u_c, a))
+        n, err = attempt(conn, f"UPDATE {INTEGRATIONS} SET user_id = %s WHERE user_id = %s", (user_c, a))
         c.add("rls.update_to_other_denied", err == "42501", f"moving user A's row to user C was not refused by WITH CHECK (rows={n}, sqlstate={err})")
         n, err = attempt(conn, f"DELETE FROM {INTEGRATIONS} WHERE user_id = %s", (b,))
         c.add("rls.delete_other_invisible", n == 0, f"user A's delete of B's row affected {n} rows (sqlstate={err})")
@@ -115,30 +75,30 @@ def _rls(ctx: Context) -> None:
             c.add("rls.delete_own", n == 1, f"user A could not delete their own row (rows={n}, sqlstate={err})")
 
 
-def _anon(ctx: Context) -> None:
+def _anon(ctx: SmokeRun) -> None:
     conn = ctx.conn
     with acting_as(conn, "anon"):
         results = {
             "select": attempt(conn, f"SELECT * FROM {INTEGRATIONS}"),
-            "insert": attempt(conn, f"INSERT INTO {INTEGRATIONS} (user_id, encrypted_api_key) VALUES (%s, 'x')", (ctx.u_c,)),
+            "insert": attempt(conn, f"INSERT INTO {INTEGRATIONS} (user_id, encrypted_api_key) VALUES (%s, 'x')", (ctx.user_c,)),
             "update": attempt(conn, f"UPDATE {INTEGRATIONS} SET encrypted_api_key = 'x'"),
             "delete": attempt(conn, f"DELETE FROM {INTEGRATIONS}"),
         }
     leaks = [f"{verb} affected {n} rows" for verb, (n, err) in results.items() if err is None and n]
     leaks += [f"{verb} was allowed" for verb, (n, err) in results.items() if err is None and verb != "select"]
-    ctx.c.add("anon.nothing", not leaks, "; ".join(sorted(set(leaks))))
+    ctx.checks.add("anon.nothing", not leaks, "; ".join(sorted(set(leaks))))
 
 
-def _service_role(ctx: Context) -> None:
+def _service_role(ctx: SmokeRun) -> None:
     conn = ctx.conn
-    _ensure_integrations(conn, (ctx.a, "a-cipher", "now()"), (ctx.b, "b-cipher", "'2000-01-01'"))
+    _ensure_integrations(conn, (ctx.user_a, "a-cipher", "now()"), (ctx.user_b, "b-cipher", "'2000-01-01'"))
     with acting_as(conn, "service_role"):
-        n, err = attempt(conn, f"SELECT 1 FROM {INTEGRATIONS} WHERE user_id IN (%s, %s)", (ctx.a, ctx.b))
-    ctx.c.add("service_role.sees_all", n == 2, f"service_role sees {n} of 2 rows (sqlstate={err})")
+        n, err = attempt(conn, f"SELECT 1 FROM {INTEGRATIONS} WHERE user_id IN (%s, %s)", (ctx.user_a, ctx.user_b))
+    ctx.checks.add("service_role.sees_all", n == 2, f"service_role sees {n} of 2 rows (sqlstate={err})")
 
 
-def _integrations(ctx: Context) -> None:
-    conn, c, b = ctx.conn, ctx.c, ctx.b
+def _integrations(ctx: SmokeRun) -> None:
+    conn, c, b = ctx.conn, ctx.checks, ctx.user_b
     _ensure_integrations(conn, (b, "b-cipher", "'2000-01-01'"))
     before = _snapshot(conn, b)[1]
     conn.execute(f"UPDATE {INTEGRATIONS} SET is_enabled = false WHERE user_id = %s", (b,))
@@ -158,7 +118,7 @@ def _integrations(ctx: Context) -> None:
     c.add("integrations.user_delete_cascades", not survived, "deleting user B left their integration behind")
 
 
-def _model(ctx: Context) -> tuple[str | None, bool, str]:
+def _model(ctx: SmokeRun) -> tuple[str | None, bool, str]:
     """A model to point a resource at: (id, made by us, why not made)."""
     try:
         model, _ = ctx.rows.make(MODELS, {}, returning="id")
@@ -168,12 +128,12 @@ def _model(ctx: Context) -> tuple[str | None, bool, str]:
         return (str(existing[0]) if existing else None), False, str(exc)
 
 
-def _resources(ctx: Context) -> None:
-    conn, c = ctx.conn, ctx.c
+def _resources(ctx: SmokeRun) -> None:
+    conn, c = ctx.conn, ctx.checks
     names = ("resources.openrouter_instant_accepted", "resources.unknown_type_rejected", "resources.model_delete_sets_null")
     model, ours, model_reason = _model(ctx)
     try:
-        nonce, how = ctx.make_resource(ctx.a, model)
+        nonce, how = ctx.make_resource(ctx.user_a, model)
     except CannotMakeRow as exc:
         if exc.defect is not None:
             c.add(names[0], False, f"an openrouter_instant resource was rejected: {exc}")
@@ -196,23 +156,23 @@ def _resources(ctx: Context) -> None:
           f"deleting the model gave sqlstate={err}; the resource {'is gone' if not after else 'now holds ' + str(after[0][0])}")
 
 
-def _secret_roundtrip(ctx: Context) -> None:
+def _secret_roundtrip(ctx: SmokeRun) -> None:
     keyring = ctx.keyring
     token = keyring.encrypt(FAKE_KEY)
-    ctx.conn.execute(f"INSERT INTO {INTEGRATIONS} (user_id, encrypted_api_key) VALUES (%s, %s)", (ctx.u_c, token))
-    stored = _snapshot(ctx.conn, ctx.u_c)[0]
+    ctx.conn.execute(f"INSERT INTO {INTEGRATIONS} (user_id, encrypted_api_key) VALUES (%s, %s)", (ctx.user_c, token))
+    stored = _snapshot(ctx.conn, ctx.user_c)[0]
     try:
         ok = keyring.decrypt(stored) == FAKE_KEY
     except Exception:
         ok = False
-    ctx.c.add("crypto.roundtrip", ok, f"a key encrypted with secret {keyring.primary_fingerprint} did not decrypt after a trip through the table")
+    ctx.checks.add("crypto.roundtrip", ok, f"a key encrypted with secret {keyring.primary_fingerprint} did not decrypt after a trip through the table")
 
 
 @dataclass(frozen=True)
 class Section:
     name: str
     checks: tuple[str, ...]
-    run: Callable[[Context], None]
+    run: Callable[[SmokeRun], None]
     needs_users: bool = True
 
 
@@ -233,7 +193,7 @@ SECTIONS = (
 def run(conn: psycopg.Connection, c: Checklist, keyring: Keyring | None = None) -> None:
     with conn.transaction(force_rollback=True):
         conn.execute("SET LOCAL statement_timeout = '5s'")
-        ctx = Context(conn, c, keyring, RowMaker(conn))
+        ctx = SmokeRun(conn, c, keyring, RowMaker(conn))
         _make_users(ctx)
         for section in SECTIONS:
             if section.name == "crypto" and keyring is None:

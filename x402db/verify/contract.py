@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from .. import access
+from .context import SmokeRun
 from .postgrest import acting_as
 from .rows import CannotMakeRow
-
-if TYPE_CHECKING:
-    from .behaviour import Context
 
 # The tables as identifiers, for sql.SQL.format.
 _INTEGRATIONS = sql.Identifier(*access.INTEGRATIONS.split("."))
@@ -77,7 +75,7 @@ def _row(conn, user: str):
     return conn.execute(sql.SQL("SELECT encrypted_api_key, is_enabled FROM {} WHERE user_id = %s").format(_INTEGRATIONS), (user,)).fetchall()
 
 
-def _user_link(ctx: Context) -> tuple[str | None, str]:
+def _user_link(ctx: SmokeRun) -> tuple[str | None, str]:
     links = ctx.rows.table(access.RESOURCES).user_links()
     if len(links) == 1:
         return links[0], ""
@@ -88,8 +86,8 @@ def _user_link(ctx: Context) -> tuple[str | None, str]:
     return None, f"x402_resources references auth.users(id) through several columns ({', '.join(links)}); which one the backend counts by is unknown"
 
 
-def run(ctx: Context) -> None:
-    conn, c, user = ctx.conn, ctx.c, ctx.users["d"]
+def run(ctx: SmokeRun) -> None:
+    conn, c, user = ctx.conn, ctx.checks, ctx.users["d"]
     k1, k2 = f"smoke-{uuid.uuid4().hex}", f"smoke-{uuid.uuid4().hex}"
     link, link_reason = _user_link(ctx)
     resource_reason = ""
