@@ -24,7 +24,7 @@ LAYERS = (
     ("cli",),
 )
 # Found by the review of issue 17; each entry leaves with the commit that fixes it.
-KNOWN_WRONG_WAY = {"x402db.keys.rotation -> x402db.migrate.ledger"}
+KNOWN_WRONG_WAY: set[str] = set()
 KNOWN_CIRCLES: list[list[str]] = []
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 

@@ -526,6 +526,7 @@ def test_compat_applied_by_the_previous_bundle_is_not_drift(empty_db):
 
 
 def test_pulumi_takes_a_superseding_text_into_state_without_touching_the_database():
+    from x402db.errors import DriftError
     from x402db.iac.sql_migration import MigrationProvider
 
     compat = migrations.find(migrations.load(), "000")
@@ -534,7 +535,7 @@ def test_pulumi_takes_a_superseding_text_into_state_without_touching_the_databas
     olds = {**news, "checksum": compat.up.supersedes[0], "up_sql": PREVIOUS_COMPAT.read_text()}
     d = MigrationProvider().diff("000", olds, news)
     assert d.changes and not d.replaces
-    with pytest.raises(Exception, match="immutable"):
+    with pytest.raises(DriftError, match="immutable"):
         MigrationProvider().diff("000", {**olds, "checksum": "d" * 64}, news)
 
 

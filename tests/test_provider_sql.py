@@ -1,4 +1,4 @@
-"""The pulumi-postgresql provider's own statements (x402db/provider_sql.py, transcribed from its
+"""The pulumi-postgresql provider's own statements (x402db/iac/provider_sql.py, transcribed from its
 upstream source) for every resource the program declares, run for real as the Supabase
 fixture's non-superuser `postgres` on PostgreSQL 15 and 18, in the order `pulumi up` and
 `pulumi destroy` run them; the resulting catalog is compared with the access model that smoke
@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from x402db import access
-from x402db.iac import provider_sql as p
+from x402db.iac import declared, provider_sql as p
 from x402db.migrate import files as migrations
 from x402db.migrate.engine import Engine
 from x402db.iac.preflight import preflight
@@ -59,7 +59,7 @@ def test_migration_then_the_providers_grants_give_the_access_model(supa):
     with connect(supa) as conn:
         migrate_up(conn)  # what SqlMigration's create runs; the Grants come after it
         s = p.Session(conn)
-        for g in p.grants(conn.info.dbname):
+        for g in declared.grants(conn.info.dbname):
             p.grant_create(s, g)
         assert access.diff(conn) == [], [g.key for g in access.diff(conn)]
 
@@ -69,7 +69,7 @@ def test_grants_create_update_delete_as_supabase_postgres(supa):
         before = memberships(conn)
         migrate_up(conn)
         s = p.Session(conn)
-        for g in p.grants(conn.info.dbname):
+        for g in declared.grants(conn.info.dbname):
             p.grant_create(s, g)
         assert access.diff(conn) == []
         assert table_acl(conn, "anon") == set()
@@ -77,7 +77,7 @@ def test_grants_create_update_delete_as_supabase_postgres(supa):
         for u in access.SCHEMA_USAGE:
             assert conn.execute("SELECT has_schema_privilege(%s, %s, 'USAGE')", (u.role, u.schema)).fetchone()[0]
         # Update: the provider revokes the previous privileges and grants the new ones.
-        authenticated = next(g for g in p.grants(conn.info.dbname) if g.role == "authenticated" and g.object_type == "table")
+        authenticated = next(g for g in declared.grants(conn.info.dbname) if g.role == "authenticated" and g.object_type == "table")
         with conn.transaction():
             conn.execute("REVOKE ALL ON public.user_openrouter_integrations FROM authenticated")
             conn.execute("GRANT SELECT ON public.user_openrouter_integrations TO authenticated")
@@ -85,7 +85,7 @@ def test_grants_create_update_delete_as_supabase_postgres(supa):
         assert access.diff(conn) == []
         assert memberships(conn) == before
         # Destroy: grants in reverse, the retained schema USAGE left alone, then the migration's down.
-        for g in reversed(p.grants(conn.info.dbname)):
+        for g in reversed(declared.grants(conn.info.dbname)):
             if not g.retain_on_delete:
                 p.grant_delete(s, g)
         assert table_acl(conn, "anon") == table_acl(conn, "authenticated") == set()
@@ -103,7 +103,7 @@ def test_backend_role_lifecycle_or_refusal(supa):
     with connect(supa) as conn:
         before = memberships(conn)
         s = p.Session(conn)
-        role = p.backend_role(BACKEND, password="first-Pa55")
+        role = declared.backend_role(BACKEND, password="first-Pa55")
         if major(conn) >= 16:
             # A NOSUPERUSER CREATEROLE member of service_role without ADMIN OPTION: refused, and
             # the provider's transaction leaves nothing behind.
@@ -120,7 +120,7 @@ def test_backend_role_lifecycle_or_refusal(supa):
         assert row == (False, True, True, False, False, -1)
         assert conn.execute("SELECT pg_has_role(%s, 'service_role', 'USAGE')", (BACKEND,)).fetchone()[0]
         # Update (a password rotation): revokeRoles + grantRoles keep the membership.
-        p.role_update(s, role, p.backend_role(BACKEND, password="second-Pa55"))
+        p.role_update(s, role, declared.backend_role(BACKEND, password="second-Pa55"))
         assert conn.execute("SELECT pg_has_role(%s, 'service_role', 'USAGE')", (BACKEND,)).fetchone()[0]
         # Delete: REASSIGN OWNED / DROP OWNED under a temporary membership, then DROP ROLE.
         p.role_delete(s, role)
@@ -168,7 +168,7 @@ def test_preflight_refuses_exactly_what_the_provider_would_fail_on(supa, backend
         assert failure is None
         if backend:  # and the real run then succeeds, as the preflight said
             with connect(supa) as conn:
-                p.role_create(p.Session(conn), p.backend_role(BACKEND, password="x-Pa55"))
+                p.role_create(p.Session(conn), declared.backend_role(BACKEND, password="x-Pa55"))
 
 
 def test_preflight_sees_a_table_owner_the_provider_cannot_borrow(server, supa):
@@ -188,13 +188,13 @@ def test_preflight_sees_a_table_owner_the_provider_cannot_borrow(server, supa):
                 assert failure and '`GRANT "x402_foreign_owner" TO "postgres"`' in failure and "nothing was changed" in failure
                 migrate_up(conn)
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):  # what pulumi up would hit after the migration
-                    p.grant_create(p.Session(conn), p.grants(dbname)[-1])
+                    p.grant_create(p.Session(conn), declared.grants(dbname)[-1])
             else:
                 assert failure is None
                 migrate_up(conn)
                 before = memberships(conn)
                 s = p.Session(conn)
-                for g in p.grants(dbname):
+                for g in declared.grants(dbname):
                     p.grant_create(s, g)
                 assert 'GRANT "x402_foreign_owner" TO "postgres"' in s.log and memberships(conn) == before
     finally:

@@ -7,7 +7,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from x402db import PRIVATE_SCHEMA, db
+from x402db import db
+from x402db.private import PRIVATE_SCHEMA
 from x402db.verify.smoke import run_checks
 
 from .conftest import run_script

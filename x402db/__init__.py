@@ -3,5 +3,3 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SQL_DIR = ROOT / "sql"
-# Bookkeeping (migration ledger, rotation audit) lives here, never in the API-exposed `public`.
-PRIVATE_SCHEMA = "x402_private"

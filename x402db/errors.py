@@ -1,10 +1,14 @@
-"""One exception family; each carries the exit code every script maps it to."""
+"""One exception family; each carries the exit code every script maps it to. The codes are
+defined here once: 0 success, 1 a check or an operation failed or was refused, 2 usage, input,
+environment or connection error."""
+
+FAILED_EXIT, USAGE_EXIT = 1, 2
 
 
 class BundleError(Exception):
     """A failure to report as one sentence; exit code 1 (a check or operation failed)."""
 
-    exit_code = 1
+    exit_code = FAILED_EXIT
 
 
 class Refused(BundleError):
@@ -18,10 +22,10 @@ class DriftError(Refused):
 class UsageError(BundleError):
     """Bad arguments or configuration."""
 
-    exit_code = 2
+    exit_code = USAGE_EXIT
 
 
 class ConnectError(BundleError):
     """The database could not be reached."""
 
-    exit_code = 2
+    exit_code = USAGE_EXIT

@@ -23,9 +23,7 @@ from typing import Any, Callable, Sequence
 import psycopg
 
 from .. import db
-from ..errors import BundleError, UsageError
-
-USAGE_EXIT, FAILED_EXIT = 2, 1
+from ..errors import FAILED_EXIT, USAGE_EXIT, BundleError, UsageError
 
 
 def add_common(parser: argparse.ArgumentParser, dsn: bool = True) -> None:

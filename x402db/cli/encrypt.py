@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
         secret = generate_secret()
         print_json({"secret": secret}) if args.json else print(secret)
         return 0
-    user_id = store.parse_user_id(args.user_id) if args.user_id else None
+    user_id = store.parse_user_id(args.user_id, "--user-id") if args.user_id else None
     if args.store and not user_id:
         raise UsageError("--store needs --user-id")
     if args.format == "v2" and not user_id and not args.decrypt:

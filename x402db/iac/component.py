@@ -1,13 +1,13 @@
 """OpenRouterIntegration: the whole bundle as one Pulumi component.
 
 Order, as destroy needs it reversed: the preflight (which tries the provider's statements in a
-rolled-back transaction at preview time, see pulumi_preflight.py), the backend role (a member of
+rolled-back transaction at preview time, see preflight.py), the backend role (a member of
 service_role through its own `roles`), then the migrations (each after the one before), then the
 grants (one at a time, after the migration that creates their table), so destroy revokes before
 down drops the table. The platform roles are not Pulumi resources: on target postgres the compat
 migration owns them (it also creates auth.* which depends on them), and on Supabase the platform
-does. The provider resources' arguments come from provider_sql, whose statements the preflight
-and the tests run for real.
+does. The provider resources' arguments come from declared.py; the statements they make the
+provider run (provider_sql.py) are what the preflight and the tests run for real.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from psycopg.conninfo import make_conninfo
 
 from ..migrate import files as migrations
 from ..migrate.target import API_ROLES
-from . import provider_sql
+from . import declared
 from .config import StackConfig
 from .preflight import Preflight
 from .sql_migration import SqlMigration
@@ -72,7 +72,7 @@ class OpenRouterIntegration(pulumi.ComponentResource):
 
         self.backend_role = None
         if cfg.backend_role:
-            role = provider_sql.backend_role(cfg.backend_role)
+            role = declared.backend_role(cfg.backend_role)
             self.backend_role = postgresql.Role(
                 f"{name}-backend-role",
                 name=role.name,
@@ -108,7 +108,7 @@ class OpenRouterIntegration(pulumi.ComponentResource):
             previous = [resource]
 
         self.grants: list[pulumi.Resource] = []
-        for g in provider_sql.grants(cfg.database):
+        for g in declared.grants(cfg.database):
             label = f"usage-{g.schema}-{g.role}" if g.object_type == "schema" else f"grant-{g.role}-{g.objects[0]}"
             extra = {"objects": list(g.objects)} if g.objects else {}
             self.grants.append(postgresql.Grant(

@@ -1,6 +1,6 @@
 """Preflight: a dynamic resource that every other resource waits for, whose `check` (run by
 `pulumi preview` and again at the start of `pulumi up`, before any resource is created) tries
-the exact statements pulumi-postgresql will run (x402db/provider_sql.py) in one transaction that
+the exact statements pulumi-postgresql will run (iac/provider_sql.py) in one transaction that
 is always rolled back. If the server would refuse one, the run stops there with one sentence
 saying why and what to do, and nothing has changed: never a `pulumi up` that fails halfway.
 
@@ -31,7 +31,7 @@ def preflight(dsn: str, database: str, backend_role: str | None) -> str | None:
 
     from .. import db
     from ..errors import BundleError
-    from . import provider_sql as p
+    from . import declared, provider_sql as p
 
     try:
         conn = db.connect(dsn, application_name="x402db-pulumi-preflight")
@@ -44,12 +44,12 @@ def preflight(dsn: str, database: str, backend_role: str | None) -> str | None:
         try:
             with conn.transaction(force_rollback=True):
                 if backend_role:
-                    role = p.backend_role(backend_role)  # no password: it changes no permission
+                    role = declared.backend_role(backend_role)  # no password: it changes no permission
                     if s.one("SELECT 1 FROM pg_roles WHERE rolname = %s", (backend_role,)):
                         p.role_update(s, role, role)  # re-grants its roles, as any later update does
                     else:
                         p.role_create(s, role)
-                for g in p.grants(database):
+                for g in declared.grants(database):
                     exists = g.object_type == "schema" or s.one("SELECT to_regclass(%s)", (f"{p.ident(g.schema)}.{p.ident(g.objects[0])}",))
                     if exists:
                         p.grant_create(s, g)

@@ -1,18 +1,13 @@
-"""The SQL that pulumi-postgresql runs for the resources the program declares (Role, Grant, and
-GrantRole, which the program no longer uses: see below), statement for statement.
+"""The SQL that pulumi-postgresql runs for a Role, a Grant and a GrantRole, statement for statement:
+a transcription of the provider's upstream and nothing of ours (what we declare is iac/declared.py).
 
 Transcribed from the provider's upstream, cyrilgdn/terraform-provider-postgresql at ff936b9
 (v1.26.0+3, the `upstream` submodule of pulumi/pulumi-postgresql 3.18): postgresql/
 resource_postgresql_role.go, resource_postgresql_grant.go, resource_postgresql_grant_role.go and
 helpers.go (pgLockRole, withRolesGranted, getRolesToGrant). Each operation is one transaction, as
 there. No Pulumi plugin can run on our machines, so this is how the tests run the provider's
-statements against a real server, and how the preflight (x402db/pulumi_preflight.py) tries them
+statements against a real server, and how the preflight (iac/preflight.py) tries them
 in a transaction that is always rolled back, before `pulumi up` changes anything.
-
-Why the program gives the backend role its service_role membership through Role.roles and not a
-GrantRole: the Role update runs `revokeRoles` (REVOKE every role it is a member of) then grants
-only its own `roles`, so a separate GrantRole membership silently disappears on the first update
-of the Role (a password rotation); upstream documents that the two "fight".
 """
 from __future__ import annotations
 
@@ -306,22 +301,3 @@ def grant_role_delete(s: Session, a: GrantRoleArgs) -> None:
 
 def without_password(a: RoleArgs) -> RoleArgs:
     return replace(a, password=None)
-
-
-# ---- what the program declares --------------------------------------------------------------------
-
-BACKEND_MEMBER_OF = ("service_role",)
-
-
-def backend_role(name: str, password=None) -> RoleArgs:
-    # inherit: so the service_role policy and grants apply to its sessions
-    return RoleArgs(name=name, password=password, login=True, inherit=True, roles=BACKEND_MEMBER_OF)
-
-
-def grants(database: str) -> list[GrantArgs]:
-    """The access model as the program's Grant resources, in creation order."""
-    from .. import access
-
-    out = [GrantArgs(database, u.role, u.schema, "schema", ("USAGE",), retain_on_delete=u.retain_on_delete) for u in access.SCHEMA_USAGE]
-    out += [GrantArgs(database, g.role, g.schema, "table", tuple(g.privileges), (g.table,)) for g in access.TABLE_GRANTS]
-    return out

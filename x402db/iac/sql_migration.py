@@ -13,6 +13,8 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
+from ..errors import DriftError
+
 # Properties whose change needs no database work: they only steer the next operation. A new
 # down_sql is stored too, so that destroy runs the checkout's down; the engine refuses it if it
 # differs from the down recorded in the ledger at apply time (an edited down).
@@ -59,7 +61,7 @@ class MigrationProvider(ResourceProvider):
             # is: take the new texts into state, touch nothing in the database.
             superseded = from_texts(news["version"], news["name"], news["up_sql"], news.get("down_sql", "")).matches(olds["checksum"])
         if olds.get("checksum") and news.get("checksum") != olds["checksum"] and not superseded:
-            raise Exception(
+            raise DriftError(
                 f"migration {olds.get('version')}_{olds.get('name')} is already applied with checksum "
                 f"{olds['checksum'][:12]}, but its up file now hashes to {str(news.get('checksum'))[:12]}. "
                 "Applied migrations are immutable: restore the file and ship the change as a new migration."

@@ -19,13 +19,12 @@ from typing import Callable
 import psycopg
 from psycopg import sql
 
-from .. import PRIVATE_SCHEMA
+from .. import private
 from ..access import INTEGRATIONS
 from ..errors import BundleError, UsageError
-from ..migrate import ledger
 from .crypto import Context, DecryptError, Keyring, Shape, OPENROUTER_KEY
 
-AUDIT = sql.Identifier(PRIVATE_SCHEMA, "key_rotation_runs")
+AUDIT = sql.Identifier(private.PRIVATE_SCHEMA, "key_rotation_runs")
 ROTATION_LOCK_KEY = 402_005_000_002
 MAX_CAS_ROUNDS = 5
 MAX_BATCH = 100_000  # a batch is one short transaction; more rows would hold row locks for long
@@ -291,7 +290,7 @@ class Rotator:
         if not self.conn.execute("SELECT pg_try_advisory_lock(%s)", (ROTATION_LOCK_KEY,)).fetchone()[0]:
             raise BundleError("another key rotation is running on this database; wait for it to finish")
         with self.conn.transaction():
-            ledger.ensure(self.conn)  # the private schema
+            private.ensure(self.conn)
             self.conn.execute(_AUDIT_DDL)
             # We hold the rotation lock, so any run still marked running was killed.
             self.conn.execute(sql.SQL("UPDATE {} SET status = 'interrupted' WHERE status = 'running'").format(AUDIT))

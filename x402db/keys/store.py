@@ -10,11 +10,12 @@ from ..access import INTEGRATIONS
 from ..errors import Refused, UsageError
 
 
-def parse_user_id(value: str) -> str:
+def parse_user_id(value: str, what: str = "user_id") -> str:
+    """The canonical UUID; `what` names the value in the error (the CLI passes its option)."""
     try:
         return str(uuid.UUID(value))
     except (ValueError, AttributeError, TypeError):
-        raise UsageError("--user-id must be a UUID like 6c0d6f4e-3a0e-4b7e-9f4b-5b0a7d2f1c11") from None
+        raise UsageError(f"{what} must be a UUID like 6c0d6f4e-3a0e-4b7e-9f4b-5b0a7d2f1c11") from None
 
 
 def store(conn: psycopg.Connection, user_id: str, ciphertext: str) -> str:

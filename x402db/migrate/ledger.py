@@ -20,7 +20,7 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from .. import PRIVATE_SCHEMA
+from ..private import PRIVATE_SCHEMA, SCHEMA_DDL
 
 LEDGER_TABLE = f"{PRIVATE_SCHEMA}.schema_migrations"
 LEDGER = sql.Identifier(*LEDGER_TABLE.split("."))
@@ -33,10 +33,9 @@ HINTS = {
                  "again (or make revert / pulumi destroy) to finish them",
 }
 
-_DDL = sql.SQL(
+# One multi-statement query with the schema's: one implicit transaction.
+_DDL = SCHEMA_DDL + sql.SQL(
     """
-    CREATE SCHEMA IF NOT EXISTS {schema};
-    REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;
     CREATE TABLE IF NOT EXISTS {table} (
       version      text PRIMARY KEY,
       name         text NOT NULL,
@@ -49,7 +48,7 @@ _DDL = sql.SQL(
     );
     REVOKE ALL ON {table} FROM PUBLIC;
     """
-).format(schema=sql.Identifier(PRIVATE_SCHEMA), table=LEDGER)
+).format(table=LEDGER)
 
 # One multi-statement query: one implicit transaction, so the upgrade is all or nothing.
 _EVOLVE = sql.SQL(

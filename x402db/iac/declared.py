@@ -1,0 +1,26 @@
+"""What the Pulumi program declares to pulumi-postgresql, in the provider's own terms
+(iac/provider_sql.py): the backend role, and the access model as Grant resources.
+
+The backend role gets its service_role membership through Role.roles and not a GrantRole: the
+Role update runs `revokeRoles` (REVOKE every role it is a member of) then grants only its own
+`roles`, so a separate GrantRole membership silently disappears on the first update of the Role
+(a password rotation); upstream documents that the two "fight".
+"""
+from __future__ import annotations
+
+from .. import access
+from .provider_sql import GrantArgs, RoleArgs
+
+BACKEND_MEMBER_OF = ("service_role",)
+
+
+def backend_role(name: str, password=None) -> RoleArgs:
+    # inherit: so the service_role policy and grants apply to its sessions
+    return RoleArgs(name=name, password=password, login=True, inherit=True, roles=BACKEND_MEMBER_OF)
+
+
+def grants(database: str) -> list[GrantArgs]:
+    """The access model as the program's Grant resources, in creation order."""
+    out = [GrantArgs(database, u.role, u.schema, "schema", ("USAGE",), retain_on_delete=u.retain_on_delete) for u in access.SCHEMA_USAGE]
+    out += [GrantArgs(database, g.role, g.schema, "table", tuple(g.privileges), (g.table,)) for g in access.TABLE_GRANTS]
+    return out
