@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The stamp is named after the requirements' hash, so editing a pin reinstalls.
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
 
-.PHONY: venv deploy plan test smoke status stop revert bench clean-local
+.PHONY: venv deploy plan test smoke status stop revert bench clean-local pulumi-tools
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,10 +20,14 @@ deploy: venv                 ## deploy to $$DATABASE_URL, else to an embedded Po
 plan: venv                   ## what `make deploy` would run, lock and refuse, changing nothing ($$DATABASE_URL, else local); ARGS="--down" for a revert
 	@DATABASE_URL=$${DATABASE_URL:-$$($(BIN)/python scripts/local_db.py url)} $(BIN)/python scripts/migrate.py plan $(ARGS)
 
-test: venv                   ## the whole suite, against real PostgreSQL 18 (and 15 when installed), and the Node keyring's
+pulumi-tools:                ## find or build the real Pulumi CLI and plugins (cached outside the checkout); last line PULUMI_BIN=<dir>
+	@$(PYTHON) tools/pulumi/pulumi_tools.py $(ARGS)
+
+test: venv                   ## the whole suite, against real PostgreSQL 18 (and 15 when installed), the real Pulumi engine, and the Node keyring's
 	@if command -v node >/dev/null; then echo "node --test clients/node/"; node --test --test-reporter=dot clients/node/ && echo; \
 	  else echo "note: node is not installed; the Node keyring's tests are skipped (.ci/run installs it)"; fi
-	@X402_NODE_TESTS_DONE=$$(command -v node >/dev/null && echo 1) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	@bin=$${PULUMI_BIN:-$$($(PYTHON) tools/pulumi/pulumi_tools.py --optional | tail -n 1 | sed -n 's/^PULUMI_BIN=//p')}; \
+	  PULUMI_BIN=$$bin X402_NODE_TESTS_DONE=$$(command -v node >/dev/null && echo 1) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 smoke: venv                  ## verify the local (or $$DATABASE_URL) database
 	@DATABASE_URL=$${DATABASE_URL:-$$($(BIN)/python scripts/local_db.py url)} $(BIN)/python scripts/smoke.py
