@@ -23,7 +23,7 @@ UP_SUM='h1:8syK3HUpUoZmScfcUHYO7e8PrASpPIYt3bWLpONo0cQ='
 VERSION=${X402_PROVIDER_VERSION:-3.18.2-x402.1}
 VERSION_VAR=x402db.invalid/pulumi-resource-postgresql/info.Version
 
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-modcacherw
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-modcacherw -buildvcs=false"
 mkdir -p "$OUT" "$CACHE"
 OUT=$(cd "$OUT" && pwd)
 
