@@ -95,7 +95,8 @@ def build_key(go: str) -> str:
 
 def _is_input(path: Path, folder: Path) -> bool:
     rel = path.relative_to(folder).parts
-    return not any(part.startswith(".") or part in ("upstream", "build") for part in rel)
+    # The upstream link and the embedded schema are the build's own outputs, not its inputs.
+    return not any(part.startswith(".") or part in ("upstream", "build", "schema-embed.json") for part in rel)
 
 
 def provider_label() -> str:
@@ -141,6 +142,7 @@ def build(target: Path) -> None:
             "pulumi": CLI_VERSION, "pulumi-language-python": LANGHOST_VERSION,
             "pulumi-resource-postgresql": provider_label(), "go": go_version(),
         }, indent=2) + "\n")
+        work.chmod(0o755)
         try:
             work.rename(target)
         except OSError:

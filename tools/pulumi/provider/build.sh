@@ -11,7 +11,7 @@ set -euo pipefail
 
 OUT=${1:?usage: build.sh OUT_DIR}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-CACHE=${X402_CACHE:-/root/.cache/x402db}/pulumi-provider
+CACHE=${X402_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/x402db}/pulumi-provider
 
 # Pinned inputs. UP_SUM is the go.sum (h1:) hash of the module zip; a
 # directory replace is not checked by go.sum, so we check it here.
@@ -20,7 +20,7 @@ UP_VER=v1.27.0
 UP_SUM='h1:8syK3HUpUoZmScfcUHYO7e8PrASpPIYt3bWLpONo0cQ='
 # Honest label: the 3.18.2 API (tokens/properties of pulumi-postgresql 3.18.x),
 # but our own build ("x402" pre-release), not Pulumi's 3.18.2 binary.
-VERSION=${X402_PROVIDER_VERSION:-3.18.2-x402.1}
+VERSION=${X402_PROVIDER_VERSION:-$(cat "$HERE/VERSION")}
 VERSION_VAR=x402db.invalid/pulumi-resource-postgresql/info.Version
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-modcacherw -buildvcs=false"
@@ -67,7 +67,9 @@ ln -sfn "$UP_DIR" "$HERE/upstream"
 cd "$HERE"
 # 2. schema: generate it from our ProviderInfo with the bridge's tfgen (offline;
 #    docs come from ./upstream/website), then stamp the version into it.
-WORK=$CACHE/work
+# Per build: two builds at once must not share tfgen's output.
+WORK=$(mktemp -d "$CACHE/work.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/schema"
 go build -trimpath -o "$WORK/pulumi-tfgen-postgresql" -ldflags "-X $VERSION_VAR=$VERSION" ./cmd/pulumi-tfgen-postgresql
 "$WORK/pulumi-tfgen-postgresql" schema --skip-examples --out "$WORK/schema" >"$WORK/tfgen.log" 2>&1 ||
