@@ -43,6 +43,7 @@ def test_exact_resources_supabase(supabase):
         ("pulumi-python:dynamic/x402:Preflight", "openrouter-preflight"),
         ("pulumi-python:dynamic/x402:SqlMigration", "openrouter-migration-005"),
         *[("postgresql:index/grant:Grant", g) for g in GRANTS],
+        ("pulumi-python:dynamic/x402:DestroyGuard", "openrouter-destroy-guard"),
     ]
 
 
@@ -56,6 +57,7 @@ def test_exact_resources_postgres(postgres):
         ("pulumi-python:dynamic/x402:SqlMigration", "openrouter-migration-001"),
         ("pulumi-python:dynamic/x402:SqlMigration", "openrouter-migration-005"),
         *[("postgresql:index/grant:Grant", g) for g in GRANTS],
+        ("pulumi-python:dynamic/x402:DestroyGuard", "openrouter-destroy-guard"),
     ]
 
 

@@ -4,7 +4,8 @@ Order, as destroy needs it reversed: the preflight (which tries the provider's s
 rolled-back transaction at preview time, see preflight.py), the backend role (a member of
 service_role through its own `roles`), then the migrations (each after the one before), then the
 grants (one at a time, after the migration that creates their table), so destroy revokes before
-down drops the table. The platform roles are not Pulumi resources: on target postgres the compat
+down drops the table, and last the destroy guard, so destroy's data-loss refusal comes before
+any revoke (destroy_guard.py). At preview the program prints the plan's one-line summary. The platform roles are not Pulumi resources: on target postgres the compat
 migration owns them (it also creates auth.* which depends on them), and on Supabase the platform
 does. The provider resources' arguments come from declared.py; the statements they make the
 provider run (provider_sql.py) are what the preflight and the tests run for real.
@@ -21,7 +22,9 @@ from ..migrate import files as migrations
 from ..migrate.target import API_ROLES
 from . import declared
 from .config import StackConfig
+from .destroy_guard import DestroyGuard
 from .preflight import Preflight
+from .preview import log_plan_summary
 from .sql_migration import SqlMigration
 
 PLATFORM_ROLES = (*API_ROLES, "authenticator")
@@ -119,6 +122,18 @@ class OpenRouterIntegration(pulumi.ComponentResource):
                     depends_on=previous, retain_on_delete=g.retain_on_delete)),
             ))
             previous = [self.grants[-1]]
+
+        # Last created, first destroyed: destroy's data-loss refusal comes before any revoke.
+        self.destroy_guard = DestroyGuard(
+            f"{name}-destroy-guard",
+            {"dsn": dsn, "target": cfg.target, "allow_data_loss": cfg.allow_data_loss,
+             "migrations": [{"version": m.version, "name": m.name, "up_sql": m.up_text, "down_sql": m.down_text}
+                            for m in migrations.load() if m.applies_to(cfg.target)]},
+            pulumi.ResourceOptions(parent=self, depends_on=previous),
+        )
+
+        if pulumi.runtime.is_dry_run():
+            dsn.apply(lambda value: log_plan_summary(value, cfg.target, self))
 
         self.migration_versions = pulumi.Output.all(*[m.version for m in self.migrations])
         self.roles = sorted(PLATFORM_ROLES) + ([cfg.backend_role] if cfg.backend_role else [])

@@ -51,9 +51,12 @@ def preflight(dsn: str, database: str, backend_role: str | None) -> str | None:
                         p.role_create(s, role)
                 for g in declared.grants(database):
                     exists = g.object_type == "schema" or s.one("SELECT to_regclass(%s)", (f"{p.ident(g.schema)}.{p.ident(g.objects[0])}",))
+                    # On plain postgres the compat migration creates the API roles: on a fresh
+                    # cluster they do not exist yet, and the Grant runs only after it.
+                    exists = exists and s.one("SELECT 1 FROM pg_roles WHERE rolname = %s", (g.role,))
                     if exists:
                         p.grant_create(s, g)
-                    else:  # the migration creates it, owned by us: only the owners' part can fail
+                    else:  # a migration creates it, owned by us: only the owners' part can fail
                         with conn.transaction():
                             p.lock_role(s, g.role)
                             p.with_roles_granted(s, p.roles_to_grant(s, g), lambda: None)

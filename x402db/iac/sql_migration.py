@@ -1,7 +1,8 @@
 """SqlMigration: one Pulumi dynamic resource per migration, wrapping the engine.
 
 create applies up and records the ledger row; diff refuses an edited applied migration;
-delete runs down behind the data-loss guard; read reports drift from the ledger. The resource
+delete runs down behind the data-loss guard; read reports drift from the ledger and, for the
+migration whose objects smoke checks, from the catalog (iac/drift.py states the rule). The resource
 keeps its up and down SQL in state, so destroy runs the down that matches what was applied.
 The provider object has no fields: the engine host unpickles a class reference and nothing
 else (no connection, no module object, no secret). The DSN travels as a secret property.
@@ -71,6 +72,9 @@ class MigrationProvider(ResourceProvider):
         # finish it (or refuse, for a half-reverted one), not report "no changes".
         if olds.get("ledger_state", "applied") != "applied":
             changed.append("ledger_state")
+        # Refresh found the catalog changed by hand: the next up repairs it or says why not.
+        if olds.get("drift"):
+            changed.append("drift")
         stables = ["version", "name"] + ([] if superseded else ["checksum"])
         return DiffResult(changes=bool(changed), replaces=[], stables=stables, delete_before_replace=False)
 
@@ -82,16 +86,27 @@ class MigrationProvider(ResourceProvider):
             require_ready(engine, "up", what=f"SqlMigration {migration.label} create: up", single=True)
             outcome = engine.apply(migration)
         return CreateResult(migration.version, _outs(props, action=outcome.action if outcome else "already-applied",
-                                                     ledger_state="applied"))
+                                                     ledger_state="applied", drift=[]))
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        if olds.get("ledger_state", "applied") == "applied":
-            return UpdateResult(_outs(news, action="unchanged", ledger_state="applied"))
-        # What `migrate.py up` does with the same ledger: resume steps-pending, refuse reverting.
+        from . import drift
+
+        if olds.get("ledger_state", "applied") == "applied" and not olds.get("drift"):
+            return UpdateResult(_outs(news, action="unchanged", ledger_state="applied", drift=[]))
         engine, migration = _engine(news)
         with engine.conn:
-            outcome = engine.apply(migration)
-        return UpdateResult(_outs(news, action=outcome.action if outcome else "unchanged", ledger_state="applied"))
+            if olds.get("ledger_state", "applied") != "applied":
+                # What `migrate.py up` does with the same ledger: resume steps-pending, refuse reverting.
+                outcome = engine.apply(migration)
+                action = outcome.action if outcome else "unchanged"
+            else:
+                action = "unchanged"
+            if migration.version == drift.CHECKED:
+                found = drift.failing_checks(engine.conn)
+                if found:
+                    drift.repair(engine.conn, migration.label, found)
+                    action = "repaired"
+        return UpdateResult(_outs(news, action=action, ledger_state="applied", drift=[]))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         from ..plan.planner import require_ready
@@ -104,15 +119,17 @@ class MigrationProvider(ResourceProvider):
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         from ..migrate import ledger
+        from . import drift
 
         engine, migration = _engine(props)
         with engine.conn:
             entry = ledger.entries(engine.conn).get(migration.version)
+            found = drift.failing_checks(engine.conn) if entry and entry.state == "applied" and migration.version == drift.CHECKED else []
         if entry is None:
             return ReadResult(None, {})  # gone from the ledger: Pulumi drops it from state
         # A checksum that differs from state shows up in `pulumi refresh` as drift.
         # So is a run that was cut off: the ledger's state (steps-pending, reverting) is read back.
-        return ReadResult(id_, _outs(props, checksum=entry.checksum, ledger_state=entry.state))
+        return ReadResult(id_, _outs(props, checksum=entry.checksum, ledger_state=entry.state, drift=found))
 
 
 class SqlMigration(Resource, module="x402", name="SqlMigration"):

@@ -118,7 +118,7 @@ def print_plan(plan: Plan, out=print) -> None:
     for note in plan.blocked_reads:
         out(f"note: {note}")
     if not plan.migrations:
-        out("nothing to do")
+        out(summary(plan))
         return
     for m in plan.migrations:
         out("")
@@ -146,3 +146,6 @@ def print_plan(plan: Plan, out=print) -> None:
             if st.locks or st.writers != "no writer waits":
                 for line in textwrap.wrap(f"writers: {st.writers}", 96):
                     out(f"{_INDENT}{line}")
+    # The one line `make deploy` and `pulumi preview` print too: the same words everywhere.
+    out("")
+    out(summary(plan))
