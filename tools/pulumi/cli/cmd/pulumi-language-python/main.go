@@ -53,7 +53,7 @@ func serve(args []string) error {
 	// The engine may die without telling us (kill -9 of `pulumi up`): then we stop too, and
 	// the program we started dies with us (see sysproc_linux.go).
 	if engine != "" {
-		go func() { _ = rpcutil.Healthcheck(ctx, engine, 5*time.Minute, cancel) }()
+		go func() { _ = rpcutil.Healthcheck(ctx, engine, 2*time.Second, cancel) }()
 	}
 
 	h := &host{engine: engine, execScript: execScript}
