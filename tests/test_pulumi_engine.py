@@ -462,3 +462,31 @@ def test_missing_plugin_is_named_and_changes_nothing(project, target, tmp_path):
     assert r.returncode != 0
     assert "no resource plugin 'pulumi-resource-postgresql' found" in r.output, r.output
     assert target.snapshot() == before
+
+
+# --- hand drift --------------------------------------------------------------------------------
+
+
+def test_granting_anon_by_hand_shows_in_refresh_and_up_repairs_it(project, target):
+    deployed(project, target)
+    target.query("GRANT SELECT ON public.user_openrouter_integrations TO anon")
+    r = project.run("preview", "--refresh").ok()
+    assert "openrouter-migration-005" in r.output and "update" in r.output, r.output
+    project.run("up", "--yes", "--refresh", "--skip-preview").ok()
+    assert not target.query("SELECT has_table_privilege('anon', 'public.user_openrouter_integrations', 'SELECT')")[0][0]
+    project.run("preview", "--refresh", "--expect-no-changes").ok()
+
+
+def test_dropping_the_user_policy_by_hand_shows_in_refresh_and_up_refuses_with_the_reason(project, target):
+    deployed(project, target)
+    policy = target.query("SELECT policyname FROM pg_policies WHERE tablename = 'user_openrouter_integrations'"
+                          " AND 'authenticated' = ANY(roles)")[0][0]
+    target.query(f'DROP POLICY "{policy}" ON public.user_openrouter_integrations')
+    r = project.run("preview", "--refresh").ok()
+    assert "openrouter-migration-005" in r.output and "update" in r.output, r.output
+    before = target.snapshot()
+    r = project.run("up", "--yes", "--refresh", "--skip-preview")
+    assert r.returncode != 0
+    assert "no longer matches the database, so pulumi up changed nothing" in r.output and "policy" in r.output, r.output
+    _no_traceback(r.output)
+    assert target.snapshot() == before

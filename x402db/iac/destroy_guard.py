@@ -16,6 +16,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
 from ..errors import Refused
+from .oneline import one_line_methods
 
 
 def refusal(props: dict[str, Any]) -> str | None:
@@ -40,6 +41,7 @@ def refusal(props: dict[str, Any]) -> str | None:
     return f"pulumi destroy refused by the revert's plan, nothing changed: {reasons}{hint}"
 
 
+@one_line_methods
 class DestroyGuardProvider(ResourceProvider):
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         # New texts or a new allowDataLoss must reach state before a destroy reads them.

@@ -15,6 +15,7 @@ import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from ..errors import DriftError
+from .oneline import one_line_methods
 
 # Properties whose change needs no database work: they only steer the next operation. A new
 # down_sql is stored too, so that destroy runs the checkout's down; the engine refuses it if it
@@ -41,6 +42,7 @@ def _outs(props: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {k: props[k] for k in (*_REQUIRED, "allow_data_loss", "lock_timeout") if k in props} | extra
 
 
+@one_line_methods
 class MigrationProvider(ResourceProvider):
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         from ..migrate.files import checksum
