@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import psycopg
 import pytest
 
 from x402db import ROOT
+from x402db.local.server import embedded_bindir
 
 from .conftest import admin_dsn, drop_database, new_database, new_supabase_database, pg_dump_schema, run_script
 from .real_pulumi import Project, find_tools
@@ -237,6 +240,13 @@ class RunbookReader:
         }
         self.results: list[tuple[str, object]] = []
 
+    def make_deploy(self):
+        """`make deploy` in the reader's checkout: the Makefile runs scripts/deploy_local.py."""
+        r = subprocess.run([str(self.project.dir / ".venv/bin/python"), "scripts/deploy_local.py"], cwd=self.project.dir,
+                           capture_output=True, text=True, timeout=600, env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"})
+        self.deployed_url = next((l.split("=", 1)[1] for l in r.stdout.splitlines() if l.startswith("DATABASE_URL=")), None)
+        return r
+
     def expand(self, line: str) -> str:
         for placeholder, value in self.replace.items():
             line = line.replace(placeholder, value)
@@ -251,6 +261,10 @@ class RunbookReader:
         return None
 
     def line(self, line: str):
+        if line.startswith("export "):
+            for key in re.findall(r"(?:^export|\s)([A-Z_]+)=", line):
+                assert key == "PATH" or key.startswith("PULUMI_"), line
+            return None  # the project's environment sets these already, to the same files and tools
         words = shlex.split(line)
         if words[0] == "pulumi":
             args = words[1:]
@@ -265,9 +279,14 @@ class RunbookReader:
                 args.append("--yes")
             return self.project.run(*args, input=stdin)
         if words[0] == "export":
-            key, value = words[1].split("=", 1)
-            assert key == "PULUMI_CONFIG_PASSPHRASE_FILE" or key.startswith("PULUMI_"), line
-            return None  # the project's environment sets these already, to the same files
+            for word in words[1:]:
+                key = word.split("=", 1)[0]
+                assert key == "PATH" or key.startswith("PULUMI_"), line
+            return None  # the project's environment sets these already, to the same files and tools
+        if words[:2] == ["make", "deploy"]:
+            return self.make_deploy()
+        if words[:2] == ["make", "venv"]:
+            return None  # the suite's own venv is the project's .venv
         if "=" in words[0] and len(words) == 1:
             key, value = words[0].split("=", 1)
             self.vars[key] = value
@@ -489,4 +508,72 @@ def test_dropping_the_user_policy_by_hand_shows_in_refresh_and_up_refuses_with_t
     assert r.returncode != 0
     assert "no longer matches the database, so pulumi up changed nothing" in r.output and "policy" in r.output, r.output
     _no_traceback(r.output)
+    assert target.snapshot() == before
+
+
+def test_runbook_dev_stack_from_its_text(project, server):
+    """The local dev stack exactly as the runbook builds it: `make deploy` starts the embedded
+    server in the checkout, the committed Pulumi.dev.yaml, the password from .local/password."""
+    if server.bindir != embedded_bindir():
+        pytest.skip("make deploy runs the embedded PostgreSQL 18 only")
+    shutil.copytree(ROOT / "scripts", project.dir / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
+    for stack_file in ROOT.glob("Pulumi.*.yaml"):
+        shutil.copy2(stack_file, project.dir / stack_file.name)
+    target = Target.__new__(Target)
+    reader = RunbookReader.__new__(RunbookReader)
+    reader.project, reader.target, reader.secrets, reader.vars, reader.results = project, target, {}, {}, []
+    reader.replace = {"~/.config/x402/pulumi-passphrase": str(project.passphrase_file)}
+    lines = runbook_block("### The local dev stack")
+    try:
+        deploy = reader.line(lines[0])
+        assert lines[0] == "make deploy" and deploy.returncode == 0, deploy.stdout + deploy.stderr
+        port = psycopg.conninfo.conninfo_to_dict(reader.deployed_url)["port"]
+        rest = lines[1:]
+        if port != "54329":  # "If `make deploy` printed a port other than 54329 ..., also run"
+            assert "pulumi config set port <that port>" in RUNBOOK.read_text()
+            at = next(i for i, l in enumerate(rest) if l.startswith("pulumi config set --secret password")) + 1
+            rest = rest[:at] + [f"pulumi config set port {port}"] + rest[at:]
+        failed = reader.run(rest)
+        assert failed is None, failed.output
+        smoke = run_script("smoke.py", "--dsn", reader.deployed_url.split("?")[0],
+                           env={"PGPASSFILE": str(project.dir / ".local" / "pg18" / "pgpass")})
+        assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+        project.run("preview", "--expect-no-changes").ok()
+    finally:
+        subprocess.run([str(project.dir / ".venv/bin/python"), "scripts/local_db.py", "delete"], cwd=project.dir,
+                       capture_output=True, timeout=120)
+
+
+# --- the engine's config rules, on the committed and documented stacks --------------------------
+
+
+def test_config_rules_of_the_real_cli_and_of_the_program(project, supabase_target):
+    target = supabase_target
+    shutil.copy2(ROOT / "Pulumi.dev.yaml", project.dir / "Pulumi.dev.yaml")
+    project.run("stack", "init", "dev", "--secrets-provider", "passphrase").ok()
+    before = target.snapshot()
+    # The committed stack alone lacks only the secret password, which the engine requires.
+    r = project.run("preview")
+    assert r.returncode != 0 and "is missing configuration value 'password'" in r.output, r.output
+    # A secret key given in plaintext: `config set` refuses it, and if forced, so does preview.
+    r = project.run("config", "set", "password", "plain-text-pw")
+    assert r.returncode != 0 and "looks like a secret" in r.output and "plain-text-pw" not in r.output, r.output
+    project.run("config", "set", "--plaintext", "password", "plain-text-pw").ok()
+    r = project.run("preview")
+    assert r.returncode != 0 and "must be encrypted" in r.output, r.output
+    assert "plain-text-pw" not in r.output
+    # A declared integer is checked by the engine too.
+    project.run("config", "set", "--secret", "password", input=target.server.password).ok()
+    project.run("config", "set", "port", "fifty").ok()
+    r = project.run("preview")
+    assert r.returncode != 0 and "port" in r.output and "integer" in r.output, r.output
+    # backendRole without its undeclared optional secret: the program's own rule, one line.
+    for key, value in target.config().items():
+        project.run("config", "set", key, value).ok()
+    project.run("config", "set", "backendRole", "x402_backend").ok()
+    r = project.run("preview")
+    assert r.returncode != 0 and "backendRolePassword is required with backendRole" in r.output, r.output
+    project.run("config", "set", "--secret", "backendRolePassword", input="b4ckend-Pw").ok()
+    if target.server_version < 160000:
+        project.run("preview").ok()
     assert target.snapshot() == before

@@ -10,6 +10,7 @@ import sys
 import dill
 import pytest
 
+from x402db import ROOT
 from x402db.iac import config as stack_config
 from x402db.iac.sql_migration import MigrationProvider
 
@@ -199,3 +200,18 @@ def test_provider_pickles_cleanly(supabase):
     out = subprocess.run([sys.executable, "-c", code], input=base64.b64encode(blob).decode(), capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "x402db.iac.sql_migration MigrationProvider {}"
     assert dill.loads(dill.dumps(MigrationProvider(), recurse=True)).__class__ is MigrationProvider
+
+
+def test_optional_secrets_are_documented_and_not_declared():
+    """Our rule, not the engine's: a secret the program reads but Pulumi.yaml must not declare
+    (a declared key without a default is required by every stack) is documented instead."""
+    import yaml
+
+    declared = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    readme, runbook = (ROOT / "README.md").read_text(), (ROOT / "docs/runbooks/deploy.md").read_text()
+    for key in stack_config.OPTIONAL_SECRETS:
+        assert key not in declared
+        assert f"`{key}`" in readme and key in runbook
+    for key, decl in declared.items():
+        if isinstance(decl, dict) and decl.get("secret"):
+            assert decl.get("default") is None, f"{key}: a default is merged in as plaintext"
