@@ -179,6 +179,9 @@ def test_destroy_refuses_while_a_key_is_stored_then_reverts_in_runbook_order(pro
     assert r.returncode != 0
     assert "allowDataLoss" in r.output or "allow-data-loss" in r.output, r.output
     assert target.snapshot() == before
+    if target.kind == "supabase":  # the runbook quotes a Supabase project's refusal (no 000/001 there)
+        quoted = RUNBOOK.read_text().split("<!-- destroy-refusal -->", 1)[1].split("```text\n", 1)[1].split("\n```", 1)[0]
+        assert quoted in r.output, "the runbook's quoted refusal is not what pulumi destroy prints"
 
     project.run("config", "set", "allowDataLoss", "true").ok()
     project.run("up", "--yes", "--skip-preview").ok()
@@ -318,6 +321,10 @@ def test_runbook_production_stack_from_its_text(project, supabase_target):
         # The preflight refuses backendRole on 16+: one sentence, before anything changes.
         assert failed is not None and failed.args[0] == "preview", reader.results[-1]
         assert "preflight refused, nothing was changed" in failed.output
+        # The runbook quotes the refusal (from a PostgreSQL 17 project): it is what the engine prints.
+        quoted = next(l for l in RUNBOOK.read_text().splitlines() if l.startswith("preflight refused, nothing was changed"))
+        pattern = re.escape(quoted).replace("PostgreSQL\\ 17", r"PostgreSQL\ \d+")
+        assert re.search(pattern, failed.output), (quoted, failed.output)
         assert target.snapshot() == before
         project.run("config", "rm", "backendRole").ok()
         project.run("config", "rm", "backendRolePassword").ok()
