@@ -15,7 +15,7 @@ from x402db import ROOT, db
 from x402db.migrate import ledger, files as migrations
 from x402db.migrate.engine import Engine
 from x402db.migrate.settings import Settings
-from x402db.errors import BundleError, DriftError, Refused
+from x402db.errors import BundleError, DriftError, Refused, UsageError
 from x402db.migrate.target import detect
 
 from .conftest import FIXTURES, admin_dsn, drop_database, new_database, pg_dump_schema, run_script
@@ -376,6 +376,26 @@ def test_bad_versions_and_timeouts_exit_2_before_connecting(args):
     r = run_script("migrate.py", *args, "--dsn", "postgresql://nobody@127.0.0.1:1/x")
     assert r.returncode == 2 and "cannot connect" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("value", ["2147483648", "2147483648ms", "2147484s", "35792min", "596524h"])
+@pytest.mark.parametrize("command", ["up", "down", "plan"])
+def test_statement_timeout_above_postgres_maximum_exits_2_before_connecting(command, value):
+    # Issue 18 item 9: it passed the checks, connected, and failed with exit 1.
+    r = run_script("migrate.py", command, "--statement-timeout", value, "--dsn", "postgresql://nobody@127.0.0.1:1/x")
+    assert r.returncode == 2 and "cannot connect" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "statement_timeout" in r.stderr
+
+
+def test_statement_timeout_bound_is_postgres_own(empty_db):
+    # The bound is exactly the server's: its maximum is accepted by both, one more by neither.
+    assert Settings(statement_timeout="2147483647").statement_timeout == "2147483647"
+    with db.connect(empty_db) as c:
+        c.execute("SET statement_timeout = '2147483647'")
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            c.execute("SET statement_timeout = '2147483648'")
+    with pytest.raises(UsageError):
+        Settings(statement_timeout="2147483648")
 
 
 def test_up_to_compares_versions_as_numbers(empty_db):

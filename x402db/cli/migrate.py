@@ -33,7 +33,7 @@ def build_parser() -> Parser:
             p.add_argument("--lock-timeout", default=Settings.lock_timeout,
                            help="per DDL statement, above 0 and at most 1min (default %(default)s)")
             p.add_argument("--statement-timeout", default=Settings.statement_timeout,
-                           help="for the transactional part, above 0 (default %(default)s)")
+                           help="for the transactional part, above 0 and at most 2147483647ms (default %(default)s)")
             p.add_argument("--retries", type=int_range(0, 100), default=Settings.retries, help="lock-timeout retries (default %(default)s)")
         if name == "up":
             p.add_argument("--to", help="apply up to and including this known version (e.g. 1 or 001)")
