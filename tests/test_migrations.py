@@ -17,6 +17,7 @@ from x402db.migrate.engine import Engine
 from x402db.migrate.settings import Settings
 from x402db.errors import BundleError, DriftError, Refused, UsageError
 from x402db.migrate.target import detect
+from x402db.plan.planner import Planner
 
 from .conftest import FIXTURES, admin_dsn, drop_database, new_database, pg_dump_schema, run_script
 
@@ -350,21 +351,87 @@ def test_a_ledger_written_by_the_previous_bundle_is_evolved_in_place(tmp_path, e
     with e.conn:
         assert [o.version for o in e.up()] == ["005"]
         entries = ledger.entries(e.conn)
-        assert {v: (x.state, x.down_checksum is None) for v, x in entries.items()} == {
-            "000": ("applied", True), "001": ("applied", True), "005": ("applied", False)}
+        # The rows that predate down checksums get the one this bundle ships, on this up.
+        shipped = migrations.shipped_downs()
+        assert {v: (x.state, x.down_checksum) for v, x in entries.items()} == {
+            v: ("applied", shipped[v][-1]) for v in ("000", "001", "005")}
         with pytest.raises(psycopg.errors.CheckViolation):
             e.conn.execute("UPDATE x402_private.schema_migrations SET state = 'half' WHERE version = '005'")
-    # A pre-existing row (no down checksum) reverts with the down this bundle ships...
+    # From then on an edited down is refused like any other, unless acknowledged.
     edited = _copy_sql(tmp_path)
     p = edited / "001_baseline.down.sql"
     p.write_text(p.read_text() + "\n-- edited\n")
     e = engine(empty_db, edited)
     with e.conn:
-        e.down()  # 005, recorded with its down checksum
-        # ...but not with another one, unless acknowledged.
-        with pytest.raises(DriftError, match="predates down checksums"):
-            e.down()
-        assert [o.version for o in e.down(accept_edited_down=True)] == ["001"]
+        e.down(to="001")  # 005, recorded with its down checksum
+        with pytest.raises(DriftError, match="recorded when it was applied"):
+            e.down(to="000")
+        assert [o.version for o in e.down(to="000", accept_edited_down=True)] == ["001"]
+
+
+def _forget_down_checksums(dsn):
+    """The ledger as an earlier bundle left it: rows with no down checksum."""
+    with db.connect(dsn) as c:
+        c.execute("UPDATE x402_private.schema_migrations SET down_checksum = NULL")
+
+
+def _without_keys_guard(tmp_path):
+    d = _copy_sql(tmp_path)
+    p = d / "005_add_openrouter_integration.down.sql"
+    text = p.read_text()
+    guard = next(line for line in text.splitlines() if "FROM public.user_openrouter_integrations |" in line)
+    p.write_text(text.replace(guard + "\n", ""))
+    return d
+
+
+def test_edited_down_on_a_row_without_down_checksum_is_refused_until_recorded(tmp_path, deployed_any):
+    """Issue 18 item 1: the down of a row an earlier bundle wrote was compared with the running
+    checkout's own sql/, so deleting the keys guard from 005's down dropped the stored keys."""
+    dsn = deployed_any
+    edited = _without_keys_guard(tmp_path)
+    with db.connect(dsn) as c:
+        uid = c.execute("INSERT INTO auth.users (id) VALUES (gen_random_uuid()) RETURNING id").fetchone()[0]
+        c.execute("INSERT INTO public.user_openrouter_integrations (user_id, encrypted_api_key) VALUES (%s, 'x')", (uid,))
+    _forget_down_checksums(dsn)
+    e = engine(dsn, edited)
+    with e.conn:
+        assert {s.version: s.down_edited for s in e.status()}["005"] is True
+        plan = Planner(e).build("down", to="001" if e.target.name == "postgres" else "base")
+        assert plan.verdict == "refused" and any("edited down" in r for m in plan.migrations for r in m.reasons)
+        with pytest.raises(DriftError, match="ever shipped"):
+            e.down(to="001" if e.target.name == "postgres" else "base")
+        assert e.conn.execute("SELECT count(*) FROM public.user_openrouter_integrations").fetchone()[0] == 1
+        # The next up records the down this bundle ships (from its own list, not from sql/) ...
+        assert e.up() == []
+        recorded = ledger.entries(e.conn)["005"].down_checksum
+        assert recorded == migrations.shipped_downs()["005"][-1] == migrations.find(migrations.load(), "005").down_checksum
+        # ... and the edited down stays refused.
+        assert {s.version: s.down_edited for s in e.status()}["005"] is True
+        with pytest.raises(DriftError, match="recorded when it was applied"):
+            e.down(to="001" if e.target.name == "postgres" else "base")
+        assert e.conn.execute("SELECT count(*) FROM public.user_openrouter_integrations").fetchone()[0] == 1
+    # The shipped down is accepted, before and after the row is recorded.
+    _forget_down_checksums(dsn)
+    e = engine(dsn)
+    with e.conn:
+        assert not any(s.down_edited for s in e.status())
+
+
+def test_shipped_downs_list_every_down_this_repository_shipped():
+    """The list is data committed with the package: every down in sql/ and in git's history of sql/ is in it."""
+    shipped = migrations.shipped_downs()
+    for m in migrations.load():
+        assert shipped[m.version][-1] == m.down_checksum, f"add {m.down_checksum} to x402db/migrate/shipped_downs.json"
+    git = shutil.which("git")
+    if not git or subprocess.run([git, "-C", str(ROOT), "rev-parse"], capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    for path in sorted((ROOT / "sql").glob("*.down.sql")):
+        rel = path.relative_to(ROOT).as_posix()
+        commits = subprocess.run([git, "-C", str(ROOT), "log", "--format=%H", "--", rel], capture_output=True, text=True,
+                                 check=True).stdout.split()
+        for c in commits:
+            text = subprocess.run([git, "-C", str(ROOT), "show", f"{c}:{rel}"], capture_output=True, check=True).stdout
+            assert migrations.checksum(text.decode("utf-8")) in shipped[path.name[:3]], f"{rel} at {c[:7]}"
 
 
 @pytest.mark.parametrize("args", [["up", "--to", "7"], ["up", "--to", "abc"], ["up", "--to", "base"], ["up", "--to", "-1"],

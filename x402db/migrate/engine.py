@@ -72,7 +72,7 @@ class Engine:
         target: Target,
         settings: Settings | None = None,
         log: Callable[[str], None] = lambda _msg: None,
-        shipped_downs: dict[str, str] | None = None,
+        shipped_downs: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
         if not conn.autocommit:
             raise UsageError("the engine needs an autocommit connection: it runs non-transactional steps")
@@ -82,8 +82,9 @@ class Engine:
         self.migrations = [m for m in migrations if m.applies_to(target.name)]
         self.settings = settings or Settings()
         self.log = log
-        # The down checksums this bundle ships (version -> sha256), for ledger rows written
-        # before down checksums were recorded. Default: the files in sql/.
+        # Every down checksum this bundle ever shipped (version -> sha256s, oldest first), for
+        # ledger rows written before down checksums were recorded. Default: the package's list
+        # (migrate/shipped_downs.json), never the checkout's sql/, which is what may be edited.
         self._shipped_downs = shipped_downs
 
     # ---- reading ---------------------------------------------------------------------------
@@ -98,7 +99,7 @@ class Engine:
             elif not m.matches(entry.checksum):
                 states.append(State(m.version, m.name, "drifted", entry.kind))
             else:
-                edited = m.down_checksum != self._expected_down(m, entry)[0]
+                edited = m.down_checksum not in self._expected_down(m, entry)[0]
                 states.append(State(m.version, m.name, entry.state, entry.kind, down_edited=edited))
         for entry in recorded.values():
             if entry.version not in {m.version for m in self.migrations} and entry.target == self.target.name:
@@ -288,6 +289,7 @@ class Engine:
         to = self.resolve_to(to, allow_base=False)
         with self.locked():
             self.validate()
+            self._record_shipped_downs()
             done = ledger.entries(self.conn)
             self._refuse_reverting(done)
             todo = [m for m in self.migrations
@@ -298,6 +300,7 @@ class Engine:
     def apply(self, m: Migration) -> Outcome | None:
         """Apply one migration (None if already applied); refuses if it drifted."""
         with self.locked():
+            self._record_shipped_downs()
             entry = ledger.entries(self.conn).get(m.version)
             if entry is not None:
                 if not m.matches(entry.checksum):
@@ -356,19 +359,39 @@ class Engine:
         with self.locked():
             return self._revert_locked(m, allow_data_loss, accept_edited_down)
 
-    def _expected_down(self, m: Migration, entry: ledger.Entry) -> tuple[str | None, str]:
-        """The down checksum a revert of this ledger row must match, and where it comes from."""
-        if entry.down_checksum is not None:
-            return entry.down_checksum, "the one recorded when it was applied"
-        # Recorded before down checksums existed: trust only the down this bundle ships.
+    def _shipped(self, version: str) -> tuple[str, ...]:
         if self._shipped_downs is None:
             from . import files
-            self._shipped_downs = {x.version: x.down_checksum for x in files.load()}
-        return self._shipped_downs.get(m.version), "the one this bundle ships (the ledger row predates down checksums)"
+            self._shipped_downs = files.shipped_downs()
+        return self._shipped_downs.get(version, ())
+
+    def _expected_down(self, m: Migration, entry: ledger.Entry) -> tuple[frozenset[str], str]:
+        """The down checksums a revert of this ledger row may match, and where they come from."""
+        if entry.down_checksum is not None:
+            return frozenset({entry.down_checksum}), "the one recorded when it was applied"
+        # Recorded before down checksums existed: trust only a down this bundle has shipped.
+        return (frozenset(self._shipped(m.version)),
+                "one this bundle has ever shipped (the ledger row predates down checksums; run up to record it)")
+
+    def _record_shipped_downs(self) -> None:
+        """Rows written before down checksums existed get the down this bundle ships (from the
+        package's list, not from sql/), on the next `up`: from then on they are checked as any row."""
+        done = ledger.entries(self.conn)
+        todo = [(m, self._shipped(m.version)[-1]) for m in self.migrations
+                if (e := done.get(m.version)) is not None and e.down_checksum is None and m.matches(e.checksum)
+                and self._shipped(m.version)]
+        if not todo:
+            return
+        ledger.ensure(self.conn)
+        with self.conn.transaction():
+            for m, down in todo:
+                ledger.record_down_checksum(self.conn, m.version, down)
+        for m, _down in todo:
+            self.log(f"{m.label}: recorded the down checksum this bundle ships (the ledger row predated down checksums)")
 
     def _check_down_integrity(self, m: Migration, entry: ledger.Entry, accept_edited_down: bool) -> None:
         expected, source = self._expected_down(m, entry)
-        if m.down_checksum == expected:
+        if m.down_checksum in expected:
             return
         if accept_edited_down:
             self.log(f"{m.label}: running an edited down script, as acknowledged (--accept-edited-down)")

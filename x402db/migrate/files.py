@@ -17,6 +17,7 @@ so the files stay valid SQL that any client can run:
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,6 +176,16 @@ def from_texts(version: str, name: str, up_text: str, down_text: str, up_path: P
         up_text=up_text,
         down_text=down_text,
     )
+
+
+SHIPPED_DOWNS_FILE = Path(__file__).with_name("shipped_downs.json")
+
+
+def shipped_downs() -> dict[str, tuple[str, ...]]:
+    """version -> the SHA-256 of every down file this bundle ever shipped, oldest first: data kept
+    in the package (shipped_downs.json), never computed from the checkout's sql/, which may be edited."""
+    data = json.loads(SHIPPED_DOWNS_FILE.read_text(encoding="utf-8"))
+    return {v: tuple(sums) for v, sums in data.items() if re.fullmatch(r"[0-9]{3}", v)}
 
 
 BASE = "base"  # `down --to base` reverts every migration
