@@ -14,6 +14,7 @@ import pytest
 from x402db import ROOT, db
 from x402db.migrate import ledger, files as migrations
 from x402db.migrate.engine import Engine
+from x402db.migrate.files import BASE
 from x402db.migrate.settings import Settings
 from x402db.errors import BundleError, DriftError, Refused, UsageError
 from x402db.migrate.target import detect
@@ -135,7 +136,7 @@ def test_down_refuses_with_integration_rows_and_changes_nothing(deployed_db):
     assert states(deployed_db)["005"] == "applied"
     with db.connect(deployed_db) as c:
         assert c.execute("SELECT count(*) FROM public.user_openrouter_integrations").fetchone()[0] == 1
-    r = run_script("migrate.py", "down", "--allow-data-loss", "--dsn", deployed_db)
+    r = run_script("migrate.py", "down", "--to", "1", "--allow-data-loss", "--dsn", deployed_db)
     assert r.returncode == 0, r.stderr
     assert states(deployed_db)["005"] == "pending"
 
@@ -653,3 +654,35 @@ def test_005_applied_by_the_previous_text_is_not_drift(deployed_db):
         c.execute("UPDATE x402_private.schema_migrations SET checksum = %s WHERE version = '005'", (m.up.supersedes[0],))
     assert states(deployed_db)["005"] == "applied"
     assert run_script("smoke.py", "--read-only", "--dsn", deployed_db).returncode == 0
+
+
+def test_a_repeated_down_never_reverts_more_than_was_named(deployed_any):
+    """Issue 18 item 6: `down --allow-data-loss`, reviewed for 005 and run again because the first
+    output was missed, reverted 001 and dropped x402_resources with its rows."""
+    dsn = deployed_any
+    with db.connect(dsn) as c:
+        resources = c.execute("SELECT count(*) FROM public.x402_resources").fetchone()[0]
+    # --allow-data-loss is refused unless it says what it covers.
+    r = run_script("migrate.py", "down", "--allow-data-loss", "--dsn", dsn)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--to" in r.stderr, r.stderr
+    assert states(dsn)["005"] == "applied"
+    for attempt in range(3):  # the reviewed command, then the same command again
+        r = run_script("migrate.py", "down", "--to", "1", "--allow-data-loss", "--json", "--dsn", dsn)
+        assert r.returncode == 0, r.stderr
+        assert [c["version"] for c in json.loads(r.stdout)["changes"]] == (["005"] if attempt == 0 else [])
+    # A bare down, repeated, stops above 001_baseline and 000_platform_compat, and says how to go on.
+    for _ in range(2):
+        r = run_script("migrate.py", "down", "--dsn", dsn)
+        assert r.returncode == 0 and "nothing to revert" in r.stdout, r.stdout + r.stderr
+    if "001" in states(dsn):  # target postgres: it names the next step
+        assert "a bare down does not revert 001_baseline; name it explicitly: down --to 000" in r.stderr, r.stderr
+    e = engine(dsn)
+    with e.conn:
+        assert Planner(e).build("down").migrations == []
+        assert e.down() == []
+        assert e.conn.execute("SELECT count(*) FROM public.x402_resources").fetchone()[0] == resources
+        if e.target.name == "postgres":
+            assert [o.version for o in e.down(to="000")] == ["001"]  # named: reverted
+            assert e.down() == []  # 000 still needs its own --to
+            assert [o.version for o in e.down(to=BASE)] == ["000"]
+    assert states(dsn)["005"] == "pending"

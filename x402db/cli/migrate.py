@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from .. import db
+from ..errors import UsageError
 from ..migrate import files as migrations
 from ..migrate.engine import Engine
 from ..migrate.files import BASE
@@ -43,7 +44,8 @@ def build_parser() -> Parser:
             p.add_argument("--allow-data-loss", action="store_true", help="with --down: plan as if data loss were allowed")
         if name == "down":
             p.add_argument("--to", help=f"revert every migration above this known version ({BASE}: all)")
-            p.add_argument("--allow-data-loss", action="store_true", help="revert even when rows would be dropped")
+            p.add_argument("--allow-data-loss", action="store_true",
+                           help="with --to: revert what --to covers even when rows would be dropped")
             p.add_argument("--accept-edited-down", action="store_true",
                            help="run a down script that differs from the one recorded at apply time (review it first)")
     return parser
@@ -56,6 +58,10 @@ def engine_for(args, log) -> Engine:
     files = migrations.load()
     if getattr(args, "to", None) is not None:
         migrations.resolve_version(files, args.to, allow_base=args.command == "down" or getattr(args, "down", False))
+    if args.command == "down" and args.allow_data_loss and args.to is None:
+        # "The latest" is another migration on a second run: data loss is allowed only for what is named.
+        raise UsageError("down --allow-data-loss applies only to what you name: add --to VERSION (every migration "
+                         "above it is reverted, e.g. --to 1 reverts 005); run plan --down --to VERSION first")
     conn = db.connect(db.resolve_dsn(args.dsn), application_name="x402db-migrate")
     # plan changes nothing and never waits, from its first read on.
     target = detect_target(conn, args.target) if args.command == "plan" else detect(conn, args.target)

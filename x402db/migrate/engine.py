@@ -25,6 +25,9 @@ from .files import BASE, Migration, resolve_version
 from .settings import Settings
 from .target import Target
 
+# A bare `down` (no --to) never reverts these: 000_platform_compat and 001_baseline hold the
+# platform and the business tables; reverting them takes an explicit --to.
+FOUNDATION = ("000", "001")
 # Any fixed bigint works; it only has to be the same for every runner of this bundle.
 ADVISORY_LOCK_KEY = 402_005_000_001
 _CONCURRENT_INDEX = re.compile(
@@ -347,13 +350,25 @@ class Engine:
     def down(self, to: str | None = None, allow_data_loss: bool = False, accept_edited_down: bool = False) -> list[Outcome]:
         to = self.resolve_to(to, allow_base=True)
         with self.locked():
-            done = ledger.entries(self.conn)
-            applied = [m for m in self.migrations if m.version in done]
-            if to is None:
-                chosen = applied[-1:]
-            else:
-                chosen = [m for m in applied if to == BASE or int(m.version) > int(to)]
-            return self._each(list(reversed(chosen)), lambda m: self._revert_locked(m, allow_data_loss, accept_edited_down))
+            chosen, note = self.down_selection(ledger.entries(self.conn), to)
+            if note:
+                self.log(note)
+            return self._each(chosen, lambda m: self._revert_locked(m, allow_data_loss, accept_edited_down))
+
+    def down_selection(self, done: dict[str, ledger.Entry], to: str | None) -> tuple[list[Migration], str | None]:
+        """What `down` reverts, latest first, and why it stops short. `--to` reverts every applied
+        migration above it; a bare down only the latest, and never one of FOUNDATION (unless it is
+        left reverting): so running it again stops instead of reverting more than was reviewed."""
+        applied = [m for m in self.migrations if m.version in done]
+        if to is not None:
+            return [m for m in reversed(applied) if to == BASE or int(m.version) > int(to)], None
+        last = applied[-1:]
+        chosen = [m for m in last if m.version not in FOUNDATION or done[m.version].state == "reverting"]
+        if last and not chosen:
+            below = [m.version for m in applied[:-1]]
+            return [], (f"a bare down does not revert {last[0].label}; name it explicitly: down --to "
+                        f"{below[-1] if below else BASE}" + (f" (or --to {BASE})" if below else ""))
+        return chosen, None
 
     def revert(self, m: Migration, allow_data_loss: bool = False, accept_edited_down: bool = False) -> Outcome | None:
         with self.locked():
