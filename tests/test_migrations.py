@@ -3,6 +3,7 @@ atomicity, drift, the data-loss guard and lock timeouts."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -595,7 +596,7 @@ def test_compat_applied_by_the_previous_bundle_is_not_drift(empty_db):
     carries on, and nothing is re-run."""
     old_text = PREVIOUS_COMPAT.read_text()
     compat = migrations.find(migrations.load(), "000")
-    assert compat.up.supersedes == (migrations.checksum(old_text),)
+    assert compat.up.supersedes[0] == migrations.checksum(old_text) and compat.up.supersedes_pinned
     with db.connect(empty_db) as c:
         c.execute(OLD_LEDGER)
         c.execute(old_text)
@@ -649,11 +650,13 @@ def test_a_resource_type_check_under_another_name_refuses_up_and_changes_nothing
 
 def test_005_applied_by_the_previous_text_is_not_drift(deployed_db):
     m = migrations.find(migrations.load(), "005")
-    assert len(m.up.supersedes) == 1
-    with db.connect(deployed_db) as c:
-        c.execute("UPDATE x402_private.schema_migrations SET checksum = %s WHERE version = '005'", (m.up.supersedes[0],))
-    assert states(deployed_db)["005"] == "applied"
-    assert run_script("smoke.py", "--read-only", "--dsn", deployed_db).returncode == 0
+    # the text before its precondition, and the text before its supersedes lines were pinned
+    assert len(m.up.supersedes) == 2 and m.up.supersedes_pinned
+    for earlier in m.up.supersedes:
+        with db.connect(deployed_db) as c:
+            c.execute("UPDATE x402_private.schema_migrations SET checksum = %s WHERE version = '005'", (earlier,))
+        assert states(deployed_db)["005"] == "applied"
+        assert run_script("smoke.py", "--read-only", "--dsn", deployed_db).returncode == 0
 
 
 def test_a_repeated_down_never_reverts_more_than_was_named(deployed_any):
@@ -686,3 +689,41 @@ def test_a_repeated_down_never_reverts_more_than_was_named(deployed_any):
             assert e.down() == []  # 000 still needs its own --to
             assert [o.version for o in e.down(to=BASE)] == ["000"]
     assert states(dsn)["005"] == "pending"
+
+
+def test_an_edit_after_supersedes_is_drift_whatever_the_ledger_holds(tmp_path, deployed_any):
+    """Issue 18 item 5: once a ledger held the superseded checksum, any later edit of the file that
+    kept the directive line was `applied` for status, plan and up alike."""
+    dsn = deployed_any
+    m005 = migrations.find(migrations.load(), "005")
+    earlier = m005.up.supersedes[0]
+    with db.connect(dsn) as c:
+        c.execute("UPDATE x402_private.schema_migrations SET checksum = %s WHERE version = '005'", (earlier,))
+    # Accepted, and shown as accepted, in both outputs.
+    r = run_script("migrate.py", "status", "--json", "--dsn", dsn)
+    assert r.returncode == 0, r.stderr
+    row = next(s for s in json.loads(r.stdout) if s["version"] == "005")
+    assert row["state"] == "applied" and row["superseded"] == earlier
+    r = run_script("migrate.py", "status", "--dsn", dsn)
+    assert r.returncode == 0 and "(superseded)" in r.stdout and earlier[:12] in r.stdout, r.stdout
+    # The attack: append to 005 after the directive was written, keeping the directive.
+    edited = _copy_sql(tmp_path, lambda s: s + "\nGRANT SELECT ON public.user_openrouter_integrations TO anon;\n"
+                       "ALTER TABLE public.user_openrouter_integrations DISABLE ROW LEVEL SECURITY;\n")
+    for recorded in (earlier, m005.checksum):  # a superseded ledger and an up-to-date one
+        with db.connect(dsn) as c:
+            c.execute("UPDATE x402_private.schema_migrations SET checksum = %s WHERE version = '005'", (recorded,))
+        e = engine(dsn, edited)
+        with e.conn:
+            st = {s.version: s for s in e.status()}["005"]
+            assert st.state == "drifted" and st.superseded is None
+            assert st.stale_supersedes
+            with pytest.raises(DriftError, match="drift"):
+                e.up()
+            assert Planner(e).build("up").verdict == "refused"
+            assert not e.conn.execute("SELECT has_table_privilege('anon', 'public.user_openrouter_integrations', 'SELECT')").fetchone()[0]
+
+
+def test_supersedes_without_a_pin_is_refused(tmp_path):
+    d = _copy_sql(tmp_path, lambda s: re.sub(r" pin [0-9a-f]{64}", "", s))
+    with pytest.raises(UsageError, match="pin"):
+        migrations.load(d)

@@ -85,11 +85,19 @@ def main(argv: list[str]) -> int:
             states = engine.status()
             if args.json:
                 print_json([{"version": s.version, "name": s.name, "state": s.state, **({"hint": s.hint} if s.hint else {}),
-                             **({"down_edited": True} if s.down_edited else {})} for s in states])
+                             **({"down_edited": True} if s.down_edited else {}),
+                             **({"superseded": s.superseded} if s.superseded else {}),
+                             **({"stale_supersedes": True} if s.stale_supersedes else {})} for s in states])
             else:
                 for s in states:
                     print(f"{s.version}  {s.name:<32} {s.state}{' (adopted)' if s.kind == 'adopted' else ''}"
-                          f"{' (down edited)' if s.down_edited else ''}")
+                          f"{' (down edited)' if s.down_edited else ''}{' (superseded)' if s.superseded else ''}")
+                    if s.superseded:
+                        print(f"     the ledger holds an earlier text ({s.superseded[:12]}), accepted because this file's "
+                              "x402:supersedes names it and pins the current text")
+                    if s.stale_supersedes:
+                        print("     the file was edited after its x402:supersedes was written (its pin no longer matches), "
+                              "so that directive is void: restore the file")
                     if s.hint:
                         print(f"     {s.hint}")
                     if s.down_edited:

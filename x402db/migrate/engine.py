@@ -50,6 +50,8 @@ class State:
     state: str  # applied | pending | steps-pending | reverting | drifted | missing-file
     kind: str | None = None
     down_edited: bool = False  # the down file is not the one recorded: `down` refuses it
+    superseded: str | None = None  # the ledger holds this earlier text, accepted by the file's x402:supersedes
+    stale_supersedes: bool = False  # drifted: the file was edited after its x402:supersedes was written
 
     @property
     def hint(self) -> str | None:
@@ -100,10 +102,11 @@ class Engine:
             if entry is None:
                 states.append(State(m.version, m.name, "pending"))
             elif not m.matches(entry.checksum):
-                states.append(State(m.version, m.name, "drifted", entry.kind))
+                states.append(State(m.version, m.name, "drifted", entry.kind, stale_supersedes=m.stale_supersedes))
             else:
                 edited = m.down_checksum not in self._expected_down(m, entry)[0]
-                states.append(State(m.version, m.name, entry.state, entry.kind, down_edited=edited))
+                states.append(State(m.version, m.name, entry.state, entry.kind, down_edited=edited,
+                                    superseded=entry.checksum if m.superseded(entry.checksum) else None))
         for entry in recorded.values():
             if entry.version not in {m.version for m in self.migrations} and entry.target == self.target.name:
                 states.append(State(entry.version, entry.name, "missing-file", entry.kind))
@@ -112,7 +115,9 @@ class Engine:
     def validate(self) -> None:
         bad = [s for s in self.status() if s.state in ("drifted", "missing-file")]
         if bad:
-            what = ", ".join(f"{s.version}_{s.name} ({s.state})" for s in bad)
+            what = ", ".join(f"{s.version}_{s.name} ({s.state}"
+                             + (", edited after its x402:supersedes was written, which voids it" if s.stale_supersedes else "")
+                             + ")" for s in bad)
             raise DriftError(
                 f"drift: {what}; an applied migration's file was edited or removed. Restore the "
                 "original file and ship the change as a new migration"

@@ -110,6 +110,12 @@ class Planner:
                 if (m.version not in done or done[m.version].state == "steps-pending")
                 and (to is None or int(m.version) <= int(to))]
         plans = []
+        if not todo:  # nothing to apply, yet up refuses a drifted ledger: so does its plan
+            for s in (s for s in drift if s.state == "drifted"):
+                plans.append(self._finish(MigrationPlan(s.version, s.name, "ready", [
+                    f"drift: {s.version}_{s.name} is drifted; up refuses until the original file is restored"
+                    + (" (it was edited after its x402:supersedes was written, which voids it)" if s.stale_supersedes else "")],
+                    [], [], action="refuse")))
         for m in todo:
             mp = MigrationPlan(m.version, m.name, "ready", [], [], [])
             for s in drift:
