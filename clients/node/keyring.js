@@ -147,11 +147,6 @@ class Keyring {
       if (typeof s !== "string") throw new KeyringConfigError("an encryption secret is not a string");
       if (!s) throw new KeyringConfigError("an encryption secret is empty");
     }
-    // "old1, old2" would otherwise yield the secret " old2": refused, never guessed (as in Python).
-    if (previous.some((s) => EDGE_SPACE.test(s))) {
-      throw new KeyringConfigError(
-        "a previous secret has leading or trailing whitespace; separate secrets with single commas and no spaces");
-    }
     this.format = parseFormat(format, "format");
     this.#shapeOk = fullMatcher(keyShape);
     // Primary first, deduplicated by derived key (as Python's dict.fromkeys).

@@ -92,9 +92,9 @@ test("configuration errors: missing or empty secret, empty PREVIOUS entries, unk
   for (const env of bad) {
     withEnv(env, () => assert.throws(() => K.decryptSecret("00"), K.KeyringConfigError, JSON.stringify(env)));
   }
-  // At construction too, not only from the environment, and the message holds no secret.
-  assert.throws(() => new K.Keyring({ secret: NEW, previous: [` ${OLD}`] }),
-    (e) => e instanceof K.KeyringConfigError && /whitespace/.test(e.message) && !e.message.includes(OLD));
+  // Refused when the keyring is built from the environment, and the message holds no secret.
+  withEnv({ [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: `${OLD}, ${NEW}` }, () => assert.throws(() => K.keyringFromEnv(),
+    (e) => e instanceof K.KeyringConfigError && /whitespace/.test(e.message) && !e.message.includes(OLD)));
   // Set but empty PREVIOUS means none, as in Python; duplicates collapse to one key.
   withEnv({ [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: "" }, () => assert.deepEqual(K.keyringFromEnv().fingerprints, [K.fingerprint(NEW)]));
   withEnv({ [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: `${OLD},${NEW},${OLD}` }, () =>
