@@ -3,7 +3,8 @@
 -- This file is the single owner of the platform roles on that target (the Pulumi program
 -- creates none of them), so `make deploy` and `pulumi up` build the same cluster.
 -- x402:targets: postgres
--- x402:supersedes: 1f5590331f6dc415852d7e6cf44bd03598a5d3c7191a1f99c65e31d484addc5a | the first text of this file created the same objects without recording them; its revert keeps what it cannot attribute
+-- x402:supersedes: 1f5590331f6dc415852d7e6cf44bd03598a5d3c7191a1f99c65e31d484addc5a pin 0543f3e7d55973820391ff9196061144094d649b5025451293585dc675062d0c | the first text of this file created the same objects without recording them; its revert keeps what it cannot attribute
+-- x402:supersedes: aee2fa890d5d4415064cd1f22e0a35a02bce6a3ec98fbb00481257150ac099ac pin 0543f3e7d55973820391ff9196061144094d649b5025451293585dc675062d0c | the same text before its supersedes lines pinned it; a database that applied it is left as it was
 
 -- What this layer creates is recorded, so that its revert drops exactly that and nothing it
 -- found existing (roles are cluster-wide; another database or project may own them).

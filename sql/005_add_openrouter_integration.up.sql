@@ -12,7 +12,8 @@
 -- x402:require: to_regclass('public.x402_resources') IS NOT NULL | public.x402_resources is missing; apply the earlier x402-jobs migrations (001-004) first
 -- x402:require: to_regclass('public.ai_models') IS NOT NULL | public.ai_models is missing; apply the earlier x402-jobs migrations (001-004) first
 -- x402:require: NOT EXISTS (SELECT FROM pg_catalog.pg_constraint c WHERE c.conrelid = to_regclass('public.x402_resources') AND c.contype = 'c' AND c.conname <> 'x402_resources_resource_type_check' AND pg_catalog.strpos(pg_catalog.pg_get_constraintdef(c.oid), '''prompt_template''') > 0) | public.x402_resources lists its resource types in a CHECK named other than x402_resources_resource_type_check, which would still reject 'openrouter_instant' after 005; rename it (ALTER TABLE public.x402_resources RENAME CONSTRAINT <its name> TO x402_resources_resource_type_check) or drop it, then run up again
--- x402:supersedes: bb1c2a4161c40d6e90a3fee9a0ee6cd4e8ce277e07ae00870a82ba71524b5ccc | the text before the precondition above; a database that applied it is left as it was
+-- x402:supersedes: bb1c2a4161c40d6e90a3fee9a0ee6cd4e8ce277e07ae00870a82ba71524b5ccc pin e73c37a41d61151d252a98c662d3cb26f62828fd2a12fd25c20ed9fb6fce4f99 | the text before the precondition above; a database that applied it is left as it was
+-- x402:supersedes: 2271c55b3ea064bd08f5626086691f6344b9796e6908d38f8e9ae7550922047b pin e73c37a41d61151d252a98c662d3cb26f62828fd2a12fd25c20ed9fb6fce4f99 | the same text before its supersedes lines pinned it; a database that applied it is left as it was
 
 CREATE TABLE IF NOT EXISTS public.user_openrouter_integrations (
   user_id           uuid PRIMARY KEY REFERENCES auth.users (id) ON DELETE CASCADE,

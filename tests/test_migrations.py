@@ -3,6 +3,7 @@ atomicity, drift, the data-loss guard and lock timeouts."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -14,9 +15,11 @@ import pytest
 from x402db import ROOT, db
 from x402db.migrate import ledger, files as migrations
 from x402db.migrate.engine import Engine
+from x402db.migrate.files import BASE
 from x402db.migrate.settings import Settings
-from x402db.errors import BundleError, DriftError, Refused
+from x402db.errors import BundleError, DriftError, Refused, UsageError
 from x402db.migrate.target import detect
+from x402db.plan.planner import Planner
 
 from .conftest import FIXTURES, admin_dsn, drop_database, new_database, pg_dump_schema, run_script
 
@@ -134,7 +137,7 @@ def test_down_refuses_with_integration_rows_and_changes_nothing(deployed_db):
     assert states(deployed_db)["005"] == "applied"
     with db.connect(deployed_db) as c:
         assert c.execute("SELECT count(*) FROM public.user_openrouter_integrations").fetchone()[0] == 1
-    r = run_script("migrate.py", "down", "--allow-data-loss", "--dsn", deployed_db)
+    r = run_script("migrate.py", "down", "--to", "1", "--allow-data-loss", "--dsn", deployed_db)
     assert r.returncode == 0, r.stderr
     assert states(deployed_db)["005"] == "pending"
 
@@ -350,21 +353,90 @@ def test_a_ledger_written_by_the_previous_bundle_is_evolved_in_place(tmp_path, e
     with e.conn:
         assert [o.version for o in e.up()] == ["005"]
         entries = ledger.entries(e.conn)
-        assert {v: (x.state, x.down_checksum is None) for v, x in entries.items()} == {
-            "000": ("applied", True), "001": ("applied", True), "005": ("applied", False)}
+        # The rows that predate down checksums get the one this bundle ships, on this up.
+        shipped = migrations.shipped_downs()
+        assert {v: (x.state, x.down_checksum) for v, x in entries.items()} == {
+            v: ("applied", shipped[v][-1]) for v in ("000", "001", "005")}
         with pytest.raises(psycopg.errors.CheckViolation):
             e.conn.execute("UPDATE x402_private.schema_migrations SET state = 'half' WHERE version = '005'")
-    # A pre-existing row (no down checksum) reverts with the down this bundle ships...
+    # From then on an edited down is refused like any other, unless acknowledged.
     edited = _copy_sql(tmp_path)
     p = edited / "001_baseline.down.sql"
     p.write_text(p.read_text() + "\n-- edited\n")
     e = engine(empty_db, edited)
     with e.conn:
-        e.down()  # 005, recorded with its down checksum
-        # ...but not with another one, unless acknowledged.
-        with pytest.raises(DriftError, match="predates down checksums"):
-            e.down()
-        assert [o.version for o in e.down(accept_edited_down=True)] == ["001"]
+        e.down(to="001")  # 005, recorded with its down checksum
+        with pytest.raises(DriftError, match="recorded when it was applied"):
+            e.down(to="000")
+        assert [o.version for o in e.down(to="000", accept_edited_down=True)] == ["001"]
+
+
+def _forget_down_checksums(dsn):
+    """The ledger as an earlier bundle left it: rows with no down checksum."""
+    with db.connect(dsn) as c:
+        c.execute("UPDATE x402_private.schema_migrations SET down_checksum = NULL")
+
+
+def _without_keys_guard(tmp_path):
+    d = _copy_sql(tmp_path)
+    p = d / "005_add_openrouter_integration.down.sql"
+    text = p.read_text()
+    guard = next(line for line in text.splitlines() if "FROM public.user_openrouter_integrations |" in line)
+    p.write_text(text.replace(guard + "\n", ""))
+    return d
+
+
+def test_edited_down_on_a_row_without_down_checksum_is_refused_until_recorded(tmp_path, deployed_any):
+    """Issue 18 item 1: the down of a row an earlier bundle wrote was compared with the running
+    checkout's own sql/, so deleting the keys guard from 005's down dropped the stored keys."""
+    dsn = deployed_any
+    edited = _without_keys_guard(tmp_path)
+    with db.connect(dsn) as c:
+        uid = c.execute("INSERT INTO auth.users (id) VALUES (gen_random_uuid()) RETURNING id").fetchone()[0]
+        c.execute("INSERT INTO public.user_openrouter_integrations (user_id, encrypted_api_key) VALUES (%s, 'x')", (uid,))
+    _forget_down_checksums(dsn)
+    e = engine(dsn, edited)
+    with e.conn:
+        assert {s.version: s.down_edited for s in e.status()}["005"] is True
+        plan = Planner(e).build("down", to="001" if e.target.name == "postgres" else "base")
+        assert plan.verdict == "refused" and any("edited down" in r for m in plan.migrations for r in m.reasons)
+        with pytest.raises(DriftError, match="ever shipped"):
+            e.down(to="001" if e.target.name == "postgres" else "base")
+        assert e.conn.execute("SELECT count(*) FROM public.user_openrouter_integrations").fetchone()[0] == 1
+        # The next up records the down this bundle ships (from its own list, not from sql/) ...
+        assert e.up() == []
+        recorded = ledger.entries(e.conn)["005"].down_checksum
+        assert recorded == migrations.shipped_downs()["005"][-1] == migrations.find(migrations.load(), "005").down_checksum
+        # ... and the edited down stays refused.
+        assert {s.version: s.down_edited for s in e.status()}["005"] is True
+        with pytest.raises(DriftError, match="recorded when it was applied"):
+            e.down(to="001" if e.target.name == "postgres" else "base")
+        assert e.conn.execute("SELECT count(*) FROM public.user_openrouter_integrations").fetchone()[0] == 1
+    # The shipped down is accepted, before and after the row is recorded.
+    _forget_down_checksums(dsn)
+    e = engine(dsn)
+    with e.conn:
+        assert not any(s.down_edited for s in e.status())
+
+
+def test_shipped_downs_list_every_down_this_repository_shipped():
+    """The list is data committed with the package: every down in sql/ and in git's history of sql/ is in it."""
+    shipped = migrations.shipped_downs()
+    for m in migrations.load():
+        assert shipped[m.version][-1] == m.down_checksum, f"add {m.down_checksum} to x402db/migrate/shipped_downs.json"
+    git = shutil.which("git")
+    if not git or subprocess.run([git, "-C", str(ROOT), "rev-parse"], capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    for path in sorted((ROOT / "sql").glob("*.down.sql")):
+        rel = path.relative_to(ROOT).as_posix()
+        commits = subprocess.run([git, "-C", str(ROOT), "log", "--format=%H", "--", rel], capture_output=True, text=True,
+                                 check=True).stdout.split()
+        history = {migrations.checksum(path.read_text(encoding="utf-8"))}
+        for c in commits:
+            text = subprocess.run([git, "-C", str(ROOT), "show", f"{c}:{rel}"], capture_output=True, check=True).stdout
+            history.add(migrations.checksum(text.decode("utf-8")))
+        # Exactly what was shipped: a checksum added by hand for a down never committed is refused too.
+        assert set(shipped[path.name[:3]]) == history, rel
 
 
 @pytest.mark.parametrize("args", [["up", "--to", "7"], ["up", "--to", "abc"], ["up", "--to", "base"], ["up", "--to", "-1"],
@@ -376,6 +448,26 @@ def test_bad_versions_and_timeouts_exit_2_before_connecting(args):
     r = run_script("migrate.py", *args, "--dsn", "postgresql://nobody@127.0.0.1:1/x")
     assert r.returncode == 2 and "cannot connect" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("value", ["2147483648", "2147483648ms", "2147484s", "35792min", "596524h"])
+@pytest.mark.parametrize("command", ["up", "down", "plan"])
+def test_statement_timeout_above_postgres_maximum_exits_2_before_connecting(command, value):
+    # Issue 18 item 9: it passed the checks, connected, and failed with exit 1.
+    r = run_script("migrate.py", command, "--statement-timeout", value, "--dsn", "postgresql://nobody@127.0.0.1:1/x")
+    assert r.returncode == 2 and "cannot connect" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "statement_timeout" in r.stderr
+
+
+def test_statement_timeout_bound_is_postgres_own(empty_db):
+    # The bound is exactly the server's: its maximum is accepted by both, one more by neither.
+    assert Settings(statement_timeout="2147483647").statement_timeout == "2147483647"
+    with db.connect(empty_db) as c:
+        c.execute("SET statement_timeout = '2147483647'")
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            c.execute("SET statement_timeout = '2147483648'")
+    with pytest.raises(UsageError):
+        Settings(statement_timeout="2147483648")
 
 
 def test_up_to_compares_versions_as_numbers(empty_db):
@@ -507,7 +599,7 @@ def test_compat_applied_by_the_previous_bundle_is_not_drift(empty_db):
     carries on, and nothing is re-run."""
     old_text = PREVIOUS_COMPAT.read_text()
     compat = migrations.find(migrations.load(), "000")
-    assert compat.up.supersedes == (migrations.checksum(old_text),)
+    assert compat.up.supersedes[0] == migrations.checksum(old_text) and compat.up.supersedes_pinned
     with db.connect(empty_db) as c:
         c.execute(OLD_LEDGER)
         c.execute(old_text)
@@ -561,8 +653,80 @@ def test_a_resource_type_check_under_another_name_refuses_up_and_changes_nothing
 
 def test_005_applied_by_the_previous_text_is_not_drift(deployed_db):
     m = migrations.find(migrations.load(), "005")
-    assert len(m.up.supersedes) == 1
-    with db.connect(deployed_db) as c:
-        c.execute("UPDATE x402_private.schema_migrations SET checksum = %s WHERE version = '005'", (m.up.supersedes[0],))
-    assert states(deployed_db)["005"] == "applied"
-    assert run_script("smoke.py", "--read-only", "--dsn", deployed_db).returncode == 0
+    # the text before its precondition, and the text before its supersedes lines were pinned
+    assert len(m.up.supersedes) == 2 and m.up.supersedes_pinned
+    for earlier in m.up.supersedes:
+        with db.connect(deployed_db) as c:
+            c.execute("UPDATE x402_private.schema_migrations SET checksum = %s WHERE version = '005'", (earlier,))
+        assert states(deployed_db)["005"] == "applied"
+        assert run_script("smoke.py", "--read-only", "--dsn", deployed_db).returncode == 0
+
+
+def test_a_repeated_down_never_reverts_more_than_was_named(deployed_any):
+    """Issue 18 item 6: `down --allow-data-loss`, reviewed for 005 and run again because the first
+    output was missed, reverted 001 and dropped x402_resources with its rows."""
+    dsn = deployed_any
+    with db.connect(dsn) as c:
+        resources = c.execute("SELECT count(*) FROM public.x402_resources").fetchone()[0]
+    # --allow-data-loss is refused unless it says what it covers.
+    r = run_script("migrate.py", "down", "--allow-data-loss", "--dsn", dsn)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--to" in r.stderr, r.stderr
+    assert states(dsn)["005"] == "applied"
+    for attempt in range(3):  # the reviewed command, then the same command again
+        r = run_script("migrate.py", "down", "--to", "1", "--allow-data-loss", "--json", "--dsn", dsn)
+        assert r.returncode == 0, r.stderr
+        assert [c["version"] for c in json.loads(r.stdout)["changes"]] == (["005"] if attempt == 0 else [])
+    # A bare down, repeated, stops above 001_baseline and 000_platform_compat, and says how to go on.
+    for _ in range(2):
+        r = run_script("migrate.py", "down", "--dsn", dsn)
+        assert r.returncode == 0 and "nothing to revert" in r.stdout, r.stdout + r.stderr
+    if "001" in states(dsn):  # target postgres: it names the next step
+        assert "a bare down does not revert 001_baseline; name it explicitly: down --to 000" in r.stderr, r.stderr
+    e = engine(dsn)
+    with e.conn:
+        assert Planner(e).build("down").migrations == []
+        assert e.down() == []
+        assert e.conn.execute("SELECT count(*) FROM public.x402_resources").fetchone()[0] == resources
+        if e.target.name == "postgres":
+            assert [o.version for o in e.down(to="000")] == ["001"]  # named: reverted
+            assert e.down() == []  # 000 still needs its own --to
+            assert [o.version for o in e.down(to=BASE)] == ["000"]
+    assert states(dsn)["005"] == "pending"
+
+
+def test_an_edit_after_supersedes_is_drift_whatever_the_ledger_holds(tmp_path, deployed_any):
+    """Issue 18 item 5: once a ledger held the superseded checksum, any later edit of the file that
+    kept the directive line was `applied` for status, plan and up alike."""
+    dsn = deployed_any
+    m005 = migrations.find(migrations.load(), "005")
+    earlier = m005.up.supersedes[0]
+    with db.connect(dsn) as c:
+        c.execute("UPDATE x402_private.schema_migrations SET checksum = %s WHERE version = '005'", (earlier,))
+    # Accepted, and shown as accepted, in both outputs.
+    r = run_script("migrate.py", "status", "--json", "--dsn", dsn)
+    assert r.returncode == 0, r.stderr
+    row = next(s for s in json.loads(r.stdout) if s["version"] == "005")
+    assert row["state"] == "applied" and row["superseded"] == earlier
+    r = run_script("migrate.py", "status", "--dsn", dsn)
+    assert r.returncode == 0 and "(superseded)" in r.stdout and earlier[:12] in r.stdout, r.stdout
+    # The attack: append to 005 after the directive was written, keeping the directive.
+    edited = _copy_sql(tmp_path, lambda s: s + "\nGRANT SELECT ON public.user_openrouter_integrations TO anon;\n"
+                       "ALTER TABLE public.user_openrouter_integrations DISABLE ROW LEVEL SECURITY;\n")
+    for recorded in (earlier, m005.checksum):  # a superseded ledger and an up-to-date one
+        with db.connect(dsn) as c:
+            c.execute("UPDATE x402_private.schema_migrations SET checksum = %s WHERE version = '005'", (recorded,))
+        e = engine(dsn, edited)
+        with e.conn:
+            st = {s.version: s for s in e.status()}["005"]
+            assert st.state == "drifted" and st.superseded is None
+            assert st.stale_supersedes
+            with pytest.raises(DriftError, match="drift"):
+                e.up()
+            assert Planner(e).build("up").verdict == "refused"
+            assert not e.conn.execute("SELECT has_table_privilege('anon', 'public.user_openrouter_integrations', 'SELECT')").fetchone()[0]
+
+
+def test_supersedes_without_a_pin_is_refused(tmp_path):
+    d = _copy_sql(tmp_path, lambda s: re.sub(r" pin [0-9a-f]{64}", "", s))
+    with pytest.raises(UsageError, match="pin"):
+        migrations.load(d)

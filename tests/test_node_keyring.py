@@ -218,7 +218,7 @@ def test_legacy_keys_are_tried_in_the_same_order_as_python(js):
 
 
 @settings(max_examples=300, deadline=None)
-@given(primary=st.one_of(st.none(), st.text("ab,", max_size=3)), previous=st.one_of(st.none(), st.text("abc,", max_size=8)))
+@given(primary=st.one_of(st.none(), st.text("ab,", max_size=3)), previous=st.one_of(st.none(), st.text("abc, \t\ufeff", max_size=8)))
 def test_environment_is_read_the_same_way(js, primary, previous):
     env = {k: v for k, v in ((SECRET_ENV, primary), (PREVIOUS_ENV, previous)) if v is not None}
     saved = {k: os.environ.pop(k, None) for k in (SECRET_ENV, PREVIOUS_ENV)}
@@ -234,3 +234,19 @@ def test_environment_is_read_the_same_way(js, primary, previous):
             if v is not None:
                 os.environ[k] = v
     assert js(op="env", env=env) == py
+
+
+@pytest.mark.parametrize("previous", ["old1, old2", " old1", "old1 ", "old1,\told2", "old1\n", "old1\ufeff"])
+def test_previous_entry_with_edge_whitespace_is_refused_in_both_languages(js, previous):
+    # Issue 18 item 10: "old1, old2" silently yielded the secret " old2" in both keyrings.
+    saved = os.environ.get(PREVIOUS_ENV)
+    os.environ[PREVIOUS_ENV] = previous
+    try:
+        with pytest.raises(UsageError, match="leading or trailing whitespace") as err:
+            previous_secrets(None)
+    finally:
+        os.environ.pop(PREVIOUS_ENV)
+        if saved is not None:
+            os.environ[PREVIOUS_ENV] = saved
+    assert "old" not in str(err.value) and len(str(err.value).splitlines()) == 1
+    assert js(op="env", env={SECRET_ENV: "new", PREVIOUS_ENV: previous}) == {"config": True}

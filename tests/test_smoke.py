@@ -31,6 +31,8 @@ SABOTAGE = [
     ("index_dropped", "DROP INDEX public.idx_x402_resources_openrouter_model", "index.idx_x402_resources_openrouter_model"),
     ("integration_index_dropped", "DROP INDEX public.idx_openrouter_integrations_user_enabled", "index.idx_openrouter_integrations_user_enabled"),
     ("trigger_dropped", f"DROP TRIGGER update_openrouter_integration_updated_at ON {T}", "integrations.updated_at_trigger"),
+    ("trigger_search_path_reset", "ALTER FUNCTION public.update_openrouter_integration_updated_at() RESET search_path", "integrations.updated_at_trigger"),
+    ("trigger_search_path_public", "ALTER FUNCTION public.update_openrouter_integration_updated_at() SET search_path = public", "integrations.updated_at_trigger"),
     ("trigger_disabled", f"ALTER TABLE {T} DISABLE TRIGGER update_openrouter_integration_updated_at", "integrations.updated_at_trigger"),
     ("not_null_dropped", f"ALTER TABLE {T} ALTER COLUMN encrypted_api_key DROP NOT NULL", "integrations.columns"),
     ("column_type_changed", f"ALTER TABLE {T} ALTER COLUMN encrypted_api_key TYPE varchar(200)", "integrations.columns"),
@@ -153,6 +155,15 @@ def test_every_check_can_fail(server):
                     c.execute(ROLE_SABOTAGE[defect])
             drop_database(server, dsn)
     assert names - failed == set()
+
+
+@pytest.mark.parametrize("change", ["RESET search_path", "SET search_path = public, pg_temp", "RESET ALL"])
+def test_trigger_function_search_path_is_checked_on_both_targets(deployed_any, change):
+    """Issue 18 item 11: with the function's SET search_path = '' reset, smoke passed 49/49."""
+    with db.connect(deployed_any) as c:
+        c.execute(f"ALTER FUNCTION public.update_openrouter_integration_updated_at() {change}")
+    detail = failing(run_checks(deployed_any)).get("integrations.updated_at_trigger", "")
+    assert "search_path" in detail, detail
 
 
 def test_toggle_hazard_is_a_warn_and_smoke_passes(deployed_any):

@@ -120,6 +120,10 @@ function parseFormat(value, what) {
   return value;
 }
 
+// Whitespace at either end of a previous secret; the same class as Python's (x402db/keys/source.py).
+const SPACE = "\\t\\n\\v\\f\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff";
+const EDGE_SPACE = new RegExp(`^[${SPACE}]|[${SPACE}]$`);
+
 class Keyring {
   // Private fields: util.inspect, console.log and JSON.stringify of a keyring (or of an object
   // holding one) must not show the derived keys, which decrypt as well as the secrets do.
@@ -278,6 +282,10 @@ function keyringFromEnv(env = process.env, options = {}) {
   const previous = raw ? raw.split(",") : []; // unset or empty: no previous secret
   if (previous.some((p) => !p)) {
     throw new KeyringConfigError(`${PREVIOUS_ENV} has an empty entry; separate secrets with single commas`);
+  }
+  if (previous.some((p) => EDGE_SPACE.test(p))) {
+    throw new KeyringConfigError(
+      `${PREVIOUS_ENV} has an entry with leading or trailing whitespace; separate secrets with single commas and no spaces`);
   }
   return new Keyring({ ...options, secret, previous, format: parseFormat(env[FORMAT_ENV], FORMAT_ENV) });
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from .. import db
+from ..errors import UsageError
 from ..migrate import files as migrations
 from ..migrate.engine import Engine
 from ..migrate.files import BASE
@@ -33,7 +34,7 @@ def build_parser() -> Parser:
             p.add_argument("--lock-timeout", default=Settings.lock_timeout,
                            help="per DDL statement, above 0 and at most 1min (default %(default)s)")
             p.add_argument("--statement-timeout", default=Settings.statement_timeout,
-                           help="for the transactional part, above 0 (default %(default)s)")
+                           help="for the transactional part, above 0 and at most 2147483647ms (default %(default)s)")
             p.add_argument("--retries", type=int_range(0, 100), default=Settings.retries, help="lock-timeout retries (default %(default)s)")
         if name == "up":
             p.add_argument("--to", help="apply up to and including this known version (e.g. 1 or 001)")
@@ -43,7 +44,8 @@ def build_parser() -> Parser:
             p.add_argument("--allow-data-loss", action="store_true", help="with --down: plan as if data loss were allowed")
         if name == "down":
             p.add_argument("--to", help=f"revert every migration above this known version ({BASE}: all)")
-            p.add_argument("--allow-data-loss", action="store_true", help="revert even when rows would be dropped")
+            p.add_argument("--allow-data-loss", action="store_true",
+                           help="with --to: revert what --to covers even when rows would be dropped")
             p.add_argument("--accept-edited-down", action="store_true",
                            help="run a down script that differs from the one recorded at apply time (review it first)")
     return parser
@@ -56,6 +58,10 @@ def engine_for(args, log) -> Engine:
     files = migrations.load()
     if getattr(args, "to", None) is not None:
         migrations.resolve_version(files, args.to, allow_base=args.command == "down" or getattr(args, "down", False))
+    if args.command == "down" and args.allow_data_loss and args.to is None:
+        # "The latest" is another migration on a second run: data loss is allowed only for what is named.
+        raise UsageError("down --allow-data-loss applies only to what you name: add --to VERSION (every migration "
+                         "above it is reverted, e.g. --to 1 reverts 005); run plan --down --to VERSION first")
     conn = db.connect(db.resolve_dsn(args.dsn), application_name="x402db-migrate")
     # plan changes nothing and never waits, from its first read on.
     target = detect_target(conn, args.target) if args.command == "plan" else detect(conn, args.target)
@@ -79,11 +85,19 @@ def main(argv: list[str]) -> int:
             states = engine.status()
             if args.json:
                 print_json([{"version": s.version, "name": s.name, "state": s.state, **({"hint": s.hint} if s.hint else {}),
-                             **({"down_edited": True} if s.down_edited else {})} for s in states])
+                             **({"down_edited": True} if s.down_edited else {}),
+                             **({"superseded": s.superseded} if s.superseded else {}),
+                             **({"stale_supersedes": True} if s.stale_supersedes else {})} for s in states])
             else:
                 for s in states:
                     print(f"{s.version}  {s.name:<32} {s.state}{' (adopted)' if s.kind == 'adopted' else ''}"
-                          f"{' (down edited)' if s.down_edited else ''}")
+                          f"{' (down edited)' if s.down_edited else ''}{' (superseded)' if s.superseded else ''}")
+                    if s.superseded:
+                        print(f"     the ledger holds an earlier text ({s.superseded[:12]}), accepted because this file's "
+                              "x402:supersedes names it and pins the current text")
+                    if s.stale_supersedes:
+                        print("     the file was edited after its x402:supersedes was written (its pin no longer matches), "
+                              "so that directive is void: restore the file")
                     if s.hint:
                         print(f"     {s.hint}")
                     if s.down_edited:

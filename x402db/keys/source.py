@@ -8,6 +8,7 @@ repeats the content: the user may have typed the secret where the path belongs.
 from __future__ import annotations
 
 import os
+import re
 import stat
 
 from ..errors import UsageError
@@ -106,4 +107,14 @@ def previous_secrets(files: list[str] | None, env: str = PREVIOUS_ENV, option: s
     parts = value.split(",") if value else []
     if any(not p for p in parts):
         raise UsageError(f"{env} has an empty entry; separate secrets with single commas")
+    if any(_EDGE_SPACE.search(p) for p in parts):
+        # "old1, old2" would otherwise yield the secret " old2": refused, never guessed.
+        raise UsageError(f"{env} has an entry with leading or trailing whitespace; separate secrets with single "
+                         "commas and no spaces")
     return parts
+
+
+# Whitespace at either end of a PREVIOUS entry, the same class as the Node keyring's (JavaScript's
+# trim() and Python's strip() differ on U+FEFF and U+001C-U+001F, so neither is used).
+_SPACE = "\\t\\n\\v\\f\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
+_EDGE_SPACE = re.compile(f"^[{_SPACE}]|[{_SPACE}]\\Z")

@@ -25,6 +25,9 @@ from .files import BASE, Migration, resolve_version
 from .settings import Settings
 from .target import Target
 
+# A bare `down` (no --to) never reverts these: 000_platform_compat and 001_baseline hold the
+# platform and the business tables; reverting them takes an explicit --to.
+FOUNDATION = ("000", "001")
 # Any fixed bigint works; it only has to be the same for every runner of this bundle.
 ADVISORY_LOCK_KEY = 402_005_000_001
 _CONCURRENT_INDEX = re.compile(
@@ -47,6 +50,8 @@ class State:
     state: str  # applied | pending | steps-pending | reverting | drifted | missing-file
     kind: str | None = None
     down_edited: bool = False  # the down file is not the one recorded: `down` refuses it
+    superseded: str | None = None  # the ledger holds this earlier text, accepted by the file's x402:supersedes
+    stale_supersedes: bool = False  # drifted: the file was edited after its x402:supersedes was written
 
     @property
     def hint(self) -> str | None:
@@ -72,7 +77,7 @@ class Engine:
         target: Target,
         settings: Settings | None = None,
         log: Callable[[str], None] = lambda _msg: None,
-        shipped_downs: dict[str, str] | None = None,
+        shipped_downs: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
         if not conn.autocommit:
             raise UsageError("the engine needs an autocommit connection: it runs non-transactional steps")
@@ -82,8 +87,9 @@ class Engine:
         self.migrations = [m for m in migrations if m.applies_to(target.name)]
         self.settings = settings or Settings()
         self.log = log
-        # The down checksums this bundle ships (version -> sha256), for ledger rows written
-        # before down checksums were recorded. Default: the files in sql/.
+        # Every down checksum this bundle ever shipped (version -> sha256s, oldest first), for
+        # ledger rows written before down checksums were recorded. Default: the package's list
+        # (migrate/shipped_downs.json), never the checkout's sql/, which is what may be edited.
         self._shipped_downs = shipped_downs
 
     # ---- reading ---------------------------------------------------------------------------
@@ -96,10 +102,11 @@ class Engine:
             if entry is None:
                 states.append(State(m.version, m.name, "pending"))
             elif not m.matches(entry.checksum):
-                states.append(State(m.version, m.name, "drifted", entry.kind))
+                states.append(State(m.version, m.name, "drifted", entry.kind, stale_supersedes=m.stale_supersedes))
             else:
-                edited = m.down_checksum != self._expected_down(m, entry)[0]
-                states.append(State(m.version, m.name, entry.state, entry.kind, down_edited=edited))
+                edited = m.down_checksum not in self._expected_down(m, entry)[0]
+                states.append(State(m.version, m.name, entry.state, entry.kind, down_edited=edited,
+                                    superseded=entry.checksum if m.superseded(entry.checksum) else None))
         for entry in recorded.values():
             if entry.version not in {m.version for m in self.migrations} and entry.target == self.target.name:
                 states.append(State(entry.version, entry.name, "missing-file", entry.kind))
@@ -108,7 +115,9 @@ class Engine:
     def validate(self) -> None:
         bad = [s for s in self.status() if s.state in ("drifted", "missing-file")]
         if bad:
-            what = ", ".join(f"{s.version}_{s.name} ({s.state})" for s in bad)
+            what = ", ".join(f"{s.version}_{s.name} ({s.state}"
+                             + (", edited after its x402:supersedes was written, which voids it" if s.stale_supersedes else "")
+                             + ")" for s in bad)
             raise DriftError(
                 f"drift: {what}; an applied migration's file was edited or removed. Restore the "
                 "original file and ship the change as a new migration"
@@ -288,6 +297,7 @@ class Engine:
         to = self.resolve_to(to, allow_base=False)
         with self.locked():
             self.validate()
+            self._record_shipped_downs()
             done = ledger.entries(self.conn)
             self._refuse_reverting(done)
             todo = [m for m in self.migrations
@@ -298,6 +308,7 @@ class Engine:
     def apply(self, m: Migration) -> Outcome | None:
         """Apply one migration (None if already applied); refuses if it drifted."""
         with self.locked():
+            self._record_shipped_downs()
             entry = ledger.entries(self.conn).get(m.version)
             if entry is not None:
                 if not m.matches(entry.checksum):
@@ -344,31 +355,63 @@ class Engine:
     def down(self, to: str | None = None, allow_data_loss: bool = False, accept_edited_down: bool = False) -> list[Outcome]:
         to = self.resolve_to(to, allow_base=True)
         with self.locked():
-            done = ledger.entries(self.conn)
-            applied = [m for m in self.migrations if m.version in done]
-            if to is None:
-                chosen = applied[-1:]
-            else:
-                chosen = [m for m in applied if to == BASE or int(m.version) > int(to)]
-            return self._each(list(reversed(chosen)), lambda m: self._revert_locked(m, allow_data_loss, accept_edited_down))
+            chosen, note = self.down_selection(ledger.entries(self.conn), to)
+            if note:
+                self.log(note)
+            return self._each(chosen, lambda m: self._revert_locked(m, allow_data_loss, accept_edited_down))
+
+    def down_selection(self, done: dict[str, ledger.Entry], to: str | None) -> tuple[list[Migration], str | None]:
+        """What `down` reverts, latest first, and why it stops short. `--to` reverts every applied
+        migration above it; a bare down only the latest, and never one of FOUNDATION (unless it is
+        left reverting): so running it again stops instead of reverting more than was reviewed."""
+        applied = [m for m in self.migrations if m.version in done]
+        if to is not None:
+            return [m for m in reversed(applied) if to == BASE or int(m.version) > int(to)], None
+        last = applied[-1:]
+        chosen = [m for m in last if m.version not in FOUNDATION or done[m.version].state == "reverting"]
+        if last and not chosen:
+            below = [m.version for m in applied[:-1]]
+            return [], (f"a bare down does not revert {last[0].label}; name it explicitly: down --to "
+                        f"{below[-1] if below else BASE}" + (f" (or --to {BASE})" if below else ""))
+        return chosen, None
 
     def revert(self, m: Migration, allow_data_loss: bool = False, accept_edited_down: bool = False) -> Outcome | None:
         with self.locked():
             return self._revert_locked(m, allow_data_loss, accept_edited_down)
 
-    def _expected_down(self, m: Migration, entry: ledger.Entry) -> tuple[str | None, str]:
-        """The down checksum a revert of this ledger row must match, and where it comes from."""
-        if entry.down_checksum is not None:
-            return entry.down_checksum, "the one recorded when it was applied"
-        # Recorded before down checksums existed: trust only the down this bundle ships.
+    def _shipped(self, version: str) -> tuple[str, ...]:
         if self._shipped_downs is None:
             from . import files
-            self._shipped_downs = {x.version: x.down_checksum for x in files.load()}
-        return self._shipped_downs.get(m.version), "the one this bundle ships (the ledger row predates down checksums)"
+            self._shipped_downs = files.shipped_downs()
+        return self._shipped_downs.get(version, ())
+
+    def _expected_down(self, m: Migration, entry: ledger.Entry) -> tuple[frozenset[str], str]:
+        """The down checksums a revert of this ledger row may match, and where they come from."""
+        if entry.down_checksum is not None:
+            return frozenset({entry.down_checksum}), "the one recorded when it was applied"
+        # Recorded before down checksums existed: trust only a down this bundle has shipped.
+        return (frozenset(self._shipped(m.version)),
+                "one this bundle has ever shipped (the ledger row predates down checksums; run up to record it)")
+
+    def _record_shipped_downs(self) -> None:
+        """Rows written before down checksums existed get the down this bundle ships (from the
+        package's list, not from sql/), on the next `up`: from then on they are checked as any row."""
+        done = ledger.entries(self.conn)
+        todo = [(m, self._shipped(m.version)[-1]) for m in self.migrations
+                if (e := done.get(m.version)) is not None and e.down_checksum is None and m.matches(e.checksum)
+                and self._shipped(m.version)]
+        if not todo:
+            return
+        ledger.ensure(self.conn)
+        with self.conn.transaction():
+            for m, down in todo:
+                ledger.record_down_checksum(self.conn, m.version, down)
+        for m, _down in todo:
+            self.log(f"{m.label}: recorded the down checksum this bundle ships (the ledger row predated down checksums)")
 
     def _check_down_integrity(self, m: Migration, entry: ledger.Entry, accept_edited_down: bool) -> None:
         expected, source = self._expected_down(m, entry)
-        if m.down_checksum == expected:
+        if m.down_checksum in expected:
             return
         if accept_edited_down:
             self.log(f"{m.label}: running an edited down script, as acknowledged (--accept-edited-down)")

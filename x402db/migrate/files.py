@@ -10,13 +10,18 @@ so the files stay valid SQL that any client can run:
     -- x402:guard always: <count SQL> | what      refuse down if > 0, always
     -- x402:lock: schema.table, ...       down: lock these against writes before the guards count
     -- x402:no-transaction                statements below run one by one, outside a transaction
-    -- x402:supersedes: <sha256> | why    an earlier text of this file whose applied result this
+    -- x402:supersedes: <sha256> pin <sha256> | why
+                                          an earlier text of this file whose applied result this
                                           text leaves as it is: a ledger row with that checksum is
-                                          not drift (Sqitch's "rework", without a new version)
+                                          not drift (Sqitch's "rework", without a new version). The
+                                          pin is the SHA-256 of this file without its supersedes
+                                          lines (pin_checksum): an edit after the directive was
+                                          written voids it, so the edit is drift everywhere
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +59,7 @@ class Script:
     targets: frozenset[str] | None = None
     lock_tables: tuple[str, ...] = ()
     supersedes: tuple[str, ...] = ()
+    supersedes_pinned: bool = True  # every supersedes pin matches the text: the directive vouches for this text
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,17 @@ class Migration:
 
     def matches(self, recorded_checksum: str) -> bool:
         """Whether a ledger row with this checksum records this migration (not drift)."""
-        return recorded_checksum == self.checksum or recorded_checksum in self.up.supersedes
+        return recorded_checksum == self.checksum or self.superseded(recorded_checksum)
+
+    def superseded(self, recorded_checksum: str) -> bool:
+        """Whether the row records an earlier text that this text's x402:supersedes accepts."""
+        return (recorded_checksum != self.checksum and recorded_checksum in self.up.supersedes
+                and self.up.supersedes_pinned)
+
+    @property
+    def stale_supersedes(self) -> bool:
+        """The file was edited after its x402:supersedes was written: the directive is void."""
+        return bool(self.up.supersedes) and not self.up.supersedes_pinned
 
     def applies_to(self, target: str) -> bool:
         return self.up.targets is None or target in self.up.targets
@@ -86,6 +102,17 @@ class Migration:
 
 def checksum(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _is_supersedes(line: str) -> bool:
+    m = _DIRECTIVE.match(line.strip())
+    return bool(m) and m["key"] == "supersedes"
+
+
+def pin_checksum(text: str) -> str:
+    """What an x402:supersedes pin names: the SHA-256 of the file without its supersedes lines
+    (each a whole-line comment, so leaving them out changes no SQL)."""
+    return checksum("".join(line for line in text.splitlines(keepends=True) if not _is_supersedes(line)))
 
 
 def _split_condition(value: str, path: Path) -> tuple[str, str]:
@@ -96,7 +123,7 @@ def _split_condition(value: str, path: Path) -> tuple[str, str]:
 
 
 def parse_script(text: str, path: Path) -> Script:
-    requires, guards, adopt_if, targets, lock_tables, supersedes = [], [], None, None, (), []
+    requires, guards, adopt_if, targets, lock_tables, supersedes, pins = [], [], None, None, (), [], []
     for line in text.splitlines():
         m = _DIRECTIVE.match(line.strip())
         if not m or line.strip() == NO_TRANSACTION:
@@ -111,10 +138,13 @@ def parse_script(text: str, path: Path) -> Script:
         elif key == "require":
             requires.append(Condition(*_split_condition(value, path)))
         elif key == "supersedes":
-            old, _why = _split_condition(value, path)
-            if not re.fullmatch(r"[0-9a-f]{64}", old):
-                raise UsageError(f"{path.name}: x402:supersedes takes the sha256 of the earlier text, 64 lowercase hex digits")
-            supersedes.append(old)
+            what, _why = _split_condition(value, path)
+            m2 = re.fullmatch(r"(?P<old>[0-9a-f]{64})\s+pin\s+(?P<pin>[0-9a-f]{64})", what)
+            if not m2:
+                raise UsageError(f"{path.name}: x402:supersedes takes '<sha256 of the earlier text> pin <sha256 of this "
+                                 "text without its supersedes lines> | why', each 64 lowercase hex digits")
+            supersedes.append(m2["old"])
+            pins.append(m2["pin"])
         elif key in ("guard data-loss", "guard always"):
             guards.append(Guard(*_split_condition(value, path), always=key == "guard always"))
         else:
@@ -141,6 +171,7 @@ def parse_script(text: str, path: Path) -> Script:
         targets=targets,
         lock_tables=lock_tables,
         supersedes=tuple(supersedes),
+        supersedes_pinned=all(p == pin_checksum(text) for p in pins),
     )
 
 
@@ -175,6 +206,16 @@ def from_texts(version: str, name: str, up_text: str, down_text: str, up_path: P
         up_text=up_text,
         down_text=down_text,
     )
+
+
+SHIPPED_DOWNS_FILE = Path(__file__).with_name("shipped_downs.json")
+
+
+def shipped_downs() -> dict[str, tuple[str, ...]]:
+    """version -> the SHA-256 of every down file this bundle ever shipped, oldest first: data kept
+    in the package (shipped_downs.json), never computed from the checkout's sql/, which may be edited."""
+    data = json.loads(SHIPPED_DOWNS_FILE.read_text(encoding="utf-8"))
+    return {v: tuple(sums) for v, sums in data.items() if re.fullmatch(r"[0-9]{3}", v)}
 
 
 BASE = "base"  # `down --to base` reverts every migration

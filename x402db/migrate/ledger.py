@@ -138,5 +138,11 @@ def set_state(conn, version: str, state: str, execution_ms: int | None = None) -
     )
 
 
+def record_down_checksum(conn, version: str, down_checksum: str) -> None:
+    """Fill in the down checksum of a row written before down checksums were recorded; never overwrite one."""
+    conn.execute(sql.SQL("UPDATE {} SET down_checksum = %s WHERE version = %s AND down_checksum IS NULL").format(LEDGER),
+                 (down_checksum, version))
+
+
 def forget(conn, version: str) -> None:
     conn.execute(sql.SQL("DELETE FROM {} WHERE version = %s").format(LEDGER), (version,))

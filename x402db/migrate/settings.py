@@ -14,6 +14,7 @@ from ..errors import UsageError
 _INTERVAL = re.compile(r"^(?P<n>[0-9]+)[ \t]*(?P<unit>ms|s|min|h)?$")
 _UNIT_MS = {None: 1, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
 MAX_LOCK_TIMEOUT_MS = 60_000  # writers queue behind our DDL for up to this long; more is an outage
+MAX_TIMEOUT_MS = 2_147_483_647  # PostgreSQL's own bound for both settings (INT_MAX milliseconds)
 
 
 def is_interval(value: str) -> bool:
@@ -30,14 +31,16 @@ def timeout_problems(*, lock_timeout: str | None = None, statement_timeout: str 
                      label: Callable[[str], str | None] = lambda name: name) -> list[str]:
     """The one rule for the timeouts, wherever they are read (CLI, Pulumi config, the engine):
     lock_timeout above 0 and at most 1 min (0 would switch the protection off: writers would
-    queue behind our DDL without limit), statement_timeout above 0."""
+    queue behind our DDL without limit), statement_timeout above 0 and at most PostgreSQL's
+    maximum (INT_MAX ms, about 24 days), so a value the server would refuse never connects."""
     problems = []
-    for name, value, limit in (("lock_timeout", lock_timeout, MAX_LOCK_TIMEOUT_MS), ("statement_timeout", statement_timeout, None)):
+    for name, value, limit, bound in (
+            ("lock_timeout", lock_timeout, MAX_LOCK_TIMEOUT_MS, " and at most 1min"),
+            ("statement_timeout", statement_timeout, MAX_TIMEOUT_MS, f" and at most {MAX_TIMEOUT_MS}ms (PostgreSQL's maximum)")):
         if value is None:
             continue
         ms = interval_ms(value)
-        bound = " and at most 1min" if limit else ""
-        if ms is None or ms <= 0 or (limit and ms > limit):
+        if ms is None or ms <= 0 or ms > limit:
             problems.append(f"{label(name) or name} must look like 500ms, 1s or 30s: a duration above 0{bound}")
     return problems
 

@@ -45,7 +45,7 @@ class MigrationPlan:
     reasons: list[str]
     statements: list[Step]
     guards: list[GuardCheck]
-    action: str = "apply"  # apply | adopt | resume (steps left) | revert | finish-revert (steps left) | forget
+    action: str = "apply"  # apply | adopt | resume (steps left) | revert | finish-revert (steps left) | forget | refuse (drifted)
     requires: list[dict] = field(default_factory=list)
     verdict_with_allow_data_loss: str | None = None
 

@@ -17,7 +17,7 @@ from .. import access
 from ..errors import BundleError, DriftError, Refused
 from ..migrate import ledger, sqlparse
 from ..migrate.engine import Engine
-from ..migrate.files import BASE, Migration, Script
+from ..migrate.files import Migration, Script
 from .catalog import PLAN_LOCK_TIMEOUT, PLAN_STATEMENT_TIMEOUT, WOULD_WAIT, LiveCatalog, Reader, Sizes
 from .lockmap import Prediction, simulate
 from .locks import ANY, blocks_writes, strongest
@@ -110,6 +110,12 @@ class Planner:
                 if (m.version not in done or done[m.version].state == "steps-pending")
                 and (to is None or int(m.version) <= int(to))]
         plans = []
+        if not todo:  # nothing to apply, yet up refuses a drifted ledger: so does its plan
+            for s in (s for s in drift if s.state == "drifted"):
+                plans.append(self._finish(MigrationPlan(s.version, s.name, "ready", [
+                    f"drift: {s.version}_{s.name} is drifted; up refuses until the original file is restored"
+                    + (" (it was edited after its x402:supersedes was written, which voids it)" if s.stale_supersedes else "")],
+                    [], [], action="refuse")))
         for m in todo:
             mp = MigrationPlan(m.version, m.name, "ready", [], [], [])
             for s in drift:
@@ -143,10 +149,9 @@ class Planner:
     def _down(self, to, allow_data_loss, reader, catalog, sizes) -> list[MigrationPlan]:
         to = self.engine.resolve_to(to, allow_base=True)
         done = ledger.entries(self.conn)
-        applied = [m for m in self.engine.migrations if m.version in done]
-        chosen = applied[-1:] if to is None else [m for m in applied if to == BASE or int(m.version) > int(to)]
+        chosen, _note = self.engine.down_selection(done, to)
         plans = []
-        for m in reversed(chosen):
+        for m in chosen:
             entry = done[m.version]
             mp = MigrationPlan(m.version, m.name, "ready", [], [], [], action="revert")
             if entry.kind == "adopted":

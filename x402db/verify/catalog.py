@@ -154,13 +154,13 @@ TG_ROW, TG_BEFORE, TG_INSERT, TG_DELETE, TG_UPDATE, TG_TRUNCATE, TG_INSTEAD = 1,
 
 def check_trigger(conn, c: Checklist) -> None:
     row = _one(conn,
-               """SELECT t.tgenabled, t.tgtype, t.tgattr::int2[], p.prosrc, n.nspname, p.proname
+               """SELECT t.tgenabled, t.tgtype, t.tgattr::int2[], p.prosrc, n.nspname, p.proname, p.proconfig
                   FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace n ON n.oid = p.pronamespace
                   WHERE t.tgrelid = %s::regclass AND t.tgname = %s AND NOT t.tgisinternal""", (INTEGRATIONS, TRIGGER))
     if row is None:
         c.add("integrations.updated_at_trigger", False, f"trigger {TRIGGER} is missing")
         return
-    enabled, tgtype, columns, body, schema, function = row
+    enabled, tgtype, columns, body, schema, function, config = row
     problems = []
     if tgtype & (TG_ROW | TG_BEFORE | TG_INSERT | TG_DELETE | TG_UPDATE | TG_TRUNCATE | TG_INSTEAD) != TG_ROW | TG_BEFORE | TG_UPDATE or columns:
         problems.append(f"fires on tgtype={tgtype}{' for some columns only' if columns else ''}, expected BEFORE UPDATE FOR EACH ROW")
@@ -170,6 +170,12 @@ def check_trigger(conn, c: Checklist) -> None:
         problems.append("trigger is disabled")
     if not re.search(r"NEW\.updated_at\s*:?=\s*now\(\)", body or "", re.I):
         problems.append("function does not set NEW.updated_at := now()")
+    # 005 pins the function's search_path (pg_proc.proconfig), so a caller's objects cannot
+    # shadow now(); Supabase's advisor reports its absence (function_search_path_mutable).
+    paths = [s for s in config or [] if s.split("=", 1)[0].lower() == "search_path"]
+    if paths != ['search_path=""']:
+        problems.append(f"function has {'SET ' + paths[0] if paths else 'no SET search_path'}, expected SET search_path = '' "
+                        "(run up's CREATE OR REPLACE FUNCTION again, or ALTER FUNCTION ... SET search_path = '')")
     c.add("integrations.updated_at_trigger", not problems, "; ".join(problems))
 
 

@@ -83,10 +83,18 @@ test("configuration errors: missing or empty secret, empty PREVIOUS entries, unk
     { [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: "a," },
     { [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: "," },
     { [K.SECRET_ENV]: NEW, [K.FORMAT_ENV]: "V2" },
+    // issue 18 item 10: "old1, old2" yielded the secret " old2"
+    { [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: `${OLD}, ${NEW}` },
+    { [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: ` ${OLD}` },
+    { [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: `${OLD}\n` },
+    { [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: `${OLD}\ufeff` },
   ];
   for (const env of bad) {
     withEnv(env, () => assert.throws(() => K.decryptSecret("00"), K.KeyringConfigError, JSON.stringify(env)));
   }
+  // Refused when the keyring is built from the environment, and the message holds no secret.
+  withEnv({ [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: `${OLD}, ${NEW}` }, () => assert.throws(() => K.keyringFromEnv(),
+    (e) => e instanceof K.KeyringConfigError && /whitespace/.test(e.message) && !e.message.includes(OLD)));
   // Set but empty PREVIOUS means none, as in Python; duplicates collapse to one key.
   withEnv({ [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: "" }, () => assert.deepEqual(K.keyringFromEnv().fingerprints, [K.fingerprint(NEW)]));
   withEnv({ [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: `${OLD},${NEW},${OLD}` }, () =>
