@@ -328,19 +328,23 @@ CREATE POLICY c_free_p ON public.c_free USING (id IN (SELECT id FROM public.c_a)
 CREATE SCHEMA c_s;
 CREATE TABLE c_s.t (id int);
 CREATE VIEW public.c_sview AS SELECT id FROM c_s.t;
+CREATE TYPE public.c_mood AS ENUM ('a', 'b');
+CREATE TABLE public.c_typed (id int, m public.c_mood);
 ANALYZE public.c_a, public.c_b, public.c_c;
 """
 _CASCADE_CASES = [
     ("TRUNCATE public.c_a CASCADE;", [("INSERT INTO public.c_c VALUES (5000, 1)", "public.c_c", "INSERT")]),
     ("DROP TABLE public.c_a CASCADE;", []),
     ("DROP SCHEMA c_s CASCADE;", []),
+    ("DROP TYPE public.c_mood CASCADE;", []),  # drops the column c_typed.m
 ]
 
 
 def test_truncate_and_drop_cascade_reach_every_dependent(empty_db, tmp_path):
     steps, errors = _prove_live(empty_db, _CASCADE_SETUP, _CASCADE_CASES, tmp_path)
     assert errors == [], "\n".join(errors)
-    truncate, drop, schema = steps
+    truncate, drop, schema, type_ = steps
+    assert [lock.relation for lock in type_.locks] == ["public.c_typed"] and type_.effect == "drop"
     assert {lock.relation: lock.mode for lock in truncate.locks} == {
         f"public.{t}": "AccessExclusiveLock" for t in ("c_a", "c_b", "c_c")}
     assert max(lock.rows_estimate or 0 for lock in truncate.locks) == 1000 and "c_c" in truncate.writers
@@ -357,6 +361,8 @@ CREATE TABLE public.f_trig (id int PRIMARY KEY, note text);
 INSERT INTO public.f_trig VALUES (1, NULL);
 CREATE FUNCTION public.f_trig_fn() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN LOCK TABLE public.f_t; RETURN NEW; END $$;
 CREATE TRIGGER f_trig_tg BEFORE UPDATE ON public.f_trig FOR EACH ROW EXECUTE FUNCTION public.f_trig_fn();
+CREATE VIEW public.f_view AS SELECT public.f_text() AS t;
+CREATE VIEW public.f_view2 AS SELECT t FROM public.f_view;
 """
 _CALL_CASES = [
     ("SELECT public.f_ddl();", []),
@@ -370,6 +376,8 @@ _CALL_CASES = [
     ("ALTER TABLE public.f_t ALTER COLUMN note SET DEFAULT public.f_text();", []),
     ("DO $$ BEGIN PERFORM public.f_ddl(); END $$;", []),
     ("DO $$ DECLARE n text; BEGIN n := public.f_text(); END $$;", []),
+    ("SELECT * FROM public.f_view2;", []),  # a view's query runs the function
+    ("SELECT * FROM ts_stat('SELECT to_tsvector(coalesce(note, ''x'')) FROM public.f_t');", []),  # a builtin that runs SQL text
 ]
 
 
@@ -380,7 +388,7 @@ def test_a_call_of_a_non_builtin_function_is_unknown(empty_db, tmp_path):
     assert effects[:6] == ["unknown"] * 6, [(st.sql, st.effect) for st in steps]
     assert "public.f_ddl()" in steps[0].note and "public.f_trig_fn()" in steps[4].note
     assert [lock.relation for lock in steps[0].locks] == [ANY]
-    assert effects[6:] == ["scan", "create", "catalog", "unknown", "unknown"]
+    assert effects[6:] == ["scan", "create", "catalog"] + ["unknown"] * 4
 
 
 _PART_SETUP = """
@@ -398,6 +406,9 @@ _PART_CASES = [
     ("ALTER TABLE ONLY public.pt ALTER COLUMN note SET DEFAULT 0;", []),
     ("ALTER TABLE public.pt ENABLE ROW LEVEL SECURITY;", []),
     ("ALTER TABLE public.pt ADD CONSTRAINT pt_k_check CHECK (k >= 0);", []),
+    ("UPDATE public.pt SET note = 1 WHERE true;", [("UPDATE public.pt SET note = 2 WHERE id = 1", "public.pt", "UPDATE")]),
+    ("SELECT count(*) FROM public.pt;", []),
+    ("SELECT count(*) FROM ONLY public.pt;", []),
     ("TRUNCATE public.pt;", []),
 ]
 
@@ -410,3 +421,12 @@ def test_alter_table_on_a_partitioned_table_reaches_its_partitions(empty_db, tmp
     assert add["public.pt"].rows_estimate == 2000 and add["public.pt"].bytes > 0
     assert steps[1].effect == "rewrite" and {lock.relation for lock in steps[1].locks} == set(add)
     assert [lock.relation for lock in steps[3].locks] == [lock.relation for lock in steps[4].locks] == ["public.pt"]
+
+
+def test_a_wrong_row_conflict_fails_the_proof(empty_db, tmp_path, monkeypatch):
+    """The row-lock proof can fail: with FOR KEY SHARE said to conflict with nothing, the plan
+    says a DELETE of a row locked FOR KEY SHARE does not wait; the second session's does."""
+    monkeypatch.setitem(locks.ROW_CONFLICTS, locks.KEY_SHARE, frozenset())
+    cases = [("SELECT * FROM public.r_child c WHERE c.id = 1 FOR KEY SHARE OF c;", [_UPD_CHILD, _DEL_CHILD])]
+    _steps, errors = _prove_live(empty_db, _ROWS_SETUP, cases, tmp_path)
+    assert len(errors) == 1 and "DELETE FROM public.r_child WHERE id = 1" in errors[0] and "did\n" not in errors[0], errors

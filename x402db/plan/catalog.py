@@ -159,6 +159,19 @@ JOIN pg_proc p ON p.oid = dep.refobjid JOIN pg_namespace n ON n.oid = p.pronames
 WHERE d.adrelid = %s::regclass AND %s AND n.nspname <> 'pg_catalog'
 """
 _EVENT_BITS = {"INSERT": 4, "DELETE": 8, "UPDATE": 16, "TRUNCATE": 32}
+# The non-builtin functions a view's query calls, through the views it reads, recursively.
+_VIEW_CODE = """
+WITH RECURSIVE v(oid) AS (
+  SELECT %s::regclass::oid
+  UNION
+  SELECT d.refobjid FROM v JOIN pg_rewrite r ON r.ev_class = v.oid
+  JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid AND d.refclassid = 'pg_class'::regclass
+  WHERE d.refobjid <> v.oid
+)
+SELECT DISTINCT format('%%s.%%s', n.nspname, p.proname) FROM v JOIN pg_rewrite r ON r.ev_class = v.oid
+JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid AND d.refclassid = 'pg_proc'::regclass
+JOIN pg_proc p ON p.oid = d.refobjid JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname <> 'pg_catalog'
+"""
 # Everything a DROP ... CASCADE of an object removes: its dependents in pg_depend, recursively
 # (an object internal to another, such as a view's rule, takes its owner with it), each mapped
 # to the relation it is or belongs to. dropped: the relation itself goes.
@@ -309,6 +322,8 @@ class LiveCatalog:
     def user_code(self, table: str, event: str) -> list[str]:
         if table in self.created or table in self.dropped or not self.exists(table):
             return []
+        if event == "SELECT":
+            return [r[0] for r in self.conn.execute(_VIEW_CODE, (_quote(table),)).fetchall()]
         rows = self.conn.execute(_USER_CODE, (_quote(table), _EVENT_BITS[event], _quote(table),
                                               event in ("INSERT", "UPDATE"))).fetchall()
         return [r[0] for r in rows]

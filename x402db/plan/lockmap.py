@@ -131,6 +131,16 @@ def _reads(p: Prediction, cat: Catalog, node) -> None:
         p.lock(_rv(cat, rv), ACCESS_SHARE)
 
 
+def _partitions_too(p: Prediction, cat: Catalog, node, skip: str | None = None) -> None:
+    """A query of a partitioned table (not ONLY) opens its partitions under the same lock: all of
+    them, as the plan cannot tell which ones PostgreSQL prunes (an upper bound)."""
+    for rv in _range_vars(node):
+        rel = _rv(cat, rv)
+        if rv.inh and rel != skip and rel in p.locks:
+            for part in cat.partitions(rel):
+                p.lock(part, p.locks[rel])
+
+
 def _unknown(kind: str, cat: Catalog, node, why: str) -> Prediction:
     p = Prediction(kind, "unknown", known=False, note=why)
     for rv in _range_vars(node):
@@ -413,7 +423,10 @@ def _drop(node: ast.DropStmt, cat: Catalog) -> Prediction:
             else:
                 p.note = f"no {kind} {parts[-1]} on {table}: does nothing"
         elif cascade and what in _CASCADE_KINDS:
-            name = ".".join(o.sval for o in obj) if isinstance(obj, tuple) else getattr(obj, "sval", None)
+            if isinstance(obj, ast.TypeName):
+                name = ".".join(n.sval for n in obj.names)
+            else:
+                name = ".".join(o.sval for o in obj) if isinstance(obj, tuple) else getattr(obj, "sval", None)
             if name is None or not _cascade(p, cat, _CASCADE_KINDS[what], name):
                 return _unknown(p.kind + " CASCADE", cat, node, "CASCADE may drop tables, columns or triggers that depend on it")
         elif cascade:
@@ -501,9 +514,22 @@ def _calls(node):
             yield from _calls(item)
 
 
+# Functions of pg_catalog that run the SQL text they are given: as opaque as a user function.
+_RUNS_SQL = {"query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema", "cursor_to_xml", "cursor_to_xmlschema",
+             "table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema", "schema_to_xml", "schema_to_xmlschema",
+             "schema_to_xml_and_xmlschema", "database_to_xml", "database_to_xmlschema", "database_to_xml_and_xmlschema",
+             "ts_stat"}
+
+
+def _opaque(cat: Catalog, function: str) -> bool:
+    return function.rpartition(".")[2] in _RUNS_SQL or not cat.builtin(function)
+
+
 def _user_calls(p: Prediction, cat: Catalog, node, extra=()) -> None:
-    """A function outside pg_catalog runs code the plan cannot read: the statement is unknown."""
-    found = sorted({f for f in _calls(node) if not cat.builtin(f)} | set(extra))
+    """A function outside pg_catalog runs code the plan cannot read: the statement is unknown.
+    So does one that runs SQL text, and a view whose query calls such a function."""
+    views = [f for rv in _range_vars(node) if cat.exists(_rv(cat, rv)) for f in cat.user_code(_rv(cat, rv), "SELECT")]
+    found = sorted({f for f in _calls(node) if _opaque(cat, f)} | set(extra) | set(views))
     if found:
         p.unknown("calls " + ", ".join(f"{f}()" for f in found) + ", whose body the plan cannot see")
 
@@ -567,6 +593,7 @@ def _select(node: ast.SelectStmt, cat: Catalog) -> Prediction:
                 p.lock(_rv(cat, rv), ROW_SHARE)
                 p.lock_rows(_rv(cat, rv), mode, "returned")
         p.kind = "SELECT " + mode
+    _partitions_too(p, cat, node)
     if p.locks:
         p.effect = "scan"
     _data_modifying_ctes(p, cat, node)
@@ -632,6 +659,8 @@ def _write(node, cat: Catalog) -> Prediction:
             if targets is None or targets & set(cols):
                 p.lock(ref, ROW_SHARE)
                 p.lock_rows(ref, KEY_SHARE, "referenced")
+    # An INSERT opens only the partitions its rows are routed to (not predicted).
+    _partitions_too(p, cat, node, skip=table if isinstance(node, ast.InsertStmt) else None)
     _data_modifying_ctes(p, cat, node)
     _user_calls(p, cat, node, [f for e in events for f in cat.user_code(table, e)] if cat.exists(table) else ())
     return p
