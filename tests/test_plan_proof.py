@@ -265,6 +265,11 @@ CREATE TABLE public.r_parent (id int PRIMARY KEY, v text);
 CREATE TABLE public.r_child (id int PRIMARY KEY, parent_id int REFERENCES public.r_parent (id), note text);
 INSERT INTO public.r_parent SELECT g, g::text FROM generate_series(1, 20) g;
 INSERT INTO public.r_child SELECT g, g, NULL FROM generate_series(1, 20) g;
+CREATE TABLE public.r_cchild (id int PRIMARY KEY, parent_id int REFERENCES public.r_parent (id) ON DELETE CASCADE, note text);
+CREATE TABLE public.r_gchild (id int PRIMARY KEY, cchild_id int REFERENCES public.r_cchild (id) ON DELETE CASCADE, note text);
+INSERT INTO public.r_parent VALUES (21, '21');
+INSERT INTO public.r_cchild VALUES (21, 21, NULL);
+INSERT INTO public.r_gchild VALUES (21, 21, NULL);
 ANALYZE public.r_parent, public.r_child;
 """
 _UPD_CHILD = ("UPDATE public.r_child SET note = 'b' WHERE id = 1", "public.r_child", "UPDATE")
@@ -295,6 +300,11 @@ _ROW_CASES = [
     ("LOCK TABLE public.r_child IN SHARE MODE;", [_UPD_CHILD]),
     ("DO $$ BEGIN UPDATE public.r_child SET note = 'd' WHERE id = 2; END $$;",
      [("UPDATE public.r_child SET note = 'b' WHERE id = 2", "public.r_child", "UPDATE")]),
+    # The foreign keys that reference r_parent: r_child's NO ACTION checks (RowShareLock), r_cchild's
+    # ON DELETE CASCADE deletes its rows, and r_gchild's, one level further.
+    ("DELETE FROM public.r_parent WHERE id = 21;",
+     [("UPDATE public.r_cchild SET note = 'b' WHERE id = 21", "public.r_cchild", "UPDATE"),
+      ("UPDATE public.r_gchild SET note = 'b' WHERE id = 21", "public.r_gchild", "UPDATE")]),
 ]
 
 
@@ -311,6 +321,9 @@ def test_row_locks_make_a_second_session_wait_as_the_plan_says(empty_db, tmp_pat
             assert "no writer waits" not in st.writers, st
     assert steps[3].locks[0].mode == "RowShareLock" and steps[3].row_locks[0].mode == "FOR UPDATE"
     assert steps[7].row_locks == [] and steps[9].row_locks[0].rows == "inserted"
+    assert {r.relation: (r.mode, r.rows) for r in steps[-1].row_locks} == {
+        "public.r_parent": ("FOR UPDATE", "where"), "public.r_child": ("FOR KEY SHARE", "referencing"),
+        "public.r_cchild": ("FOR UPDATE", "referencing"), "public.r_gchild": ("FOR UPDATE", "referencing")}
 
 
 _CASCADE_SETUP = """

@@ -115,6 +115,15 @@ FROM pg_constraint con JOIN pg_class t ON t.oid = con.conrelid JOIN pg_namespace
 JOIN pg_class r ON r.oid = con.confrelid JOIN pg_namespace rn ON rn.oid = r.relnamespace
 WHERE con.contype = 'f' AND rn.nspname = %s AND r.relname = %s AND con.conrelid <> con.confrelid
 """
+# The foreign keys that reference a table: the referencing table, its ON DELETE and ON UPDATE
+# actions (a no action, r restrict, c cascade, n set null, d set default), the referenced columns.
+_REFERENCING_KEYS = """
+SELECT format('%%s.%%s', tn.nspname, t.relname), con.confdeltype::text, con.confupdtype::text,
+       ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = con.confrelid AND a.attnum = ANY(con.confkey))
+FROM pg_constraint con JOIN pg_class t ON t.oid = con.conrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+WHERE con.contype = 'f' AND con.confrelid = %s::regclass AND con.conparentid = 0
+ORDER BY 1
+"""
 _PARTITIONS = """
 SELECT format('%%s.%%s', n.nspname, c.relname) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_class p ON p.oid = i.inhparent
@@ -266,6 +275,12 @@ class LiveCatalog:
     def referencing(self, table: str) -> list[str]:
         rows = self.conn.execute(_REFERENCING, _split(table)).fetchall()
         return [r[0] for r in rows if r[0] not in self.dropped]
+
+    def referencing_keys(self, table: str) -> list[tuple[str, str, str, tuple[str, ...]]]:
+        if table in self.created or table in self.dropped or not self.exists(table):
+            return []
+        rows = self.conn.execute(_REFERENCING_KEYS, (_quote(table),)).fetchall()
+        return [(rel, on_delete, on_update, tuple(cols)) for rel, on_delete, on_update, cols in rows if rel not in self.dropped]
 
     def volatile(self, function: str) -> bool:
         schema, _, name = function.rpartition(".")

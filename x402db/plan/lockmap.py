@@ -32,6 +32,7 @@ class Catalog(Protocol):
     def index_table(self, schema: str | None, index: str) -> str | None: ...
     def foreign_keys(self, table: str) -> dict[str, tuple[str, tuple[str, ...]]]: ...  # name -> (referenced, columns)
     def referencing(self, table: str) -> list[str]: ...  # tables with a foreign key to `table`
+    def referencing_keys(self, table: str) -> list[tuple[str, str, str, tuple[str, ...]]]: ...  # (table, on delete, on update, referenced cols)
     def volatile(self, function: str) -> bool: ...
     def constrained_domain(self, type_name: str) -> bool: ...  # a domain with CHECK or NOT NULL constraints
     def constraint_valid(self, table: str, name: str) -> bool: ...
@@ -607,6 +608,29 @@ def _update_mode(cat: Catalog, table: str, targets) -> str:
     return FOR_UPDATE if names & cat.key_columns(table) else NO_KEY_UPDATE
 
 
+def _referencing_rows(p: Prediction, cat: Catalog, table: str, event: str, columns: set[str] | None,
+                      seen: frozenset = frozenset()) -> None:
+    """A DELETE, or an UPDATE of referenced columns, of `table` fires the foreign keys that
+    reference it: NO ACTION and RESTRICT check the referencing rows (RowShareLock, FOR KEY SHARE),
+    CASCADE, SET NULL and SET DEFAULT change them (RowExclusiveLock, and their own row locks), and a
+    cascaded DELETE goes on to the tables that reference those, recursively."""
+    for rel, on_delete, on_update, cols in cat.referencing_keys(table):
+        if event == "UPDATE" and (columns is None or not columns & set(cols)):
+            continue
+        action = on_delete if event == "DELETE" else on_update
+        if action in ("a", "r"):
+            p.lock(rel, ROW_SHARE)
+            p.lock_rows(rel, KEY_SHARE, "referencing")
+        elif action == "c" and event == "DELETE":
+            p.lock(rel, ROW_EXCLUSIVE)
+            p.lock_rows(rel, FOR_UPDATE, "referencing")
+            if rel not in seen:
+                _referencing_rows(p, cat, rel, "DELETE", None, seen | {table})
+        else:  # SET NULL / SET DEFAULT, or an ON UPDATE CASCADE: the referencing columns are updated
+            p.lock(rel, ROW_EXCLUSIVE)
+            p.lock_rows(rel, NO_KEY_UPDATE, "referencing")
+
+
 def _write(node, cat: Catalog) -> Prediction:
     """INSERT, UPDATE, DELETE and MERGE: RowExclusiveLock on the table written, and a row lock on
     every existing row it changes or deletes, held until COMMIT."""
@@ -618,9 +642,11 @@ def _write(node, cat: Catalog) -> Prediction:
     if isinstance(node, ast.UpdateStmt):
         p.lock_rows(table, _update_mode(cat, table, node.targetList), _where_rows(node.whereClause))
         events = ["UPDATE"]
+        _referencing_rows(p, cat, table, "UPDATE", {t.name for t in node.targetList or ()})
     elif isinstance(node, ast.DeleteStmt):
         p.lock_rows(table, FOR_UPDATE, _where_rows(node.whereClause))
         events = ["DELETE"]
+        _referencing_rows(p, cat, table, "DELETE", None)
     elif isinstance(node, ast.InsertStmt):
         events = ["INSERT"]
         if cat.key_columns(table):
@@ -646,7 +672,6 @@ def _write(node, cat: Catalog) -> Prediction:
             p.lock_rows(table, strongest_row(modes), "matched")
     if not isinstance(node, ast.DeleteStmt):
         # The foreign-key check of each written row reads the referenced table FOR KEY SHARE.
-        # (A DELETE's or a key UPDATE's checks on referencing tables are not modelled.)
         if isinstance(node, ast.InsertStmt):
             targets = None
         elif isinstance(node, ast.MergeStmt):  # an INSERT action checks every key, an UPDATE the columns it sets

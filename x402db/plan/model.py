@@ -21,7 +21,7 @@ class RowLock:
     transaction, until the statement ends for a no-transaction step."""
     relation: str
     mode: str  # FOR KEY SHARE | FOR SHARE | FOR NO KEY UPDATE | FOR UPDATE
-    rows: str  # all | where | returned | conflicting | matched | referenced
+    rows: str  # all | where | returned | conflicting | matched | referenced | referencing | inserted
     which: str  # the same, in words
     until: str  # COMMIT | end of statement
     waits: list[str] = field(default_factory=list)  # the writes of such a row that wait (from the conflict table)

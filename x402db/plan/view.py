@@ -46,6 +46,7 @@ _WHICH = {
     "conflicting": "every row of {rel} a new row conflicts with",
     "matched": "every row of {rel} its ON condition matches",
     "referenced": "every row of {rel} its rows reference",
+    "referencing": "every row of {rel} that references a row it deletes or re-keys",
     "inserted": "every row it inserts into {rel}",
 }
 
