@@ -300,6 +300,12 @@ _ROW_CASES = [
     ("LOCK TABLE public.r_child IN SHARE MODE;", [_UPD_CHILD]),
     ("DO $$ BEGIN UPDATE public.r_child SET note = 'd' WHERE id = 2; END $$;",
      [("UPDATE public.r_child SET note = 'b' WHERE id = 2", "public.r_child", "UPDATE")]),
+    ("SELECT * FROM public.r_parent WHERE id IN (SELECT parent_id FROM public.r_child WHERE id = 3 FOR UPDATE);",
+     [("UPDATE public.r_child SET note = 'b' WHERE id = 3", "public.r_child", "UPDATE"),
+      ("UPDATE public.r_parent SET v = 'b' WHERE id = 3", "public.r_parent", "UPDATE")]),
+    ("UPDATE public.r_parent SET v = 'u' WHERE id IN (SELECT parent_id FROM public.r_child WHERE id = 4 FOR KEY SHARE);",
+     [("DELETE FROM public.r_child WHERE id = 4", "public.r_child", "DELETE"),
+      ("UPDATE public.r_child SET note = 'b' WHERE id = 4", "public.r_child", "UPDATE")]),
     # The foreign keys that reference r_parent: r_child's NO ACTION checks (RowShareLock), r_cchild's
     # ON DELETE CASCADE deletes its rows, and r_gchild's, one level further.
     ("DELETE FROM public.r_parent WHERE id = 21;",

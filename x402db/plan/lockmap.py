@@ -580,20 +580,39 @@ def _data_modifying_ctes(p: Prediction, cat: Catalog, node) -> None:
                 p.unknown(inner.note)
 
 
+def _selects(node):
+    """Every SELECT of a statement: itself, its sub-selects, its CTEs."""
+    if isinstance(node, ast.SelectStmt):
+        yield node
+    if isinstance(node, ast.Node):
+        for name in node:
+            yield from _selects(getattr(node, name))
+    elif isinstance(node, tuple):
+        for item in node:
+            yield from _selects(item)
+
+
+def _locking_clauses(p: Prediction, cat: Catalog, node, ctes: set[str] = frozenset()) -> None:
+    """SELECT ... FOR UPDATE/SHARE, wherever it appears (a sub-select of an UPDATE's WHERE, a CTE):
+    RowShareLock on each table it locks, and a row lock on every row it returns, until COMMIT
+    (the documentation, "Row-Level Locks")."""
+    for sel in _selects(node):
+        names = ctes | {c.ctename for c in (sel.withClause.ctes if sel.withClause else ()) or ()}
+        for clause in sel.lockingClause or ():
+            mode = _LOCKING[clause.strength]
+            wanted = {rv.relname for rv in clause.lockedRels or ()}
+            for rv, alias in _from_tables(sel.fromClause, names):
+                if not wanted or alias in wanted or rv.relname in wanted:
+                    p.lock(_rv(cat, rv), ROW_SHARE)
+                    p.lock_rows(_rv(cat, rv), mode, "returned")
+            if sel is node:
+                p.kind = "SELECT " + mode
+
+
 def _select(node: ast.SelectStmt, cat: Catalog) -> Prediction:
     p = Prediction("SELECT", "catalog")
     _reads(p, cat, node)
-    ctes = {c.ctename for c in (node.withClause.ctes if node.withClause else ()) or ()}
-    for clause in node.lockingClause or ():
-        # SELECT ... FOR UPDATE/SHARE: RowShareLock on each table it locks, and a row lock on
-        # every row it returns, until COMMIT (the documentation, "Row-Level Locks").
-        mode = _LOCKING[clause.strength]
-        wanted = {rv.relname for rv in clause.lockedRels or ()}
-        for rv, alias in _from_tables(node.fromClause, ctes):
-            if not wanted or alias in wanted or rv.relname in wanted:
-                p.lock(_rv(cat, rv), ROW_SHARE)
-                p.lock_rows(_rv(cat, rv), mode, "returned")
-        p.kind = "SELECT " + mode
+    _locking_clauses(p, cat, node)
     _partitions_too(p, cat, node)
     if p.locks:
         p.effect = "scan"
@@ -636,6 +655,7 @@ def _write(node, cat: Catalog) -> Prediction:
     every existing row it changes or deletes, held until COMMIT."""
     p = Prediction(type(node).__name__.removesuffix("Stmt").upper(), "scan")
     _reads(p, cat, node)
+    _locking_clauses(p, cat, node)
     table = _rv(cat, node.relation)
     p.lock(table, ROW_EXCLUSIVE)
     events = []
