@@ -156,7 +156,8 @@ SELECT EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = 'pg_catalog'::regn
 """
 # What an INSERT, UPDATE, DELETE or TRUNCATE of the table runs besides itself: its enabled user
 # triggers for that event (tgtype bits: 4 INSERT, 8 DELETE, 16 UPDATE, 32 TRUNCATE) and, for an
-# INSERT or UPDATE, the non-builtin functions its column defaults call (pg_depend).
+# INSERT or UPDATE, the non-builtin functions its column defaults and generated columns, its
+# CHECK constraints and its index expressions call (pg_depend), evaluated on each row written.
 _USER_CODE = """
 SELECT DISTINCT format('%%s.%%s', n.nspname, p.proname) FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
 JOIN pg_namespace n ON n.oid = p.pronamespace
@@ -166,6 +167,12 @@ SELECT DISTINCT format('%%s.%%s', n.nspname, p.proname) FROM pg_attrdef d
 JOIN pg_depend dep ON dep.classid = 'pg_attrdef'::regclass AND dep.objid = d.oid AND dep.refclassid = 'pg_proc'::regclass
 JOIN pg_proc p ON p.oid = dep.refobjid JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE d.adrelid = %s::regclass AND %s AND n.nspname <> 'pg_catalog'
+UNION
+SELECT DISTINCT format('%%s.%%s', n.nspname, p.proname) FROM pg_depend dep
+JOIN pg_proc p ON p.oid = dep.refobjid JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE dep.refclassid = 'pg_proc'::regclass AND n.nspname <> 'pg_catalog' AND %s AND (
+  (dep.classid = 'pg_constraint'::regclass AND dep.objid IN (SELECT oid FROM pg_constraint WHERE conrelid = %s::regclass))
+  OR (dep.classid = 'pg_class'::regclass AND dep.objid IN (SELECT indexrelid FROM pg_index WHERE indrelid = %s::regclass)))
 """
 _EVENT_BITS = {"INSERT": 4, "DELETE": 8, "UPDATE": 16, "TRUNCATE": 32}
 # The non-builtin functions a view's query calls, through the views it reads, recursively.
@@ -339,8 +346,9 @@ class LiveCatalog:
             return []
         if event == "SELECT":
             return [r[0] for r in self.conn.execute(_VIEW_CODE, (_quote(table),)).fetchall()]
-        rows = self.conn.execute(_USER_CODE, (_quote(table), _EVENT_BITS[event], _quote(table),
-                                              event in ("INSERT", "UPDATE"))).fetchall()
+        writes = event in ("INSERT", "UPDATE")
+        rows = self.conn.execute(_USER_CODE, (_quote(table), _EVENT_BITS[event], _quote(table), writes,
+                                              writes, _quote(table), _quote(table))).fetchall()
         return [r[0] for r in rows]
 
     def dependents(self, kind: str, name: str) -> list[tuple[str, bool]] | None:
