@@ -224,8 +224,14 @@ def _second_session(dsn: str, version, st, probes) -> list[str]:
         if lock.new or lock.relation == ANY:
             continue
         rel = _quoted(lock.relation)
-        for what, probe, predicted in (("read", f"LOCK TABLE {rel} IN ACCESS SHARE MODE", blocks_reads(lock.mode)),
-                                       ("write", f"LOCK TABLE {rel} IN ROW EXCLUSIVE MODE", blocks_writes(lock.mode))):
+        with psycopg.connect(dsn, autocommit=True) as other:
+            kind = other.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (rel,)).fetchone()
+        if kind is None:
+            continue  # dropped by this statement and not visible... as a name
+        reader, writer = (f"SELECT 1 FROM {rel}", f"SELECT nextval('{rel}')") if kind[0] == "S" else (
+            f"LOCK TABLE {rel} IN ACCESS SHARE MODE", f"LOCK TABLE {rel} IN ROW EXCLUSIVE MODE")
+        for what, probe, predicted in (("read", reader, blocks_reads(lock.mode)),
+                                       ("write", writer, blocks_writes(lock.mode))):
             if _waits(dsn, probe) != predicted:
                 errors.append(f"{where}: plan says a {what} of {lock.relation} {'waits' if predicted else 'does not wait'} "
                               f"under {lock.mode}; it {'did not' if predicted else 'did'}")
@@ -455,3 +461,31 @@ def test_a_wrong_row_conflict_fails_the_proof(empty_db, tmp_path, monkeypatch):
     cases = [("SELECT * FROM public.r_child c WHERE c.id = 1 FOR KEY SHARE OF c;", [_UPD_CHILD, _DEL_CHILD])]
     _steps, errors = _prove_live(empty_db, _ROWS_SETUP, cases, tmp_path)
     assert len(errors) == 1 and "DELETE FROM public.r_child WHERE id = 1" in errors[0] and "did\n" not in errors[0], errors
+
+
+# Found by attacking: sequences an INSERT draws from, TRUNCATE ... RESTART IDENTITY, a
+# self-referencing ON DELETE CASCADE, CASCADE through a partitioned table and a view on a partition.
+_SEQ_SETUP = """
+CREATE TABLE public.s_a (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, n serial);
+INSERT INTO public.s_a DEFAULT VALUES;
+CREATE TABLE public.s_b (id int PRIMARY KEY, a_id int REFERENCES public.s_a (id)) PARTITION BY RANGE (id);
+CREATE TABLE public.s_b1 PARTITION OF public.s_b FOR VALUES FROM (0) TO (10);
+CREATE TABLE public.s_c (id int PRIMARY KEY, a_id int REFERENCES public.s_a (id) ON DELETE CASCADE);
+INSERT INTO public.s_c VALUES (1, 1);
+CREATE VIEW public.s_v AS SELECT id FROM public.s_b1;
+CREATE TABLE public.s_self (id int PRIMARY KEY, up int REFERENCES public.s_self (id) ON DELETE CASCADE);
+INSERT INTO public.s_self VALUES (1, NULL), (2, 1), (3, 2);
+"""
+_SEQ_CASES = [
+    ("INSERT INTO public.s_a DEFAULT VALUES;", []),
+    ("DELETE FROM public.s_self WHERE id = 1;", [("UPDATE public.s_self SET up = up WHERE id = 3", "public.s_self", "UPDATE")]),
+    ("INSERT INTO public.s_a (n) OVERRIDING SYSTEM VALUE VALUES (7);", []),
+    ("TRUNCATE public.s_a RESTART IDENTITY CASCADE;", []),
+    ("DROP TABLE public.s_a CASCADE;", []),
+    ("DROP TABLE public.s_b CASCADE;", []),
+]
+
+
+def test_sequences_self_references_and_partitioned_cascades(empty_db, tmp_path):
+    _steps, errors = _prove_live(empty_db, _SEQ_SETUP, _SEQ_CASES, tmp_path)
+    assert errors == [], "\n".join(errors)

@@ -115,6 +115,22 @@ FROM pg_constraint con JOIN pg_class t ON t.oid = con.conrelid JOIN pg_namespace
 JOIN pg_class r ON r.oid = con.confrelid JOIN pg_namespace rn ON rn.oid = r.relnamespace
 WHERE con.contype = 'f' AND rn.nspname = %s AND r.relname = %s AND con.conrelid <> con.confrelid
 """
+# The sequences a table's columns draw from: identity and serial (owned) sequences, and any a
+# column default calls nextval() on. column: the column, or NULL for a default's sequence we
+# cannot tie to one.
+_SEQUENCES = """
+SELECT format('%%s.%%s', n.nspname, s.relname), a.attname::text
+FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' JOIN pg_namespace n ON n.oid = s.relnamespace
+JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid = %s::regclass
+  AND d.deptype IN ('a', 'i')
+UNION
+SELECT format('%%s.%%s', n.nspname, s.relname), a.attname::text
+FROM pg_attrdef ad JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+JOIN pg_class s ON s.oid = d.refobjid AND s.relkind = 'S' JOIN pg_namespace n ON n.oid = s.relnamespace
+JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+WHERE ad.adrelid = %s::regclass
+"""
 # The foreign keys that reference a table: the referencing table, its ON DELETE and ON UPDATE
 # actions (a no action, r restrict, c cascade, n set null, d set default), the referenced columns.
 _REFERENCING_KEYS = """
@@ -282,6 +298,12 @@ class LiveCatalog:
     def referencing(self, table: str) -> list[str]:
         rows = self.conn.execute(_REFERENCING, _split(table)).fetchall()
         return [r[0] for r in rows if r[0] not in self.dropped]
+
+    def sequences(self, table: str) -> dict[str, str]:
+        if table in self.created or table in self.dropped or not self.exists(table):
+            return {}
+        rows = self.conn.execute(_SEQUENCES, (_quote(table), _quote(table))).fetchall()
+        return {seq: col for seq, col in rows if seq not in self.dropped}
 
     def referencing_keys(self, table: str) -> list[tuple[str, str, str, tuple[str, ...]]]:
         if table in self.created or table in self.dropped or not self.exists(table):

@@ -32,6 +32,7 @@ class Catalog(Protocol):
     def index_table(self, schema: str | None, index: str) -> str | None: ...
     def foreign_keys(self, table: str) -> dict[str, tuple[str, tuple[str, ...]]]: ...  # name -> (referenced, columns)
     def referencing(self, table: str) -> list[str]: ...  # tables with a foreign key to `table`
+    def sequences(self, table: str) -> dict[str, str]: ...  # sequence -> the column whose default or identity draws from it
     def referencing_keys(self, table: str) -> list[tuple[str, str, str, tuple[str, ...]]]: ...  # (table, on delete, on update, referenced cols)
     def volatile(self, function: str) -> bool: ...
     def constrained_domain(self, type_name: str) -> bool: ...  # a domain with CHECK or NOT NULL constraints
@@ -669,6 +670,11 @@ def _write(node, cat: Catalog) -> Prediction:
         _referencing_rows(p, cat, table, "DELETE", None)
     elif isinstance(node, ast.InsertStmt):
         events = ["INSERT"]
+        # nextval() of a column it does not set (all of them without a column list): RowExclusiveLock.
+        given = {c.name for c in node.cols or ()}
+        for seq, col in cat.sequences(table).items():
+            if col not in given:
+                p.lock(seq, ROW_EXCLUSIVE)
         if cat.key_columns(table):
             p.lock_rows(table, FOR_UPDATE, "inserted")
         occ = node.onConflictClause
@@ -724,6 +730,9 @@ def _truncate(node: ast.TruncateStmt, cat: Catalog) -> Prediction:
             continue
         seen.append(rel)
         p.lock(rel, ACCESS_EXCLUSIVE)
+        if node.restart_seqs:  # RESTART IDENTITY resets the sequences its columns own
+            for seq in cat.sequences(rel):
+                p.lock(seq, ACCESS_EXCLUSIVE)
         todo += cat.partitions(rel)
         if cascade:
             todo += cat.referencing(rel)
