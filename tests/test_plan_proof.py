@@ -386,6 +386,7 @@ CREATE TABLE public.f_trig (id int PRIMARY KEY, note text);
 INSERT INTO public.f_trig VALUES (1, NULL);
 CREATE FUNCTION public.f_trig_fn() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN LOCK TABLE public.f_t; RETURN NEW; END $$;
 CREATE TRIGGER f_trig_tg BEFORE UPDATE ON public.f_trig FOR EACH ROW EXECUTE FUNCTION public.f_trig_fn();
+CREATE FUNCTION public.lower(n int) RETURNS int LANGUAGE sql AS $$ SELECT n $$;  -- an overload of a builtin's name
 CREATE FUNCTION public.f_len(t text) RETURNS int LANGUAGE sql IMMUTABLE AS $$ SELECT length(t) $$;
 CREATE TABLE public.f_checked (id int PRIMARY KEY, note text CHECK (public.f_len(note) < 100));
 CREATE TABLE public.f_indexed (id int PRIMARY KEY, note text);
@@ -407,6 +408,9 @@ _CALL_CASES = [
     ("DO $$ DECLARE n text; BEGIN n := public.f_text(); END $$;", []),
     ("SELECT * FROM public.f_view2;", []),  # a view's query runs the function
     ("INSERT INTO public.f_checked VALUES (1, 'a');", []),  # its CHECK calls f_len
+    ("SELECT lower(1);", []),  # public.lower(int), not pg_catalog.lower(text)
+    ("CREATE FUNCTION upper(n int) RETURNS int LANGUAGE sql AS $$ SELECT n $$;", []),
+    ("SELECT upper(2);", []),  # created by this very migration
     ("INSERT INTO public.f_indexed VALUES (1, 'a');", []),  # its index expression calls f_len
     ("SELECT * FROM ts_stat('SELECT to_tsvector(coalesce(note, ''x'')) FROM public.f_t');", []),  # a builtin that runs SQL text
 ]
@@ -419,7 +423,7 @@ def test_a_call_of_a_non_builtin_function_is_unknown(empty_db, tmp_path):
     assert effects[:6] == ["unknown"] * 6, [(st.sql, st.effect) for st in steps]
     assert "public.f_ddl()" in steps[0].note and "public.f_trig_fn()" in steps[4].note
     assert [lock.relation for lock in steps[0].locks] == [ANY]
-    assert effects[6:] == ["scan", "create", "catalog"] + ["unknown"] * 6
+    assert effects[6:] == ["scan", "create", "catalog"] + ["unknown"] * 5 + ["create"] + ["unknown"] * 3
 
 
 _PART_SETUP = """

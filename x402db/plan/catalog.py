@@ -167,8 +167,12 @@ _KEY_COLUMNS = """
 SELECT DISTINCT a.attname::text FROM pg_index x JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = ANY(x.indkey)
 WHERE x.indrelid = %s::regclass AND x.indisunique AND x.indpred IS NULL AND x.indexprs IS NULL
 """
+# An unqualified name is a builtin only if pg_catalog has it and no other schema of the search
+# path has a function of that name (an overload there, e.g. public.lower(int), could win).
 _BUILTIN = """
 SELECT EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname = %s)
+  AND NOT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                  WHERE p.proname = %s AND n.nspname <> 'pg_catalog' AND n.nspname = ANY(current_schemas(true)))
 """
 # What an INSERT, UPDATE, DELETE or TRUNCATE of the table runs besides itself: its enabled user
 # triggers for that event (tgtype bits: 4 INSERT, 8 DELETE, 16 UPDATE, 32 TRUNCATE) and, for an
@@ -259,6 +263,7 @@ class LiveCatalog:
         self._valid: dict[tuple[str, str], bool] = {}
         self._domains: set[str] = set()  # constrained domains the planned statements create
         self._parts: dict[str, set[str]] = {}  # direct partitions, as the statements planned so far leave them
+        self._functions: set[str] = set()  # names of the functions the planned statements create
 
     def _one(self, query: str, *args):
         row = self.conn.execute(query, args).fetchone()
@@ -361,7 +366,10 @@ class LiveCatalog:
         schema, _, name = function.rpartition(".")
         if schema and schema != "pg_catalog":
             return False
-        return bool(self._one(_BUILTIN, name))
+        if not schema and name in self._functions:
+            return False
+        # Qualified pg_catalog.f is a builtin whatever other schemas hold.
+        return bool(self._one(_BUILTIN, name, "" if schema else name))
 
     def user_code(self, table: str, event: str) -> list[str]:
         if table in self.created or table in self.dropped or not self.exists(table):
@@ -408,6 +416,7 @@ class LiveCatalog:
         for table, name, _cols in p.fk_dropped:
             self.foreign_keys(table)
             self._fks[table].pop(name, None)
+        self._functions.update(p.functions)
         for name in p.domains:
             self._domains |= {name, name.rpartition(".")[2]}
         for parent, part in p.attached:

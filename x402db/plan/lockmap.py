@@ -41,7 +41,7 @@ class Catalog(Protocol):
     def server_version(self) -> int: ...  # server_version_num
     def partitions(self, table: str) -> list[str]: ...  # every partition below `table`, recursively
     def key_columns(self, table: str) -> set[str]: ...  # columns of its unique indexes (a foreign key's target)
-    def builtin(self, function: str) -> bool: ...  # resolves to a function of pg_catalog
+    def builtin(self, function: str) -> bool: ...  # can only resolve to a function of pg_catalog
     def user_code(self, table: str, event: str) -> list[str]: ...  # non-builtin functions an INSERT/UPDATE/DELETE runs (triggers, defaults)
     def dependents(self, kind: str, name: str) -> list[tuple[str, bool]]: ...  # (relation, dropped) a DROP ... CASCADE reaches
     def apply(self, p: "Prediction") -> None: ...  # the statement ran: relations and keys it made or removed
@@ -66,6 +66,7 @@ class Prediction:
     domains: list[str] = field(default_factory=list)  # constrained domains this statement creates
     detached: list[tuple[str, str]] = field(default_factory=list)
     row_locks: dict[str, tuple[str, str]] = field(default_factory=dict)  # relation -> (row mode, which rows)
+    functions: list[str] = field(default_factory=list)  # names of the functions this statement creates
 
     def lock_rows(self, relation: str | None, mode: str, rows: str) -> None:
         if relation is None or relation.split(".", 1)[0] in _SYSTEM:
@@ -767,6 +768,12 @@ def _domain(node: ast.CreateDomainStmt, cat: Catalog) -> Prediction:
     return p
 
 
+def _create_function(node: ast.CreateFunctionStmt, _cat: Catalog) -> Prediction:
+    p = Prediction("CreateFunction", "create")
+    p.functions.append(node.funcname[-1].sval)  # a later call of that name may resolve to it
+    return p
+
+
 def _no_relation(effect: str):
     def predict_it(node, _cat: Catalog) -> Prediction:
         return Prediction(type(node).__name__.removesuffix("Stmt"), effect)
@@ -776,6 +783,7 @@ def _no_relation(effect: str):
 # The lock map itself: one entry per statement kind. A kind that is not here is unknown.
 PREDICT = {
     **{getattr(ast, kind): _no_relation(effect) for kind, effect in _NO_RELATION.items()},
+    ast.CreateFunctionStmt: _create_function,
     ast.AlterTableStmt: _alter_table,
     ast.CreateStmt: _create_table,
     ast.IndexStmt: _index,
