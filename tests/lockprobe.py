@@ -46,10 +46,15 @@ def _fold(rows, names) -> dict[str, str]:
 def in_transaction(conn: psycopg.Connection, statement: str) -> Observed:
     """Run `statement` in its own transaction and read the session's own locks before COMMIT."""
     with conn.transaction():
-        before = _relations(conn)
-        conn.execute(statement)
-        after = _relations(conn)
-        rows = conn.execute(_HELD, (conn.info.backend_pid,)).fetchall()
+        return in_open_transaction(conn, statement)
+
+
+def in_open_transaction(conn: psycopg.Connection, statement: str) -> Observed:
+    """Run `statement` in the transaction `conn` has open, which keeps its locks afterwards."""
+    before = _relations(conn)
+    conn.execute(statement)
+    after = _relations(conn)
+    rows = conn.execute(_HELD, (conn.info.backend_pid,)).fetchall()
     names = {**after, **before}
     obs = Observed(_fold(rows, names))
     for oid, (name, node, scans) in before.items():

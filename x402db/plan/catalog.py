@@ -44,10 +44,16 @@ class Reader:
 
 
 _SIZE = """
-SELECT c.oid, CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::bigint END,
-       c.relpages::bigint * current_setting('block_size')::bigint
+SELECT c.oid, CASE WHEN c.relkind <> 'p' THEN CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::bigint END
+                   ELSE (SELECT sum(p.reltuples)::bigint FROM pg_partition_tree(c.oid) t JOIN pg_class p ON p.oid = t.relid
+                         WHERE t.isleaf AND p.reltuples >= 0) END,
+       CASE WHEN c.relkind <> 'p' THEN c.relpages::bigint
+            ELSE (SELECT sum(p.relpages)::bigint FROM pg_partition_tree(c.oid) t JOIN pg_class p ON p.oid = t.relid) END
+         * current_setting('block_size')::bigint,
+       c.relkind = 'p'
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s
 """
+_TREE_SIZE = "SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree(%s) WHERE relid <> %s"
 
 
 class Sizes:
@@ -62,10 +68,12 @@ class Sizes:
             if row is None:
                 self.cache[relation] = (None, None)
             else:
-                oid, rows, pages_bytes = row
+                oid, rows, pages_bytes, partitioned = row
                 # pg_total_relation_size opens the table (AccessShareLock); if a DDL holds it,
                 # fall back to the page count pg_class recorded at the last VACUUM/ANALYZE.
-                total, blocked = self.reader.value(f"size of {relation}", "SELECT pg_total_relation_size(%s)", (oid,))
+                # A partitioned table has no storage of its own: its figures are its partitions'.
+                query = _TREE_SIZE if partitioned else "SELECT pg_total_relation_size(%s)"
+                total, blocked = self.reader.value(f"size of {relation}", query, (oid, oid) if partitioned else (oid,))
                 self.cache[relation] = (rows, pages_bytes if blocked else total)
         return self.cache[relation]
 
@@ -107,6 +115,31 @@ FROM pg_constraint con JOIN pg_class t ON t.oid = con.conrelid JOIN pg_namespace
 JOIN pg_class r ON r.oid = con.confrelid JOIN pg_namespace rn ON rn.oid = r.relnamespace
 WHERE con.contype = 'f' AND rn.nspname = %s AND r.relname = %s AND con.conrelid <> con.confrelid
 """
+# The sequences a table's columns draw from: identity and serial (owned) sequences, and any a
+# column default calls nextval() on. column: the column, or NULL for a default's sequence we
+# cannot tie to one.
+_SEQUENCES = """
+SELECT format('%%s.%%s', n.nspname, s.relname), a.attname::text
+FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' JOIN pg_namespace n ON n.oid = s.relnamespace
+JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid = %s::regclass
+  AND d.deptype IN ('a', 'i')
+UNION
+SELECT format('%%s.%%s', n.nspname, s.relname), a.attname::text
+FROM pg_attrdef ad JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+JOIN pg_class s ON s.oid = d.refobjid AND s.relkind = 'S' JOIN pg_namespace n ON n.oid = s.relnamespace
+JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+WHERE ad.adrelid = %s::regclass
+"""
+# The foreign keys that reference a table: the referencing table, its ON DELETE and ON UPDATE
+# actions (a no action, r restrict, c cascade, n set null, d set default), the referenced columns.
+_REFERENCING_KEYS = """
+SELECT format('%%s.%%s', tn.nspname, t.relname), con.confdeltype::text, con.confupdtype::text,
+       ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = con.confrelid AND a.attnum = ANY(con.confkey))
+FROM pg_constraint con JOIN pg_class t ON t.oid = con.conrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+WHERE con.contype = 'f' AND con.confrelid = %s::regclass AND con.conparentid = 0
+ORDER BY 1
+"""
 _PARTITIONS = """
 SELECT format('%%s.%%s', n.nspname, c.relname) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_class p ON p.oid = i.inhparent
@@ -127,6 +160,86 @@ SELECT EXISTS (SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnames
   WHERE t.typname = %s AND t.typtype = 'd' AND (n.nspname = %s OR (%s::text IS NULL AND n.nspname = ANY(current_schemas(true))))
   AND (t.typnotnull OR EXISTS (SELECT 1 FROM pg_constraint c WHERE c.contypid = t.oid)))
 """
+
+# Columns of the unique indexes a foreign key can reference (not partial, no expression): an
+# UPDATE of one of them takes FOR UPDATE rather than FOR NO KEY UPDATE.
+_KEY_COLUMNS = """
+SELECT DISTINCT a.attname::text FROM pg_index x JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = ANY(x.indkey)
+WHERE x.indrelid = %s::regclass AND x.indisunique AND x.indpred IS NULL AND x.indexprs IS NULL
+"""
+# An unqualified name is a builtin only if pg_catalog has it and no other schema of the search
+# path has a function of that name (an overload there, e.g. public.lower(int), could win).
+_BUILTIN = """
+SELECT EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname = %s)
+  AND NOT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                  WHERE p.proname = %s AND n.nspname <> 'pg_catalog' AND n.nspname = ANY(current_schemas(true)))
+"""
+# What an INSERT, UPDATE, DELETE or TRUNCATE of the table runs besides itself: its enabled user
+# triggers for that event (tgtype bits: 4 INSERT, 8 DELETE, 16 UPDATE, 32 TRUNCATE) and, for an
+# INSERT or UPDATE, the non-builtin functions its column defaults and generated columns, its
+# CHECK constraints and its index expressions call (pg_depend), evaluated on each row written.
+_USER_CODE = """
+SELECT DISTINCT format('%%s.%%s', n.nspname, p.proname) FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE t.tgrelid = %s::regclass AND NOT t.tgisinternal AND t.tgenabled <> 'D' AND t.tgtype & %s <> 0
+UNION
+SELECT DISTINCT format('%%s.%%s', n.nspname, p.proname) FROM pg_attrdef d
+JOIN pg_depend dep ON dep.classid = 'pg_attrdef'::regclass AND dep.objid = d.oid AND dep.refclassid = 'pg_proc'::regclass
+JOIN pg_proc p ON p.oid = dep.refobjid JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE d.adrelid = %s::regclass AND %s AND n.nspname <> 'pg_catalog'
+UNION
+SELECT DISTINCT format('%%s.%%s', n.nspname, p.proname) FROM pg_depend dep
+JOIN pg_proc p ON p.oid = dep.refobjid JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE dep.refclassid = 'pg_proc'::regclass AND n.nspname <> 'pg_catalog' AND %s AND (
+  (dep.classid = 'pg_constraint'::regclass AND dep.objid IN (SELECT oid FROM pg_constraint WHERE conrelid = %s::regclass))
+  OR (dep.classid = 'pg_class'::regclass AND dep.objid IN (SELECT indexrelid FROM pg_index WHERE indrelid = %s::regclass)))
+"""
+_EVENT_BITS = {"INSERT": 4, "DELETE": 8, "UPDATE": 16, "TRUNCATE": 32}
+# The non-builtin functions a view's query calls, through the views it reads, recursively.
+_VIEW_CODE = """
+WITH RECURSIVE v(oid) AS (
+  SELECT %s::regclass::oid
+  UNION
+  SELECT d.refobjid FROM v JOIN pg_rewrite r ON r.ev_class = v.oid
+  JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid AND d.refclassid = 'pg_class'::regclass
+  WHERE d.refobjid <> v.oid
+)
+SELECT DISTINCT format('%%s.%%s', n.nspname, p.proname) FROM v JOIN pg_rewrite r ON r.ev_class = v.oid
+JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid AND d.refclassid = 'pg_proc'::regclass
+JOIN pg_proc p ON p.oid = d.refobjid JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname <> 'pg_catalog'
+"""
+# Everything a DROP ... CASCADE of an object removes: its dependents in pg_depend, recursively
+# (an object internal to another, such as a view's rule, takes its owner with it), each mapped
+# to the relation it is or belongs to. dropped: the relation itself goes.
+_DEPENDENTS = """
+WITH RECURSIVE dep(classid, objid, objsubid) AS (
+  SELECT %s::regclass, %s::oid, 0
+  UNION
+  SELECT CASE WHEN fwd THEN d.classid ELSE d.refclassid END, CASE WHEN fwd THEN d.objid ELSE d.refobjid END,
+         CASE WHEN fwd THEN d.objsubid ELSE 0 END
+  FROM dep JOIN pg_depend d
+    ON (d.refclassid = dep.classid AND d.refobjid = dep.objid AND (dep.objsubid = 0 OR d.refobjsubid = dep.objsubid)
+        AND d.deptype IN ('n', 'a', 'i'))
+    OR (d.classid = dep.classid AND d.objid = dep.objid AND d.objsubid = dep.objsubid AND d.deptype = 'i')
+  CROSS JOIN LATERAL (SELECT d.refclassid = dep.classid AND d.refobjid = dep.objid AND d.deptype IN ('n', 'a', 'i') AS fwd) f
+), rel(oid, dropped) AS (
+  SELECT objid, objsubid = 0 FROM dep WHERE classid = 'pg_class'::regclass
+  UNION ALL SELECT r.ev_class, false FROM dep JOIN pg_rewrite r ON r.oid = dep.objid WHERE dep.classid = 'pg_rewrite'::regclass
+  UNION ALL SELECT c.conrelid, false FROM dep JOIN pg_constraint c ON c.oid = dep.objid WHERE dep.classid = 'pg_constraint'::regclass
+  UNION ALL SELECT t.tgrelid, false FROM dep JOIN pg_trigger t ON t.oid = dep.objid WHERE dep.classid = 'pg_trigger'::regclass
+  UNION ALL SELECT o.polrelid, false FROM dep JOIN pg_policy o ON o.oid = dep.objid WHERE dep.classid = 'pg_policy'::regclass
+  UNION ALL SELECT a.adrelid, false FROM dep JOIN pg_attrdef a ON a.oid = dep.objid WHERE dep.classid = 'pg_attrdef'::regclass
+)
+SELECT format('%%s.%%s', n.nspname, c.relname), bool_or(rel.dropped)
+FROM rel JOIN pg_class c ON c.oid = rel.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+GROUP BY 1 ORDER BY 1
+"""
+_OBJECT_ADDRESS = {
+    "relation": ("pg_class", "SELECT %s::regclass::oid"),
+    "schema": ("pg_namespace", "SELECT oid FROM pg_namespace WHERE nspname = %s"),
+    "type": ("pg_type", "SELECT to_regtype(%s)::oid"),
+}
 
 
 def _split(relation: str) -> tuple[str, str]:
@@ -150,6 +263,7 @@ class LiveCatalog:
         self._valid: dict[tuple[str, str], bool] = {}
         self._domains: set[str] = set()  # constrained domains the planned statements create
         self._parts: dict[str, set[str]] = {}  # direct partitions, as the statements planned so far leave them
+        self._functions: set[str] = set()  # names of the functions the planned statements create
 
     def _one(self, query: str, *args):
         row = self.conn.execute(query, args).fetchone()
@@ -189,6 +303,18 @@ class LiveCatalog:
     def referencing(self, table: str) -> list[str]:
         rows = self.conn.execute(_REFERENCING, _split(table)).fetchall()
         return [r[0] for r in rows if r[0] not in self.dropped]
+
+    def sequences(self, table: str) -> dict[str, str]:
+        if table in self.created or table in self.dropped or not self.exists(table):
+            return {}
+        rows = self.conn.execute(_SEQUENCES, (_quote(table), _quote(table))).fetchall()
+        return {seq: col for seq, col in rows if seq not in self.dropped}
+
+    def referencing_keys(self, table: str) -> list[tuple[str, str, str, tuple[str, ...]]]:
+        if table in self.created or table in self.dropped or not self.exists(table):
+            return []
+        rows = self.conn.execute(_REFERENCING_KEYS, (_quote(table),)).fetchall()
+        return [(rel, on_delete, on_update, tuple(cols)) for rel, on_delete, on_update, cols in rows if rel not in self.dropped]
 
     def volatile(self, function: str) -> bool:
         schema, _, name = function.rpartition(".")
@@ -231,6 +357,40 @@ class LiveCatalog:
                     todo.append(child)
         return out
 
+    def key_columns(self, table: str) -> set[str]:
+        if table in self.created or table in self.dropped or not self.exists(table):
+            return set()
+        return {r[0] for r in self.conn.execute(_KEY_COLUMNS, (_quote(table),)).fetchall()}
+
+    def builtin(self, function: str) -> bool:
+        schema, _, name = function.rpartition(".")
+        if schema and schema != "pg_catalog":
+            return False
+        if not schema and name in self._functions:
+            return False
+        # Qualified pg_catalog.f is a builtin whatever other schemas hold.
+        return bool(self._one(_BUILTIN, name, "" if schema else name))
+
+    def user_code(self, table: str, event: str) -> list[str]:
+        if table in self.created or table in self.dropped or not self.exists(table):
+            return []
+        if event == "SELECT":
+            return [r[0] for r in self.conn.execute(_VIEW_CODE, (_quote(table),)).fetchall()]
+        writes = event in ("INSERT", "UPDATE")
+        rows = self.conn.execute(_USER_CODE, (_quote(table), _EVENT_BITS[event], _quote(table), writes,
+                                              writes, _quote(table), _quote(table))).fetchall()
+        return [r[0] for r in rows]
+
+    def dependents(self, kind: str, name: str) -> list[tuple[str, bool]] | None:
+        if kind == "relation" and (name in self.created or name in self.dropped):
+            return [] if name in self.dropped else None  # pg_depend does not know what the plan created
+        catalog, lookup = _OBJECT_ADDRESS[kind]
+        oid = self._one(lookup, _quote(name) if kind == "relation" else name)
+        if oid is None:
+            return None
+        rows = self.conn.execute(_DEPENDENTS, (catalog, oid)).fetchall()
+        return [(rel, dropped) for rel, dropped in rows if rel not in self.dropped]
+
     def server_version(self) -> int:
         if self._version is None:
             self._version = int(self._one("SELECT current_setting('server_version_num')"))
@@ -256,6 +416,7 @@ class LiveCatalog:
         for table, name, _cols in p.fk_dropped:
             self.foreign_keys(table)
             self._fks[table].pop(name, None)
+        self._functions.update(p.functions)
         for name in p.domains:
             self._domains |= {name, name.rpartition(".")[2]}
         for parent, part in p.attached:

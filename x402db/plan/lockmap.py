@@ -16,8 +16,9 @@ from typing import Protocol
 
 from pglast import ast, enums
 
-from .locks import (ACCESS_EXCLUSIVE, ACCESS_SHARE, ANY, EFFECTS, MODES, ROW_EXCLUSIVE, ROW_SHARE, SHARE,
-                    SHARE_ROW_EXCLUSIVE, SHARE_UPDATE_EXCLUSIVE, strongest)
+from .locks import (ACCESS_EXCLUSIVE, ACCESS_SHARE, ANY, EFFECTS, FOR_SHARE, FOR_UPDATE, KEY_SHARE, MODES,
+                    NO_KEY_UPDATE, ROW_EXCLUSIVE, ROW_SHARE, SHARE, SHARE_ROW_EXCLUSIVE, SHARE_UPDATE_EXCLUSIVE,
+                    strongest, strongest_row)
 
 _SYSTEM = ("pg_catalog", "information_schema", "pg_toast")
 
@@ -31,12 +32,18 @@ class Catalog(Protocol):
     def index_table(self, schema: str | None, index: str) -> str | None: ...
     def foreign_keys(self, table: str) -> dict[str, tuple[str, tuple[str, ...]]]: ...  # name -> (referenced, columns)
     def referencing(self, table: str) -> list[str]: ...  # tables with a foreign key to `table`
+    def sequences(self, table: str) -> dict[str, str]: ...  # sequence -> the column whose default or identity draws from it
+    def referencing_keys(self, table: str) -> list[tuple[str, str, str, tuple[str, ...]]]: ...  # (table, on delete, on update, referenced cols)
     def volatile(self, function: str) -> bool: ...
     def constrained_domain(self, type_name: str) -> bool: ...  # a domain with CHECK or NOT NULL constraints
     def constraint_valid(self, table: str, name: str) -> bool: ...
     def has_object(self, kind: str, table: str, name: str) -> bool: ...  # a policy, trigger or rule on `table`
     def server_version(self) -> int: ...  # server_version_num
     def partitions(self, table: str) -> list[str]: ...  # every partition below `table`, recursively
+    def key_columns(self, table: str) -> set[str]: ...  # columns of its unique indexes (a foreign key's target)
+    def builtin(self, function: str) -> bool: ...  # can only resolve to a function of pg_catalog
+    def user_code(self, table: str, event: str) -> list[str]: ...  # non-builtin functions an INSERT/UPDATE/DELETE runs (triggers, defaults)
+    def dependents(self, kind: str, name: str) -> list[tuple[str, bool]]: ...  # (relation, dropped) a DROP ... CASCADE reaches
     def apply(self, p: "Prediction") -> None: ...  # the statement ran: relations and keys it made or removed
 
 
@@ -58,6 +65,26 @@ class Prediction:
     attached: list[tuple[str, str]] = field(default_factory=list)  # parent, partition
     domains: list[str] = field(default_factory=list)  # constrained domains this statement creates
     detached: list[tuple[str, str]] = field(default_factory=list)
+    row_locks: dict[str, tuple[str, str]] = field(default_factory=dict)  # relation -> (row mode, which rows)
+    functions: list[str] = field(default_factory=list)  # names of the functions this statement creates
+
+    def lock_rows(self, relation: str | None, mode: str, rows: str) -> None:
+        if relation is None or relation.split(".", 1)[0] in _SYSTEM:
+            return
+        held = self.row_locks.get(relation)
+        if held is None or held[1] == "inserted":
+            self.row_locks[relation] = (mode, rows)
+        elif rows == "inserted":
+            return
+        else:  # the stronger mode; "all" rows over a subset
+            self.row_locks[relation] = (strongest_row((held[0], mode)), "all" if "all" in (rows, held[1]) else held[1])
+
+    def unknown(self, why: str) -> None:
+        """It runs code the plan cannot see: it may lock anything and do anything."""
+        self.known = False
+        self.effect = "unknown"
+        self.locks[ANY] = ACCESS_EXCLUSIVE
+        self.note = "; ".join(n for n in (self.note, why) if n)
 
     def lock(self, relation: str | None, mode: str) -> None:
         if relation is None or relation.split(".", 1)[0] in _SYSTEM:
@@ -83,11 +110,16 @@ def _range_vars(node, ctes: set[str] | None = None):
     ctes = set() if ctes is None else ctes
     if isinstance(node, ast.WithClause):
         ctes |= {c.ctename for c in node.ctes or ()}
+    if isinstance(node, ast.LockingClause):
+        return  # FOR UPDATE OF x names an alias of the FROM list, not a table
     if isinstance(node, ast.RangeVar):
         if node.schemaname or node.relname not in ctes:
             yield node
         return
     if isinstance(node, ast.Node):
+        with_clause = getattr(node, "withClause", None)
+        if with_clause is not None:  # its names hide tables wherever the statement uses them
+            ctes = ctes | {c.ctename for c in with_clause.ctes or ()}
         for name in node:
             yield from _range_vars(getattr(node, name), ctes)
     elif isinstance(node, tuple):
@@ -100,6 +132,16 @@ def _reads(p: Prediction, cat: Catalog, node) -> None:
         if rv.schemaname is None and rv.relname.startswith("pg_"):
             continue  # an unqualified pg_* name is a system catalog
         p.lock(_rv(cat, rv), ACCESS_SHARE)
+
+
+def _partitions_too(p: Prediction, cat: Catalog, node, skip: str | None = None) -> None:
+    """A query of a partitioned table (not ONLY) opens its partitions under the same lock: all of
+    them, as the plan cannot tell which ones PostgreSQL prunes (an upper bound)."""
+    for rv in _range_vars(node):
+        rel = _rv(cat, rv)
+        if rv.inh and rel != skip and rel in p.locks:
+            for part in cat.partitions(rel):
+                p.lock(part, p.locks[rel])
 
 
 def _unknown(kind: str, cat: Catalog, node, why: str) -> Prediction:
@@ -199,6 +241,14 @@ def _drop_fk(p: Prediction, cat: Catalog, table: str, name: str | None = None, c
             p.fk_dropped.append((table, conname, cols))
 
 
+# Subcommands that act on the named table alone, never on its partitions.
+_NOT_RECURSING = {
+    AT.AT_AttachPartition, AT.AT_DetachPartition, AT.AT_DetachPartitionFinalize, AT.AT_EnableRowSecurity,
+    AT.AT_DisableRowSecurity, AT.AT_ForceRowSecurity, AT.AT_NoForceRowSecurity, AT.AT_ChangeOwner,
+    AT.AT_ReplicaIdentity, AT.AT_GenericOptions,
+}
+
+
 def _alter_table(node: ast.AlterTableStmt, cat: Catalog) -> Prediction:
     table = _rv(cat, node.relation)
     p = Prediction("ALTER TABLE", "catalog")
@@ -208,7 +258,7 @@ def _alter_table(node: ast.AlterTableStmt, cat: Catalog) -> Prediction:
     if node.objtype == enums.ObjectType.OBJECT_INDEX:
         p.note = "an index only; its table is not locked"
         return p
-    modes = []
+    modes, recursing = [], []
     for cmd in node.cmds:
         st = cmd.subtype
         if st in (AT.AT_AttachPartition, AT.AT_DetachPartition, AT.AT_DetachPartitionFinalize):
@@ -254,7 +304,17 @@ def _alter_table(node: ast.AlterTableStmt, cat: Catalog) -> Prediction:
             elif st == AT.AT_DropColumn:
                 _drop_fk(p, cat, table, column=cmd.name)
         modes.append(mode)
+        if st not in _NOT_RECURSING:
+            recursing.append(mode)
     p.lock(table, strongest(modes))
+    # On a partitioned table, a subcommand recurses to every partition under the same lock, and
+    # a rewrite or scan happens there (the parent has no storage), unless ALTER TABLE ONLY.
+    if recursing and node.relation.inh:
+        for part in cat.partitions(table):
+            p.lock(part, strongest(recursing))
+    if not cat.is_new(table):
+        # Run now, on every existing row: USING, a new column's default, a CHECK (SET DEFAULT only runs later).
+        _user_calls(p, cat, tuple(c for c in node.cmds if c.subtype != AT.AT_ColumnDefault))
     return p
 
 
@@ -297,6 +357,8 @@ def _index(node: ast.IndexStmt, cat: Catalog) -> Prediction:
                    "create" if cat.is_new(table) or not cat.exists(table) else "scan")
     for rel in (table, *cat.partitions(table)):  # an index on a partitioned table is built on each partition
         p.lock(rel, SHARE_UPDATE_EXCLUSIVE if node.concurrent else SHARE)
+    if p.effect == "scan":  # its expressions and predicate run on every existing row
+        _user_calls(p, cat, (node.indexParams, node.whereClause))
     return p
 
 
@@ -307,11 +369,30 @@ _RELATION_DROPS = {
 _ON_TABLE = {enums.ObjectType.OBJECT_POLICY, enums.ObjectType.OBJECT_TRIGGER, enums.ObjectType.OBJECT_RULE}
 
 
+_CASCADE_KINDS = {enums.ObjectType.OBJECT_SCHEMA: "schema", enums.ObjectType.OBJECT_TYPE: "type",
+                  enums.ObjectType.OBJECT_DOMAIN: "type"}
+
+
+def _cascade(p: Prediction, cat: Catalog, kind: str, name: str) -> bool:
+    """CASCADE drops every object that depends on the one dropped, recursively (pg_depend): a
+    relation among them is dropped, and the table of a dependent column, constraint, trigger,
+    policy or rule is locked AccessExclusiveLock. False when the object cannot be resolved."""
+    found = cat.dependents(kind, name)
+    if found is None:
+        return False
+    for rel, dropped in found:
+        p.lock(rel, ACCESS_EXCLUSIVE)
+        if dropped and rel not in p.dropped:
+            p.dropped.append(rel)
+    return True
+
+
 def _drop(node: ast.DropStmt, cat: Catalog) -> Prediction:
     O = enums.ObjectType
     what = node.removeType
     p = Prediction(f"DROP {what.name.removeprefix('OBJECT_')}", "drop")
     cascade = node.behavior == enums.DropBehavior.DROP_CASCADE
+    named = {cat.qualify(*_names(obj)) for obj in node.objects if what in _RELATION_DROPS}
     for obj in node.objects:
         if what in _RELATION_DROPS:
             rel = cat.qualify(*_names(obj))
@@ -325,7 +406,7 @@ def _drop(node: ast.DropStmt, cat: Catalog) -> Prediction:
                 if ref != rel:
                     p.lock(ref, ACCESS_EXCLUSIVE)
                 p.fk_dropped.append((rel, conname, cols))
-            if cascade:
+            if cascade and not _cascade(p, cat, "relation", rel):  # created by this plan: pg_depend cannot know
                 for other in cat.referencing(rel):
                     p.lock(other, ACCESS_EXCLUSIVE)
         elif what == O.OBJECT_INDEX:
@@ -344,8 +425,20 @@ def _drop(node: ast.DropStmt, cat: Catalog) -> Prediction:
                 p.objects_dropped.append((kind, table, parts[-1]))
             else:
                 p.note = f"no {kind} {parts[-1]} on {table}: does nothing"
+        elif cascade and what in _CASCADE_KINDS:
+            if isinstance(obj, ast.TypeName):
+                name = ".".join(n.sval for n in obj.names)
+            else:
+                name = ".".join(o.sval for o in obj) if isinstance(obj, tuple) else getattr(obj, "sval", None)
+            if name is None or not _cascade(p, cat, _CASCADE_KINDS[what], name):
+                return _unknown(p.kind + " CASCADE", cat, node, "CASCADE may drop tables, columns or triggers that depend on it")
         elif cascade:
             return _unknown(p.kind + " CASCADE", cat, node, "CASCADE may drop tables, columns or triggers that depend on it")
+    if cascade:
+        p.kind += " CASCADE"
+        also = [r for r in p.dropped if r not in named]
+        if also:
+            p.note = "; ".join(n for n in (p.note, "also drops " + ", ".join(also)) if n)
     if what in _ON_TABLE:
         p.effect = "catalog"
     return p
@@ -412,34 +505,244 @@ def _grant(node: ast.GrantStmt, cat: Catalog) -> Prediction:
     return p
 
 
+def _calls(node):
+    """The name of every function a statement's expressions call."""
+    if isinstance(node, ast.FuncCall):
+        yield ".".join(n.sval for n in node.funcname)
+    if isinstance(node, ast.Node):
+        for name in node:
+            yield from _calls(getattr(node, name))
+    elif isinstance(node, tuple):
+        for item in node:
+            yield from _calls(item)
+
+
+# Functions of pg_catalog that run the SQL text they are given: as opaque as a user function.
+_RUNS_SQL = {"query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema", "cursor_to_xml", "cursor_to_xmlschema",
+             "table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema", "schema_to_xml", "schema_to_xmlschema",
+             "schema_to_xml_and_xmlschema", "database_to_xml", "database_to_xmlschema", "database_to_xml_and_xmlschema",
+             "ts_stat"}
+
+
+def _opaque(cat: Catalog, function: str) -> bool:
+    return function.rpartition(".")[2] in _RUNS_SQL or not cat.builtin(function)
+
+
+def _user_calls(p: Prediction, cat: Catalog, node, extra=()) -> None:
+    """A function outside pg_catalog runs code the plan cannot read: the statement is unknown.
+    So does one that runs SQL text, and a view whose query calls such a function."""
+    views = [f for rv in _range_vars(node) if cat.exists(_rv(cat, rv)) for f in cat.user_code(_rv(cat, rv), "SELECT")]
+    found = sorted({f for f in _calls(node) if _opaque(cat, f)} | set(extra) | set(views))
+    if found:
+        p.unknown("calls " + ", ".join(f"{f}()" for f in found) + ", whose body the plan cannot see")
+
+
+def _where_rows(where) -> str:
+    if where is None:
+        return "all"
+    if isinstance(where, ast.A_Const) and isinstance(where.val, ast.Boolean) and where.val.boolval:
+        return "all"
+    if isinstance(where, ast.TypeCast) and isinstance(where.arg, ast.A_Const):
+        return "all" if getattr(where.arg.val, "sval", None) in ("t", "true", "on", "yes", "1") else "where"
+    return "where"
+
+
+def _from_tables(items, ctes: set[str]):
+    """The tables a FROM list names at its own level, with their aliases (sub-selects included,
+    as a locking clause without OF reaches into them)."""
+    for item in items or ():
+        if isinstance(item, ast.RangeVar):
+            if item.schemaname or item.relname not in ctes:
+                yield item, (item.alias.aliasname if item.alias else item.relname)
+        elif isinstance(item, ast.JoinExpr):
+            yield from _from_tables((item.larg, item.rarg), ctes)
+        elif isinstance(item, ast.RangeSubselect) and isinstance(item.subquery, ast.SelectStmt):
+            for rv, _alias in _from_tables(item.subquery.fromClause, ctes):
+                yield rv, (item.alias.aliasname if item.alias else None)
+
+
+_LOCKING = {  # LockClauseStrength -> row lock mode
+    enums.LockClauseStrength.LCS_FORKEYSHARE: KEY_SHARE, enums.LockClauseStrength.LCS_FORSHARE: FOR_SHARE,
+    enums.LockClauseStrength.LCS_FORNOKEYUPDATE: NO_KEY_UPDATE, enums.LockClauseStrength.LCS_FORUPDATE: FOR_UPDATE,
+}
+
+
+def _data_modifying_ctes(p: Prediction, cat: Catalog, node) -> None:
+    """WITH x AS (UPDATE ...) runs the UPDATE: its locks and row locks are the statement's."""
+    for cte in (node.withClause.ctes if getattr(node, "withClause", None) else ()) or ():
+        q = cte.ctequery
+        handler = PREDICT.get(type(q)) if not isinstance(q, ast.SelectStmt) else None
+        if handler is not None:
+            inner = handler(q, cat)
+            for rel, mode in inner.locks.items():
+                p.lock(rel, mode)
+            for rel, (mode, rows) in inner.row_locks.items():
+                p.lock_rows(rel, mode, rows)
+            if not inner.known:
+                p.unknown(inner.note)
+
+
+def _selects(node):
+    """Every SELECT of a statement: itself, its sub-selects, its CTEs."""
+    if isinstance(node, ast.SelectStmt):
+        yield node
+    if isinstance(node, ast.Node):
+        for name in node:
+            yield from _selects(getattr(node, name))
+    elif isinstance(node, tuple):
+        for item in node:
+            yield from _selects(item)
+
+
+def _locking_clauses(p: Prediction, cat: Catalog, node, ctes: set[str] = frozenset()) -> None:
+    """SELECT ... FOR UPDATE/SHARE, wherever it appears (a sub-select of an UPDATE's WHERE, a CTE):
+    RowShareLock on each table it locks, and a row lock on every row it returns, until COMMIT
+    (the documentation, "Row-Level Locks")."""
+    for sel in _selects(node):
+        names = ctes | {c.ctename for c in (sel.withClause.ctes if sel.withClause else ()) or ()}
+        for clause in sel.lockingClause or ():
+            mode = _LOCKING[clause.strength]
+            wanted = {rv.relname for rv in clause.lockedRels or ()}
+            for rv, alias in _from_tables(sel.fromClause, names):
+                if not wanted or alias in wanted or rv.relname in wanted:
+                    p.lock(_rv(cat, rv), ROW_SHARE)
+                    p.lock_rows(_rv(cat, rv), mode, "returned")
+            if sel is node:
+                p.kind = "SELECT " + mode
+
+
 def _select(node: ast.SelectStmt, cat: Catalog) -> Prediction:
     p = Prediction("SELECT", "catalog")
     _reads(p, cat, node)
+    _locking_clauses(p, cat, node)
+    _partitions_too(p, cat, node)
     if p.locks:
         p.effect = "scan"
+    _data_modifying_ctes(p, cat, node)
+    _user_calls(p, cat, node)
     return p
 
 
+def _update_mode(cat: Catalog, table: str, targets) -> str:
+    """An UPDATE that changes a column of a unique index takes FOR UPDATE, any other FOR NO KEY UPDATE."""
+    names = {t.name for t in targets or () if isinstance(t, ast.ResTarget) and t.name}
+    return FOR_UPDATE if names & cat.key_columns(table) else NO_KEY_UPDATE
+
+
+def _referencing_rows(p: Prediction, cat: Catalog, table: str, event: str, columns: set[str] | None,
+                      seen: frozenset = frozenset()) -> None:
+    """A DELETE, or an UPDATE of referenced columns, of `table` fires the foreign keys that
+    reference it: NO ACTION and RESTRICT check the referencing rows (RowShareLock, FOR KEY SHARE),
+    CASCADE, SET NULL and SET DEFAULT change them (RowExclusiveLock, and their own row locks), and a
+    cascaded DELETE goes on to the tables that reference those, recursively."""
+    for rel, on_delete, on_update, cols in cat.referencing_keys(table):
+        if event == "UPDATE" and (columns is None or not columns & set(cols)):
+            continue
+        action = on_delete if event == "DELETE" else on_update
+        if action in ("a", "r"):
+            p.lock(rel, ROW_SHARE)
+            p.lock_rows(rel, KEY_SHARE, "referencing")
+        elif action == "c" and event == "DELETE":
+            p.lock(rel, ROW_EXCLUSIVE)
+            p.lock_rows(rel, FOR_UPDATE, "referencing")
+            if rel not in seen:
+                _referencing_rows(p, cat, rel, "DELETE", None, seen | {table})
+        else:  # SET NULL / SET DEFAULT, or an ON UPDATE CASCADE: the referencing columns are updated
+            p.lock(rel, ROW_EXCLUSIVE)
+            p.lock_rows(rel, NO_KEY_UPDATE, "referencing")
+
+
 def _write(node, cat: Catalog) -> Prediction:
-    """INSERT, UPDATE and DELETE."""
+    """INSERT, UPDATE, DELETE and MERGE: RowExclusiveLock on the table written, and a row lock on
+    every existing row it changes or deletes, held until COMMIT."""
     p = Prediction(type(node).__name__.removesuffix("Stmt").upper(), "scan")
     _reads(p, cat, node)
+    _locking_clauses(p, cat, node)
     table = _rv(cat, node.relation)
     p.lock(table, ROW_EXCLUSIVE)
+    events = []
+    if isinstance(node, ast.UpdateStmt):
+        p.lock_rows(table, _update_mode(cat, table, node.targetList), _where_rows(node.whereClause))
+        events = ["UPDATE"]
+        _referencing_rows(p, cat, table, "UPDATE", {t.name for t in node.targetList or ()})
+    elif isinstance(node, ast.DeleteStmt):
+        p.lock_rows(table, FOR_UPDATE, _where_rows(node.whereClause))
+        events = ["DELETE"]
+        _referencing_rows(p, cat, table, "DELETE", None)
+    elif isinstance(node, ast.InsertStmt):
+        events = ["INSERT"]
+        # nextval() of a column it does not set (all of them without a column list): RowExclusiveLock.
+        given = {c.name for c in node.cols or ()}
+        for seq, col in cat.sequences(table).items():
+            if col not in given:
+                p.lock(seq, ROW_EXCLUSIVE)
+        if cat.key_columns(table):
+            p.lock_rows(table, FOR_UPDATE, "inserted")
+        occ = node.onConflictClause
+        if occ is not None and occ.action == enums.OnConflictAction.ONCONFLICT_UPDATE:
+            # The existing row a new one conflicts with is locked, then updated.
+            p.lock_rows(table, _update_mode(cat, table, occ.targetList), "conflicting")
+            p.kind = "INSERT ON CONFLICT DO UPDATE"
+            events.append("UPDATE")
+    elif isinstance(node, ast.MergeStmt):
+        modes = []
+        for when in node.mergeWhenClauses or ():
+            if when.commandType == enums.CmdType.CMD_DELETE:
+                modes.append(FOR_UPDATE)
+                events.append("DELETE")
+            elif when.commandType == enums.CmdType.CMD_UPDATE:
+                modes.append(_update_mode(cat, table, when.targetList))
+                events.append("UPDATE")
+            elif when.commandType == enums.CmdType.CMD_INSERT:
+                events.append("INSERT")
+        if modes:
+            p.lock_rows(table, strongest_row(modes), "matched")
     if not isinstance(node, ast.DeleteStmt):
         # The foreign-key check of each written row reads the referenced table FOR KEY SHARE.
-        # (A DELETE's or a key UPDATE's checks on referencing tables are not modelled.)
-        targets = None if isinstance(node, ast.InsertStmt) else {t.name for t in node.targetList or ()}
+        if isinstance(node, ast.InsertStmt):
+            targets = None
+        elif isinstance(node, ast.MergeStmt):  # an INSERT action checks every key, an UPDATE the columns it sets
+            whens = node.mergeWhenClauses or ()
+            targets = None if any(w.commandType == enums.CmdType.CMD_INSERT for w in whens) else {
+                t.name for w in whens for t in w.targetList or ()}
+        else:
+            targets = {t.name for t in node.targetList or ()}
         for ref, cols in cat.foreign_keys(table).values():
             if targets is None or targets & set(cols):
                 p.lock(ref, ROW_SHARE)
+                p.lock_rows(ref, KEY_SHARE, "referenced")
+    # An INSERT opens only the partitions its rows are routed to (not predicted).
+    _partitions_too(p, cat, node, skip=table if isinstance(node, ast.InsertStmt) else None)
+    _data_modifying_ctes(p, cat, node)
+    _user_calls(p, cat, node, [f for e in events for f in cat.user_code(table, e)] if cat.exists(table) else ())
     return p
 
 
 def _truncate(node: ast.TruncateStmt, cat: Catalog) -> Prediction:
+    """TRUNCATE empties each table named, its partitions, and with CASCADE every table that
+    references one of them through a foreign key, recursively: AccessExclusiveLock on each."""
     p = Prediction("TRUNCATE", "rewrite")
-    for rv in node.relations:
-        p.lock(_rv(cat, rv), ACCESS_EXCLUSIVE)
+    todo = [_rv(cat, rv) for rv in node.relations]
+    cascade = node.behavior == enums.DropBehavior.DROP_CASCADE
+    seen: list[str] = []
+    while todo:
+        rel = todo.pop(0)
+        if rel in seen:
+            continue
+        seen.append(rel)
+        p.lock(rel, ACCESS_EXCLUSIVE)
+        if node.restart_seqs:  # RESTART IDENTITY resets the sequences its columns own
+            for seq in cat.sequences(rel):
+                p.lock(seq, ACCESS_EXCLUSIVE)
+        todo += cat.partitions(rel)
+        if cascade:
+            todo += cat.referencing(rel)
+    named = {_rv(cat, rv) for rv in node.relations}
+    more = [r for r in seen if r not in named]
+    if more:
+        p.kind = "TRUNCATE CASCADE" if cascade else p.kind
+        p.note = "also empties " + ", ".join(more)
+    _user_calls(p, cat, (), [f for rel in seen if cat.exists(rel) for f in cat.user_code(rel, "TRUNCATE")])
     return p
 
 
@@ -465,6 +768,12 @@ def _domain(node: ast.CreateDomainStmt, cat: Catalog) -> Prediction:
     return p
 
 
+def _create_function(node: ast.CreateFunctionStmt, _cat: Catalog) -> Prediction:
+    p = Prediction("CreateFunction", "create")
+    p.functions.append(node.funcname[-1].sval)  # a later call of that name may resolve to it
+    return p
+
+
 def _no_relation(effect: str):
     def predict_it(node, _cat: Catalog) -> Prediction:
         return Prediction(type(node).__name__.removesuffix("Stmt"), effect)
@@ -474,6 +783,7 @@ def _no_relation(effect: str):
 # The lock map itself: one entry per statement kind. A kind that is not here is unknown.
 PREDICT = {
     **{getattr(ast, kind): _no_relation(effect) for kind, effect in _NO_RELATION.items()},
+    ast.CreateFunctionStmt: _create_function,
     ast.AlterTableStmt: _alter_table,
     ast.CreateStmt: _create_table,
     ast.IndexStmt: _index,
@@ -488,6 +798,7 @@ PREDICT = {
     ast.InsertStmt: _write,
     ast.UpdateStmt: _write,
     ast.DeleteStmt: _write,
+    ast.MergeStmt: _write,
     ast.TruncateStmt: _truncate,
     ast.CreateSchemaStmt: _create_schema,
     ast.ViewStmt: _view,
@@ -517,13 +828,17 @@ def simulate(stmt, cat: Catalog) -> Prediction:
         q = simulate(inner, cat)
         for rel, mode in q.locks.items():
             p.lock(rel, mode)
+        for rel, (mode, rows) in q.row_locks.items():
+            p.lock_rows(rel, mode, rows)
         p.worse(q.effect)
-        p.known &= q.known
+        if not q.known:
+            p.known = False
+            p.note = "; ".join(n for n in (p.note, q.note) if n)
         p.created += q.created
         p.dropped += q.dropped
     if stmt.dynamic:
         p.known = False
         p.effect = "unknown"
         p.locks[ANY] = ACCESS_EXCLUSIVE
-        p.note = "runs dynamic SQL: " + "; ".join(stmt.dynamic)
+        p.note = "; ".join(n for n in ("runs dynamic SQL: " + "; ".join(stmt.dynamic), p.note) if n)
     return p

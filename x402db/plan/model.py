@@ -16,6 +16,18 @@ class Lock:
 
 
 @dataclass
+class RowLock:
+    """Row locks a statement takes on an existing relation: held until COMMIT in the migration's
+    transaction, until the statement ends for a no-transaction step."""
+    relation: str
+    mode: str  # FOR KEY SHARE | FOR SHARE | FOR NO KEY UPDATE | FOR UPDATE
+    rows: str  # all | where | returned | conflicting | matched | referenced | referencing | inserted
+    which: str  # the same, in words
+    until: str  # COMMIT | end of statement
+    waits: list[str] = field(default_factory=list)  # the writes of such a row that wait (from the conflict table)
+
+
+@dataclass
 class Step:
     phase: str  # transaction | no-transaction
     sql: str
@@ -27,6 +39,7 @@ class Step:
     kind: str = ""
     source: str = "file"  # file | engine (LOCK before the guards) | guard (its count query) | access (grants)
     note: str = ""
+    row_locks: list[RowLock] = field(default_factory=list)
 
 
 @dataclass

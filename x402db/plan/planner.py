@@ -22,7 +22,7 @@ from .catalog import PLAN_LOCK_TIMEOUT, PLAN_STATEMENT_TIMEOUT, WOULD_WAIT, Live
 from .lockmap import Prediction, simulate
 from .locks import ANY, blocks_writes, strongest
 from .model import GuardCheck, Lock, MigrationPlan, Plan, Step
-from .view import writers_sentence
+from .view import row_locks, writers_sentence
 
 
 def _step(p: Prediction, stmt_sql: str, phase: str, sizes: Sizes, lock_timeout: str, new: set[str],
@@ -34,7 +34,7 @@ def _step(p: Prediction, stmt_sql: str, phase: str, sizes: Sizes, lock_timeout: 
     if existing:  # the figures of the largest relation it touches
         rows, size = sizes.of(max(existing, key=lambda r: ((sizes.of(r)[0] or 0), r)))
     return Step(phase, stmt_sql, locks, p.effect, rows, size, writers_sentence(p, phase, new, held, sizes, lock_timeout),
-                kind=p.kind, source=source, note=p.note)
+                kind=p.kind, source=source, note=p.note, row_locks=row_locks(p, phase, new, sizes))
 
 
 def _regclass_substituted(condition: str, catalog: LiveCatalog) -> str:

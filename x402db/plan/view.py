@@ -6,8 +6,8 @@ from __future__ import annotations
 import textwrap
 from typing import TYPE_CHECKING, Protocol
 
-from .locks import blocks_reads, blocks_writes, strongest
-from .model import Plan
+from .locks import SAME_KEY_INSERT, blocked_by, blocks_reads, blocks_writes, row_writers_waiting, strongest
+from .model import Plan, RowLock
 
 if TYPE_CHECKING:
     from .lockmap import Prediction
@@ -39,6 +39,40 @@ def _how(effect: str, rel: str, sizes: Sizes) -> str:
     }.get(effect, effect)
 
 
+_WHICH = {
+    "all": "every row of {rel}{figures}",
+    "where": "every row of {rel} its WHERE matches",
+    "returned": "every row of {rel} it returns",
+    "conflicting": "every row of {rel} a new row conflicts with",
+    "matched": "every row of {rel} its ON condition matches",
+    "referenced": "every row of {rel} its rows reference",
+    "referencing": "every row of {rel} that references a row it deletes or re-keys",
+    "inserted": "every row it inserts into {rel}",
+}
+
+
+def row_locks(p: Prediction, phase: str, new: set[str], sizes: Sizes) -> list[RowLock]:
+    """The row locks on relations other sessions see, and which of their writes wait for them
+    (from the row-level conflict table)."""
+    out = []
+    for rel, (mode, rows) in p.row_locks.items():
+        if rel in new:
+            continue
+        n = sizes.of(rel)[0]
+        figures = f" (~{n:,} rows)" if n is not None else ""
+        which = _WHICH[rows].format(rel=rel, figures=figures)
+        waits = [SAME_KEY_INSERT] if rows == "inserted" else row_writers_waiting(mode)
+        out.append(RowLock(rel, mode, rows, which, "COMMIT" if phase == "transaction" else "end of statement", waits))
+    return out
+
+
+def _row_part(r: RowLock) -> str:
+    if r.rows == "inserted":
+        return f"another session's INSERT of one of the unique keys it inserts into {r.relation} waits until {r.until}"
+    waits = ", ".join(r.waits)
+    return f"locks {r.which} {r.mode} until {r.until}: another session's {waits} of one of those rows waits until then"
+
+
 def writers_sentence(p: Prediction, phase: str, new: set[str], held: dict[str, str], sizes: Sizes,
                      lock_timeout: str) -> str:
     """What a concurrent writer feels. `held`: write-blocking locks earlier statements of the
@@ -46,6 +80,7 @@ def writers_sentence(p: Prediction, phase: str, new: set[str], held: dict[str, s
     if not p.known:
         return f"unknown statement ({p.note}): assume it blocks reads and writes of every table it touches"
     old = {rel: mode for rel, mode in p.locks.items() if rel not in new}
+    rows = [_row_part(r) for r in row_locks(p, phase, new, sizes)]
     # A lock that blocks more than what the transaction already holds on that table is news,
     # such as AccessExclusiveLock (reads too) after the guards' ShareRowExclusiveLock.
     blocking = {rel: mode for rel, mode in old.items() if blocks_writes(mode)
@@ -57,14 +92,16 @@ def writers_sentence(p: Prediction, phase: str, new: set[str], held: dict[str, s
     if not parts:
         if p.effect in ("scan", "rewrite") and old:
             rel = max(old, key=lambda r: (sizes.of(r)[0] or 0, r))
-            return (f"no writer waits; it {_how(p.effect, rel, sizes)} under {old[rel]}, which blocks only DDL, "
-                    "VACUUM and ANALYZE of that table")
+            lock = f"it {_how(p.effect, rel, sizes)} under {old[rel]}, which blocks only {', '.join(blocked_by(old[rel]))} on that table"
+            return "; ".join(rows + [lock]) if rows else f"no writer waits; {lock}"
+        if rows:
+            return "; ".join(rows)
         return "no writer waits (new relations stay invisible to other sessions until COMMIT)" if p.created else "no writer waits"
     rel = max(list(blocking) + still, key=lambda r: sizes.of(r)[0] or 0)
     how = _how(p.effect, rel, sizes)
     until = " until COMMIT" if phase == "transaction" else ""
     bound = f", waiting for its lock bounded by lock_timeout {lock_timeout}" if blocking else ""
-    return f"{'; '.join(parts)}{until}; {how}{bound}"
+    return "; ".join([f"{'; '.join(parts)}{until}", *rows, f"{how}{bound}"])
 
 
 _PHASE = {"transaction": "tx", "no-transaction": "step"}
@@ -143,6 +180,8 @@ def print_plan(plan: Plan, out=print) -> None:
             out(f"  {i:>3} {_PHASE[st.phase]:<5} {st.effect:<8} {tag}{_first_line(st.sql)}")
             for lock in st.locks:
                 out(f"{_INDENT}{lock.mode:<25} {lock.relation:<40} {_size(lock.rows_estimate, lock.bytes, lock.new)}")
+            for r in st.row_locks:
+                out(f"{_INDENT}{'rows ' + r.mode:<25} {r.relation:<40} {r.rows}, until {r.until}")
             if st.locks or st.writers != "no writer waits":
                 for line in textwrap.wrap(f"writers: {st.writers}", 96):
                     out(f"{_INDENT}{line}")
