@@ -2,7 +2,10 @@
 upstream source) for every resource the program declares, run for real as the Supabase
 fixture's non-superuser `postgres` on PostgreSQL 15 and 18, in the order `pulumi up` and
 `pulumi destroy` run them; the resulting catalog is compared with the access model that smoke
-checks. Where the server refuses a statement, the preflight must refuse first, changing nothing."""
+checks. Where the server refuses a statement, the preflight must refuse first, changing nothing.
+
+Kept beside the real engine: the preflight runs this transcription, so it must match the
+provider; test_pulumi_engine.py judges the provider's own behaviour on the same servers."""
 from __future__ import annotations
 
 import psycopg

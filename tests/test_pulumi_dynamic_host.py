@@ -1,6 +1,9 @@
 """The migration resource driven through Pulumi's real dynamic-provider host
 (`python -m pulumi.dynamic`, over gRPC), with the serialized __provider that the program itself
-produced under mocks, against a real PostgreSQL. This is what `pulumi up/destroy` calls."""
+produced under mocks, against a real PostgreSQL. This is what `pulumi up/destroy` calls.
+
+Kept beside the real engine (test_pulumi_engine.py): it runs in seconds without Go, and drives
+the provider operations one by one, which the CLI only reaches through whole runs."""
 from __future__ import annotations
 
 import asyncio

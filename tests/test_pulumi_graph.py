@@ -1,7 +1,9 @@
 """The checks the engine makes on the registrations it receives, which Pulumi's mocks skip:
 URNs unique, every dependency, parent and provider reference registered, protect and
 retain_on_delete as the runbook says, and the destroy order derived from the dependency graph
-equal to the order docs/runbooks/deploy.md lists."""
+equal to the order docs/runbooks/deploy.md lists.
+
+Kept beside the real engine: it needs no Go; test_pulumi_engine.py checks the real destroy order."""
 from __future__ import annotations
 
 import re

@@ -65,9 +65,12 @@ def go_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("GOTOOLCHAIN", "local")
     env["CGO_ENABLED"] = "0"
+    # No VCS stamp: the same inputs give the same bytes, whichever checkout builds them.
     flags = env.get("GOFLAGS", "")
-    if "-modcacherw" not in flags:
-        env["GOFLAGS"] = (flags + " -modcacherw").strip()
+    for flag in ("-modcacherw", "-buildvcs=false"):
+        if flag not in flags:
+            flags = (flags + " " + flag).strip()
+    env["GOFLAGS"] = flags
     return env
 
 
