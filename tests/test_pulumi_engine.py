@@ -93,6 +93,14 @@ def project(pulumi_tools):
     p.cleanup()
 
 
+def refused_unchanged(target: Target, before: str, result, *says: str) -> None:
+    """The command failed, said each of `says`, and the database is as it was."""
+    assert result.returncode != 0, result.output
+    for words in says:
+        assert words in result.output, result.output
+    assert target.snapshot() == before
+
+
 def deployed(project: Project, target: Target, stack: str = "test", **config: str) -> None:
     project.init(stack, target.config(**config), target.server.password)
     project.run("up", "--yes", "--skip-preview").ok()
@@ -163,10 +171,7 @@ def test_edited_applied_migration_is_refused_and_changes_nothing(project, target
 def test_destroy_refuses_while_protected(project, target):
     deployed(project, target, protect="true")
     before = target.snapshot()
-    r = project.run("destroy", "--yes")
-    assert r.returncode != 0
-    assert "protected" in r.output, r.output
-    assert target.snapshot() == before
+    refused_unchanged(target, before, project.run("destroy", "--yes"), "protected")
 
 
 def test_destroy_refuses_while_a_key_is_stored_then_reverts_in_runbook_order(project, target):
@@ -486,10 +491,7 @@ def test_missing_plugin_is_named_and_changes_nothing(project, target, tmp_path):
     project.tools = partial
     project.init("test", target.config(), target.server.password)
     before = target.snapshot()
-    r = project.run("up", "--yes")
-    assert r.returncode != 0
-    assert "no resource plugin 'pulumi-resource-postgresql' found" in r.output, r.output
-    assert target.snapshot() == before
+    refused_unchanged(target, before, project.run("up", "--yes"), "no resource plugin 'pulumi-resource-postgresql' found")
 
 
 # --- hand drift --------------------------------------------------------------------------------

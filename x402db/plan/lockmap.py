@@ -505,16 +505,22 @@ def _grant(node: ast.GrantStmt, cat: Catalog) -> Prediction:
     return p
 
 
-def _calls(node):
-    """The name of every function a statement's expressions call."""
-    if isinstance(node, ast.FuncCall):
-        yield ".".join(n.sval for n in node.funcname)
+def _walk(node):
+    """Every node of a parse tree, depth first."""
     if isinstance(node, ast.Node):
+        yield node
         for name in node:
-            yield from _calls(getattr(node, name))
+            yield from _walk(getattr(node, name))
     elif isinstance(node, tuple):
         for item in node:
-            yield from _calls(item)
+            yield from _walk(item)
+
+
+def _calls(node):
+    """The name of every function a statement's expressions call."""
+    for n in _walk(node):
+        if isinstance(n, ast.FuncCall):
+            yield ".".join(part.sval for part in n.funcname)
 
 
 # Functions of pg_catalog that run the SQL text they are given: as opaque as a user function.
@@ -584,14 +590,7 @@ def _data_modifying_ctes(p: Prediction, cat: Catalog, node) -> None:
 
 def _selects(node):
     """Every SELECT of a statement: itself, its sub-selects, its CTEs."""
-    if isinstance(node, ast.SelectStmt):
-        yield node
-    if isinstance(node, ast.Node):
-        for name in node:
-            yield from _selects(getattr(node, name))
-    elif isinstance(node, tuple):
-        for item in node:
-            yield from _selects(item)
+    return (n for n in _walk(node) if isinstance(n, ast.SelectStmt))
 
 
 def _locking_clauses(p: Prediction, cat: Catalog, node, ctes: set[str] = frozenset()) -> None:
