@@ -4,7 +4,11 @@ import pulumi
 from x402db.iac import config
 from x402db.iac.component import OpenRouterIntegration, OpenRouterIntegrationArgs, build_provider
 
-cfg = config.load(pulumi.Config())
+try:
+    cfg = config.load(pulumi.Config())
+except config.ConfigError as e:
+    # RunError: Pulumi prints the message alone, without the program's traceback.
+    raise pulumi.RunError(str(e)) from None
 provider = build_provider("x402-postgres", cfg)
 integration = OpenRouterIntegration("openrouter", OpenRouterIntegrationArgs(config=cfg, provider=provider))
 

@@ -482,6 +482,15 @@ def test_connection_problems_get_one_line_from_the_preflight(project, target, ca
     assert target.snapshot() == before
 
 
+def test_a_config_rule_is_refused_without_a_traceback(project, target):
+    project.init("test", target.config(port="6543"), target.server.password)
+    before = target.snapshot()
+    for command in (("preview",), ("up", "--yes")):
+        r = project.run(*command)
+        refused_unchanged(target, before, r, "port 6543 is Supabase's transaction pooler")
+        _no_traceback(r.output)
+
+
 def test_missing_plugin_is_named_and_changes_nothing(project, target, tmp_path):
     partial = tmp_path / "bin"
     partial.mkdir()
@@ -500,6 +509,17 @@ def test_missing_plugin_is_named_and_changes_nothing(project, target, tmp_path):
 def test_granting_anon_by_hand_shows_in_refresh_and_up_repairs_it(project, target):
     deployed(project, target)
     target.query("GRANT SELECT ON public.user_openrouter_integrations TO anon")
+    r = project.run("preview", "--refresh").ok()
+    assert "openrouter-migration-005" in r.output and "update" in r.output, r.output
+    project.run("up", "--yes", "--refresh", "--skip-preview").ok()
+    assert not target.query("SELECT has_table_privilege('anon', 'public.user_openrouter_integrations', 'SELECT')")[0][0]
+    project.run("preview", "--refresh", "--expect-no-changes").ok()
+
+
+def test_granting_public_by_hand_shows_in_refresh_and_up_repairs_it(project, target):
+    """A grant to PUBLIC reaches anon without an ACL entry of anon's own: up revokes it too."""
+    deployed(project, target)
+    target.query("GRANT SELECT ON public.user_openrouter_integrations TO PUBLIC")
     r = project.run("preview", "--refresh").ok()
     assert "openrouter-migration-005" in r.output and "update" in r.output, r.output
     project.run("up", "--yes", "--refresh", "--skip-preview").ok()

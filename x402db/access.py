@@ -109,6 +109,14 @@ def apply_table_grants(conn: psycopg.Connection) -> list[str]:
     default privileges grant a new public table to anon at CREATE, so the revoke must commit
     with the CREATE or another session could see (and use) the grant in between."""
     changed = []
+    for schema, table in dict.fromkeys((g.schema, g.table) for g in TABLE_GRANTS):
+        # A grant to PUBLIC reaches anon and authenticated past their own ACL entries: the
+        # model grants nothing to PUBLIC on its tables, so it is revoked, not left as drift.
+        if conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a"
+            " WHERE c.oid = to_regclass(%s) AND a.grantee = 0)", (f"{schema}.{table}",)).fetchone()[0]:
+            conn.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(sql.Identifier(schema, table)))
+            changed.append(f"PUBLIC on {schema}.{table}: nothing")
     for g in TABLE_GRANTS:
         if _exists(conn, g) and not satisfied(held_privileges(conn, g), g):
             conn.execute(grant_sql(g))
