@@ -87,13 +87,13 @@ def test_grants_create_update_delete_as_supabase_postgres(supa):
         p.grant_create(s, authenticated, previous=p.GrantArgs(**{**authenticated.__dict__, "privileges": ("SELECT",)}))
         assert access.diff(conn) == []
         assert memberships(conn) == before
-        # Destroy: grants in reverse, the retained schema USAGE left alone, then the migration's down.
-        for g in reversed(declared.grants(conn.info.dbname)):
-            if not g.retain_on_delete:
-                p.grant_delete(s, g)
-        assert table_acl(conn, "anon") == table_acl(conn, "authenticated") == set()
-        # Delete revokes only the listed privileges: on 17+ service_role keeps the MAINTAIN that
-        # Supabase's default privileges gave it, until the migration's down drops the table.
+        # Destroy: every grant is retained (forgotten by the state, never revoked), so nothing is
+        # revoked before the migration's down, which drops the table and its grants with it.
+        assert all(g.retain_on_delete for g in declared.grants(conn.info.dbname))
+        # The provider's own delete (what a grant removed from the program runs) revokes only the
+        # listed privileges: on 17+ service_role keeps the MAINTAIN of Supabase's default privileges.
+        service = next(g for g in declared.grants(conn.info.dbname) if g.role == "service_role" and g.object_type == "table")
+        p.grant_delete(s, service)
         assert table_acl(conn, "service_role") == ({"MAINTAIN"} if major(conn) >= 17 else set())
         assert conn.execute("SELECT has_schema_privilege('authenticated', 'public', 'USAGE')").fetchone()[0]
         assert memberships(conn) == before

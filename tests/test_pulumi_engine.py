@@ -608,3 +608,27 @@ def test_config_rules_of_the_real_cli_and_of_the_program(project, supabase_targe
     if target.server_version < 160000:
         project.run("preview").ok()
     assert target.snapshot() == before
+
+
+def test_a_key_stored_after_the_destroy_guard_checked_leaves_every_grant_in_place(project, target):
+    """The guard checks once; a key stored after that and before 005's own down must still find
+    destroy refused with nothing changed: the grants are forgotten by destroy, never revoked."""
+    from x402db.migrate.engine import ADVISORY_LOCK_KEY
+
+    deployed(project, target)
+    with psycopg.connect(target.admin, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))  # 005's down waits here
+        proc = project.popen("destroy", "--yes")
+        deadline = time.monotonic() + 120
+        while not holder.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = 'x402db-pulumi'"
+                                 " AND datname = %s", (target.database,)).fetchone():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() is not None else "005 never started"
+            time.sleep(0.01)
+        user = holder.execute("INSERT INTO auth.users (id) VALUES (gen_random_uuid()) RETURNING id").fetchone()[0]
+        holder.execute("INSERT INTO public.user_openrouter_integrations (user_id, encrypted_api_key) VALUES (%s, 'aa:bb')", (user,))
+        holder.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+        out = proc.communicate(timeout=300)[0]
+    assert proc.returncode != 0 and "nothing changed" in out, out
+    for role, privilege in (("service_role", "DELETE"), ("authenticated", "SELECT")):
+        assert target.query("SELECT has_table_privilege(%s, 'public.user_openrouter_integrations', %s)", (role, privilege))[0][0], role
+    assert target.query("SELECT count(*) FROM public.user_openrouter_integrations")[0][0] == 1
