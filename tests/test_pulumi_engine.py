@@ -194,7 +194,7 @@ def test_destroy_refuses_while_a_key_is_stored_then_reverts_in_runbook_order(pro
     order = [m.group(1) for m in re.finditer(r"^ -\s+\S+ (\S+) deleted", r.stdout, re.M)]
     assert {"openrouter-destroy-guard", "openrouter-grant-service_role-user_openrouter_integrations",
             "openrouter-migration-005", "openrouter-preflight"} <= set(order), r.stdout
-    documented = [n for n in runbook_destroy_order() if n in set(order) | retained(project)]
+    documented = [n for n in runbook_destroy_order() if n in set(order)]
     assert [n for n in order if n in documented] == [n for n in documented if n in order]
     assert target.query("SELECT count(*) FROM public.business_orders")[0][0] == 2
     assert target.query("SELECT to_regclass('public.user_openrouter_integrations')")[0][0] is None
@@ -202,10 +202,6 @@ def test_destroy_refuses_while_a_key_is_stored_then_reverts_in_runbook_order(pro
     project.run("config", "set", "allowDataLoss", "false").ok()
     project.run("up", "--yes", "--skip-preview").ok()
     assert target.query("SELECT to_regclass('public.user_openrouter_integrations')")[0][0] is not None
-
-
-def retained(project: Project) -> set[str]:
-    return set()
 
 
 def runbook_destroy_order() -> list[str]:
