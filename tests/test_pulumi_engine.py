@@ -502,20 +502,11 @@ def test_missing_plugin_is_named_and_changes_nothing(project, target, tmp_path):
 # --- hand drift --------------------------------------------------------------------------------
 
 
-def test_granting_anon_by_hand_shows_in_refresh_and_up_repairs_it(project, target):
+@pytest.mark.parametrize("grantee", ["anon", "PUBLIC"])
+def test_granting_anon_by_hand_shows_in_refresh_and_up_repairs_it(project, target, grantee):
+    """Directly, or through PUBLIC (no ACL entry of anon's own): up revokes it either way."""
     deployed(project, target)
-    target.query("GRANT SELECT ON public.user_openrouter_integrations TO anon")
-    r = project.run("preview", "--refresh").ok()
-    assert "openrouter-migration-005" in r.output and "update" in r.output, r.output
-    project.run("up", "--yes", "--refresh", "--skip-preview").ok()
-    assert not target.query("SELECT has_table_privilege('anon', 'public.user_openrouter_integrations', 'SELECT')")[0][0]
-    project.run("preview", "--refresh", "--expect-no-changes").ok()
-
-
-def test_granting_public_by_hand_shows_in_refresh_and_up_repairs_it(project, target):
-    """A grant to PUBLIC reaches anon without an ACL entry of anon's own: up revokes it too."""
-    deployed(project, target)
-    target.query("GRANT SELECT ON public.user_openrouter_integrations TO PUBLIC")
+    target.query(f"GRANT SELECT ON public.user_openrouter_integrations TO {grantee}")
     r = project.run("preview", "--refresh").ok()
     assert "openrouter-migration-005" in r.output and "update" in r.output, r.output
     project.run("up", "--yes", "--refresh", "--skip-preview").ok()
