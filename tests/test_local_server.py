@@ -17,15 +17,17 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from x402db import ROOT
-from x402db.local.server import SERVICE_USER, LocalServer
+from x402db.local.server import SERVICE_USER, LocalServer, _reachable_by_others
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another OS user")
 CHECKOUT = ["x402db", "scripts", "sql", "Makefile", "requirements.txt", "requirements-dev.txt", "constraints.txt"]
 
 
 def psql_as(user: str, server: LocalServer, dsn: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """psql run by another OS user, who has no password of its own (HOME without a .pgpass)."""
-    psql = server.bindir / "psql"
+    """psql run by another OS user, who has no password of its own (HOME without a .pgpass).
+    From a checkout in a 0700 directory (root's mktemp -d) that user cannot reach the venv's
+    binaries, so it runs the copy the server itself runs from."""
+    psql = server.runnable_bindir(user) / "psql"
     if not psql.exists():
         pytest.skip("no psql next to this server")
     base_env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "LC_ALL": "C"}
@@ -108,6 +110,13 @@ def _copy_checkout(dest: Path) -> Path:
     return dest
 
 
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)  # instant on one filesystem; the file's own mode (0644) is what others see
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def _final_url(stdout: str) -> str:
     last = stdout.strip().splitlines()[-1]
     assert last.startswith("DATABASE_URL=postgresql://"), stdout
@@ -164,6 +173,10 @@ def test_deploy_as_an_ordinary_user():
     home.chmod(0o755)
     checkout = _copy_checkout(home / "x402")
     subprocess.run(["chown", "-R", "nobody:nogroup", str(home)], check=True)
+    if not _reachable_by_others(site):  # a checkout in root's 0700 mktemp -d: nobody cannot import from it.
+        # After the chown: hard links share their inode, and the venv's files must stay root's.
+        site = shutil.copytree(site, home / "site-packages", copy_function=_link_or_copy,
+                               ignore=shutil.ignore_patterns("__pycache__"))
     env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "PYTHONPATH": str(site), "CI": "1", "LC_ALL": "C.UTF-8"}
 
     def as_nobody(*args: str, **kw) -> subprocess.CompletedProcess:

