@@ -1,16 +1,22 @@
 -- Reverts the platform compatibility layer: drops only what its up recorded as created
 -- (x402_private.compat_objects), never with CASCADE and never DROP OWNED BY, so no object of
 -- anyone else's is ever dropped, whatever flags are given. An object that something else
--- depends on, and a role that still owns, is named in, or holds privileges on anything else
+-- depends on, or that a function body names (PL/pgSQL and SQL string bodies record no
+-- dependency), and a role that still owns, is named in, or holds privileges on anything else
 -- (here or in another database of the cluster), or is granted to another role, is kept, and a
--- WARNING names what holds it; the engine prints those warnings.
+-- WARNING names what holds it; the engine prints those warnings. Of the default privileges, only
+-- the entries the up recorded as its own are revoked.
 -- x402:lock: auth.users
 -- x402:guard data-loss: SELECT count(*) FROM auth.users WHERE EXISTS (SELECT 1 FROM x402_private.compat_objects WHERE kind = 'table' AND identity = 'auth.users') | row(s) in auth.users would be dropped
 
 DO $$
 DECLARE
   o record;
+  a record;
   r text;
+  nsp text;
+  pattern text;
+  revoked jsonb := '[]';
   role_oid oid;
   detail text;
   uses text;
@@ -20,8 +26,46 @@ BEGIN
     RETURN;
   END IF;
 
-  -- Objects first, each on its own and RESTRICT: one that anything else depends on is kept.
-  FOR o IN SELECT kind, identity FROM x402_private.compat_objects WHERE kind <> 'role'
+  -- Default privileges: exactly the entries the up recorded, each revoked from the defaults of
+  -- the role that ran it. The entries it found, and other roles' entries, stay as they are.
+  FOR a IN SELECT identity, identity::jsonb AS e FROM x402_private.compat_objects WHERE kind = 'default_acl'
+           ORDER BY identity LOOP
+    IF NOT (a.e ->> 'on' = ANY (ARRAY['TABLES', 'SEQUENCES', 'FUNCTIONS'])
+            AND a.e ->> 'privilege' = ANY (ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES',
+                                                 'TRIGGER', 'MAINTAIN', 'USAGE', 'EXECUTE'])) THEN
+      RAISE WARNING 'kept default privilege %: not one the compat layer grants', a.identity;
+      CONTINUE;
+    END IF;
+    -- Gone with the grantor, the grantee or the schema: nothing is left to revoke.
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = a.e ->> 'role')
+       OR NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = a.e ->> 'to')
+       OR NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = a.e ->> 'schema') THEN
+      DELETE FROM x402_private.compat_objects WHERE kind = 'default_acl' AND identity = a.identity;
+      CONTINUE;
+    END IF;
+    BEGIN
+      EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA %I REVOKE %s ON %s FROM %I',
+                     a.e ->> 'role', a.e ->> 'schema', a.e ->> 'privilege', a.e ->> 'on', a.e ->> 'to');
+      DELETE FROM x402_private.compat_objects WHERE kind = 'default_acl' AND identity = a.identity;
+      revoked := revoked || jsonb_build_array(a.e);
+    EXCEPTION WHEN insufficient_privilege THEN
+      RAISE WARNING 'kept default privilege % on % in schema % to % (defaults of role %): role % may not change them',
+        a.e ->> 'privilege', a.e ->> 'on', a.e ->> 'schema', a.e ->> 'to', a.e ->> 'role', current_user;
+    END;
+  END LOOP;
+
+  -- Said, because PostgreSQL keeps no trace of a later grant of a privilege already granted.
+  IF jsonb_array_length(revoked) > 0 THEN
+    SELECT string_agg(format('%s ON %s TO %I (defaults of role %I in schema %I)', privs, g.o, g.t, g.r, g.s), '; '
+                      ORDER BY g.r, g.s, g.o, g.t) INTO detail
+    FROM (SELECT e ->> 'role' r, e ->> 'schema' s, e ->> 'on' o, e ->> 'to' t,
+                 string_agg(e ->> 'privilege', ', ' ORDER BY e ->> 'privilege') privs
+          FROM jsonb_array_elements(revoked) e GROUP BY 1, 2, 3, 4) g;
+    RAISE WARNING 'revoked the default privileges the compat layer had added: %; the same grant made again later by that role cannot be told apart and went too: re-run it if you need it', detail;
+  END IF;
+
+  -- Objects next, each on its own and RESTRICT: one that anything else depends on is kept.
+  FOR o IN SELECT kind, identity FROM x402_private.compat_objects WHERE kind NOT IN ('role', 'default_acl')
            ORDER BY array_position(ARRAY['function', 'table', 'schema'], kind), identity LOOP
     -- RESTRICT keeps a table that other objects reference, but silently drops what hangs on
     -- it (triggers, policies, indexes, rules, columns): those are the project's, so keep it.
@@ -46,6 +90,29 @@ BEGIN
         CONTINUE;
       END IF;
     END IF;
+    -- A PL/pgSQL or SQL string body records no dependency, so RESTRICT cannot see that a project
+    -- function calls auth.uid(): search the bodies for the qualified name, and the bodies of
+    -- functions whose search_path names the schema for the bare name.
+    nsp := split_part(o.identity, '.', 1);
+    pattern := CASE o.kind
+      WHEN 'function' THEN '"?' || regexp_replace(split_part(o.identity, '.', 2), '\(\)$', '') || '"?\s*\('
+      WHEN 'table' THEN '"?' || split_part(o.identity, '.', 2) || '"?([^a-z0-9_$]|$)'
+      ELSE '' END;
+    SELECT string_agg(DISTINCT quote_ident(n.nspname) || '.' || quote_ident(p.proname)
+                      || '(' || pg_get_function_identity_arguments(p.oid) || ')', ', ') INTO uses
+    FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE l.lanname NOT IN ('internal', 'c')
+      AND NOT EXISTS (SELECT 1 FROM x402_private.compat_objects c
+                      WHERE c.kind = 'function' AND to_regprocedure(c.identity) = p.oid)
+      AND (p.prosrc ~* ('(^|[^a-z0-9_$])"?' || nsp || '"?\s*\.\s*' || pattern)
+           OR (p.prosrc ~* ('(^|[^a-z0-9_$."])' || pattern)
+               AND EXISTS (SELECT 1 FROM unnest(p.proconfig) s
+                           WHERE s ~* ('^search_path=(.*[ ,"])?' || nsp || '([ ,"]|$)'))));
+    IF uses IS NOT NULL THEN
+      RAISE WARNING 'kept % %: the body of function % refers to it (function bodies record no dependency)',
+        o.kind, o.identity, uses;
+      CONTINUE;
+    END IF;
     BEGIN
       EXECUTE format('DROP %s IF EXISTS %s RESTRICT', o.kind, o.identity);
       DELETE FROM x402_private.compat_objects WHERE kind = o.kind AND identity = o.identity;
@@ -62,12 +129,8 @@ BEGIN
       DELETE FROM x402_private.compat_objects WHERE kind = 'role' AND identity = r;
       CONTINUE;
     END IF;
-    -- What the compat layer itself granted the role in this database.
-    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON TABLES FROM %I', r);
-    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON SEQUENCES FROM %I', r);
-    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON FUNCTIONS FROM %I', r);
-    EXECUTE format('REVOKE USAGE ON SCHEMA public FROM %I', r);
-    -- Anything else that still refers to it: owned objects, privileges, policies, memberships.
+    -- Anything that still refers to it, but the USAGE on public the up granted: owned objects,
+    -- privileges, default privileges, policies, memberships. A role kept keeps all of them.
     SELECT string_agg(u, '; ' ORDER BY u) INTO uses FROM (
       SELECT DISTINCT CASE
           WHEN d.dbid IN (0, (SELECT oid FROM pg_database WHERE datname = current_database())) THEN
@@ -77,6 +140,10 @@ BEGIN
         END AS u
       FROM pg_shdepend d
       WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = role_oid
+        AND NOT (d.classid = 'pg_namespace'::regclass AND d.objid = 'public'::regnamespace AND d.deptype = 'a'
+                 AND d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                 AND NOT EXISTS (SELECT 1 FROM pg_namespace n, aclexplode(n.nspacl) x
+                                 WHERE n.nspname = 'public' AND x.grantee = role_oid AND x.privilege_type <> 'USAGE'))
       UNION
       SELECT 'is granted to role ' || m.member::regrole::text
       FROM pg_auth_members m
@@ -87,6 +154,8 @@ BEGIN
       CONTINUE;
     END IF;
     BEGIN
+      -- In the same subtransaction: a role that cannot be dropped keeps its USAGE too.
+      EXECUTE format('REVOKE USAGE ON SCHEMA public FROM %I', r);
       EXECUTE format('DROP ROLE %I', r);
       DELETE FROM x402_private.compat_objects WHERE kind = 'role' AND identity = r;
     EXCEPTION WHEN dependent_objects_still_exist THEN

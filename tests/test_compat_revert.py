@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import uuid
 from pathlib import Path
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from x402db import db
+from x402db import ROOT, access, db
 from x402db.cli import deploy as deploy_cli
 from x402db.migrate import ledger, files as migrations
 from x402db.migrate.engine import Engine
@@ -170,3 +171,145 @@ def test_business_objects_on_the_compat_auth_users_are_never_dropped(compat_db):
         assert c.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = 'auth.users'::regclass AND attname = 'tenant'").fetchone()[0] == 1
     assert "kept table auth.users" in r.stdout and "biz_on_signup" in r.stdout and "biz_users_email" in r.stdout
     assert "column tenant" in r.stdout
+
+
+# ---- issue 18 item 7: default privileges, and names in function bodies ------------------------
+
+# The last release whose compat layer did not record the default privileges it grants.
+PREVIOUS_RELEASE = "97bdaba"
+LAYER_ROLES = ("anon", "authenticated", "service_role")
+
+
+def _default_acls(dsn: str) -> set[tuple[str, str, str, str, str]]:
+    """(defaults of role, schema or '-' for global, object type, grantee, privilege) for the API roles."""
+    with psycopg.connect(dsn) as c:
+        return set(c.execute(
+            "SELECT d.defaclrole::regrole::text, d.defaclnamespace::regnamespace::text, d.defaclobjtype::text,"
+            " a.grantee::regrole::text, a.privilege_type"
+            " FROM pg_default_acl d, aclexplode(d.defaclacl) a WHERE a.grantee::regrole::text = ANY(%s)",
+            (list(LAYER_ROLES),)).fetchall())
+
+
+def test_the_revert_revokes_only_the_default_privileges_the_layer_granted(bare_server, compat_db):
+    """The revert revoked every default privilege in public of the roles it had created (those it
+    keeps too), and none of what it granted to roles it found. Now it revokes exactly what its up
+    recorded as added: an entry made before it ran, by another role, or globally, stays."""
+    with psycopg.connect(bare_server.dsn(), autocommit=True) as c:
+        c.execute("CREATE ROLE authenticated NOLOGIN")  # the operator's: found by the layer
+        c.execute("CREATE ROLE app_owner NOLOGIN")
+    try:
+        with psycopg.connect(compat_db, autocommit=True) as c:
+            c.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO authenticated")
+        deploy(compat_db)
+        with psycopg.connect(compat_db, autocommit=True) as c:
+            c.execute("ALTER DEFAULT PRIVILEGES FOR ROLE app_owner IN SCHEMA public GRANT SELECT ON TABLES TO anon")
+            c.execute("ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO service_role")
+        during = _default_acls(compat_db)
+        assert ("postgres", "public", "r", "anon", "INSERT") in during  # the layer's own, to be revoked
+        r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+        assert r.returncode == 0, r.stderr
+        assert _default_acls(compat_db) == {
+            ("postgres", "public", "r", "authenticated", "SELECT"),
+            ("app_owner", "public", "r", "anon", "SELECT"),
+            ("postgres", "-", "f", "service_role", "EXECUTE"),
+        }
+        out = r.stdout + r.stderr
+        said = next(line for line in out.splitlines() if "revoked the default privileges the compat layer had added" in line)
+        maintain = "MAINTAIN, " if "MAINTAIN" in {x[4] for x in during} else ""  # PostgreSQL 17+
+        assert (f"; DELETE, INSERT, {maintain}REFERENCES, TRIGGER, TRUNCATE, UPDATE ON TABLES TO authenticated "
+                "(defaults of role postgres in schema public);") in said, said  # not its SELECT: that was there
+        # The roles those entries name are kept, and the output says why.
+        assert "kept role anon: it still holds privileges on default privileges" in out, out
+        assert "kept role service_role: it still holds privileges on default privileges" in out, out
+        with psycopg.connect(compat_db) as c:
+            roles = {x[0] for x in c.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(API_ROLES),))}
+            assert roles == {"anon", "authenticated", "service_role"}  # authenticator had nothing left
+            # What was revoked is no longer recorded; nothing of the layer's default privileges is left to revoke.
+            assert c.execute("SELECT count(*) FROM x402_private.compat_objects WHERE kind = 'default_acl'").fetchone()[0] == 0
+    finally:
+        with psycopg.connect(compat_db, autocommit=True) as c:
+            c.execute("DROP OWNED BY app_owner")
+        with psycopg.connect(bare_server.dsn(), autocommit=True) as c:
+            c.execute("DROP ROLE app_owner")
+
+
+def test_objects_a_function_body_names_are_kept(compat_db):
+    """PL/pgSQL and SQL string bodies record no dependency: RESTRICT dropped auth.uid() under a
+    project function that calls it. The revert searches pg_proc for the names it is about to drop."""
+    deploy(compat_db)
+    with psycopg.connect(compat_db, autocommit=True) as c:
+        c.execute("CREATE FUNCTION public.my_id() RETURNS uuid LANGUAGE plpgsql STABLE AS $$ BEGIN RETURN AUTH . Uid(); END $$")
+        c.execute('CREATE FUNCTION public.members() RETURNS bigint LANGUAGE sql AS $$ SELECT count(*) FROM "auth"."users" $$')
+        c.execute("CREATE FUNCTION public.whoami() RETURNS text LANGUAGE plpgsql SET search_path = pg_temp, auth"
+                  " AS $$ BEGIN RETURN role(); END $$")
+        # Names that only look alike hold nothing.
+        c.execute("CREATE FUNCTION public.unrelated() RETURNS text LANGUAGE sql AS $$ SELECT 'oauth.jwt() myauth.users auth_log.x' $$")
+    r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout + r.stderr
+    with psycopg.connect(compat_db, autocommit=True) as c:
+        assert c.execute("SELECT public.my_id(), public.members(), public.whoami()").fetchone() == (None, 0, None)
+        kept = {x[0] for x in c.execute("SELECT p.oid::regprocedure::text FROM pg_proc p WHERE pronamespace = 'auth'::regnamespace")}
+        assert kept == {"auth.uid()", "auth.role()"}, kept  # auth.jwt() is named only by `unrelated`'s look-alike
+        assert c.execute("SELECT to_regclass('auth.users') IS NOT NULL").fetchone()[0]
+    assert "kept function auth.uid(): the body of function public.my_id() refers to it" in out, out
+    assert "kept function auth.role(): the body of function public.whoami() refers to it" in out, out
+    assert "kept table auth.users: the body of function public.members() refers to it" in out, out
+    assert not [line for line in out.splitlines() if "refers to it" in line and "unrelated" in line], out
+
+
+def test_a_compat_objects_table_left_by_an_earlier_release_takes_the_new_kinds(compat_db):
+    """The table outlives a revert: one created with the narrower CHECK must not make the up fail."""
+    with psycopg.connect(compat_db, autocommit=True) as c:
+        c.execute("CREATE SCHEMA IF NOT EXISTS x402_private")
+        c.execute("CREATE TABLE x402_private.compat_objects (kind text NOT NULL CHECK (kind IN ('role', 'schema', 'table', 'function')),"
+                  " identity text NOT NULL, PRIMARY KEY (kind, identity))")
+    deploy(compat_db)
+    with psycopg.connect(compat_db) as c:
+        n = c.execute("SELECT count(*) FROM x402_private.compat_objects WHERE kind = 'default_acl'").fetchone()[0]
+    assert n >= 3 * 3  # three object types, three API roles
+
+
+def _previous_release_sql(tmp_path: Path) -> Path:
+    d = tmp_path / "sql"
+    shutil.copytree(ROOT / "sql", d, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("up", "down"):
+        r = subprocess.run(["git", "-C", str(ROOT), "show", f"{PREVIOUS_RELEASE}:sql/000_platform_compat.{part}.sql"],
+                           capture_output=True, text=True)
+        if r.returncode:
+            pytest.skip(f"release {PREVIOUS_RELEASE} is not in this checkout's git history")
+        (d / f"000_platform_compat.{part}.sql").write_text(r.stdout)
+    return d
+
+
+def test_a_layer_applied_by_the_previous_release_is_reverted_by_this_one(tmp_path, compat_db):
+    """The previous release recorded its own down checksum. This release's down for 000 is a newer
+    one it ships: it is accepted without --accept-edited-down, keeps the default privileges it
+    cannot attribute and the roles they name, and the next up records the newer down."""
+    old_sql = _previous_release_sql(tmp_path)
+    with db.connect(compat_db) as conn:
+        Engine(conn, migrations.load(old_sql), detect(conn)).up()
+        access.apply(conn)
+    shipped = migrations.shipped_downs()["000"]
+    with db.connect(compat_db) as conn:
+        assert ledger.entries(conn)["000"].down_checksum == shipped[-2]
+        e = Engine(conn, migrations.load(), detect(conn))
+        s = {x.version: x for x in e.status()}["000"]
+        assert (s.state, s.down_edited, s.superseded is not None) == ("applied", False, True)
+    r = run_script("migrate.py", "plan", "--down", "--to", "base", "--dsn", compat_db)
+    assert "edited" not in r.stdout + r.stderr, r.stdout + r.stderr
+    logs: list[str] = []
+    with db.connect(compat_db) as conn:
+        assert Engine(conn, migrations.load(), detect(conn), log=logs.append).up() == []
+        assert ledger.entries(conn)["000"].down_checksum == shipped[-1]
+    assert any("recorded the down checksum this bundle ships (the row had an earlier release's)" in m for m in logs), logs
+    before = _default_acls(compat_db)
+    r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+    assert r.returncode == 0, r.stderr
+    assert _default_acls(compat_db) == before  # not recorded by that release: not attributable, kept
+    out = r.stdout + r.stderr
+    assert "revoked the default privileges" not in out
+    for role in LAYER_ROLES:
+        assert f"kept role {role}: it still holds privileges on default privileges" in out, out
+    with psycopg.connect(compat_db) as c:
+        assert c.execute("SELECT to_regnamespace('auth')").fetchone()[0] is None

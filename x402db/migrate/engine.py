@@ -387,27 +387,35 @@ class Engine:
 
     def _expected_down(self, m: Migration, entry: ledger.Entry) -> tuple[frozenset[str], str]:
         """The down checksums a revert of this ledger row may match, and where they come from."""
+        shipped = self._shipped(m.version)
         if entry.down_checksum is not None:
+            if entry.down_checksum in shipped[:-1]:
+                # Recorded from an earlier release of this bundle: its newest down for the same
+                # version is written to revert every up text it accepts (x402:supersedes).
+                return (frozenset({entry.down_checksum, shipped[-1]}),
+                        "the one recorded when it was applied, or the newer one this bundle ships for it")
             return frozenset({entry.down_checksum}), "the one recorded when it was applied"
         # Recorded before down checksums existed: trust only a down this bundle has shipped.
-        return (frozenset(self._shipped(m.version)),
+        return (frozenset(shipped),
                 "one this bundle has ever shipped (the ledger row predates down checksums; run up to record it)")
 
     def _record_shipped_downs(self) -> None:
-        """Rows written before down checksums existed get the down this bundle ships (from the
-        package's list, not from sql/), on the next `up`: from then on they are checked as any row."""
+        """Rows written before down checksums existed, or with a down an earlier release shipped,
+        get the newest down this bundle ships (from the package's list, not from sql/), on the
+        next `up`: from then on they are checked as any row."""
         done = ledger.entries(self.conn)
-        todo = [(m, self._shipped(m.version)[-1]) for m in self.migrations
-                if (e := done.get(m.version)) is not None and e.down_checksum is None and m.matches(e.checksum)
-                and self._shipped(m.version)]
+        todo = [(m, e.down_checksum, self._shipped(m.version)[-1]) for m in self.migrations
+                if (e := done.get(m.version)) is not None and m.matches(e.checksum) and self._shipped(m.version)
+                and (e.down_checksum is None or e.down_checksum in self._shipped(m.version)[:-1])]
         if not todo:
             return
         ledger.ensure(self.conn)
         with self.conn.transaction():
-            for m, down in todo:
-                ledger.record_down_checksum(self.conn, m.version, down)
-        for m, _down in todo:
-            self.log(f"{m.label}: recorded the down checksum this bundle ships (the ledger row predated down checksums)")
+            for m, old, down in todo:
+                ledger.record_down_checksum(self.conn, m.version, down, replacing=old)
+        for m, old, _down in todo:
+            self.log(f"{m.label}: recorded the down checksum this bundle ships "
+                     + ("(the ledger row predated down checksums)" if old is None else "(the row had an earlier release's)"))
 
     def _check_down_integrity(self, m: Migration, entry: ledger.Entry, accept_edited_down: bool) -> None:
         expected, source = self._expected_down(m, entry)

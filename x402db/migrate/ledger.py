@@ -138,10 +138,11 @@ def set_state(conn, version: str, state: str, execution_ms: int | None = None) -
     )
 
 
-def record_down_checksum(conn, version: str, down_checksum: str) -> None:
-    """Fill in the down checksum of a row written before down checksums were recorded; never overwrite one."""
-    conn.execute(sql.SQL("UPDATE {} SET down_checksum = %s WHERE version = %s AND down_checksum IS NULL").format(LEDGER),
-                 (down_checksum, version))
+def record_down_checksum(conn, version: str, down_checksum: str, replacing: str | None = None) -> None:
+    """Set the down checksum of a row that still holds `replacing` (None: a row written before down
+    checksums were recorded); a row someone else changed meanwhile is left as it is."""
+    conn.execute(sql.SQL("UPDATE {} SET down_checksum = %s WHERE version = %s AND down_checksum IS NOT DISTINCT FROM %s")
+                 .format(LEDGER), (down_checksum, version, replacing))
 
 
 def forget(conn, version: str) -> None:
