@@ -249,3 +249,22 @@ def test_plan_never_waits_behind_a_lock_on_the_ledger(deployed_db):
         holder.close()
     assert elapsed < 10 and r.returncode == 1, (elapsed, r.stderr)
     assert "would wait on a lock another session holds" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_plan_lists_the_revoke_from_public_the_engine_runs(supabase_db):
+    """The engine revokes a grant to PUBLIC on the model's table before COMMIT, here one that a
+    default privilege gives the integrations table at CREATE. The plan did not list it; it must,
+    and only when it will run."""
+    code, doc = plan(supabase_db)
+    assert code == 0 and not [st for st in doc["migrations"][0]["statements"] if "FROM PUBLIC" in st["sql"]]
+    with psycopg.connect(supabase_db, autocommit=True) as c:
+        c.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO PUBLIC")
+    code, doc = plan(supabase_db)
+    listed = [st["sql"] for st in doc["migrations"][0]["statements"] if st["source"] == "access" and "FROM PUBLIC" in st["sql"]]
+    assert listed == ['REVOKE ALL ON "public"."user_openrouter_integrations" FROM PUBLIC'], listed
+    # ... and the engine runs what was listed.
+    r = run_script("migrate.py", "up", "--dsn", supabase_db)
+    assert r.returncode == 0, r.stderr
+    with psycopg.connect(supabase_db) as c:
+        assert c.execute("SELECT count(*) FROM pg_class c, aclexplode(c.relacl) a WHERE a.grantee = 0"
+                         " AND c.oid = 'public.user_openrouter_integrations'::regclass").fetchone()[0] == 0

@@ -102,6 +102,31 @@ def _exists(conn: psycopg.Connection, g: TableGrant) -> bool:
     return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{g.schema}.{g.table}",)).fetchone()[0]
 
 
+def public_holds(conn: psycopg.Connection, schema: str, table: str) -> bool:
+    """Whether PUBLIC holds any privilege on the table."""
+    return conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a"
+        " WHERE c.oid = to_regclass(%s) AND a.grantee = 0)", (f"{schema}.{table}",)).fetchone()[0]
+
+
+def public_by_default(conn: psycopg.Connection, schema: str) -> bool:
+    """Whether a table the current role creates in the schema is granted to PUBLIC at CREATE
+    (a default privilege of that role, in the schema or global)."""
+    return conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_default_acl d CROSS JOIN LATERAL aclexplode(d.defaclacl) a"
+        " WHERE d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = current_user) AND d.defaclobjtype = 'r'"
+        " AND d.defaclnamespace IN (0, coalesce(to_regnamespace(%s), 0)) AND a.grantee = 0)",
+        (sql.Identifier(schema).as_string(conn),)).fetchone()[0]
+
+
+def revoke_public_sql(schema: str, table: str) -> sql.Composed:
+    return sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(sql.Identifier(schema, table))
+
+
+def model_tables() -> list[tuple[str, str]]:
+    return list(dict.fromkeys((g.schema, g.table) for g in TABLE_GRANTS))
+
+
 def apply_table_grants(conn: psycopg.Connection) -> list[str]:
     """Bring the grants of every access-model table that exists now to the model.
 
@@ -109,13 +134,11 @@ def apply_table_grants(conn: psycopg.Connection) -> list[str]:
     default privileges grant a new public table to anon at CREATE, so the revoke must commit
     with the CREATE or another session could see (and use) the grant in between."""
     changed = []
-    for schema, table in dict.fromkeys((g.schema, g.table) for g in TABLE_GRANTS):
+    for schema, table in model_tables():
         # A grant to PUBLIC reaches anon and authenticated past their own ACL entries: the
         # model grants nothing to PUBLIC on its tables, so it is revoked, not left as drift.
-        if conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a"
-            " WHERE c.oid = to_regclass(%s) AND a.grantee = 0)", (f"{schema}.{table}",)).fetchone()[0]:
-            conn.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(sql.Identifier(schema, table)))
+        if public_holds(conn, schema, table):
+            conn.execute(revoke_public_sql(schema, table))
             changed.append(f"PUBLIC on {schema}.{table}: nothing")
     for g in TABLE_GRANTS:
         if _exists(conn, g) and not satisfied(held_privileges(conn, g), g):

@@ -231,8 +231,16 @@ class Planner:
     def _grants(self, catalog: LiveCatalog, new: set[str]) -> list[str]:
         """The access model's grants the engine runs before COMMIT (access.apply_table_grants):
         for each table of the model that exists then and whose privileges differ from it. A table
-        this transaction creates carries the schema's default privileges, so it always needs them."""
+        this transaction creates carries the schema's default privileges, so it always needs them.
+        A grant to PUBLIC, held now or given at CREATE by a default privilege, is revoked first."""
         out = []
+        for schema, table in access.model_tables():
+            rel = f"{schema}.{table}"
+            if not catalog.exists(rel):
+                continue
+            fresh = rel in new or rel in catalog.created
+            if access.public_by_default(self.conn, schema) if fresh else access.public_holds(self.conn, schema, table):
+                out.append(access.revoke_public_sql(schema, table).as_string(self.conn))
         for g in access.TABLE_GRANTS:
             rel = f"{g.schema}.{g.table}"
             if not catalog.exists(rel):
