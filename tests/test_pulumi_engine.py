@@ -619,3 +619,40 @@ def test_a_key_stored_after_the_destroy_guard_checked_leaves_every_grant_in_plac
     for role, privilege in (("service_role", "DELETE"), ("authenticated", "SELECT")):
         assert target.query("SELECT has_table_privilege(%s, 'public.user_openrouter_integrations', %s)", (role, privilege))[0][0], role
     assert target.query("SELECT count(*) FROM public.user_openrouter_integrations")[0][0] == 1
+
+
+# --- an upgrade from the previous release ------------------------------------------------------
+
+
+def test_a_stack_the_previous_release_deployed_takes_this_release_and_destroys(project, server):
+    """The previous release's 000 recorded its own down checksum in the ledger. This release's 000
+    supersedes that up text and ships a newer down: `up` takes both texts into state and changes
+    nothing, and `destroy` runs the newer down, which the ledger row must not refuse as edited."""
+    from .test_compat_revert import PREVIOUS_RELEASE
+
+    sql_dir = project.dir / "sql"
+    current = {p: (sql_dir / p).read_text() for p in ("000_platform_compat.up.sql", "000_platform_compat.down.sql")}
+    for name in current:
+        r = subprocess.run(["git", "-C", str(ROOT), "show", f"{PREVIOUS_RELEASE}:sql/{name}"], capture_output=True, text=True)
+        if r.returncode:
+            pytest.skip(f"release {PREVIOUS_RELEASE} is not in this checkout's git history")
+        (sql_dir / name).write_text(r.stdout)
+    target = Target(server, "postgres")
+    try:
+        deployed(project, target)
+        old_checksum = target.query("SELECT checksum FROM x402_private.schema_migrations WHERE version = '000'")[0][0]
+        for name, text in current.items():
+            (sql_dir / name).write_text(text)
+        before = target.snapshot()
+        project.run("up", "--yes").ok()
+        assert target.snapshot() == before  # superseded: the texts go into state, the database is as it was
+        project.run("preview", "--expect-no-changes").ok()
+        state = next(r for r in project.resources().values() if r["type"].endswith("SqlMigration") and r["outputs"]["version"] == "000")
+        assert state["outputs"]["down_sql"] == current["000_platform_compat.down.sql"]
+        assert target.query("SELECT checksum FROM x402_private.schema_migrations WHERE version = '000'")[0][0] == old_checksum
+        r = project.run("destroy", "--yes")
+        assert r.returncode == 0, r.output
+        assert target.query("SELECT to_regnamespace('auth')")[0][0] is None
+        assert target.query("SELECT count(*) FROM x402_private.schema_migrations")[0][0] == 0
+    finally:
+        target.drop()
