@@ -17,6 +17,9 @@ DECLARE
   nsp text;
   pattern text;
   revoked jsonb := '[]';
+  grantor text;
+  grantee text;
+  path_names_auth boolean;
   role_oid oid;
   detail text;
   uses text;
@@ -36,21 +39,24 @@ BEGIN
       RAISE WARNING 'kept default privilege %: not one the compat layer grants', a.identity;
       CONTINUE;
     END IF;
-    -- Gone with the grantor, the grantee or the schema: nothing is left to revoke.
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = a.e ->> 'role')
-       OR NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = a.e ->> 'to')
-       OR NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = a.e ->> 'schema') THEN
+    -- The roles by OID, under their names of today: a role dropped (with it, its default
+    -- privileges) and perhaps re-created under the same name leaves nothing of ours to revoke.
+    grantor := (SELECT rolname FROM pg_roles WHERE CASE WHEN a.e ? 'role_oid' THEN oid = (a.e ->> 'role_oid')::oid
+                                                        ELSE rolname = a.e ->> 'role' END);
+    grantee := (SELECT rolname FROM pg_roles WHERE CASE WHEN a.e ? 'to_oid' THEN oid = (a.e ->> 'to_oid')::oid
+                                                        ELSE rolname = a.e ->> 'to' END);
+    IF grantor IS NULL OR grantee IS NULL OR NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = a.e ->> 'schema') THEN
       DELETE FROM x402_private.compat_objects WHERE kind = 'default_acl' AND identity = a.identity;
       CONTINUE;
     END IF;
     BEGIN
       EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA %I REVOKE %s ON %s FROM %I',
-                     a.e ->> 'role', a.e ->> 'schema', a.e ->> 'privilege', a.e ->> 'on', a.e ->> 'to');
+                     grantor, a.e ->> 'schema', a.e ->> 'privilege', a.e ->> 'on', grantee);
       DELETE FROM x402_private.compat_objects WHERE kind = 'default_acl' AND identity = a.identity;
-      revoked := revoked || jsonb_build_array(a.e);
+      revoked := revoked || jsonb_build_array(a.e || jsonb_build_object('role', grantor, 'to', grantee));
     EXCEPTION WHEN insufficient_privilege THEN
       RAISE WARNING 'kept default privilege % on % in schema % to % (defaults of role %): role % may not change them',
-        a.e ->> 'privilege', a.e ->> 'on', a.e ->> 'schema', a.e ->> 'to', a.e ->> 'role', current_user;
+        a.e ->> 'privilege', a.e ->> 'on', a.e ->> 'schema', grantee, grantor, current_user;
     END;
   END LOOP;
 
@@ -91,23 +97,33 @@ BEGIN
       END IF;
     END IF;
     -- A PL/pgSQL or SQL string body records no dependency, so RESTRICT cannot see that a project
-    -- function calls auth.uid(): search the bodies for the qualified name, and the bodies of
-    -- functions whose search_path names the schema for the bare name.
-    nsp := split_part(o.identity, '.', 1);
-    pattern := CASE o.kind
-      WHEN 'function' THEN '"?' || regexp_replace(split_part(o.identity, '.', 2), '\(\)$', '') || '"?\s*\('
-      WHEN 'table' THEN '"?' || split_part(o.identity, '.', 2) || '"?([^a-z0-9_$]|$)'
-      ELSE '' END;
-    SELECT string_agg(DISTINCT quote_ident(n.nspname) || '.' || quote_ident(p.proname)
-                      || '(' || pg_get_function_identity_arguments(p.oid) || ')', ', ') INTO uses
-    FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang JOIN pg_namespace n ON n.oid = p.pronamespace
-    WHERE l.lanname NOT IN ('internal', 'c')
-      AND NOT EXISTS (SELECT 1 FROM x402_private.compat_objects c
-                      WHERE c.kind = 'function' AND to_regprocedure(c.identity) = p.oid)
-      AND (p.prosrc ~* ('(^|[^a-z0-9_$])"?' || nsp || '"?\s*\.\s*' || pattern)
-           OR (p.prosrc ~* ('(^|[^a-z0-9_$."])' || pattern)
-               AND EXISTS (SELECT 1 FROM unnest(p.proconfig) s
-                           WHERE s ~* ('^search_path=(.*[ ,"])?' || nsp || '([ ,"]|$)'))));
+    -- function calls auth.uid(): search the bodies for the qualified name, and for the bare name
+    -- where the schema is on the function's search_path (its own SET, else the database's or a
+    -- role's). A schema is not searched for: RESTRICT keeps it while it holds anything, and
+    -- once it is empty no body can use it.
+    uses := NULL;
+    IF o.kind <> 'schema' THEN
+      nsp := split_part(o.identity, '.', 1);
+      pattern := CASE o.kind
+        WHEN 'function' THEN '"?' || regexp_replace(split_part(o.identity, '.', 2), '\(\)$', '') || '"?\s*\('
+        ELSE '"?' || split_part(o.identity, '.', 2) || '"?([^a-z0-9_$]|$)' END;
+      path_names_auth := EXISTS (
+        SELECT 1 FROM pg_db_role_setting rs, unnest(rs.setconfig) s
+        WHERE rs.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+          AND s ~* ('^search_path=(.*[ ,"])?' || nsp || '([ ,"]|$)'));
+      SELECT string_agg(DISTINCT quote_ident(n.nspname) || '.' || quote_ident(p.proname)
+                        || '(' || pg_get_function_identity_arguments(p.oid) || ')', ', ') INTO uses
+      FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang JOIN pg_namespace n ON n.oid = p.pronamespace
+      WHERE l.lanname NOT IN ('internal', 'c')
+        AND NOT EXISTS (SELECT 1 FROM x402_private.compat_objects c
+                        WHERE c.kind = 'function' AND to_regprocedure(c.identity) = p.oid)
+        AND (p.prosrc ~* ('(^|[^a-z0-9_$])"?' || nsp || '"?\s*\.\s*' || pattern)
+             OR (p.prosrc ~* ('(^|[^a-z0-9_$."])' || pattern)
+                 AND CASE WHEN EXISTS (SELECT 1 FROM unnest(p.proconfig) s WHERE s ~* '^search_path=')
+                     THEN EXISTS (SELECT 1 FROM unnest(p.proconfig) s
+                                  WHERE s ~* ('^search_path=(.*[ ,"])?' || nsp || '([ ,"]|$)'))
+                     ELSE path_names_auth END));
+    END IF;
     IF uses IS NOT NULL THEN
       RAISE WARNING 'kept % %: the body of function % refers to it (function bodies record no dependency)',
         o.kind, o.identity, uses;

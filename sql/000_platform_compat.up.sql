@@ -3,9 +3,9 @@
 -- This file is the single owner of the platform roles on that target (the Pulumi program
 -- creates none of them), so `make deploy` and `pulumi up` build the same cluster.
 -- x402:targets: postgres
--- x402:supersedes: 1f5590331f6dc415852d7e6cf44bd03598a5d3c7191a1f99c65e31d484addc5a pin e875f828b678f82dc28f99307507aee5ebb7ea4e43bbddade2489966c7c3e4ec | the first text of this file created the same objects without recording them; its revert keeps what it cannot attribute
--- x402:supersedes: aee2fa890d5d4415064cd1f22e0a35a02bce6a3ec98fbb00481257150ac099ac pin e875f828b678f82dc28f99307507aee5ebb7ea4e43bbddade2489966c7c3e4ec | the same text before its supersedes lines pinned it; a database that applied it is left as it was
--- x402:supersedes: d840a8dc53d5c6614f317dcfbfafdda0537da9d155ea685eba1f08da4323b726 pin e875f828b678f82dc28f99307507aee5ebb7ea4e43bbddade2489966c7c3e4ec | the text before it recorded the default privileges it grants; its revert revokes none of them, keeps the roles they name, and says so
+-- x402:supersedes: 1f5590331f6dc415852d7e6cf44bd03598a5d3c7191a1f99c65e31d484addc5a pin e6d37e8c36fc9f4519d1c4c48285c48bf4bc24b27a121236e284f565b86cc6d1 | the first text of this file created the same objects without recording them; its revert keeps what it cannot attribute
+-- x402:supersedes: aee2fa890d5d4415064cd1f22e0a35a02bce6a3ec98fbb00481257150ac099ac pin e6d37e8c36fc9f4519d1c4c48285c48bf4bc24b27a121236e284f565b86cc6d1 | the same text before its supersedes lines pinned it; a database that applied it is left as it was
+-- x402:supersedes: d840a8dc53d5c6614f317dcfbfafdda0537da9d155ea685eba1f08da4323b726 pin e6d37e8c36fc9f4519d1c4c48285c48bf4bc24b27a121236e284f565b86cc6d1 | the text before it recorded the default privileges it grants; its revert revokes none of them, keeps the roles they name, and says so
 
 -- What this layer creates is recorded, so that its revert drops exactly that and nothing it
 -- found existing (roles are cluster-wide; another database or project may own them).
@@ -99,8 +99,9 @@ GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
 -- Supabase's default privileges: every new table, sequence and function in public is granted
 -- to the three API roles. This is why migration 005's access model must revoke anon explicitly.
 -- Each privilege this adds to the running role's defaults (not one that was there already) is
--- recorded with that role's name, so that the revert revokes exactly those: an operator's own
--- entries, made before this ran or by another role, are never touched.
+-- recorded with that role, so that the revert revokes exactly those: an operator's own entries,
+-- made before this ran or by another role, are never touched. Roles are recorded by OID too: a
+-- role renamed since is still found, one dropped and re-created under the name is not ours.
 DO $$
 DECLARE
   t record;
@@ -113,8 +114,9 @@ BEGIN
     WHERE d.defaclrole = me AND d.defaclnamespace = 'public'::regnamespace AND d.defaclobjtype = t.objtype::"char";
     EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON %s TO anon, authenticated, service_role', t.keyword);
     INSERT INTO x402_private.compat_objects
-    SELECT 'default_acl', jsonb_build_object('role', current_user::text, 'schema', 'public', 'on', t.keyword,
-                                             'privilege', a.privilege_type, 'to', g.rolname::text)::text
+    SELECT 'default_acl', jsonb_build_object('role', current_user::text, 'role_oid', me::bigint, 'schema', 'public',
+                                             'on', t.keyword, 'privilege', a.privilege_type,
+                                             'to', g.rolname::text, 'to_oid', g.oid::bigint)::text
     FROM pg_default_acl d, aclexplode(d.defaclacl) a, pg_roles g
     WHERE d.defaclrole = me AND d.defaclnamespace = 'public'::regnamespace AND d.defaclobjtype = t.objtype::"char"
       AND g.oid = a.grantee AND g.rolname IN ('anon', 'authenticated', 'service_role')

@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -292,7 +293,8 @@ def test_a_layer_applied_by_the_previous_release_is_reverted_by_this_one(tmp_pat
         access.apply(conn)
     shipped = migrations.shipped_downs()["000"]
     with db.connect(compat_db) as conn:
-        assert ledger.entries(conn)["000"].down_checksum == shipped[-2]
+        recorded = ledger.entries(conn)["000"].down_checksum
+        assert recorded == migrations.checksum((old_sql / "000_platform_compat.down.sql").read_text()) in shipped[:-1]
         e = Engine(conn, migrations.load(), detect(conn))
         s = {x.version: x for x in e.status()}["000"]
         assert (s.state, s.down_edited, s.superseded is not None) == ("applied", False, True)
@@ -313,3 +315,77 @@ def test_a_layer_applied_by_the_previous_release_is_reverted_by_this_one(tmp_pat
         assert f"kept role {role}: it still holds privileges on default privileges" in out, out
     with psycopg.connect(compat_db) as c:
         assert c.execute("SELECT to_regnamespace('auth')").fetchone()[0] is None
+
+
+def _as(dsn: str, user: str, password: str) -> str:
+    head, rest = dsn.split("://", 1)
+    return f"{head}://{quote(user, safe='')}:{quote(password, safe='')}@{rest.split('@', 1)[1]}"
+
+
+def _drop_role(server: LocalServer, dsn: str, role: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        if c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+            c.execute(sql.SQL("REASSIGN OWNED BY {} TO postgres; DROP OWNED BY {}").format(sql.Identifier(role), sql.Identifier(role)))
+    with psycopg.connect(server.dsn(), autocommit=True) as c:
+        c.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+@pytest.mark.parametrize("afterwards", ["renamed", "dropped-and-re-created"])
+def test_the_grantor_is_the_role_that_ran_the_up_not_its_name(bare_server, compat_db, afterwards):
+    """Found by attacking the fix: the down looked the grantor up by name. Renamed, the layer's
+    entries stayed and their records were dropped without a word; dropped and re-created under
+    the same name, the new role's own entry was revoked as the layer's."""
+    with psycopg.connect(bare_server.dsn(), autocommit=True) as c:
+        c.execute("CREATE ROLE deployer LOGIN SUPERUSER PASSWORD 'deployer-pw'")
+    try:
+        deploy(_as(compat_db, "deployer", "deployer-pw"))
+        assert ("deployer", "public", "r", "anon", "INSERT") in _default_acls(compat_db)
+        if afterwards == "renamed":
+            with psycopg.connect(bare_server.dsn(), autocommit=True) as c:
+                c.execute("ALTER ROLE deployer RENAME TO deployer2")
+            kept = set()
+        else:
+            _drop_role(bare_server, compat_db, "deployer")  # DROP OWNED takes the layer's entries with it
+            with psycopg.connect(bare_server.dsn(), autocommit=True) as c:
+                c.execute("CREATE ROLE deployer NOLOGIN")
+            with psycopg.connect(compat_db, autocommit=True) as c:
+                c.execute("ALTER DEFAULT PRIVILEGES FOR ROLE deployer IN SCHEMA public GRANT SELECT ON TABLES TO authenticated")
+            kept = {("deployer", "public", "r", "authenticated", "SELECT")}
+        r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+        assert r.returncode == 0, r.stderr
+        assert _default_acls(compat_db) == kept, r.stdout
+        if afterwards == "renamed":
+            assert "(defaults of role deployer2 in schema public)" in r.stdout, r.stdout
+    finally:
+        for role in ("deployer", "deployer2"):
+            _drop_role(bare_server, compat_db, role)
+
+
+def test_a_bare_name_on_the_databases_search_path_is_found(compat_db):
+    """Found by attacking the fix: a search_path set by ALTER DATABASE (or ALTER ROLE) was not
+    read, so auth.uid() was dropped from under a function calling uid()."""
+    deploy(compat_db)
+    dbname = psycopg.conninfo.conninfo_to_dict(compat_db)["dbname"]
+    with psycopg.connect(compat_db, autocommit=True) as c:
+        c.execute(sql.SQL("ALTER DATABASE {} SET search_path = public, auth").format(sql.Identifier(dbname)))
+        c.execute("CREATE FUNCTION public.my_id() RETURNS uuid LANGUAGE plpgsql STABLE AS $$ BEGIN RETURN uid(); END $$")
+    r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+    assert r.returncode == 0, r.stderr
+    with psycopg.connect(compat_db) as c:
+        assert c.execute("SELECT public.my_id()").fetchone() == (None,)
+    assert "kept function auth.uid(): the body of function public.my_id() refers to it" in r.stdout
+
+
+def test_a_body_that_names_auth_dot_something_else_keeps_nothing(compat_db):
+    """Found by attacking the fix: the schema itself was searched for, so a setting named
+    'app.auth.tenant' kept the empty schema auth and, through its grants, every API role."""
+    deploy(compat_db)
+    with psycopg.connect(compat_db, autocommit=True) as c:
+        c.execute("CREATE FUNCTION public.tenant() RETURNS text LANGUAGE sql STABLE AS $$ SELECT current_setting('app.auth.tenant', true) $$")
+    r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+    assert r.returncode == 0, r.stderr
+    with psycopg.connect(compat_db) as c:
+        assert c.execute("SELECT to_regnamespace('auth')").fetchone()[0] is None, r.stdout
+    # The roles the default privileges granted EXECUTE on tenant() are kept for that, and only that.
+    held = [line for line in r.stdout.splitlines() if "kept role" in line]
+    assert held and all(line.endswith("it still holds privileges on function tenant()") for line in held), r.stdout
