@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import quote
@@ -389,3 +392,57 @@ def test_a_body_that_names_auth_dot_something_else_keeps_nothing(compat_db):
     # The roles the default privileges granted EXECUTE on tenant() are kept for that, and only that.
     held = [line for line in r.stdout.splitlines() if "kept role" in line]
     assert held and all(line.endswith("it still holds privileges on function tenant()") for line in held), r.stdout
+
+
+def _down_waiting_on_a_default_acl_row(compat_db: str) -> tuple[psycopg.Connection, subprocess.Popen]:
+    """`down --to base` started while a second session holds, uncommitted, a change of the same
+    pg_default_acl row (defaults of postgres in public); returns once the down waits on it."""
+    other = psycopg.connect(compat_db)
+    other.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO authenticated")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "migrate.py"), "down", "--to", "base", "--dsn", compat_db],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    with psycopg.connect(compat_db, autocommit=True) as w:
+        while not w.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                            " AND query LIKE '%compat_objects%'").fetchone()[0]:
+            assert time.monotonic() < deadline and proc.poll() is None, "the down never waited on the row"
+            time.sleep(0.01)
+    return other, proc
+
+
+def _recorded(dsn: str) -> set[tuple[str, str]]:
+    with psycopg.connect(dsn) as c:
+        return set(c.execute("SELECT kind, identity FROM x402_private.compat_objects").fetchall())
+
+
+def test_a_second_session_committing_the_same_default_acl_row_is_retried(compat_db):
+    """Found by attacking the fix: the other session committed while the revert waited on the row,
+    and the revert failed with 'tuple concurrently updated' (rolled back). It is retried now."""
+    deploy(compat_db)
+    other, proc = _down_waiting_on_a_default_acl_row(compat_db)
+    other.commit()
+    other.close()
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "another session changed the same catalog row meanwhile, retrying" in out, out
+    # The other session's grant came after the layer's ALL: no trace of it is left to tell it apart.
+    assert _default_acls(compat_db) == set(), out
+
+
+def test_kill_9_while_the_compat_revert_waits_then_the_same_command_converges(compat_db):
+    deploy(compat_db)
+    recorded = _recorded(compat_db)
+    other, proc = _down_waiting_on_a_default_acl_row(compat_db)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with psycopg.connect(compat_db) as c:
+        assert set(ledger.entries(c)) == {"000"}  # 005 and 001 committed; 000 rolled back whole
+    assert _recorded(compat_db) == recorded
+    other.rollback()
+    other.close()
+    r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _default_acls(compat_db) == set()
+    with psycopg.connect(compat_db) as c:
+        assert ledger.entries(c) == {} and c.execute("SELECT count(*) FROM x402_private.compat_objects").fetchone()[0] == 0
+        assert c.execute("SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)", (list(API_ROLES),)).fetchone()[0] == 0

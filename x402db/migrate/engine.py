@@ -149,25 +149,24 @@ class Engine:
                 self.conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
 
     def _retrying(self, what: str, fn: Callable[[], None], committed: str | None = None) -> None:
-        """Run fn, retrying lock timeouts. `committed` is None for a transactional part (a failure
-        rolls all of it back); for a no-transaction step it says what is already committed and
-        how to converge, because a failed step rolls back only itself."""
+        """Run fn, retrying lock timeouts and a lost race on a catalog row. `committed` is None
+        for a transactional part (a failure rolls all of it back); for a no-transaction step it
+        says what is already committed and how to converge, because a failed step rolls back only itself."""
         after = f"; that step changed nothing, but {committed}" if committed else "; nothing changed"
         delay = self.settings.backoff_s
         for attempt in range(self.settings.retries + 1):
+            last = attempt == self.settings.retries
             try:
                 fn()
                 return
             except pgerr.LockNotAvailable:
-                if attempt == self.settings.retries:
+                if last:
                     raise BundleError(
                         f"{what}: gave up after {attempt + 1} attempts, each waiting lock_timeout="
                         f"{self.settings.lock_timeout} for a lock another session holds{after}. "
                         "Find the blocker in pg_stat_activity and run again"
                     ) from None
                 self.log(f"{what}: lock not available within {self.settings.lock_timeout}, retrying in {delay:.1f}s")
-                time.sleep(delay)
-                delay = min(delay * 2, 8.0)
             except pgerr.QueryCanceled:
                 raise BundleError(f"{what}: statement timeout hit{after}") from None
             except psycopg.OperationalError as exc:
@@ -178,10 +177,18 @@ class Engine:
                     ) from None
                 raise BundleError(f"{what} failed: {_pg_message(exc)}{after}") from None
             except psycopg.Error as exc:
-                if committed:
+                # GRANT and ALTER DEFAULT PRIVILEGES update one catalog row in place: a session that
+                # waited on another's change of it fails when that one commits. What failed was
+                # rolled back, and a retry starts from the committed row.
+                if isinstance(exc, pgerr.InternalError_) and _pg_message(exc) == "tuple concurrently updated" and not last:
+                    self.log(f"{what}: another session changed the same catalog row meanwhile, retrying in {delay:.1f}s")
+                elif committed:
                     raise BundleError(f"{what} failed: {_pg_message(exc)}; that step changed nothing, "
                                       f"but {committed}") from None
-                raise BundleError(f"{what} failed and was rolled back, nothing changed: {_pg_message(exc)}") from None
+                else:
+                    raise BundleError(f"{what} failed and was rolled back, nothing changed: {_pg_message(exc)}") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
 
     def _set_timeouts(self, statement_timeout: str, local: bool) -> None:
         scope = "SET LOCAL" if local else "SET"
