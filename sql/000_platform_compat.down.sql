@@ -20,6 +20,7 @@ DECLARE
   grantor text;
   grantee text;
   path_names_auth boolean;
+  now_oid oid;
   role_oid oid;
   detail text;
   uses text;
@@ -28,6 +29,8 @@ BEGIN
     RAISE WARNING 'kept the roles anon, authenticated, service_role, authenticator and schema auth: this compat layer was applied before it recorded what it created, so none of it is dropped';
     RETURN;
   END IF;
+  -- Recorded by the previous release, the table has no OIDs yet: its rows are taken by name.
+  ALTER TABLE x402_private.compat_objects ADD COLUMN IF NOT EXISTS object_oid oid;
 
   -- Default privileges: exactly the entries the up recorded, each revoked from the defaults of
   -- the role that ran it. The entries it found, and other roles' entries, stay as they are.
@@ -71,8 +74,17 @@ BEGIN
   END IF;
 
   -- Objects next, each on its own and RESTRICT: one that anything else depends on is kept.
-  FOR o IN SELECT kind, identity FROM x402_private.compat_objects WHERE kind NOT IN ('role', 'default_acl')
+  FOR o IN SELECT kind, identity, object_oid FROM x402_private.compat_objects WHERE kind NOT IN ('role', 'default_acl')
            ORDER BY array_position(ARRAY['function', 'table', 'schema'], kind), identity LOOP
+    -- Dropped, or dropped and made again by someone else, since the layer created it.
+    now_oid := CASE o.kind
+      WHEN 'schema' THEN to_regnamespace(o.identity)::oid
+      WHEN 'table' THEN to_regclass(o.identity)::oid
+      WHEN 'function' THEN to_regprocedure(o.identity)::oid END;
+    IF o.object_oid IS NOT NULL AND o.object_oid IS DISTINCT FROM now_oid THEN
+      DELETE FROM x402_private.compat_objects WHERE kind = o.kind AND identity = o.identity;
+      CONTINUE;
+    END IF;
     -- RESTRICT keeps a table that other objects reference, but silently drops what hangs on
     -- it (triggers, policies, indexes, rules, columns): those are the project's, so keep it.
     IF o.kind = 'table' AND to_regclass(o.identity) IS NOT NULL THEN
@@ -141,7 +153,9 @@ BEGIN
   FOREACH r IN ARRAY ARRAY['authenticator', 'service_role', 'authenticated', 'anon'] LOOP
     CONTINUE WHEN NOT EXISTS (SELECT 1 FROM x402_private.compat_objects WHERE kind = 'role' AND identity = r);
     SELECT oid INTO role_oid FROM pg_roles WHERE rolname = r;
-    IF role_oid IS NULL THEN
+    IF role_oid IS NULL OR role_oid IS DISTINCT FROM coalesce(
+         (SELECT object_oid FROM x402_private.compat_objects WHERE kind = 'role' AND identity = r), role_oid) THEN
+      -- Gone, or dropped and made again by someone else since the layer created it.
       DELETE FROM x402_private.compat_objects WHERE kind = 'role' AND identity = r;
       CONTINUE;
     END IF;

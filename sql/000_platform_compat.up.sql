@@ -3,15 +3,16 @@
 -- This file is the single owner of the platform roles on that target (the Pulumi program
 -- creates none of them), so `make deploy` and `pulumi up` build the same cluster.
 -- x402:targets: postgres
--- x402:supersedes: 1f5590331f6dc415852d7e6cf44bd03598a5d3c7191a1f99c65e31d484addc5a pin e6d37e8c36fc9f4519d1c4c48285c48bf4bc24b27a121236e284f565b86cc6d1 | the first text of this file created the same objects without recording them; its revert keeps what it cannot attribute
--- x402:supersedes: aee2fa890d5d4415064cd1f22e0a35a02bce6a3ec98fbb00481257150ac099ac pin e6d37e8c36fc9f4519d1c4c48285c48bf4bc24b27a121236e284f565b86cc6d1 | the same text before its supersedes lines pinned it; a database that applied it is left as it was
--- x402:supersedes: d840a8dc53d5c6614f317dcfbfafdda0537da9d155ea685eba1f08da4323b726 pin e6d37e8c36fc9f4519d1c4c48285c48bf4bc24b27a121236e284f565b86cc6d1 | the text before it recorded the default privileges it grants; its revert revokes none of them, keeps the roles they name, and says so
+-- x402:supersedes: 1f5590331f6dc415852d7e6cf44bd03598a5d3c7191a1f99c65e31d484addc5a pin a6af5be0f8357d570eba267d38d55c7527d10949af454ebf2b76925bf39ff46a | the first text of this file created the same objects without recording them; its revert keeps what it cannot attribute
+-- x402:supersedes: aee2fa890d5d4415064cd1f22e0a35a02bce6a3ec98fbb00481257150ac099ac pin a6af5be0f8357d570eba267d38d55c7527d10949af454ebf2b76925bf39ff46a | the same text before its supersedes lines pinned it; a database that applied it is left as it was
+-- x402:supersedes: d840a8dc53d5c6614f317dcfbfafdda0537da9d155ea685eba1f08da4323b726 pin a6af5be0f8357d570eba267d38d55c7527d10949af454ebf2b76925bf39ff46a | the text before it recorded the default privileges it grants; its revert revokes none of them, keeps the roles they name, and says so
 
 -- What this layer creates is recorded, so that its revert drops exactly that and nothing it
 -- found existing (roles are cluster-wide; another database or project may own them).
 CREATE TABLE IF NOT EXISTS x402_private.compat_objects (
-  kind     text NOT NULL CHECK (kind IN ('role', 'schema', 'table', 'function', 'default_acl')),
-  identity text NOT NULL,
+  kind       text NOT NULL CHECK (kind IN ('role', 'schema', 'table', 'function', 'default_acl')),
+  identity   text NOT NULL,
+  object_oid oid,
   PRIMARY KEY (kind, identity)
 );
 REVOKE ALL ON x402_private.compat_objects FROM PUBLIC;
@@ -21,11 +22,21 @@ REVOKE ALL ON x402_private.compat_objects FROM PUBLIC;
 ALTER TABLE x402_private.compat_objects DROP CONSTRAINT IF EXISTS compat_objects_kind_check;
 ALTER TABLE x402_private.compat_objects ADD CONSTRAINT compat_objects_kind_check
   CHECK (kind IN ('role', 'schema', 'table', 'function', 'default_acl'));
+-- The OID of what was created: an object of the same name made since by someone else is theirs.
+ALTER TABLE x402_private.compat_objects ADD COLUMN IF NOT EXISTS object_oid oid;
 
 DO $$
 DECLARE
   r text;
 BEGIN
+  -- A record kept by an earlier revert (the object was in use) whose object was dropped or
+  -- re-created since: what has the name now is not the layer's.
+  DELETE FROM x402_private.compat_objects c
+  WHERE c.object_oid IS NOT NULL AND c.object_oid IS DISTINCT FROM CASE c.kind
+    WHEN 'role' THEN (SELECT oid FROM pg_roles WHERE rolname = c.identity)
+    WHEN 'schema' THEN to_regnamespace(c.identity)::oid
+    WHEN 'table' THEN to_regclass(c.identity)::oid
+    WHEN 'function' THEN to_regprocedure(c.identity)::oid END;
   FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role', 'authenticator'] LOOP
     CONTINUE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r);
     EXECUTE format('CREATE ROLE %I %s', r, CASE r
@@ -62,33 +73,47 @@ CREATE TABLE IF NOT EXISTS auth.users (
 );
 
 -- Same bodies as Supabase's auth functions: the legacy per-claim setting wins when set,
--- PostgREST >= 9 only sets request.jwt.claims.
-CREATE OR REPLACE FUNCTION auth.uid() RETURNS uuid
+-- PostgREST >= 9 only sets request.jwt.claims. Each is created where it is missing, or replaced
+-- where the layer created it; one the layer found is the operator's and is left as it is.
+DO $do$
+DECLARE
+  f record;
+BEGIN
+  FOR f IN SELECT * FROM (VALUES
+    ('auth.uid()', $ddl$CREATE OR REPLACE FUNCTION auth.uid() RETURNS uuid
   LANGUAGE sql STABLE
 AS $$
   SELECT coalesce(
     nullif(current_setting('request.jwt.claim.sub', true), ''),
     (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')
   )::uuid
-$$;
-
-CREATE OR REPLACE FUNCTION auth.role() RETURNS text
+$$
+$ddl$),
+    ('auth.role()', $ddl$CREATE OR REPLACE FUNCTION auth.role() RETURNS text
   LANGUAGE sql STABLE
 AS $$
   SELECT coalesce(
     nullif(current_setting('request.jwt.claim.role', true), ''),
     (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'role')
   )::text
-$$;
-
-CREATE OR REPLACE FUNCTION auth.jwt() RETURNS jsonb
+$$
+$ddl$),
+    ('auth.jwt()', $ddl$CREATE OR REPLACE FUNCTION auth.jwt() RETURNS jsonb
   LANGUAGE sql STABLE
 AS $$
   SELECT coalesce(
     nullif(current_setting('request.jwt.claim', true), ''),
     nullif(current_setting('request.jwt.claims', true), '')
   )::jsonb
-$$;
+$$
+$ddl$)
+  ) v (identity, ddl) LOOP
+    CONTINUE WHEN to_regprocedure(f.identity) IS NOT NULL AND NOT EXISTS (
+      SELECT 1 FROM x402_private.compat_objects WHERE kind = 'function' AND identity = f.identity);
+    EXECUTE f.ddl;
+  END LOOP;
+END
+$do$;
 
 GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION auth.uid(), auth.role(), auth.jwt() TO anon, authenticated, service_role;
@@ -125,3 +150,11 @@ BEGIN
   END LOOP;
 END
 $$;
+
+-- What this run created, by OID (and what an earlier release recorded without one).
+UPDATE x402_private.compat_objects c SET object_oid = CASE c.kind
+    WHEN 'role' THEN (SELECT oid FROM pg_roles WHERE rolname = c.identity)
+    WHEN 'schema' THEN to_regnamespace(c.identity)::oid
+    WHEN 'table' THEN to_regclass(c.identity)::oid
+    WHEN 'function' THEN to_regprocedure(c.identity)::oid END
+WHERE c.object_oid IS NULL AND c.kind <> 'default_acl';

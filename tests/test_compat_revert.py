@@ -446,3 +446,27 @@ def test_kill_9_while_the_compat_revert_waits_then_the_same_command_converges(co
     with psycopg.connect(compat_db) as c:
         assert ledger.entries(c) == {} and c.execute("SELECT count(*) FROM x402_private.compat_objects").fetchone()[0] == 0
         assert c.execute("SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)", (list(API_ROLES),)).fetchone()[0] == 0
+
+
+def test_an_object_the_operator_made_under_a_kept_objects_name_is_theirs(compat_db):
+    """Found by attacking item 7 (older than it): a revert kept auth.uid() (a function called it),
+    so its record stayed. The operator replaced it with a function of their own; the next up
+    overwrote that body and the next revert dropped it, by the name the stale record held."""
+    deploy(compat_db)
+    with psycopg.connect(compat_db, autocommit=True) as c:
+        c.execute("CREATE FUNCTION public.my_id() RETURNS uuid LANGUAGE plpgsql AS $$ BEGIN RETURN auth.uid(); END $$")
+    r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+    assert r.returncode == 0 and "kept function auth.uid()" in r.stdout, r.stdout + r.stderr
+    own = "SELECT '00000000-0000-0000-0000-000000000001'::uuid"
+    with psycopg.connect(compat_db, autocommit=True) as c:
+        c.execute("DROP FUNCTION public.my_id(); DROP FUNCTION auth.uid()")
+        c.execute(f"CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql AS $$ {own} $$")
+    deploy(compat_db)
+    with psycopg.connect(compat_db) as c:
+        assert own in c.execute("SELECT prosrc FROM pg_proc WHERE oid = 'auth.uid()'::regprocedure").fetchone()[0]
+    r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+    assert r.returncode == 0, r.stderr
+    with psycopg.connect(compat_db) as c:
+        assert own in c.execute("SELECT prosrc FROM pg_proc WHERE oid = 'auth.uid()'::regprocedure").fetchone()[0]
+        # What the layer made itself is gone as usual.
+        assert c.execute("SELECT to_regprocedure('auth.role()') IS NULL AND to_regclass('auth.users') IS NULL").fetchone()[0]
