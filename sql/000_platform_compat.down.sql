@@ -21,6 +21,7 @@ DECLARE
   grantee text;
   path_names_auth boolean;
   now_oid oid;
+  other_dbs text;
   role_oid oid;
   detail text;
   uses text;
@@ -83,7 +84,15 @@ BEGIN
       WHEN 'function' THEN to_regprocedure(o.identity)::oid END;
     IF o.object_oid IS NOT NULL AND o.object_oid IS DISTINCT FROM now_oid THEN
       DELETE FROM x402_private.compat_objects WHERE kind = o.kind AND identity = o.identity;
+      IF now_oid IS NOT NULL THEN
+        RAISE WARNING 'kept % %: it is not the object the compat layer created (its OID changed: made again since, or the database was restored from a dump); drop it yourself if it is the layer''s', o.kind, o.identity;
+      END IF;
       CONTINUE;
+    END IF;
+    -- Recorded by name only (the previous release): from now on by OID too, so that an object
+    -- made under its name after this revert keeps it is not taken for the layer's.
+    IF o.object_oid IS NULL AND now_oid IS NOT NULL THEN
+      UPDATE x402_private.compat_objects SET object_oid = now_oid WHERE kind = o.kind AND identity = o.identity;
     END IF;
     -- RESTRICT keeps a table that other objects reference, but silently drops what hangs on
     -- it (triggers, policies, indexes, rules, columns): those are the project's, so keep it.
@@ -150,13 +159,26 @@ BEGIN
     END;
   END LOOP;
 
-  FOREACH r IN ARRAY ARRAY['authenticator', 'service_role', 'authenticated', 'anon'] LOOP
+  -- authenticator last: the API roles log in through it, so it stays while another database
+  -- of the cluster still uses them (nothing there records a dependency on authenticator).
+  FOREACH r IN ARRAY ARRAY['service_role', 'authenticated', 'anon', 'authenticator'] LOOP
     CONTINUE WHEN NOT EXISTS (SELECT 1 FROM x402_private.compat_objects WHERE kind = 'role' AND identity = r);
     SELECT oid INTO role_oid FROM pg_roles WHERE rolname = r;
-    IF role_oid IS NULL OR role_oid IS DISTINCT FROM coalesce(
-         (SELECT object_oid FROM x402_private.compat_objects WHERE kind = 'role' AND identity = r), role_oid) THEN
-      -- Gone, or dropped and made again by someone else since the layer created it.
+    now_oid := (SELECT object_oid FROM x402_private.compat_objects WHERE kind = 'role' AND identity = r);
+    IF role_oid IS NULL OR role_oid IS DISTINCT FROM coalesce(now_oid, role_oid) THEN
+      -- Gone, or dropped and made again since the layer created it (or restored into another cluster).
       DELETE FROM x402_private.compat_objects WHERE kind = 'role' AND identity = r;
+      IF role_oid IS NOT NULL THEN
+        RAISE WARNING 'kept role %: it is not the role the compat layer created (its OID changed: made again since, or the database was restored into another cluster); drop it yourself if it is the layer''s', r;
+      END IF;
+      CONTINUE;
+    END IF;
+    IF now_oid IS NULL THEN
+      UPDATE x402_private.compat_objects SET object_oid = role_oid WHERE kind = 'role' AND identity = r;
+    END IF;
+    IF r = 'authenticator' AND other_dbs IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pg_auth_members WHERE member = role_oid) THEN
+      RAISE WARNING 'kept role authenticator: the roles it logs in as are still used in database %', other_dbs;
       CONTINUE;
     END IF;
     -- Anything that still refers to it, but the USAGE on public the up granted: owned objects,
@@ -179,6 +201,10 @@ BEGIN
       FROM pg_auth_members m
       WHERE m.roleid = role_oid AND m.member::regrole::text <> 'authenticator'
     ) refs;
+    SELECT string_agg(DISTINCT db.datname, ', ') INTO detail
+    FROM pg_shdepend d JOIN pg_database db ON db.oid = d.dbid
+    WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = role_oid AND db.datname <> current_database();
+    other_dbs := nullif(concat_ws(', ', other_dbs, detail), '');
     IF uses IS NOT NULL THEN
       RAISE WARNING 'kept role %: it still %', r, uses;
       CONTINUE;

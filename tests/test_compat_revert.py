@@ -394,11 +394,15 @@ def test_a_body_that_names_auth_dot_something_else_keeps_nothing(compat_db):
     assert held and all(line.endswith("it still holds privileges on function tenant()") for line in held), r.stdout
 
 
-def _down_waiting_on_a_default_acl_row(compat_db: str) -> tuple[psycopg.Connection, subprocess.Popen]:
+GRANT_AGAIN = "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO authenticated"
+REVOKE_ALL = "ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON TABLES FROM anon, authenticated, service_role"
+
+
+def _down_waiting_on_a_default_acl_row(compat_db: str, change: str = GRANT_AGAIN) -> tuple[psycopg.Connection, subprocess.Popen]:
     """`down --to base` started while a second session holds, uncommitted, a change of the same
     pg_default_acl row (defaults of postgres in public); returns once the down waits on it."""
     other = psycopg.connect(compat_db)
-    other.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO authenticated")
+    other.execute(change)
     proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "migrate.py"), "down", "--to", "base", "--dsn", compat_db],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
@@ -415,11 +419,12 @@ def _recorded(dsn: str) -> set[tuple[str, str]]:
         return set(c.execute("SELECT kind, identity FROM x402_private.compat_objects").fetchall())
 
 
-def test_a_second_session_committing_the_same_default_acl_row_is_retried(compat_db):
+@pytest.mark.parametrize("change", [GRANT_AGAIN, REVOKE_ALL], ids=["updates-the-row", "deletes-the-row"])
+def test_a_second_session_committing_the_same_default_acl_row_is_retried(compat_db, change):
     """Found by attacking the fix: the other session committed while the revert waited on the row,
-    and the revert failed with 'tuple concurrently updated' (rolled back). It is retried now."""
+    and the revert failed with 'tuple concurrently updated' (or deleted), rolled back. It is retried now."""
     deploy(compat_db)
-    other, proc = _down_waiting_on_a_default_acl_row(compat_db)
+    other, proc = _down_waiting_on_a_default_acl_row(compat_db, change)
     other.commit()
     other.close()
     out, _ = proc.communicate(timeout=120)
@@ -470,3 +475,70 @@ def test_an_object_the_operator_made_under_a_kept_objects_name_is_theirs(compat_
         assert own in c.execute("SELECT prosrc FROM pg_proc WHERE oid = 'auth.uid()'::regprocedure").fetchone()[0]
         # What the layer made itself is gone as usual.
         assert c.execute("SELECT to_regprocedure('auth.role()') IS NULL AND to_regclass('auth.users') IS NULL").fetchone()[0]
+
+
+def _compat_objects_left(dsn: str) -> tuple[bool, bool, bool]:
+    with psycopg.connect(dsn) as c:
+        return c.execute("SELECT to_regnamespace('auth') IS NOT NULL, to_regclass('auth.users') IS NOT NULL,"
+                         " to_regprocedure('auth.uid()') IS NOT NULL").fetchone()
+
+
+def test_a_database_restored_from_a_dump_names_what_its_revert_keeps(bare_server, compat_db):
+    """Found by attacking the OID records: restored, every object has a new OID, and the revert
+    forgot its records without a word. It still does not drop them (they cannot be told from
+    objects made again by someone else), but each is named."""
+    deploy(compat_db)
+    copy = bare_server.ensure_database(f"t_{uuid.uuid4().hex[:12]}")
+    try:
+        dump = subprocess.run([str(bare_server.bindir / "pg_dump"), "-Fc", "--dbname", compat_db], capture_output=True, check=True).stdout
+        subprocess.run([str(bare_server.bindir / "pg_restore"), "--dbname", copy], input=dump, check=True)
+        r = run_script("migrate.py", "down", "--to", "base", "--dsn", copy)
+        assert r.returncode == 0, r.stderr
+        assert _compat_objects_left(copy) == (True, True, True)
+        for what in ("schema auth", "table auth.users", "function auth.uid()", "function auth.role()", "function auth.jwt()"):
+            assert f"kept {what}: it is not the object the compat layer created (its OID changed" in r.stdout, r.stdout
+        # The original's roles are untouched: it still uses them, authenticator included.
+        assert run_script("smoke.py", "--dsn", compat_db).returncode == 0
+    finally:
+        with psycopg.connect(bare_server.dsn(), autocommit=True) as c:
+            c.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(psycopg.conninfo.conninfo_to_dict(copy)["dbname"])))
+
+
+def test_the_revert_of_one_database_keeps_authenticator_while_another_uses_the_roles(bare_server, compat_db):
+    """Found by attacking the fix: the first database created the roles, a second found them. The
+    first one's revert kept anon, authenticated and service_role (the second holds grants to them)
+    but dropped authenticator, which nothing records a dependency on: the second broke."""
+    deploy(compat_db)
+    second = bare_server.ensure_database(f"t_{uuid.uuid4().hex[:12]}")
+    try:
+        deploy(second)
+        r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+        assert r.returncode == 0, r.stderr
+        assert "kept role authenticator: the roles it logs in as are still used in database t_" in r.stdout, r.stdout
+        smoke = run_script("smoke.py", "--dsn", second)
+        assert smoke.returncode == 0, smoke.stdout
+    finally:
+        with psycopg.connect(bare_server.dsn(), autocommit=True) as c:
+            c.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(psycopg.conninfo.conninfo_to_dict(second)["dbname"])))
+
+
+def test_a_kept_object_the_previous_release_recorded_by_name_is_then_known_by_oid(tmp_path, compat_db):
+    """Found by attacking the OID records: the previous release recorded by name only, so after a
+    revert kept auth.uid() the operator's own function of that name was overwritten by the next
+    up and dropped by the next revert. The revert that keeps it records its OID."""
+    old_sql = _previous_release_sql(tmp_path)
+    with db.connect(compat_db) as conn:
+        Engine(conn, migrations.load(old_sql), detect(conn)).up()
+        access.apply(conn)
+    with psycopg.connect(compat_db, autocommit=True) as c:
+        c.execute("CREATE FUNCTION public.my_id() RETURNS uuid LANGUAGE plpgsql AS $$ BEGIN RETURN auth.uid(); END $$")
+    r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+    assert r.returncode == 0 and "kept function auth.uid()" in r.stdout, r.stdout + r.stderr
+    own = "SELECT '00000000-0000-0000-0000-000000000001'::uuid"
+    with psycopg.connect(compat_db, autocommit=True) as c:
+        c.execute("DROP FUNCTION public.my_id(); DROP FUNCTION auth.uid()")
+        c.execute(f"CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql AS $$ {own} $$")
+    deploy(compat_db)
+    assert run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db).returncode == 0
+    with psycopg.connect(compat_db) as c:
+        assert own in c.execute("SELECT prosrc FROM pg_proc WHERE oid = 'auth.uid()'::regprocedure").fetchone()[0]

@@ -180,7 +180,8 @@ class Engine:
                 # GRANT and ALTER DEFAULT PRIVILEGES update one catalog row in place: a session that
                 # waited on another's change of it fails when that one commits. What failed was
                 # rolled back, and a retry starts from the committed row.
-                if isinstance(exc, pgerr.InternalError_) and _pg_message(exc) == "tuple concurrently updated" and not last:
+                if isinstance(exc, pgerr.InternalError_) and not last and _pg_message(exc) in (
+                        "tuple concurrently updated", "tuple concurrently deleted"):
                     self.log(f"{what}: another session changed the same catalog row meanwhile, retrying in {delay:.1f}s")
                 elif committed:
                     raise BundleError(f"{what} failed: {_pg_message(exc)}; that step changed nothing, "
