@@ -30,7 +30,7 @@ from x402db.migrate.engine import Engine
 from x402db.local.server import LocalServer
 from x402db.migrate.target import detect
 
-from .conftest import SERVERS, _bindir, deploy, pg_dump_schema, run_script
+from .conftest import SERVERS, _bindir, deploy, drop_database, new_database, pg_dump_schema, run_script
 from .test_pulumi_dynamic_host import Host, host, program_inputs  # noqa: F401 (host is a fixture)
 
 API_ROLES = ("anon", "authenticated", "service_role", "authenticator")
@@ -453,26 +453,34 @@ def test_kill_9_while_the_compat_revert_waits_then_the_same_command_converges(co
         assert c.execute("SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)", (list(API_ROLES),)).fetchone()[0] == 0
 
 
+def _the_operator_replaces_a_kept_auth_uid(dsn: str) -> None:
+    """A revert keeps auth.uid() (a function calls it); the operator then replaces it with a
+    function of their own. Neither the next up nor the next revert may touch theirs."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("CREATE FUNCTION public.my_id() RETURNS uuid LANGUAGE plpgsql AS $$ BEGIN RETURN auth.uid(); END $$")
+    r = run_script("migrate.py", "down", "--to", "base", "--dsn", dsn)
+    assert r.returncode == 0 and "kept function auth.uid()" in r.stdout, r.stdout + r.stderr
+    own = "SELECT '00000000-0000-0000-0000-000000000001'::uuid"
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("DROP FUNCTION public.my_id(); DROP FUNCTION auth.uid()")
+        c.execute(f"CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql AS $$ {own} $$")
+    body = "SELECT prosrc FROM pg_proc WHERE oid = 'auth.uid()'::regprocedure"
+    deploy(dsn)
+    with psycopg.connect(dsn) as c:
+        assert own in c.execute(body).fetchone()[0]
+    r = run_script("migrate.py", "down", "--to", "base", "--dsn", dsn)
+    assert r.returncode == 0, r.stderr
+    with psycopg.connect(dsn) as c:
+        assert own in c.execute(body).fetchone()[0]
+
+
 def test_an_object_the_operator_made_under_a_kept_objects_name_is_theirs(compat_db):
     """Found by attacking item 7 (older than it): a revert kept auth.uid() (a function called it),
     so its record stayed. The operator replaced it with a function of their own; the next up
     overwrote that body and the next revert dropped it, by the name the stale record held."""
     deploy(compat_db)
-    with psycopg.connect(compat_db, autocommit=True) as c:
-        c.execute("CREATE FUNCTION public.my_id() RETURNS uuid LANGUAGE plpgsql AS $$ BEGIN RETURN auth.uid(); END $$")
-    r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
-    assert r.returncode == 0 and "kept function auth.uid()" in r.stdout, r.stdout + r.stderr
-    own = "SELECT '00000000-0000-0000-0000-000000000001'::uuid"
-    with psycopg.connect(compat_db, autocommit=True) as c:
-        c.execute("DROP FUNCTION public.my_id(); DROP FUNCTION auth.uid()")
-        c.execute(f"CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql AS $$ {own} $$")
-    deploy(compat_db)
+    _the_operator_replaces_a_kept_auth_uid(compat_db)
     with psycopg.connect(compat_db) as c:
-        assert own in c.execute("SELECT prosrc FROM pg_proc WHERE oid = 'auth.uid()'::regprocedure").fetchone()[0]
-    r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
-    assert r.returncode == 0, r.stderr
-    with psycopg.connect(compat_db) as c:
-        assert own in c.execute("SELECT prosrc FROM pg_proc WHERE oid = 'auth.uid()'::regprocedure").fetchone()[0]
         # What the layer made itself is gone as usual.
         assert c.execute("SELECT to_regprocedure('auth.role()') IS NULL AND to_regclass('auth.users') IS NULL").fetchone()[0]
 
@@ -488,7 +496,7 @@ def test_a_database_restored_from_a_dump_names_what_its_revert_keeps(bare_server
     forgot its records without a word. It still does not drop them (they cannot be told from
     objects made again by someone else), but each is named."""
     deploy(compat_db)
-    copy = bare_server.ensure_database(f"t_{uuid.uuid4().hex[:12]}")
+    copy = new_database(bare_server)
     try:
         dump = subprocess.run([str(bare_server.bindir / "pg_dump"), "-Fc", "--dbname", compat_db], capture_output=True, check=True).stdout
         subprocess.run([str(bare_server.bindir / "pg_restore"), "--dbname", copy], input=dump, check=True)
@@ -500,8 +508,7 @@ def test_a_database_restored_from_a_dump_names_what_its_revert_keeps(bare_server
         # The original's roles are untouched: it still uses them, authenticator included.
         assert run_script("smoke.py", "--dsn", compat_db).returncode == 0
     finally:
-        with psycopg.connect(bare_server.dsn(), autocommit=True) as c:
-            c.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(psycopg.conninfo.conninfo_to_dict(copy)["dbname"])))
+        drop_database(bare_server, copy)
 
 
 def test_the_revert_of_one_database_keeps_authenticator_while_another_uses_the_roles(bare_server, compat_db):
@@ -509,7 +516,7 @@ def test_the_revert_of_one_database_keeps_authenticator_while_another_uses_the_r
     first one's revert kept anon, authenticated and service_role (the second holds grants to them)
     but dropped authenticator, which nothing records a dependency on: the second broke."""
     deploy(compat_db)
-    second = bare_server.ensure_database(f"t_{uuid.uuid4().hex[:12]}")
+    second = new_database(bare_server)
     try:
         deploy(second)
         r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
@@ -518,8 +525,7 @@ def test_the_revert_of_one_database_keeps_authenticator_while_another_uses_the_r
         smoke = run_script("smoke.py", "--dsn", second)
         assert smoke.returncode == 0, smoke.stdout
     finally:
-        with psycopg.connect(bare_server.dsn(), autocommit=True) as c:
-            c.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(psycopg.conninfo.conninfo_to_dict(second)["dbname"])))
+        drop_database(bare_server, second)
 
 
 def test_a_kept_object_the_previous_release_recorded_by_name_is_then_known_by_oid(tmp_path, compat_db):
@@ -530,15 +536,4 @@ def test_a_kept_object_the_previous_release_recorded_by_name_is_then_known_by_oi
     with db.connect(compat_db) as conn:
         Engine(conn, migrations.load(old_sql), detect(conn)).up()
         access.apply(conn)
-    with psycopg.connect(compat_db, autocommit=True) as c:
-        c.execute("CREATE FUNCTION public.my_id() RETURNS uuid LANGUAGE plpgsql AS $$ BEGIN RETURN auth.uid(); END $$")
-    r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
-    assert r.returncode == 0 and "kept function auth.uid()" in r.stdout, r.stdout + r.stderr
-    own = "SELECT '00000000-0000-0000-0000-000000000001'::uuid"
-    with psycopg.connect(compat_db, autocommit=True) as c:
-        c.execute("DROP FUNCTION public.my_id(); DROP FUNCTION auth.uid()")
-        c.execute(f"CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql AS $$ {own} $$")
-    deploy(compat_db)
-    assert run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db).returncode == 0
-    with psycopg.connect(compat_db) as c:
-        assert own in c.execute("SELECT prosrc FROM pg_proc WHERE oid = 'auth.uid()'::regprocedure").fetchone()[0]
+    _the_operator_replaces_a_kept_auth_uid(compat_db)

@@ -393,28 +393,35 @@ class Engine:
             self._shipped_downs = files.shipped_downs()
         return self._shipped_downs.get(version, ())
 
+    def _newest_shipped_down(self, m: Migration, entry: ledger.Entry) -> str | None:
+        """The newest down this bundle ships, for a row that records no down (written before down
+        checksums) or an earlier release's shipped one; None for any other row. That down is
+        written to revert every up text its file accepts (x402:supersedes)."""
+        shipped = self._shipped(m.version)
+        if shipped and (entry.down_checksum is None or entry.down_checksum in shipped[:-1]):
+            return shipped[-1]
+        return None
+
     def _expected_down(self, m: Migration, entry: ledger.Entry) -> tuple[frozenset[str], str]:
         """The down checksums a revert of this ledger row may match, and where they come from."""
-        shipped = self._shipped(m.version)
-        if entry.down_checksum is not None:
-            if entry.down_checksum in shipped[:-1]:
-                # Recorded from an earlier release of this bundle: its newest down for the same
-                # version is written to revert every up text it accepts (x402:supersedes).
-                return (frozenset({entry.down_checksum, shipped[-1]}),
-                        "the one recorded when it was applied, or the newer one this bundle ships for it")
-            return frozenset({entry.down_checksum}), "the one recorded when it was applied"
-        # Recorded before down checksums existed: trust only a down this bundle has shipped.
-        return (frozenset(shipped),
-                "one this bundle has ever shipped (the ledger row predates down checksums; run up to record it)")
+        if entry.down_checksum is None:
+            # Recorded before down checksums existed: trust only a down this bundle has shipped.
+            return (frozenset(self._shipped(m.version)),
+                    "one this bundle has ever shipped (the ledger row predates down checksums; run up to record it)")
+        newer = self._newest_shipped_down(m, entry)
+        if newer is not None:
+            return (frozenset({entry.down_checksum, newer}),
+                    "the one recorded when it was applied, or the newer one this bundle ships for it")
+        return frozenset({entry.down_checksum}), "the one recorded when it was applied"
 
     def _record_shipped_downs(self) -> None:
         """Rows written before down checksums existed, or with a down an earlier release shipped,
         get the newest down this bundle ships (from the package's list, not from sql/), on the
         next `up`: from then on they are checked as any row."""
         done = ledger.entries(self.conn)
-        todo = [(m, e.down_checksum, self._shipped(m.version)[-1]) for m in self.migrations
-                if (e := done.get(m.version)) is not None and m.matches(e.checksum) and self._shipped(m.version)
-                and (e.down_checksum is None or e.down_checksum in self._shipped(m.version)[:-1])]
+        todo = [(m, e.down_checksum, newer) for m in self.migrations
+                if (e := done.get(m.version)) is not None and m.matches(e.checksum)
+                and (newer := self._newest_shipped_down(m, e)) is not None]
         if not todo:
             return
         ledger.ensure(self.conn)
