@@ -1,4 +1,5 @@
 """Pulumi program: config -> one provider -> one component -> exports. Logic lives in x402db."""
+
 import pulumi
 
 from x402db.iac import config

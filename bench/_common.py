@@ -1,4 +1,5 @@
 """Shared by the benchmarks: a throwaway embedded server and a writer that times its inserts."""
+
 from __future__ import annotations
 
 import os
@@ -42,9 +43,12 @@ def baseline_with_rows(server: LocalServer, name: str, rows: int) -> str:
     with db.connect(dsn) as conn:
         Engine(conn, migrations.load(), detect(conn)).up(to="001")
         uid = conn.execute("INSERT INTO auth.users (email) VALUES ('bench@example.invalid') RETURNING id").fetchone()[0]
-        conn.execute("INSERT INTO public.x402_resources (user_id, resource_type, name) "
-                     "SELECT %s, (ARRAY['external','proxy','prompt','static','prompt_template'])[1 + g %% 5], 'r' || g "
-                     "FROM generate_series(1, %s) g", (uid, rows))
+        conn.execute(
+            "INSERT INTO public.x402_resources (user_id, resource_type, name) "
+            "SELECT %s, (ARRAY['external','proxy','prompt','static','prompt_template'])[1 + g %% 5], 'r' || g "
+            "FROM generate_series(1, %s) g",
+            (uid, rows),
+        )
         conn.execute("VACUUM ANALYZE public.x402_resources")
     return dsn
 
@@ -62,7 +66,10 @@ class Writer(threading.Thread):
     def run(self) -> None:
         while not self.stop_flag.is_set():
             t0 = time.perf_counter()
-            self.conn.execute("INSERT INTO public.x402_resources (user_id, resource_type, name) VALUES (%s, 'proxy', 'w')", (self.uid,))
+            self.conn.execute(
+                "INSERT INTO public.x402_resources (user_id, resource_type, name) VALUES (%s, 'proxy', 'w')",
+                (self.uid,),
+            )
             self.samples.append((t0, time.perf_counter() - t0))
 
     def stop(self) -> None:

@@ -2,6 +2,7 @@
 """Encrypt/decrypt operations per second for both formats, beside the raw `cryptography`
 primitive doing the same work (same key, same plaintext, no parsing, no checks), in one run.
 Target: our overhead at most 2x the raw primitive."""
+
 import os
 import sys
 import time

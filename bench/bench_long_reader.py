@@ -5,6 +5,7 @@ Writers must never stall longer than lock_timeout + 50 ms (our DDL gives up its 
 lock queue after lock_timeout instead of blocking everyone behind it), and the migration either
 retries to success after the reader ends or gives up leaving the schema unchanged.
 """
+
 import threading
 import time
 
@@ -37,8 +38,10 @@ def run(server, name: str, retries: int) -> None:
     writer.stop()
     worst = writer.worst_ms()
     limit = LOCK_TIMEOUT_MS + 50
-    print(f"retries={retries:<2} writer worst stall {worst:6.1f} ms (limit {limit} ms: {'ok' if worst <= limit else 'EXCEEDED'}); "
-          f"migration {outcome}; schema {'migrated' if applied else 'unchanged'}")
+    print(
+        f"retries={retries:<2} writer worst stall {worst:6.1f} ms (limit {limit} ms: {'ok' if worst <= limit else 'EXCEEDED'}); "
+        f"migration {outcome}; schema {'migrated' if applied else 'unchanged'}"
+    )
     e.conn.close()
     timer.cancel()
     timer.join()
@@ -47,7 +50,7 @@ def run(server, name: str, retries: int) -> None:
 
 def main() -> None:
     with throwaway_server() as server:
-        run(server, "patient", retries=6)   # 1+2+4+8 s of backoff outlasts the 10 s reader
+        run(server, "patient", retries=6)  # 1+2+4+8 s of backoff outlasts the 10 s reader
         run(server, "impatient", retries=2)  # gives up while the reader still holds the lock
 
 

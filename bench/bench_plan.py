@@ -7,6 +7,7 @@ and 99th-percentile insert latency while plans run back to back is printed next 
 figures over an equally long window with no plan, in the same run.
 Usage: bench_plan.py [--rows N] [--seconds S]
 """
+
 import argparse
 import statistics
 import subprocess
@@ -35,8 +36,11 @@ def plan_times(dsn: str, direction: str, n: int = 5) -> list[float]:
 
 def cli_time(dsn: str, *args: str) -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "scripts/migrate.py"), "plan", "--json", "--dsn", dsn, *args],
-                   check=False, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts/migrate.py"), "plan", "--json", "--dsn", dsn, *args],
+        check=False,
+        capture_output=True,
+    )
     return time.perf_counter() - t0
 
 
@@ -56,7 +60,9 @@ class LockWaits(threading.Thread):
 
     def run(self) -> None:
         while not self.stop_flag.is_set():
-            row = self.conn.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (self.pid,)).fetchone()
+            row = self.conn.execute(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (self.pid,)
+            ).fetchone()
             self.samples += 1
             self.waiting += bool(row and row[0])
 
@@ -103,15 +109,25 @@ def main() -> None:
         with e.conn:
             e.up()
         print(f"x402_resources: {args.rows:,} rows")
-        for label, dsn, direction, cli_args in (("plan (up, 005 pending)", up_dsn, "up", ()),
-                                                 ("plan --down (guards count)", down_dsn, "down", ("--down",))):
+        for label, dsn, direction, cli_args in (
+            ("plan (up, 005 pending)", up_dsn, "up", ()),
+            ("plan --down (guards count)", down_dsn, "down", ("--down",)),
+        ):
             times = plan_times(dsn, direction)
-            print(f"{label:<28} wall: median {statistics.median(times) * 1000:7.1f} ms, max {max(times) * 1000:7.1f} ms"
-                  f" (in process, 5 runs); CLI incl. interpreter start {cli_time(dsn, *cli_args) * 1000:7.1f} ms; target < 1000 ms")
-        print(f"{'writer, ' + str(args.seconds) + ' s window':<28} {'worst':>9} {'p99':>9} {'inserts':>8} {'plans':>6}"
-              f"  {'samples waiting on a lock':>26}")
-        for label, dsn, direction in (("no plan", down_dsn, None), ("plans back to back (up)", up_dsn, "up"),
-                                      ("plans back to back (down)", down_dsn, "down"), ("no plan (again)", down_dsn, None)):
+            print(
+                f"{label:<28} wall: median {statistics.median(times) * 1000:7.1f} ms, max {max(times) * 1000:7.1f} ms"
+                f" (in process, 5 runs); CLI incl. interpreter start {cli_time(dsn, *cli_args) * 1000:7.1f} ms; target < 1000 ms"
+            )
+        print(
+            f"{'writer, ' + str(args.seconds) + ' s window':<28} {'worst':>9} {'p99':>9} {'inserts':>8} {'plans':>6}"
+            f"  {'samples waiting on a lock':>26}"
+        )
+        for label, dsn, direction in (
+            ("no plan", down_dsn, None),
+            ("plans back to back (up)", up_dsn, "up"),
+            ("plans back to back (down)", down_dsn, "down"),
+            ("no plan (again)", down_dsn, None),
+        ):
             worst, q99, n, plans, waited = writer_window(dsn, args.seconds, direction)
             print(f"{label:<28} {worst:7.2f}ms {q99:7.2f}ms {n:>8} {plans:>6}  {waited:>26}")
 

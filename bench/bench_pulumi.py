@@ -8,6 +8,7 @@ runs; then where the engine's start-up goes: the CLI alone (`pulumi version`), e
 launch (start to the port it prints), the program's imports, and the provider's Configure.
 Usage: bench_pulumi.py [--runs N]   (needs `make pulumi-tools`; PULUMI_BIN or it runs it)
 """
+
 import argparse
 import asyncio
 import os
@@ -51,9 +52,21 @@ def configure_time(port: str, server, database: str) -> float:
     from pulumi.runtime import proto, rpc
     from pulumi.runtime.proto import provider_pb2_grpc
 
-    args = asyncio.run(rpc.serialize_properties({
-        "host": "127.0.0.1", "port": str(server.port()), "database": database, "username": server.superuser,
-        "password": server.password, "sslmode": "disable", "superuser": "true", "version": "3.18.2"}, {}))
+    args = asyncio.run(
+        rpc.serialize_properties(
+            {
+                "host": "127.0.0.1",
+                "port": str(server.port()),
+                "database": database,
+                "username": server.superuser,
+                "password": server.password,
+                "sslmode": "disable",
+                "superuser": "true",
+                "version": "3.18.2",
+            },
+            {},
+        )
+    )
     stub = provider_pb2_grpc.ResourceProviderStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
     t0 = time.perf_counter()
     stub.Configure(proto.ConfigureRequest(args=args, acceptSecrets=True))
@@ -71,14 +84,27 @@ def main() -> None:
         dsn = server.ensure_database("bench_pulumi")
         project = Project(tools)
         try:
-            project.init("bench", {"target": "postgres", "host": "127.0.0.1", "port": str(server.port()),
-                                   "database": "bench_pulumi", "username": server.superuser, "sslmode": "disable",
-                                   "protect": "false", "superuser": "true"}, server.password)
+            project.init(
+                "bench",
+                {
+                    "target": "postgres",
+                    "host": "127.0.0.1",
+                    "port": str(server.port()),
+                    "database": "bench_pulumi",
+                    "username": server.superuser,
+                    "sslmode": "disable",
+                    "protect": "false",
+                    "superuser": "true",
+                },
+                server.password,
+            )
             project.run("up", "--yes", "--skip-preview").ok()
             env = {**os.environ, "DATABASE_URL": server.url("bench_pulumi")}
 
             def deploy():
-                r = subprocess.run([sys.executable, str(ROOT / "scripts/deploy_local.py")], env=env, capture_output=True, text=True)
+                r = subprocess.run(
+                    [sys.executable, str(ROOT / "scripts/deploy_local.py")], env=env, capture_output=True, text=True
+                )
                 assert r.returncode == 0, r.stderr
 
             local = timed(deploy, runs)
@@ -86,20 +112,36 @@ def main() -> None:
             up = timed(lambda: project.run("up", "--yes", "--expect-no-changes").ok(), runs)
 
             penv = project.env()
-            cli = timed(lambda: subprocess.run([str(tools / "pulumi"), "version"], env=penv, capture_output=True, check=True), runs)
+            cli = timed(
+                lambda: subprocess.run([str(tools / "pulumi"), "version"], env=penv, capture_output=True, check=True),
+                runs,
+            )
             launches = {}
-            for name, cmd in (("pulumi-resource-postgresql", [str(tools / "pulumi-resource-postgresql"), "127.0.0.1:1"]),
-                              ("pulumi-language-python", [str(tools / "pulumi-language-python"), "127.0.0.1:1"]),
-                              ("pulumi-resource-pulumi-python", [str(tools / "pulumi-resource-pulumi-python"), "127.0.0.1:1"])):
-                took, proc, port = launch(cmd, {**penv, "PULUMI_RUNTIME_VIRTUALENV": str(project.dir / ".venv")}, project.dir)
+            for name, cmd in (
+                ("pulumi-resource-postgresql", [str(tools / "pulumi-resource-postgresql"), "127.0.0.1:1"]),
+                ("pulumi-language-python", [str(tools / "pulumi-language-python"), "127.0.0.1:1"]),
+                ("pulumi-resource-pulumi-python", [str(tools / "pulumi-resource-pulumi-python"), "127.0.0.1:1"]),
+            ):
+                took, proc, port = launch(
+                    cmd, {**penv, "PULUMI_RUNTIME_VIRTUALENV": str(project.dir / ".venv")}, project.dir
+                )
                 launches[name] = took
                 if name == "pulumi-resource-postgresql":
                     configure = configure_time(port, server, "bench_pulumi")
                 proc.kill()
                 proc.wait()
-            imports = timed(lambda: subprocess.run(
-                [str(project.dir / ".venv/bin/python"), "-c", "import pulumi, pulumi_postgresql, x402db.iac.component"],
-                cwd=project.dir, check=True), runs)
+            imports = timed(
+                lambda: subprocess.run(
+                    [
+                        str(project.dir / ".venv/bin/python"),
+                        "-c",
+                        "import pulumi, pulumi_postgresql, x402db.iac.component",
+                    ],
+                    cwd=project.dir,
+                    check=True,
+                ),
+                runs,
+            )
         finally:
             project.cleanup()
         del dsn

@@ -3,6 +3,7 @@
 (one plain UPDATE rewriting the same column of the same rows) and a naive row-by-row loop,
 measured in one run. Targets: ours >= 50% of the ceiling, and >= 10x the naive loop.
 Usage: bench_rotation.py [--rows N] [--naive-rows N] [--batch-size N]"""
+
 import argparse
 import time
 import uuid
@@ -41,7 +42,10 @@ def naive(dsn: str, limit: int) -> float:
         t0 = time.perf_counter()
         last = "00000000-0000-0000-0000-000000000000"
         for _ in range(limit):
-            row = c.execute(f"SELECT t.user_id::text, t.encrypted_api_key FROM {T} t WHERE t.user_id > %s::uuid ORDER BY t.user_id LIMIT 1", (last,)).fetchone()
+            row = c.execute(
+                f"SELECT t.user_id::text, t.encrypted_api_key FROM {T} t WHERE t.user_id > %s::uuid ORDER BY t.user_id LIMIT 1",
+                (last,),
+            ).fetchone()
             if row is None:
                 break
             last, token = row
@@ -74,8 +78,12 @@ def main() -> None:
         slow = naive(naive_dsn, args.naive_rows)
     print(f"rows: {args.rows:,} (naive loop on {args.naive_rows:,}), batch size {args.batch_size}")
     print(f"SQL-only ceiling (one UPDATE)      {ceiling:>10,.0f} rows/s")
-    print(f"rotate_keys (verified, CAS)        {ours:>10,.0f} rows/s   {ours / ceiling:6.1%} of ceiling (target >= 50%)")
-    print(f"naive row-by-row loop              {slow:>10,.0f} rows/s   ours is {ours / slow:5.1f}x faster (target >= 10x)")
+    print(
+        f"rotate_keys (verified, CAS)        {ours:>10,.0f} rows/s   {ours / ceiling:6.1%} of ceiling (target >= 50%)"
+    )
+    print(
+        f"naive row-by-row loop              {slow:>10,.0f} rows/s   ours is {ours / slow:5.1f}x faster (target >= 10x)"
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ after). Naive: the same DDL in one transaction with validated constraints and a 
 CREATE INDEX. One continuous writer measures its worst insert latency during each.
 Usage: bench_writer_stall.py [--rows N ...]   (default: 1,000,000 and 5,000,000)
 """
+
 import argparse
 import re
 import time

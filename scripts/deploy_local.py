@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Deploy the bundle: make deploy runs this."""
+
 import sys
 from pathlib import Path
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Encrypt (stdin -> ciphertext), --decrypt, --store or --generate-secret an OpenRouter API key."""
+
 import sys
 from pathlib import Path
 

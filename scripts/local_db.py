@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Start, stop or revert the embedded PostgreSQL under .local/."""
+
 import sys
 from pathlib import Path
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Apply, revert or inspect migrations: migrate.py up|down|status [--dsn DSN] [--json] ..."""
+
 import sys
 from pathlib import Path
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Rotate every stored OpenRouter key to the new secret: dry run by default, --apply to write."""
+
 import sys
 from pathlib import Path
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Post-deploy verification: smoke.py [--dsn DSN] [--json] [--junit FILE] [--read-only]."""
+
 import sys
 from pathlib import Path
 

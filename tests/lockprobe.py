@@ -4,6 +4,7 @@ pg_locks), whether each table's relfilenode changed (a rewrite), and its sequent
 Only tables, views, materialized views, foreign tables and sequences outside the system schemas
 are compared: an index or TOAST table goes with its table, and catalog locks are PostgreSQL's
 own bookkeeping."""
+
 from __future__ import annotations
 
 import threading
@@ -69,7 +70,9 @@ def in_open_transaction(conn: psycopg.Connection, statement: str) -> Observed:
 _WAITING = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s"
 
 
-def watched(conn: psycopg.Connection, watcher: psycopg.Connection, statement: str, blocker: psycopg.Connection) -> Observed:
+def watched(
+    conn: psycopg.Connection, watcher: psycopg.Connection, statement: str, blocker: psycopg.Connection
+) -> Observed:
     """Run a statement that cannot run in a transaction block, with a second session polling
     pg_locks for the first one's pid until it returns. A third session holds a snapshot open, so
     a CONCURRENTLY build waits for it (holding its locks) until the watcher has looked: without

@@ -3,6 +3,7 @@ process and prints, as JSON, every resource registration the program made as the
 receive it: type, name, parent, dependencies, protect, secret outputs, inputs with secrets
 marked, plus the stack exports and Output.is_secret of the secrets the program builds.
 Usage: python pulumi_harness.py '<config json>' (keys without the project prefix)."""
+
 import json
 import runpy
 import sys
@@ -89,13 +90,20 @@ def main() -> None:
     for r in spy.registered:
         if r.type == "pulumi:pulumi:Stack":
             continue
-        resources.append({
-            "type": r.type, "name": r.name, "urn_parent": r.parent, "custom": r.custom,
-            "dependencies": list(r.dependencies), "protect": r.protect,
-            "additional_secret_outputs": list(r.additionalSecretOutputs),
-            "retain_on_delete": r.retainOnDelete, "provider": r.provider,
-            "inputs": mark_secrets(MessageToDict(r.object)),
-        })
+        resources.append(
+            {
+                "type": r.type,
+                "name": r.name,
+                "urn_parent": r.parent,
+                "custom": r.custom,
+                "dependencies": list(r.dependencies),
+                "protect": r.protect,
+                "additional_secret_outputs": list(r.additionalSecretOutputs),
+                "retain_on_delete": r.retainOnDelete,
+                "provider": r.provider,
+                "inputs": mark_secrets(MessageToDict(r.object)),
+            }
+        )
     json.dump({"resources": resources, "exports": exports, "is_secret": secrets}, sys.stdout)
 
 

@@ -5,6 +5,7 @@ the project, so that a test may edit its SQL or stack files without touching the
 Every setting goes through the environment of the one process that runs; nothing is written to
 the user's own Pulumi settings.
 """
+
 from __future__ import annotations
 
 import json
@@ -90,31 +91,52 @@ class Project:
 
     def env(self, **extra: str) -> dict[str, str]:
         # No PGPASSFILE either: the stack's own password must be what connects.
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("PULUMI_") and k not in ("DATABASE_URL", "PGPASSWORD", "PGPASSFILE")}
-        env.update({
-            "PATH": f"{self.tools}{os.pathsep}{env.get('PATH', '')}",
-            "PULUMI_HOME": str(self.home),
-            "PULUMI_BACKEND_URL": f"file://{self.state}",
-            "PULUMI_CONFIG_PASSPHRASE_FILE": str(self.passphrase_file),
-            "PULUMI_SKIP_UPDATE_CHECK": "true",
-            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-            "PULUMI_SKIP_CONFIRMATIONS": "true",
-            "PULUMI_DISABLE_REGISTRY_RESOLVE": "true",
-            "NO_COLOR": "1",
-        })
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("PULUMI_") and k not in ("DATABASE_URL", "PGPASSWORD", "PGPASSFILE")
+        }
+        env.update(
+            {
+                "PATH": f"{self.tools}{os.pathsep}{env.get('PATH', '')}",
+                "PULUMI_HOME": str(self.home),
+                "PULUMI_BACKEND_URL": f"file://{self.state}",
+                "PULUMI_CONFIG_PASSPHRASE_FILE": str(self.passphrase_file),
+                "PULUMI_SKIP_UPDATE_CHECK": "true",
+                "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+                "PULUMI_SKIP_CONFIRMATIONS": "true",
+                "PULUMI_DISABLE_REGISTRY_RESOLVE": "true",
+                "NO_COLOR": "1",
+            }
+        )
         env.update(extra)
         return env
 
-    def run(self, *args: str, input: str | None = None, timeout: float = 600, env: dict[str, str] | None = None) -> Result:
-        proc = subprocess.run([str(self.tools / "pulumi"), *args, "--non-interactive"], cwd=self.dir,
-                              env=env or self.env(), input=input, capture_output=True, text=True, timeout=timeout)
+    def run(
+        self, *args: str, input: str | None = None, timeout: float = 600, env: dict[str, str] | None = None
+    ) -> Result:
+        proc = subprocess.run(
+            [str(self.tools / "pulumi"), *args, "--non-interactive"],
+            cwd=self.dir,
+            env=env or self.env(),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         return Result(args, proc.returncode, proc.stdout, proc.stderr)
 
     def popen(self, *args: str, **kwargs) -> subprocess.Popen:
-        return subprocess.Popen([str(self.tools / "pulumi"), *args, "--non-interactive"], cwd=self.dir,
-                                env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True, **kwargs)
+        return subprocess.Popen(
+            [str(self.tools / "pulumi"), *args, "--non-interactive"],
+            cwd=self.dir,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            **kwargs,
+        )
 
     def init(self, stack: str, config: dict[str, str], password: str | None) -> None:
         self.run("stack", "init", stack, "--secrets-provider", "passphrase").ok()

@@ -5,6 +5,7 @@ and no run may end in a traceback: every run exits 0, 1 or 2, and a failure is o
 
 Scripts run in-process (the same `run()` entry point their `__main__` calls) so that hundreds of
 argv vectors fit in a few seconds; the DSN points at a closed port, so nothing is ever written."""
+
 from __future__ import annotations
 
 import contextlib
@@ -75,15 +76,17 @@ VOCAB = {s: vocabulary(s) for s in SCRIPTS}
 
 _junk = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8)
 with_marker = st.builds(lambda a, b: a + MARKER + b, _junk, _junk)
-dsn_with_marker = st.sampled_from([
-    f"postgresql://u:{MARKER}@127.0.0.1:1/x",
-    f"postgresql://u:t@{MARKER}@127.0.0.1:1/x",
-    f"postgresql://u:12/{MARKER}@127.0.0.1:1/x",  # libpq ends the password at an unescaped '/'
-    f"host=127.0.0.1 port=1 password={MARKER}",
-    f"host=127.0.0.1 port=1 sslpassword={MARKER} user=u",
-    f"postgresql://127.0.0.1:1/x?password={MARKER}&sslpassword={MARKER}",
-    f"port=1 host=127.0.0.1 password='{MARKER}",
-])
+dsn_with_marker = st.sampled_from(
+    [
+        f"postgresql://u:{MARKER}@127.0.0.1:1/x",
+        f"postgresql://u:t@{MARKER}@127.0.0.1:1/x",
+        f"postgresql://u:12/{MARKER}@127.0.0.1:1/x",  # libpq ends the password at an unescaped '/'
+        f"host=127.0.0.1 port=1 password={MARKER}",
+        f"host=127.0.0.1 port=1 sslpassword={MARKER} user=u",
+        f"postgresql://127.0.0.1:1/x?password={MARKER}&sslpassword={MARKER}",
+        f"port=1 host=127.0.0.1 password='{MARKER}",
+    ]
+)
 
 
 def token(script: str):
@@ -106,8 +109,12 @@ def argv_for(script: str):
     return st.lists(token(script), max_size=6)
 
 
-stdin_bytes = st.one_of(st.just(b""), st.just((KEY + "\n").encode()), with_marker.map(str.encode),
-                        st.binary(max_size=12).map(lambda b: b + MARKER.encode()))
+stdin_bytes = st.one_of(
+    st.just(b""),
+    st.just((KEY + "\n").encode()),
+    with_marker.map(str.encode),
+    st.binary(max_size=12).map(lambda b: b + MARKER.encode()),
+)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -128,7 +135,14 @@ def test_no_argv_ever_prints_the_marker_or_a_traceback(script, data):
 
 
 def test_every_script_is_fuzzed_with_its_real_options():
-    assert set(SCRIPTS) >= {"encrypt_key.py", "rotate_keys.py", "smoke.py", "migrate.py", "deploy_local.py", "local_db.py"}
+    assert set(SCRIPTS) >= {
+        "encrypt_key.py",
+        "rotate_keys.py",
+        "smoke.py",
+        "migrate.py",
+        "deploy_local.py",
+        "local_db.py",
+    }
     assert "--new-secret-file" in VOCAB["rotate_keys.py"] and "--secret-file" in VOCAB["encrypt_key.py"]
     assert {"up", "down", "status", "--allow-data-loss"} <= set(VOCAB["migrate.py"])
     assert not NEVER & set(VOCAB["local_db.py"])

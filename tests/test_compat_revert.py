@@ -5,6 +5,7 @@ where no other test's database holds the API roles: there the compat layer reall
 them, and its revert has to decide whether it may drop them. A business table owned by
 service_role (1,000 rows) and a table in another schema owned by authenticated must survive
 every revert path, with --allow-data-loss given, and the output must name them."""
+
 from __future__ import annotations
 
 import json
@@ -77,7 +78,11 @@ def _assert_business_objects_survive(dsn: str, output: str | None) -> None:
     with psycopg.connect(dsn, autocommit=True) as c:
         assert c.execute("SELECT count(*) FROM public.invoices").fetchone()[0] == 1000
         assert c.execute("SELECT count(*) FROM reporting.daily").fetchone()[0] == 1
-        owners = dict(c.execute("SELECT relname, relowner::regrole::text FROM pg_class WHERE relname IN ('invoices', 'daily')").fetchall())
+        owners = dict(
+            c.execute(
+                "SELECT relname, relowner::regrole::text FROM pg_class WHERE relname IN ('invoices', 'daily')"
+            ).fetchall()
+        )
         assert owners == {"invoices": "service_role", "daily": "authenticated"}
         roles = {r[0] for r in c.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(API_ROLES),))}
         # The roles that own business objects, or hold grants on them (the default privileges gave
@@ -162,9 +167,13 @@ def test_business_objects_on_the_compat_auth_users_are_never_dropped(compat_db):
     deploy(compat_db)
     with psycopg.connect(compat_db, autocommit=True) as c:
         c.execute("CREATE TABLE public.signups (id uuid)")
-        c.execute("CREATE FUNCTION public.on_signup() RETURNS trigger LANGUAGE plpgsql"
-                  " AS 'BEGIN INSERT INTO public.signups VALUES (NEW.id); RETURN NEW; END'")
-        c.execute("CREATE TRIGGER biz_on_signup AFTER INSERT ON auth.users FOR EACH ROW EXECUTE FUNCTION public.on_signup()")
+        c.execute(
+            "CREATE FUNCTION public.on_signup() RETURNS trigger LANGUAGE plpgsql"
+            " AS 'BEGIN INSERT INTO public.signups VALUES (NEW.id); RETURN NEW; END'"
+        )
+        c.execute(
+            "CREATE TRIGGER biz_on_signup AFTER INSERT ON auth.users FOR EACH ROW EXECUTE FUNCTION public.on_signup()"
+        )
         c.execute("CREATE INDEX biz_users_email ON auth.users (email)")
         c.execute("ALTER TABLE auth.users ADD COLUMN tenant text")
     r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
@@ -172,7 +181,12 @@ def test_business_objects_on_the_compat_auth_users_are_never_dropped(compat_db):
     with psycopg.connect(compat_db, autocommit=True) as c:
         assert c.execute("SELECT count(*) FROM pg_trigger WHERE tgname = 'biz_on_signup'").fetchone()[0] == 1
         assert c.execute("SELECT to_regclass('auth.biz_users_email') IS NOT NULL").fetchone()[0]
-        assert c.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = 'auth.users'::regclass AND attname = 'tenant'").fetchone()[0] == 1
+        assert (
+            c.execute(
+                "SELECT count(*) FROM pg_attribute WHERE attrelid = 'auth.users'::regclass AND attname = 'tenant'"
+            ).fetchone()[0]
+            == 1
+        )
     assert "kept table auth.users" in r.stdout and "biz_on_signup" in r.stdout and "biz_users_email" in r.stdout
     assert "column tenant" in r.stdout
 
@@ -187,11 +201,14 @@ LAYER_ROLES = ("anon", "authenticated", "service_role")
 def _default_acls(dsn: str) -> set[tuple[str, str, str, str, str]]:
     """(defaults of role, schema or '-' for global, object type, grantee, privilege) for the API roles."""
     with psycopg.connect(dsn) as c:
-        return set(c.execute(
-            "SELECT d.defaclrole::regrole::text, d.defaclnamespace::regnamespace::text, d.defaclobjtype::text,"
-            " a.grantee::regrole::text, a.privilege_type"
-            " FROM pg_default_acl d, aclexplode(d.defaclacl) a WHERE a.grantee::regrole::text = ANY(%s)",
-            (list(LAYER_ROLES),)).fetchall())
+        return set(
+            c.execute(
+                "SELECT d.defaclrole::regrole::text, d.defaclnamespace::regnamespace::text, d.defaclobjtype::text,"
+                " a.grantee::regrole::text, a.privilege_type"
+                " FROM pg_default_acl d, aclexplode(d.defaclacl) a WHERE a.grantee::regrole::text = ANY(%s)",
+                (list(LAYER_ROLES),),
+            ).fetchall()
+        )
 
 
 def test_the_revert_revokes_only_the_default_privileges_the_layer_granted(bare_server, compat_db):
@@ -218,18 +235,27 @@ def test_the_revert_revokes_only_the_default_privileges_the_layer_granted(bare_s
             ("postgres", "-", "f", "service_role", "EXECUTE"),
         }
         out = r.stdout + r.stderr
-        said = next(line for line in out.splitlines() if "revoked the default privileges the compat layer had added" in line)
+        said = next(
+            line for line in out.splitlines() if "revoked the default privileges the compat layer had added" in line
+        )
         maintain = "MAINTAIN, " if "MAINTAIN" in {x[4] for x in during} else ""  # PostgreSQL 17+
-        assert (f"; DELETE, INSERT, {maintain}REFERENCES, TRIGGER, TRUNCATE, UPDATE ON TABLES TO authenticated "
-                "(defaults of role postgres in schema public);") in said, said  # not its SELECT: that was there
+        assert (
+            f"; DELETE, INSERT, {maintain}REFERENCES, TRIGGER, TRUNCATE, UPDATE ON TABLES TO authenticated "
+            "(defaults of role postgres in schema public);"
+        ) in said, said  # not its SELECT: that was there
         # The roles those entries name are kept, and the output says why.
         assert "kept role anon: it still holds privileges on default privileges" in out, out
         assert "kept role service_role: it still holds privileges on default privileges" in out, out
         with psycopg.connect(compat_db) as c:
-            roles = {x[0] for x in c.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(API_ROLES),))}
+            roles = {
+                x[0] for x in c.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(API_ROLES),))
+            }
             assert roles == {"anon", "authenticated", "service_role"}  # authenticator had nothing left
             # What was revoked is no longer recorded; nothing of the layer's default privileges is left to revoke.
-            assert c.execute("SELECT count(*) FROM x402_private.compat_objects WHERE kind = 'default_acl'").fetchone()[0] == 0
+            assert (
+                c.execute("SELECT count(*) FROM x402_private.compat_objects WHERE kind = 'default_acl'").fetchone()[0]
+                == 0
+            )
     finally:
         with psycopg.connect(compat_db, autocommit=True) as c:
             c.execute("DROP OWNED BY app_owner")
@@ -242,18 +268,31 @@ def test_objects_a_function_body_names_are_kept(compat_db):
     project function that calls it. The revert searches pg_proc for the names it is about to drop."""
     deploy(compat_db)
     with psycopg.connect(compat_db, autocommit=True) as c:
-        c.execute("CREATE FUNCTION public.my_id() RETURNS uuid LANGUAGE plpgsql STABLE AS $$ BEGIN RETURN AUTH . Uid(); END $$")
-        c.execute('CREATE FUNCTION public.members() RETURNS bigint LANGUAGE sql AS $$ SELECT count(*) FROM "auth"."users" $$')
-        c.execute("CREATE FUNCTION public.whoami() RETURNS text LANGUAGE plpgsql SET search_path = pg_temp, auth"
-                  " AS $$ BEGIN RETURN role(); END $$")
+        c.execute(
+            "CREATE FUNCTION public.my_id() RETURNS uuid LANGUAGE plpgsql STABLE AS $$ BEGIN RETURN AUTH . Uid(); END $$"
+        )
+        c.execute(
+            'CREATE FUNCTION public.members() RETURNS bigint LANGUAGE sql AS $$ SELECT count(*) FROM "auth"."users" $$'
+        )
+        c.execute(
+            "CREATE FUNCTION public.whoami() RETURNS text LANGUAGE plpgsql SET search_path = pg_temp, auth"
+            " AS $$ BEGIN RETURN role(); END $$"
+        )
         # Names that only look alike hold nothing.
-        c.execute("CREATE FUNCTION public.unrelated() RETURNS text LANGUAGE sql AS $$ SELECT 'oauth.jwt() myauth.users auth_log.x' $$")
+        c.execute(
+            "CREATE FUNCTION public.unrelated() RETURNS text LANGUAGE sql AS $$ SELECT 'oauth.jwt() myauth.users auth_log.x' $$"
+        )
     r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
     assert r.returncode == 0, r.stderr
     out = r.stdout + r.stderr
     with psycopg.connect(compat_db, autocommit=True) as c:
         assert c.execute("SELECT public.my_id(), public.members(), public.whoami()").fetchone() == (None, 0, None)
-        kept = {x[0] for x in c.execute("SELECT p.oid::regprocedure::text FROM pg_proc p WHERE pronamespace = 'auth'::regnamespace")}
+        kept = {
+            x[0]
+            for x in c.execute(
+                "SELECT p.oid::regprocedure::text FROM pg_proc p WHERE pronamespace = 'auth'::regnamespace"
+            )
+        }
         assert kept == {"auth.uid()", "auth.role()"}, kept  # auth.jwt() is named only by `unrelated`'s look-alike
         assert c.execute("SELECT to_regclass('auth.users') IS NOT NULL").fetchone()[0]
     assert "kept function auth.uid(): the body of function public.my_id() refers to it" in out, out
@@ -266,8 +305,10 @@ def test_a_compat_objects_table_left_by_an_earlier_release_takes_the_new_kinds(c
     """The table outlives a revert: one created with the narrower CHECK must not make the up fail."""
     with psycopg.connect(compat_db, autocommit=True) as c:
         c.execute("CREATE SCHEMA IF NOT EXISTS x402_private")
-        c.execute("CREATE TABLE x402_private.compat_objects (kind text NOT NULL CHECK (kind IN ('role', 'schema', 'table', 'function')),"
-                  " identity text NOT NULL, PRIMARY KEY (kind, identity))")
+        c.execute(
+            "CREATE TABLE x402_private.compat_objects (kind text NOT NULL CHECK (kind IN ('role', 'schema', 'table', 'function')),"
+            " identity text NOT NULL, PRIMARY KEY (kind, identity))"
+        )
     deploy(compat_db)
     with psycopg.connect(compat_db) as c:
         n = c.execute("SELECT count(*) FROM x402_private.compat_objects WHERE kind = 'default_acl'").fetchone()[0]
@@ -278,8 +319,11 @@ def _previous_release_sql(tmp_path: Path) -> Path:
     d = tmp_path / "sql"
     shutil.copytree(ROOT / "sql", d, ignore=shutil.ignore_patterns("__pycache__"))
     for part in ("up", "down"):
-        r = subprocess.run(["git", "-C", str(ROOT), "show", f"{PREVIOUS_RELEASE}:sql/000_platform_compat.{part}.sql"],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{PREVIOUS_RELEASE}:sql/000_platform_compat.{part}.sql"],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode:
             pytest.skip(f"release {PREVIOUS_RELEASE} is not in this checkout's git history")
         (d / f"000_platform_compat.{part}.sql").write_text(r.stdout)
@@ -307,7 +351,9 @@ def test_a_layer_applied_by_the_previous_release_is_reverted_by_this_one(tmp_pat
     with db.connect(compat_db) as conn:
         assert Engine(conn, migrations.load(), detect(conn), log=logs.append).up() == []
         assert ledger.entries(conn)["000"].down_checksum == shipped[-1]
-    assert any("recorded the down checksum this bundle ships (the row had an earlier release's)" in m for m in logs), logs
+    assert any("recorded the down checksum this bundle ships (the row had an earlier release's)" in m for m in logs), (
+        logs
+    )
     before = _default_acls(compat_db)
     r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
     assert r.returncode == 0, r.stderr
@@ -328,7 +374,11 @@ def _as(dsn: str, user: str, password: str) -> str:
 def _drop_role(server: LocalServer, dsn: str, role: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as c:
         if c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-            c.execute(sql.SQL("REASSIGN OWNED BY {} TO postgres; DROP OWNED BY {}").format(sql.Identifier(role), sql.Identifier(role)))
+            c.execute(
+                sql.SQL("REASSIGN OWNED BY {} TO postgres; DROP OWNED BY {}").format(
+                    sql.Identifier(role), sql.Identifier(role)
+                )
+            )
     with psycopg.connect(server.dsn(), autocommit=True) as c:
         c.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
@@ -352,7 +402,9 @@ def test_the_grantor_is_the_role_that_ran_the_up_not_its_name(bare_server, compa
             with psycopg.connect(bare_server.dsn(), autocommit=True) as c:
                 c.execute("CREATE ROLE deployer NOLOGIN")
             with psycopg.connect(compat_db, autocommit=True) as c:
-                c.execute("ALTER DEFAULT PRIVILEGES FOR ROLE deployer IN SCHEMA public GRANT SELECT ON TABLES TO authenticated")
+                c.execute(
+                    "ALTER DEFAULT PRIVILEGES FOR ROLE deployer IN SCHEMA public GRANT SELECT ON TABLES TO authenticated"
+                )
             kept = {("deployer", "public", "r", "authenticated", "SELECT")}
         r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
         assert r.returncode == 0, r.stderr
@@ -371,7 +423,9 @@ def test_a_bare_name_on_the_databases_search_path_is_found(compat_db):
     dbname = psycopg.conninfo.conninfo_to_dict(compat_db)["dbname"]
     with psycopg.connect(compat_db, autocommit=True) as c:
         c.execute(sql.SQL("ALTER DATABASE {} SET search_path = public, auth").format(sql.Identifier(dbname)))
-        c.execute("CREATE FUNCTION public.my_id() RETURNS uuid LANGUAGE plpgsql STABLE AS $$ BEGIN RETURN uid(); END $$")
+        c.execute(
+            "CREATE FUNCTION public.my_id() RETURNS uuid LANGUAGE plpgsql STABLE AS $$ BEGIN RETURN uid(); END $$"
+        )
     r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
     assert r.returncode == 0, r.stderr
     with psycopg.connect(compat_db) as c:
@@ -384,7 +438,9 @@ def test_a_body_that_names_auth_dot_something_else_keeps_nothing(compat_db):
     'app.auth.tenant' kept the empty schema auth and, through its grants, every API role."""
     deploy(compat_db)
     with psycopg.connect(compat_db, autocommit=True) as c:
-        c.execute("CREATE FUNCTION public.tenant() RETURNS text LANGUAGE sql STABLE AS $$ SELECT current_setting('app.auth.tenant', true) $$")
+        c.execute(
+            "CREATE FUNCTION public.tenant() RETURNS text LANGUAGE sql STABLE AS $$ SELECT current_setting('app.auth.tenant', true) $$"
+        )
     r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
     assert r.returncode == 0, r.stderr
     with psycopg.connect(compat_db) as c:
@@ -398,17 +454,24 @@ GRANT_AGAIN = "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES 
 REVOKE_ALL = "ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON TABLES FROM anon, authenticated, service_role"
 
 
-def _down_waiting_on_a_default_acl_row(compat_db: str, change: str = GRANT_AGAIN) -> tuple[psycopg.Connection, subprocess.Popen]:
+def _down_waiting_on_a_default_acl_row(
+    compat_db: str, change: str = GRANT_AGAIN
+) -> tuple[psycopg.Connection, subprocess.Popen]:
     """`down --to base` started while a second session holds, uncommitted, a change of the same
     pg_default_acl row (defaults of postgres in public); returns once the down waits on it."""
     other = psycopg.connect(compat_db)
     other.execute(change)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "migrate.py"), "down", "--to", "base", "--dsn", compat_db],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "migrate.py"), "down", "--to", "base", "--dsn", compat_db],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     with psycopg.connect(compat_db, autocommit=True) as w:
-        while not w.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                            " AND query LIKE '%compat_objects%'").fetchone()[0]:
+        while not w.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%compat_objects%'"
+        ).fetchone()[0]:
             assert time.monotonic() < deadline and proc.poll() is None, "the down never waited on the row"
             time.sleep(0.01)
     return other, proc
@@ -449,7 +512,9 @@ def test_kill_9_while_the_compat_revert_waits_then_the_same_command_converges(co
     assert r.returncode == 0, r.stdout + r.stderr
     assert _default_acls(compat_db) == set()
     with psycopg.connect(compat_db) as c:
-        assert ledger.entries(c) == {} and c.execute("SELECT count(*) FROM x402_private.compat_objects").fetchone()[0] == 0
+        assert (
+            ledger.entries(c) == {} and c.execute("SELECT count(*) FROM x402_private.compat_objects").fetchone()[0] == 0
+        )
         assert c.execute("SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)", (list(API_ROLES),)).fetchone()[0] == 0
 
 
@@ -482,13 +547,17 @@ def test_an_object_the_operator_made_under_a_kept_objects_name_is_theirs(compat_
     _the_operator_replaces_a_kept_auth_uid(compat_db)
     with psycopg.connect(compat_db) as c:
         # What the layer made itself is gone as usual.
-        assert c.execute("SELECT to_regprocedure('auth.role()') IS NULL AND to_regclass('auth.users') IS NULL").fetchone()[0]
+        assert c.execute(
+            "SELECT to_regprocedure('auth.role()') IS NULL AND to_regclass('auth.users') IS NULL"
+        ).fetchone()[0]
 
 
 def _compat_objects_left(dsn: str) -> tuple[bool, bool, bool]:
     with psycopg.connect(dsn) as c:
-        return c.execute("SELECT to_regnamespace('auth') IS NOT NULL, to_regclass('auth.users') IS NOT NULL,"
-                         " to_regprocedure('auth.uid()') IS NOT NULL").fetchone()
+        return c.execute(
+            "SELECT to_regnamespace('auth') IS NOT NULL, to_regclass('auth.users') IS NOT NULL,"
+            " to_regprocedure('auth.uid()') IS NOT NULL"
+        ).fetchone()
 
 
 def test_a_database_restored_from_a_dump_names_what_its_revert_keeps(bare_server, compat_db):
@@ -498,12 +567,20 @@ def test_a_database_restored_from_a_dump_names_what_its_revert_keeps(bare_server
     deploy(compat_db)
     copy = new_database(bare_server)
     try:
-        dump = subprocess.run([str(bare_server.bindir / "pg_dump"), "-Fc", "--dbname", compat_db], capture_output=True, check=True).stdout
+        dump = subprocess.run(
+            [str(bare_server.bindir / "pg_dump"), "-Fc", "--dbname", compat_db], capture_output=True, check=True
+        ).stdout
         subprocess.run([str(bare_server.bindir / "pg_restore"), "--dbname", copy], input=dump, check=True)
         r = run_script("migrate.py", "down", "--to", "base", "--dsn", copy)
         assert r.returncode == 0, r.stderr
         assert _compat_objects_left(copy) == (True, True, True)
-        for what in ("schema auth", "table auth.users", "function auth.uid()", "function auth.role()", "function auth.jwt()"):
+        for what in (
+            "schema auth",
+            "table auth.users",
+            "function auth.uid()",
+            "function auth.role()",
+            "function auth.jwt()",
+        ):
             assert f"kept {what}: it is not the object the compat layer created (its OID changed" in r.stdout, r.stdout
         # The original's roles are untouched: it still uses them, authenticator included.
         assert run_script("smoke.py", "--dsn", compat_db).returncode == 0

@@ -1,5 +1,6 @@
 """Ciphertext formats: byte compatibility with the backend (proved with Node), v2 binding,
 the one-exception contract, and the wrong-key guard of the unauthenticated legacy format."""
+
 from __future__ import annotations
 
 import json
@@ -23,12 +24,28 @@ needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed, so 
 
 
 def node(mode: str, values: list[str], secret: str = SECRET) -> list[str]:
-    out = subprocess.run([NODE, str(BACKEND_JS), mode], input="\n".join(json.dumps(v) for v in values) + "\n",
-                         capture_output=True, text=True, env={**os.environ, "INTEGRATION_ENCRYPTION_SECRET": secret}, check=True)
+    out = subprocess.run(
+        [NODE, str(BACKEND_JS), mode],
+        input="\n".join(json.dumps(v) for v in values) + "\n",
+        capture_output=True,
+        text=True,
+        env={**os.environ, "INTEGRATION_ENCRYPTION_SECRET": secret},
+        check=True,
+    )
     return [json.loads(line) for line in out.stdout.splitlines()]
 
 
-TEXTS = [KEY, "", "a", "x" * 15, "y" * 16, "z" * 17, "\u00fcnic\u00f8de \U0001F511", "line\nbreak", "sk-or-v1-" + "0" * 64]
+TEXTS = [
+    KEY,
+    "",
+    "a",
+    "x" * 15,
+    "y" * 16,
+    "z" * 17,
+    "\u00fcnic\u00f8de \U0001f511",
+    "line\nbreak",
+    "sk-or-v1-" + "0" * 64,
+]
 
 
 @needs_node
@@ -49,6 +66,7 @@ def test_we_decrypt_backend_ciphertext():
 @needs_node
 def test_backend_decrypts_cli_output(tmp_path):
     from .conftest import run_script
+
     r = run_script("encrypt_key.py", input=KEY + "\n", env={"INTEGRATION_ENCRYPTION_SECRET": SECRET})
     assert r.returncode == 0, r.stderr
     assert node("decrypt", [r.stdout.strip()]) == [KEY]
@@ -65,8 +83,17 @@ def test_round_trip_any_unicode(text, user):
 
 TOKENISH = st.one_of(
     st.text(),
-    st.builds(lambda a, b: f"{a}:{b}", st.text("0123456789abcdefABCDEF", max_size=40), st.text("0123456789abcdef:", max_size=100)),
-    st.builds(lambda k, n, c: f"v2:{k}:{n}:{c}", st.text("0123456789abcdef", max_size=9), st.text("0123456789abcdef", max_size=25), st.text("0123456789abcdef", max_size=80)),
+    st.builds(
+        lambda a, b: f"{a}:{b}",
+        st.text("0123456789abcdefABCDEF", max_size=40),
+        st.text("0123456789abcdef:", max_size=100),
+    ),
+    st.builds(
+        lambda k, n, c: f"v2:{k}:{n}:{c}",
+        st.text("0123456789abcdef", max_size=9),
+        st.text("0123456789abcdef", max_size=25),
+        st.text("0123456789abcdef", max_size=80),
+    ),
     st.builds(lambda v, rest: f"v{v}:{rest}", st.integers(0, 99), st.text()),
 )
 
@@ -92,7 +119,7 @@ def test_tampered_v2_fails(pos, user):
     token = ring.encrypt(KEY, "v2", ctx)
     head, ct = token.rsplit(":", 1)
     i = pos % len(ct)
-    flipped = head + ":" + ct[:i] + ("0" if ct[i] != "0" else "1") + ct[i + 1:]
+    flipped = head + ":" + ct[:i] + ("0" if ct[i] != "0" else "1") + ct[i + 1 :]
     with pytest.raises(DecryptError) as err:
         ring.decrypt(flipped, ctx)
     assert err.value.reason == "tampered"
@@ -130,6 +157,7 @@ def test_hundred_thousand_wrong_key_decryptions_accept_none():
 def test_shape_check_rejects_text_that_cbc_happily_decrypts():
     # CBC has no integrity: anyone can pick an IV that makes a block decrypt to chosen text.
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     key = derive_key(SECRET)
     block = os.urandom(16)
     dec = Cipher(algorithms.AES(key), modes.ECB()).decryptor()
@@ -214,15 +242,19 @@ def test_legacy_decryption_uses_the_librarys_cbc_mode_and_no_hand_written_mode(m
         assert "ECB" not in names, f"{path.name} builds an ECB context"
 
 
-@pytest.mark.parametrize("mangle", [
-    lambda t: t[:-6] + "\t" + t[-6:],           # a tab inside the ciphertext hex
-    lambda t: t[:-10] + "\n" + t[-10:],         # a newline inside the ciphertext hex
-    lambda t: t[:-4] + " " + t[-4:],            # a space
-    lambda t: t.upper().replace("V2:", "v2:"),  # uppercase hex
-    lambda t: t + "\n",                         # trailing newline
-    lambda t: " " + t,                          # leading space
-    lambda t: t + "0",                          # half a byte
-], ids=["tab", "newline", "space", "uppercase", "trailing-newline", "leading-space", "odd-length"])
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t[:-6] + "\t" + t[-6:],  # a tab inside the ciphertext hex
+        lambda t: t[:-10] + "\n" + t[-10:],  # a newline inside the ciphertext hex
+        lambda t: t[:-4] + " " + t[-4:],  # a space
+        lambda t: t.upper().replace("V2:", "v2:"),  # uppercase hex
+        lambda t: t + "\n",  # trailing newline
+        lambda t: " " + t,  # leading space
+        lambda t: t + "0",  # half a byte
+    ],
+    ids=["tab", "newline", "space", "uppercase", "trailing-newline", "leading-space", "odd-length"],
+)
 def test_only_canonical_v2_tokens_are_accepted(mangle):
     """Issue 10, finding 6: bytes.fromhex skips whitespace, so a v2 token with a tab or newline
     inside its hex decrypted. Only the exact form we write is accepted now."""
@@ -238,8 +270,10 @@ def test_only_canonical_v2_tokens_are_accepted(mangle):
 
 
 @settings(max_examples=200)
-@given(key=st.binary(min_size=32, max_size=32),
-       parts=st.lists(st.tuples(st.binary(min_size=16, max_size=16), st.binary(max_size=90), st.booleans()), max_size=6))
+@given(
+    key=st.binary(min_size=32, max_size=32),
+    parts=st.lists(st.tuples(st.binary(min_size=16, max_size=16), st.binary(max_size=90), st.booleans()), max_size=6),
+)
 def test_batched_cbc_decryption_equals_one_library_call_per_message(key, parts):
     """Rotation decrypts a batch in one call of the library's CBC mode (each message laid out
     after its IV); it must give exactly what a CBC context per message gives, for real
@@ -268,8 +302,18 @@ def test_batched_cbc_decryption_equals_one_library_call_per_message(key, parts):
 def test_batched_decryption_reports_each_tokens_own_outcome():
     ring = Keyring("new", ["old"])
     ctx = Context("6c0d6f4e-3a0e-4b7e-9f4b-5b0a7d2f1c11")
-    items = [(Keyring("old").encrypt(KEY), None), ("zz", None), (Keyring("nobody").encrypt(KEY), None),
-             (ring.encrypt(KEY), None), (ring.encrypt(KEY, "v2", ctx), ctx), (Keyring("old").encrypt("not a key"), None)]
+    items = [
+        (Keyring("old").encrypt(KEY), None),
+        ("zz", None),
+        (Keyring("nobody").encrypt(KEY), None),
+        (ring.encrypt(KEY), None),
+        (ring.encrypt(KEY, "v2", ctx), ctx),
+        (Keyring("old").encrypt("not a key"), None),
+    ]
     out = ring.decrypt_many(items)
-    assert out[0] == (KEY, fingerprint("old")) and out[3] == (KEY, fingerprint("new")) and out[4] == (KEY, fingerprint("new"))
+    assert (
+        out[0] == (KEY, fingerprint("old"))
+        and out[3] == (KEY, fingerprint("new"))
+        and out[4] == (KEY, fingerprint("new"))
+    )
     assert [o.reason for o in (out[1], out[2], out[5])] == ["malformed", "wrong-key", "not-a-key"]

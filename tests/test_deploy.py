@@ -1,5 +1,6 @@
 """`make deploy`'s script against DATABASE_URL: first deploy, idempotent second deploy, the
 capturable DATABASE_URL line, and the read-only smoke default on a Supabase-shaped database."""
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,10 @@ def test_deploy_prints_a_url_without_any_credential(server, empty_db, monkeypatc
     password = server.password
     assert password, "the test server requires a password"
     params = conninfo_to_dict(empty_db)
-    with_pw = (f"postgresql://{params['user']}:{quote(password, safe='')}@127.0.0.1:{params['port']}/{params['dbname']}"
-               f"?sslpassword=ssl-pw-marker-77&sslmode=disable")
+    with_pw = (
+        f"postgresql://{params['user']}:{quote(password, safe='')}@127.0.0.1:{params['port']}/{params['dbname']}"
+        f"?sslpassword=ssl-pw-marker-77&sslmode=disable"
+    )
     r = run_script("deploy_local.py", env={"DATABASE_URL": with_pw})
     assert r.returncode == 0, r.stderr
     for secret in (password, "ssl-pw-marker-77"):
@@ -59,8 +62,13 @@ def test_deploy_prints_a_url_without_any_credential(server, empty_db, monkeypatc
     last = r.stdout.strip().splitlines()[-1]
     assert last.startswith("DATABASE_URL=postgresql://"), last
     printed = last.removeprefix("DATABASE_URL=")
-    assert conninfo_to_dict(printed) == {"user": params["user"], "host": "127.0.0.1", "port": params["port"],
-                                         "dbname": params["dbname"], "sslmode": "disable"}
+    assert conninfo_to_dict(printed) == {
+        "user": params["user"],
+        "host": "127.0.0.1",
+        "port": params["port"],
+        "dbname": params["dbname"],
+        "sslmode": "disable",
+    }
     doc = json.loads(run_script("deploy_local.py", "--json", env={"DATABASE_URL": with_pw}).stdout)
     assert doc["database_url"] == printed
     # Our own local server's URL keeps its passfile, so the printed line connects as is.

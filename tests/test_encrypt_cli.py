@@ -1,4 +1,5 @@
 """scripts/encrypt_key.py: every mode, every exit code, and no secret where it does not belong."""
+
 from __future__ import annotations
 
 import json
@@ -111,7 +112,9 @@ def test_store_upserts_and_refuses_unknown_users(deployed_db):
     r = enc("--store", "--user-id", uid, "--dsn", deployed_db, "--json")
     assert json.loads(r.stdout)["action"] == "updated"
     with db.connect(deployed_db) as c:
-        stored = c.execute("SELECT encrypted_api_key FROM public.user_openrouter_integrations WHERE user_id = %s", (uid,)).fetchone()[0]
+        stored = c.execute(
+            "SELECT encrypted_api_key FROM public.user_openrouter_integrations WHERE user_id = %s", (uid,)
+        ).fetchone()[0]
     assert Keyring(SECRET).decrypt(stored) == KEY
     r = enc("--store", "--user-id", "00000000-0000-0000-0000-00000000abcd", "--dsn", deployed_db)
     assert r.returncode == 1 and "does not exist in auth.users" in r.stderr
@@ -128,7 +131,9 @@ def test_tty_prompt_does_not_echo_the_key():
     from .tty import run_in_pty
 
     env = {k: v for k, v in os.environ.items() if k != "CI"} | {"INTEGRATION_ENCRYPTION_SECRET": SECRET}
-    code, text = run_in_pty([str(ROOT / "scripts/encrypt_key.py")], env, answer=(KEY + "\n").encode(), prompt=b"not echoed")
+    code, text = run_in_pty(
+        [str(ROOT / "scripts/encrypt_key.py")], env, answer=(KEY + "\n").encode(), prompt=b"not echoed"
+    )
     assert code == 0, text
     assert "OpenRouter API key (not echoed)" in text
     assert KEY not in text

@@ -3,6 +3,7 @@ enough (generate_series, fsync off) for VALIDATE and CREATE INDEX CONCURRENTLY t
 The moment is found from a second session (pg_stat_activity, pg_stat_progress_create_index),
 not by sleeping. Afterwards `status` tells the truth, the same command converges, and the
 schema equals a clean deploy's (or a clean revert's)."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,11 @@ def big_template(server):
     with db.connect(dsn) as conn:
         Engine(conn, migrations.load(), detect(conn)).up(to="001")
         uid = conn.execute("INSERT INTO auth.users (email) VALUES ('big@example.invalid') RETURNING id").fetchone()[0]
-        conn.execute("INSERT INTO public.x402_resources (user_id, resource_type, name)"
-                     " SELECT %s, 'proxy', 'r' || g FROM generate_series(1, %s) g", (uid, ROWS))
+        conn.execute(
+            "INSERT INTO public.x402_resources (user_id, resource_type, name)"
+            " SELECT %s, 'proxy', 'r' || g FROM generate_series(1, %s) g",
+            (uid, ROWS),
+        )
     yield dsn
     drop_database(server, dsn)
 
@@ -45,7 +49,11 @@ def _clone(server, template: str) -> str:
     name = f"t_{uuid.uuid4().hex[:12]}"
     tmpl = psycopg.conninfo.conninfo_to_dict(template)["dbname"]
     with psycopg.connect(server.dsn(), autocommit=True) as c:
-        c.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(sql.Identifier(name), sql.Identifier(tmpl)))
+        c.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                sql.Identifier(name), sql.Identifier(tmpl)
+            )
+        )
     return server.dsn(name)
 
 
@@ -57,8 +65,12 @@ def big_db(server, big_template):
 
 
 def _migrate(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "scripts/migrate.py"), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts/migrate.py"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(conn, query: str, params, proc: subprocess.Popen, timeout: float = 120):
@@ -88,14 +100,18 @@ def _status(dsn: str) -> tuple[int, dict[str, str]]:
     return r.returncode, {s["version"]: s["state"] for s in json.loads(r.stdout)}
 
 
-ACTIVE = ("SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = %s AND state = 'active'"
-          " AND query LIKE %s")
-WAITING = ("SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = %s AND wait_event_type = 'Lock'")
+ACTIVE = (
+    "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = %s AND state = 'active'"
+    " AND query LIKE %s"
+)
+WAITING = "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = %s AND wait_event_type = 'Lock'"
 # Only the concurrent build: the transactional part's plain CREATE INDEX on the new (empty)
 # table shows in this view too, for a moment, and killing there is the "transaction" point.
-BUILDING = ("SELECT p.pid FROM pg_stat_progress_create_index p JOIN pg_stat_activity a USING (pid)"
-            " WHERE a.application_name = %s AND p.datname = %s AND p.command = 'CREATE INDEX CONCURRENTLY'"
-            " AND p.phase LIKE 'building index%%'")
+BUILDING = (
+    "SELECT p.pid FROM pg_stat_progress_create_index p JOIN pg_stat_activity a USING (pid)"
+    " WHERE a.application_name = %s AND p.datname = %s AND p.command = 'CREATE INDEX CONCURRENTLY'"
+    " AND p.phase LIKE 'building index%%'"
+)
 
 
 def _dbname(dsn: str) -> str:
@@ -131,7 +147,12 @@ def test_kill_during_up_then_up_converges(server, big_template, big_db, point):
             pid = _wait_for(watch, WAITING, (APP, _dbname(big_db)), proc)[0]
         elif point == "validate":
             proc = _migrate("up", "--dsn", big_db)
-            pid = _wait_for(watch, ACTIVE, (APP, _dbname(big_db), "%VALIDATE CONSTRAINT x402_resources_openrouter_model_id_fkey%"), proc)[0]
+            pid = _wait_for(
+                watch,
+                ACTIVE,
+                (APP, _dbname(big_db), "%VALIDATE CONSTRAINT x402_resources_openrouter_model_id_fkey%"),
+                proc,
+            )[0]
         else:
             proc = _migrate("up", "--dsn", big_db)
             pid = _wait_for(watch, BUILDING, (APP, _dbname(big_db)), proc)[0]
@@ -149,7 +170,9 @@ def test_kill_during_up_then_up_converges(server, big_template, big_db, point):
             human = run_script("migrate.py", "status", "--dsn", big_db).stdout
             assert "steps-pending" in human and "run up again" in human
         if point == "index":
-            invalid = watch.execute("SELECT count(*) FROM pg_index WHERE indexrelid = to_regclass('public.idx_x402_resources_openrouter_model') AND NOT indisvalid").fetchone()[0]
+            invalid = watch.execute(
+                "SELECT count(*) FROM pg_index WHERE indexrelid = to_regclass('public.idx_x402_resources_openrouter_model') AND NOT indisvalid"
+            ).fetchone()[0]
             assert invalid == 1  # the terminated build left an INVALID index behind
     r = run_script("migrate.py", "up", "--dsn", big_db)
     assert r.returncode == 0, r.stderr
@@ -167,7 +190,9 @@ def test_kill_during_down_then_down_converges(server, big_template, big_db, poin
             pid = _wait_for(watch, WAITING, (APP, _dbname(big_db)), proc)[0]
         else:
             proc = _migrate("down", "--dsn", big_db)
-            pid = _wait_for(watch, ACTIVE, (APP, _dbname(big_db), "%VALIDATE CONSTRAINT x402_resources_resource_type_check%"), proc)[0]
+            pid = _wait_for(
+                watch, ACTIVE, (APP, _dbname(big_db), "%VALIDATE CONSTRAINT x402_resources_resource_type_check%"), proc
+            )[0]
         _kill(watch, proc, pid)
         reader.rollback()
     code, states = _status(big_db)

@@ -3,6 +3,7 @@ privileges grant every new public table to anon, authenticated and service_role)
 session polls the table's privileges in a tight loop. It must never see anon hold any privilege,
 nor authenticated hold more than SELECT, INSERT, UPDATE, DELETE, on every path: migrate.py up,
 make deploy, down then up, and the Pulumi SqlMigration's create through the real provider host."""
+
 from __future__ import annotations
 
 import threading
@@ -31,7 +32,9 @@ class Watcher(threading.Thread):
     def run(self) -> None:
         try:
             with psycopg.connect(self.dsn, autocommit=True) as c:
-                privileges = list(access.CORE_TABLE_PRIVILEGES) + (["MAINTAIN"] if c.info.server_version >= 170000 else [])
+                privileges = list(access.CORE_TABLE_PRIVILEGES) + (
+                    ["MAINTAIN"] if c.info.server_version >= 170000 else []
+                )
                 checks = [(role, p) for role in ALLOWED for p in privileges if p not in ALLOWED[role]]
                 cols = ", ".join(f"has_table_privilege('{role}', t, '{p}')" for role, p in checks)
                 query = f"SELECT {cols} FROM (SELECT to_regclass('{TABLE}') AS t) s WHERE t IS NOT NULL"
@@ -102,10 +105,22 @@ def test_down_then_up_never_exposes_the_table(server, project):
 
 def test_pulumi_create_never_exposes_the_table(server, project, host):
     params = psycopg.conninfo.conninfo_to_dict(project)
-    report = run_program({"target": "supabase", "host": params["host"], "port": str(params["port"]),
-                          "database": params["dbname"], "username": params["user"], "sslmode": "disable",
-                          "protect": "false"})
-    (inputs,) = [{k: _unwrap(v) for k, v in r["inputs"].items()} for r in by_name(report).values() if r["type"].endswith("SqlMigration")]
+    report = run_program(
+        {
+            "target": "supabase",
+            "host": params["host"],
+            "port": str(params["port"]),
+            "database": params["dbname"],
+            "username": params["user"],
+            "sslmode": "disable",
+            "protect": "false",
+        }
+    )
+    (inputs,) = [
+        {k: _unwrap(v) for k, v in r["inputs"].items()}
+        for r in by_name(report).values()
+        if r["type"].endswith("SqlMigration")
+    ]
     h = Host(host)
     checked, failures = h.check(inputs)
     assert failures == []

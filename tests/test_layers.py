@@ -3,6 +3,7 @@ or from a lower layer; no import runs up or across to a sibling package of the s
 modules import each other in a circle, however long. The imports are read with `ast`, so lazy
 imports inside functions and imports under TYPE_CHECKING count too: a circle hidden in a
 function body is still a circle in the design."""
+
 from __future__ import annotations
 
 import ast
@@ -140,10 +141,14 @@ def test_the_checks_catch_an_upward_import_and_a_circle(tmp_path):
     """The checks themselves, on a small package laid out like ours."""
     pkg = tmp_path / "x402db"
     for rel, text in {
-        "__init__.py": "", "errors.py": "",
-        "migrate/__init__.py": "", "migrate/engine.py": "from ..cli import common\n",
-        "cli/__init__.py": "", "cli/common.py": "from ..migrate import engine\n",
-        "verify/__init__.py": "", "verify/a.py": "def f():\n    from . import b\n",
+        "__init__.py": "",
+        "errors.py": "",
+        "migrate/__init__.py": "",
+        "migrate/engine.py": "from ..cli import common\n",
+        "cli/__init__.py": "",
+        "cli/common.py": "from ..migrate import engine\n",
+        "verify/__init__.py": "",
+        "verify/a.py": "def f():\n    from . import b\n",
         "verify/b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import X\n",
     }.items():
         (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -159,8 +164,10 @@ def test_checking_a_duration_does_not_load_the_engine():
     import subprocess
     import sys
 
-    code = ("import sys, x402db.iac.config, x402db.cli.common, x402db.iac.sql_migration; "
-            "print(sorted(m for m in sys.modules if m in ('x402db.migrate.engine', 'x402db.plan.planner')))")
+    code = (
+        "import sys, x402db.iac.config, x402db.cli.common, x402db.iac.sql_migration; "
+        "print(sorted(m for m in sys.modules if m in ('x402db.migrate.engine', 'x402db.plan.planner')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

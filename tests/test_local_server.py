@@ -1,6 +1,7 @@
 """Issue 10, findings 7 and 8: the embedded server asks every connection for a password that only
 the checkout's owner can read, and `make deploy` works as root from a checkout inside a 0700
 directory (such as /root) and as an ordinary user."""
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,15 @@ def psql_as(user: str, server: LocalServer, dsn: str, env: dict | None = None) -
     if not psql.exists():
         pytest.skip("no psql next to this server")
     base_env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "LC_ALL": "C"}
-    return subprocess.run([str(psql), "-w", "-X", "-At", "-c", "select current_user", dsn], capture_output=True,
-                          text=True, user=user, env={**base_env, **(env or {})}, cwd="/", timeout=60)
+    return subprocess.run(
+        [str(psql), "-w", "-X", "-At", "-c", "select current_user", dsn],
+        capture_output=True,
+        text=True,
+        user=user,
+        env={**base_env, **(env or {})},
+        cwd="/",
+        timeout=60,
+    )
 
 
 def bare(dsn: str) -> str:
@@ -130,7 +138,11 @@ def test_make_deploy_as_root_from_a_checkout_inside_a_0700_directory():
     assert stat.S_IMODE(private.stat().st_mode) == 0o700
     checkout = _copy_checkout(private / "x402")
     (checkout / ".venv").symlink_to(ROOT / ".venv")  # the same installed venv (stamp included)
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PGPASSFILE", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")} | {"CI": "1"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "PGPASSFILE", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+    } | {"CI": "1"}
     server, home = None, None
     try:
         r = subprocess.run(["make", "deploy"], cwd=checkout, capture_output=True, text=True, env=env, timeout=300)
@@ -148,14 +160,18 @@ def test_make_deploy_as_root_from_a_checkout_inside_a_0700_directory():
         assert st.st_uid == pwd.getpwnam(SERVICE_USER).pw_uid and stat.S_IMODE(st.st_mode) == 0o700
         again = subprocess.run(["make", "deploy"], cwd=checkout, capture_output=True, text=True, env=env, timeout=300)
         assert again.returncode == 0 and "nothing to apply" in again.stdout, again.stderr
-        clean = subprocess.run(["make", "clean-local"], cwd=checkout, capture_output=True, text=True, env=env, timeout=120)
+        clean = subprocess.run(
+            ["make", "clean-local"], cwd=checkout, capture_output=True, text=True, env=env, timeout=120
+        )
         assert clean.returncode == 0, clean.stderr
         assert not home.exists() and not (checkout / ".local").exists()
         with pytest.raises(psycopg.OperationalError):  # and the server is stopped
             psycopg.connect(url, connect_timeout=3).close()
     finally:
         if home is not None and (home / "data").exists():  # the test failed before clean-local
-            subprocess.run([str(ROOT / ".venv/bin/python"), str(checkout / "scripts/local_db.py"), "delete"], capture_output=True)
+            subprocess.run(
+                [str(ROOT / ".venv/bin/python"), str(checkout / "scripts/local_db.py"), "delete"], capture_output=True
+            )
             shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(private, ignore_errors=True)
 
@@ -175,13 +191,22 @@ def test_deploy_as_an_ordinary_user():
     subprocess.run(["chown", "-R", "nobody:nogroup", str(home)], check=True)
     if not _reachable_by_others(site):  # a checkout in root's 0700 mktemp -d: nobody cannot import from it.
         # After the chown: hard links share their inode, and the venv's files must stay root's.
-        site = shutil.copytree(site, home / "site-packages", copy_function=_link_or_copy,
-                               ignore=shutil.ignore_patterns("__pycache__"))
+        site = shutil.copytree(
+            site, home / "site-packages", copy_function=_link_or_copy, ignore=shutil.ignore_patterns("__pycache__")
+        )
     env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "PYTHONPATH": str(site), "CI": "1", "LC_ALL": "C.UTF-8"}
 
     def as_nobody(*args: str, **kw) -> subprocess.CompletedProcess:
-        return subprocess.run([str(system_python), *args], cwd=checkout, capture_output=True, text=True, env=env,
-                              user="nobody", timeout=300, **kw)
+        return subprocess.run(
+            [str(system_python), *args],
+            cwd=checkout,
+            capture_output=True,
+            text=True,
+            env=env,
+            user="nobody",
+            timeout=300,
+            **kw,
+        )
 
     try:
         r = as_nobody("scripts/deploy_local.py")
@@ -189,7 +214,9 @@ def test_deploy_as_an_ordinary_user():
         url = _final_url(r.stdout)
         data = checkout / ".local" / "pg18" / "data"
         assert data.stat().st_uid == pwd.getpwnam("nobody").pw_uid and stat.S_IMODE(data.stat().st_mode) == 0o700
-        check = as_nobody("-c", f"import psycopg; print(psycopg.connect({url!r}).execute('select current_user').fetchone()[0])")
+        check = as_nobody(
+            "-c", f"import psycopg; print(psycopg.connect({url!r}).execute('select current_user').fetchone()[0])"
+        )
         assert check.returncode == 0 and check.stdout.strip() == "postgres", check.stderr
         from x402db.local.server import embedded_bindir
 

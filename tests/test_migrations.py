@@ -1,5 +1,6 @@
 """The migration engine against a real server: apply, idempotence, exact revert, locking,
 atomicity, drift, the data-loss guard and lock timeouts."""
+
 from __future__ import annotations
 
 import json
@@ -78,8 +79,15 @@ def test_supabase_target_applies_only_005(supabase_db):
 
 
 def test_two_concurrent_runs_apply_once(empty_db):
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "scripts/migrate.py"), "up", "--json", "--dsn", empty_db],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts/migrate.py"), "up", "--json", "--dsn", empty_db],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
     applied = [c["version"] for out, _ in outs for c in json.loads(out)["changes"] if c["action"] == "applied"]
@@ -97,8 +105,13 @@ def _copy_sql(tmp_path, edit=None):
 
 
 def test_failure_in_the_middle_leaves_nothing(tmp_path, empty_db):
-    broken = _copy_sql(tmp_path, lambda s: s.replace("ALTER TABLE public.user_openrouter_integrations ENABLE ROW LEVEL SECURITY;",
-                                                    "ALTER TABLE public.user_openrouter_integrations ENABLE ROW LEVEL SECURITY;\nSELECT 1/0;"))
+    broken = _copy_sql(
+        tmp_path,
+        lambda s: s.replace(
+            "ALTER TABLE public.user_openrouter_integrations ENABLE ROW LEVEL SECURITY;",
+            "ALTER TABLE public.user_openrouter_integrations ENABLE ROW LEVEL SECURITY;\nSELECT 1/0;",
+        ),
+    )
     e = engine(empty_db, broken)
     with e.conn:
         e.up(to="001")
@@ -107,7 +120,10 @@ def test_failure_in_the_middle_leaves_nothing(tmp_path, empty_db):
         c = e.conn
         assert c.execute("SELECT to_regclass('public.user_openrouter_integrations')").fetchone()[0] is None
         assert c.execute("SELECT to_regproc('public.update_openrouter_integration_updated_at')").fetchone()[0] is None
-        cols = {r[0] for r in c.execute("SELECT attname FROM pg_attribute WHERE attrelid = 'public.x402_resources'::regclass")}
+        cols = {
+            r[0]
+            for r in c.execute("SELECT attname FROM pg_attribute WHERE attrelid = 'public.x402_resources'::regclass")
+        }
         assert "openrouter_model_id" not in cols
         assert "005" not in ledger.entries(c)
     assert states(empty_db)["005"] == "pending"
@@ -124,13 +140,20 @@ def test_drift_is_detected_and_up_refuses(tmp_path, deployed_db):
 
 
 def _columns(conn):
-    return {r[0] for r in conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = 'public.x402_resources'::regclass AND NOT attisdropped")}
+    return {
+        r[0]
+        for r in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'public.x402_resources'::regclass AND NOT attisdropped"
+        )
+    }
 
 
 def test_down_refuses_with_integration_rows_and_changes_nothing(deployed_db):
     with db.connect(deployed_db) as c:
         uid = c.execute("INSERT INTO auth.users (email) VALUES ('a@example.invalid') RETURNING id").fetchone()[0]
-        c.execute("INSERT INTO public.user_openrouter_integrations (user_id, encrypted_api_key) VALUES (%s, 'x')", (uid,))
+        c.execute(
+            "INSERT INTO public.user_openrouter_integrations (user_id, encrypted_api_key) VALUES (%s, 'x')", (uid,)
+        )
     r = run_script("migrate.py", "down", "--dsn", deployed_db)
     assert r.returncode == 1
     assert "1 row(s) in user_openrouter_integrations" in r.stderr and "--allow-data-loss" in r.stderr
@@ -145,7 +168,10 @@ def test_down_refuses_with_integration_rows_and_changes_nothing(deployed_db):
 def test_down_refuses_when_resources_use_openrouter_columns(deployed_db):
     with db.connect(deployed_db) as c:
         uid = c.execute("INSERT INTO auth.users (email) VALUES ('a@example.invalid') RETURNING id").fetchone()[0]
-        c.execute("INSERT INTO public.x402_resources (user_id, resource_type, name, openrouter_config) VALUES (%s, 'prompt', 'r', '{}')", (uid,))
+        c.execute(
+            "INSERT INTO public.x402_resources (user_id, resource_type, name, openrouter_config) VALUES (%s, 'prompt', 'r', '{}')",
+            (uid,),
+        )
     e = engine(deployed_db)
     with e.conn:
         with pytest.raises(Refused, match="openrouter_model_id or openrouter_config"):
@@ -156,7 +182,10 @@ def test_down_refuses_when_resources_use_openrouter_columns(deployed_db):
 def test_openrouter_instant_rows_block_down_even_with_allow_data_loss(deployed_db):
     with db.connect(deployed_db) as c:
         uid = c.execute("INSERT INTO auth.users (email) VALUES ('a@example.invalid') RETURNING id").fetchone()[0]
-        c.execute("INSERT INTO public.x402_resources (user_id, resource_type, name) VALUES (%s, 'openrouter_instant', 'r')", (uid,))
+        c.execute(
+            "INSERT INTO public.x402_resources (user_id, resource_type, name) VALUES (%s, 'openrouter_instant', 'r')",
+            (uid,),
+        )
     e = engine(deployed_db)
     with e.conn:
         with pytest.raises(Refused, match="delete them or convert them"):
@@ -189,12 +218,19 @@ def test_interrupted_concurrent_index_is_rebuilt(empty_db):
         e.up(to="001")
         c = e.conn
         uid = c.execute("INSERT INTO auth.users (email) VALUES ('a@example.invalid') RETURNING id").fetchone()[0]
-        c.execute("INSERT INTO public.x402_resources (user_id, resource_type, name) VALUES (%s, 'proxy', 'dup'), (%s, 'proxy', 'dup')", (uid, uid))
+        c.execute(
+            "INSERT INTO public.x402_resources (user_id, resource_type, name) VALUES (%s, 'proxy', 'dup'), (%s, 'proxy', 'dup')",
+            (uid, uid),
+        )
         # A failed concurrent build leaves an INVALID index under the name 005 wants.
         with pytest.raises(psycopg.errors.UniqueViolation):
-            c.execute("CREATE UNIQUE INDEX CONCURRENTLY idx_x402_resources_openrouter_model ON public.x402_resources (name)")
+            c.execute(
+                "CREATE UNIQUE INDEX CONCURRENTLY idx_x402_resources_openrouter_model ON public.x402_resources (name)"
+            )
         e.up()
-        valid, definition = c.execute("SELECT indisvalid, pg_get_indexdef(indexrelid) FROM pg_index WHERE indexrelid = 'public.idx_x402_resources_openrouter_model'::regclass").fetchone()
+        valid, definition = c.execute(
+            "SELECT indisvalid, pg_get_indexdef(indexrelid) FROM pg_index WHERE indexrelid = 'public.idx_x402_resources_openrouter_model'::regclass"
+        ).fetchone()
         assert valid and "openrouter_model_id" in definition
 
 
@@ -203,11 +239,15 @@ def test_retry_after_partial_failure_converges(deployed_db):
     with db.connect(deployed_db) as c:
         ledger.forget(c, "005")
         c.execute("ALTER TABLE public.x402_resources DROP CONSTRAINT x402_resources_resource_type_check")
-        c.execute("ALTER TABLE public.x402_resources ADD CONSTRAINT x402_resources_resource_type_check CHECK (resource_type IN ('external', 'proxy', 'prompt', 'static', 'prompt_template', 'openrouter_instant')) NOT VALID")
+        c.execute(
+            "ALTER TABLE public.x402_resources ADD CONSTRAINT x402_resources_resource_type_check CHECK (resource_type IN ('external', 'proxy', 'prompt', 'static', 'prompt_template', 'openrouter_instant')) NOT VALID"
+        )
     e = engine(deployed_db)
     with e.conn:
         assert [o.version for o in e.up()] == ["005"]
-        assert e.conn.execute("SELECT convalidated FROM pg_constraint WHERE conname = 'x402_resources_resource_type_check'").fetchone()[0]
+        assert e.conn.execute(
+            "SELECT convalidated FROM pg_constraint WHERE conname = 'x402_resources_resource_type_check'"
+        ).fetchone()[0]
 
 
 def test_cli_usage_and_connection_errors_exit_2():
@@ -241,9 +281,13 @@ def test_baseline_adopts_existing_tables_and_never_drops_them(server, supabase_d
 
 # ---- issue 9: a revert you can trust ----------------------------------------------------------
 
+
 def _rows(conn, n):
     uid = conn.execute("INSERT INTO auth.users (email) VALUES ('m@example.invalid') RETURNING id").fetchone()[0]
-    conn.execute("INSERT INTO public.x402_resources (user_id, resource_type, name) SELECT %s, 'proxy', 'r' FROM generate_series(1, %s)", (uid, n))
+    conn.execute(
+        "INSERT INTO public.x402_resources (user_id, resource_type, name) SELECT %s, 'proxy', 'r' FROM generate_series(1, %s)",
+        (uid, n),
+    )
 
 
 def test_failed_step_of_up_says_what_is_committed_and_up_converges(empty_db):
@@ -276,7 +320,9 @@ def test_failed_step_of_down_says_the_drops_are_committed_and_down_converges(dep
     assert states(deployed_db)["005"] == "reverting"
     r = run_script("migrate.py", "status", "--json", "--dsn", deployed_db)
     assert r.returncode == 1
-    assert [s for s in json.loads(r.stdout) if s["version"] == "005"][0]["hint"].startswith("its down's drops are committed")
+    assert [s for s in json.loads(r.stdout) if s["version"] == "005"][0]["hint"].startswith(
+        "its down's drops are committed"
+    )
     r = run_script("migrate.py", "up", "--dsn", deployed_db)  # up must not claim "up to date" over dropped objects
     assert r.returncode == 1 and "half-reverted" in r.stderr
     r = run_script("migrate.py", "down", "--dsn", deployed_db)
@@ -300,7 +346,10 @@ def _copy_sql_down(tmp_path, edit):
 
 def test_an_edited_down_is_refused_unless_acknowledged(tmp_path, deployed_db):
     # Deleting a data-loss guard line is exactly the edit that must not go unnoticed.
-    edited = _copy_sql_down(tmp_path, lambda s: "\n".join(l for l in s.splitlines() if "user_openrouter_integrations (encrypted" not in l) + "\n")
+    edited = _copy_sql_down(
+        tmp_path,
+        lambda s: "\n".join(l for l in s.splitlines() if "user_openrouter_integrations (encrypted" not in l) + "\n",
+    )
     with db.connect(deployed_db) as c:
         assert ledger.entries(c)["005"].down_checksum == migrations.find(migrations.load(), "005").down_checksum
     e = engine(deployed_db, edited)
@@ -342,11 +391,16 @@ def test_a_ledger_written_by_the_previous_bundle_is_evolved_in_place(tmp_path, e
     with e.conn:
         e.up(to="001")
         # The previous bundle's ledger, with its rows (no state, no down checksum).
-        rows = e.conn.execute("SELECT version, name, checksum, kind, target, applied_by, execution_ms FROM x402_private.schema_migrations").fetchall()
+        rows = e.conn.execute(
+            "SELECT version, name, checksum, kind, target, applied_by, execution_ms FROM x402_private.schema_migrations"
+        ).fetchall()
         e.conn.execute("DROP SCHEMA x402_private CASCADE")
         e.conn.execute(OLD_LEDGER)
         with e.conn.cursor() as cur:
-            cur.executemany("INSERT INTO x402_private.schema_migrations (version, name, checksum, kind, target, applied_by, execution_ms) VALUES (%s, %s, %s, %s, %s, %s, %s)", rows)
+            cur.executemany(
+                "INSERT INTO x402_private.schema_migrations (version, name, checksum, kind, target, applied_by, execution_ms) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                rows,
+            )
     # status reads it as it is, without writing.
     assert states(empty_db) == {"000": "applied", "001": "applied", "005": "pending"}
     e = engine(empty_db)
@@ -356,7 +410,8 @@ def test_a_ledger_written_by_the_previous_bundle_is_evolved_in_place(tmp_path, e
         # The rows that predate down checksums get the one this bundle ships, on this up.
         shipped = migrations.shipped_downs()
         assert {v: (x.state, x.down_checksum) for v, x in entries.items()} == {
-            v: ("applied", shipped[v][-1]) for v in ("000", "001", "005")}
+            v: ("applied", shipped[v][-1]) for v in ("000", "001", "005")
+        }
         with pytest.raises(psycopg.errors.CheckViolation):
             e.conn.execute("UPDATE x402_private.schema_migrations SET state = 'half' WHERE version = '005'")
     # From then on an edited down is refused like any other, unless acknowledged.
@@ -393,7 +448,9 @@ def test_edited_down_on_a_row_without_down_checksum_is_refused_until_recorded(tm
     edited = _without_keys_guard(tmp_path)
     with db.connect(dsn) as c:
         uid = c.execute("INSERT INTO auth.users (id) VALUES (gen_random_uuid()) RETURNING id").fetchone()[0]
-        c.execute("INSERT INTO public.user_openrouter_integrations (user_id, encrypted_api_key) VALUES (%s, 'x')", (uid,))
+        c.execute(
+            "INSERT INTO public.user_openrouter_integrations (user_id, encrypted_api_key) VALUES (%s, 'x')", (uid,)
+        )
     _forget_down_checksums(dsn)
     e = engine(dsn, edited)
     with e.conn:
@@ -406,7 +463,9 @@ def test_edited_down_on_a_row_without_down_checksum_is_refused_until_recorded(tm
         # The next up records the down this bundle ships (from its own list, not from sql/) ...
         assert e.up() == []
         recorded = ledger.entries(e.conn)["005"].down_checksum
-        assert recorded == migrations.shipped_downs()["005"][-1] == migrations.find(migrations.load(), "005").down_checksum
+        assert (
+            recorded == migrations.shipped_downs()["005"][-1] == migrations.find(migrations.load(), "005").down_checksum
+        )
         # ... and the edited down stays refused.
         assert {s.version: s.down_edited for s in e.status()}["005"] is True
         with pytest.raises(DriftError, match="recorded when it was applied"):
@@ -429,8 +488,9 @@ def test_shipped_downs_list_every_down_this_repository_shipped():
         pytest.skip("not a git checkout")
     for path in sorted((ROOT / "sql").glob("*.down.sql")):
         rel = path.relative_to(ROOT).as_posix()
-        commits = subprocess.run([git, "-C", str(ROOT), "log", "--format=%H", "--", rel], capture_output=True, text=True,
-                                 check=True).stdout.split()
+        commits = subprocess.run(
+            [git, "-C", str(ROOT), "log", "--format=%H", "--", rel], capture_output=True, text=True, check=True
+        ).stdout.split()
         history = {migrations.checksum(path.read_text(encoding="utf-8"))}
         for c in commits:
             text = subprocess.run([git, "-C", str(ROOT), "show", f"{c}:{rel}"], capture_output=True, check=True).stdout
@@ -439,11 +499,25 @@ def test_shipped_downs_list_every_down_this_repository_shipped():
         assert set(shipped[path.name[:3]]) == history, rel
 
 
-@pytest.mark.parametrize("args", [["up", "--to", "7"], ["up", "--to", "abc"], ["up", "--to", "base"], ["up", "--to", "-1"],
-                                  ["down", "--to", "2"], ["down", "--to", "005x"], ["up", "--lock-timeout", "0"],
-                                  ["up", "--lock-timeout", "2min"], ["up", "--lock-timeout", "soon"],
-                                  ["down", "--lock-timeout", "0ms"], ["up", "--statement-timeout", "0"],
-                                  ["up", "--retries", "\uff15"], ["up", "--retries", "99999999999999999999"], ["down", "--retries", "-1"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["up", "--to", "7"],
+        ["up", "--to", "abc"],
+        ["up", "--to", "base"],
+        ["up", "--to", "-1"],
+        ["down", "--to", "2"],
+        ["down", "--to", "005x"],
+        ["up", "--lock-timeout", "0"],
+        ["up", "--lock-timeout", "2min"],
+        ["up", "--lock-timeout", "soon"],
+        ["down", "--lock-timeout", "0ms"],
+        ["up", "--statement-timeout", "0"],
+        ["up", "--retries", "\uff15"],
+        ["up", "--retries", "99999999999999999999"],
+        ["down", "--retries", "-1"],
+    ],
+)
 def test_bad_versions_and_timeouts_exit_2_before_connecting(args):
     r = run_script("migrate.py", *args, "--dsn", "postgresql://nobody@127.0.0.1:1/x")
     assert r.returncode == 2 and "cannot connect" not in r.stderr, r.stderr
@@ -519,10 +593,19 @@ def test_pulumi_provider_check_bounds_lock_timeout():
     from x402db.iac.sql_migration import MigrationProvider
 
     up, down = "SELECT 1;\n", "SELECT 1;\n"
-    props = {"dsn": "x", "version": "005", "name": "n", "checksum": migrations.checksum(up), "up_sql": up,
-             "down_sql": down, "target": "postgres"}
+    props = {
+        "dsn": "x",
+        "version": "005",
+        "name": "n",
+        "checksum": migrations.checksum(up),
+        "up_sql": up,
+        "down_sql": down,
+        "target": "postgres",
+    }
     assert MigrationProvider().check({}, {**props, "lock_timeout": "1s"}).failures == []
-    assert [f.property for f in MigrationProvider().check({}, {**props, "lock_timeout": "0"}).failures] == ["lock_timeout"]
+    assert [f.property for f in MigrationProvider().check({}, {**props, "lock_timeout": "0"}).failures] == [
+        "lock_timeout"
+    ]
 
 
 @pytest.mark.parametrize("search_path", ["", r"auth,\ extensions"])
@@ -533,14 +616,17 @@ def test_interrupted_concurrent_index_is_rebuilt_under_any_search_path(server, s
     with psycopg.connect(admin_dsn(server, supabase_db), autocommit=True) as c:
         c.execute("ALTER TABLE public.x402_resources ADD COLUMN dup_probe int DEFAULT 1")
         with pytest.raises(psycopg.errors.UniqueViolation):  # what an interrupted 005 leaves
-            c.execute("CREATE UNIQUE INDEX CONCURRENTLY idx_x402_resources_openrouter_model ON public.x402_resources (dup_probe)")
+            c.execute(
+                "CREATE UNIQUE INDEX CONCURRENTLY idx_x402_resources_openrouter_model ON public.x402_resources (dup_probe)"
+            )
     e = engine(psycopg.conninfo.make_conninfo(supabase_db, options=f"-csearch_path={search_path}"))
     with e.conn:
         e.up()
         assert {s.version: s.state for s in e.status()} == {"005": "applied"}
         valid, definition = e.conn.execute(
             "SELECT indisvalid, pg_get_indexdef(indexrelid) FROM pg_index"
-            " WHERE indexrelid = 'public.idx_x402_resources_openrouter_model'::regclass").fetchone()
+            " WHERE indexrelid = 'public.idx_x402_resources_openrouter_model'::regclass"
+        ).fetchone()
     assert valid and "openrouter_model_id" in definition, definition
 
 
@@ -567,9 +653,17 @@ def test_a_failure_after_earlier_migrations_committed_says_what_this_run_committ
     assert "005_add_openrouter_integration failed and was rolled back" in str(err.value)
 
 
-@pytest.mark.parametrize("args", [["up", "--to", "\u00b2"], ["up", "--to", "\u0665"], ["down", "--to", "\u0661"],
-                                  ["up", "--lock-timeout", "\uff11s"], ["up", "--statement-timeout", "\u0665s"],
-                                  ["up", "--lock-timeout", "1\u00a0s"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["up", "--to", "\u00b2"],
+        ["up", "--to", "\u0665"],
+        ["down", "--to", "\u0661"],
+        ["up", "--lock-timeout", "\uff11s"],
+        ["up", "--statement-timeout", "\u0665s"],
+        ["up", "--lock-timeout", "1\u00a0s"],
+    ],
+)
 def test_non_ascii_digits_are_refused_with_exit_2(args):
     # Python's isdigit() and \d take any Unicode digit: '²' crashed with a traceback, '٥' was
     # read as 5, and '１s' passed the check only for PostgreSQL to reject it after connecting.
@@ -603,8 +697,11 @@ def test_compat_applied_by_the_previous_bundle_is_not_drift(empty_db):
     with db.connect(empty_db) as c:
         c.execute(OLD_LEDGER)
         c.execute(old_text)
-        c.execute("INSERT INTO x402_private.schema_migrations (version, name, checksum, target, applied_by, execution_ms)"
-                  " VALUES ('000', 'platform_compat', %s, 'postgres', 'previous bundle', 1)", (migrations.checksum(old_text),))
+        c.execute(
+            "INSERT INTO x402_private.schema_migrations (version, name, checksum, target, applied_by, execution_ms)"
+            " VALUES ('000', 'platform_compat', %s, 'postgres', 'previous bundle', 1)",
+            (migrations.checksum(old_text),),
+        )
     assert states(empty_db) == {"000": "applied", "001": "pending", "005": "pending"}
     r = run_script("migrate.py", "up", "--json", "--dsn", empty_db)
     assert r.returncode == 0, r.stderr
@@ -622,8 +719,15 @@ def test_pulumi_takes_a_superseding_text_into_state_without_touching_the_databas
     from x402db.iac.sql_migration import MigrationProvider
 
     compat = migrations.find(migrations.load(), "000")
-    news = {"version": "000", "name": "platform_compat", "checksum": compat.checksum, "up_sql": compat.up_text,
-            "down_sql": compat.down_text, "target": "postgres", "dsn": "x"}
+    news = {
+        "version": "000",
+        "name": "platform_compat",
+        "checksum": compat.checksum,
+        "up_sql": compat.up_text,
+        "down_sql": compat.down_text,
+        "target": "postgres",
+        "dsn": "x",
+    }
     olds = {**news, "checksum": compat.up.supersedes[0], "up_sql": PREVIOUS_COMPAT.read_text()}
     d = MigrationProvider().diff("000", olds, news)
     assert d.changes and not d.replaces
@@ -635,8 +739,10 @@ def test_a_resource_type_check_under_another_name_refuses_up_and_changes_nothing
     """005 replaces the type list by its conventional name. A project whose list has another name
     would keep rejecting 'openrouter_instant' behind an 'applied' ledger: refuse instead."""
     with db.connect(supabase_db) as c:
-        old = c.execute("SELECT conname FROM pg_constraint WHERE conrelid = 'public.x402_resources'::regclass"
-                        " AND pg_get_constraintdef(oid) LIKE '%prompt_template%'").fetchone()[0]
+        old = c.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'public.x402_resources'::regclass"
+            " AND pg_get_constraintdef(oid) LIKE '%prompt_template%'"
+        ).fetchone()[0]
         c.execute(f'ALTER TABLE public.x402_resources RENAME CONSTRAINT "{old}" TO resource_kind_chk')
     plan = run_script("migrate.py", "plan", "--json", "--dsn", supabase_db)
     assert plan.returncode == 1 and json.loads(plan.stdout)["verdict"] == "refused", plan.stderr
@@ -646,7 +752,9 @@ def test_a_resource_type_check_under_another_name_refuses_up_and_changes_nothing
     assert states(supabase_db)["005"] == "pending"
     with db.connect(supabase_db) as c:
         assert c.execute("SELECT to_regclass('public.user_openrouter_integrations')").fetchone()[0] is None
-        c.execute("ALTER TABLE public.x402_resources RENAME CONSTRAINT resource_kind_chk TO x402_resources_resource_type_check")
+        c.execute(
+            "ALTER TABLE public.x402_resources RENAME CONSTRAINT resource_kind_chk TO x402_resources_resource_type_check"
+        )
     assert run_script("migrate.py", "up", "--dsn", supabase_db).returncode == 0
     assert states(supabase_db)["005"] == "applied"
 
@@ -710,8 +818,13 @@ def test_an_edit_after_supersedes_is_drift_whatever_the_ledger_holds(tmp_path, d
     r = run_script("migrate.py", "status", "--dsn", dsn)
     assert r.returncode == 0 and "(superseded)" in r.stdout and earlier[:12] in r.stdout, r.stdout
     # The attack: append to 005 after the directive was written, keeping the directive.
-    edited = _copy_sql(tmp_path, lambda s: s + "\nGRANT SELECT ON public.user_openrouter_integrations TO anon;\n"
-                       "ALTER TABLE public.user_openrouter_integrations DISABLE ROW LEVEL SECURITY;\n")
+    edited = _copy_sql(
+        tmp_path,
+        lambda s: (
+            s + "\nGRANT SELECT ON public.user_openrouter_integrations TO anon;\n"
+            "ALTER TABLE public.user_openrouter_integrations DISABLE ROW LEVEL SECURITY;\n"
+        ),
+    )
     for recorded in (earlier, m005.checksum):  # a superseded ledger and an up-to-date one
         with db.connect(dsn) as c:
             c.execute("UPDATE x402_private.schema_migrations SET checksum = %s WHERE version = '005'", (recorded,))
@@ -723,7 +836,9 @@ def test_an_edit_after_supersedes_is_drift_whatever_the_ledger_holds(tmp_path, d
             with pytest.raises(DriftError, match="drift"):
                 e.up()
             assert Planner(e).build("up").verdict == "refused"
-            assert not e.conn.execute("SELECT has_table_privilege('anon', 'public.user_openrouter_integrations', 'SELECT')").fetchone()[0]
+            assert not e.conn.execute(
+                "SELECT has_table_privilege('anon', 'public.user_openrouter_integrations', 'SELECT')"
+            ).fetchone()[0]
 
 
 def test_supersedes_without_a_pin_is_refused(tmp_path):

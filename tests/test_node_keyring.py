@@ -3,6 +3,7 @@ Python encrypts -> Node decrypts, Node encrypts -> Python decrypts, and the same
 key, or DecryptError reason) on any token, for legacy and v2, over property-generated inputs.
 hypothesis drives one long-lived node process (tests/node/keyring_driver.js), one request a line.
 Also runs the module's own `node --test` suite, so a failing node test fails `make test`."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,16 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from x402db import ROOT
-from x402db.keys.crypto import (FORMATS, OPENROUTER_KEY, Context, DecryptError, Keyring, _decrypt_legacy, derive_key,
-                               fingerprint)
+from x402db.keys.crypto import (
+    FORMATS,
+    OPENROUTER_KEY,
+    Context,
+    DecryptError,
+    Keyring,
+    _decrypt_legacy,
+    derive_key,
+    fingerprint,
+)
 from x402db.errors import UsageError
 from x402db.keys.source import PREVIOUS_ENV, SECRET_ENV, previous_secrets, primary_secret
 
@@ -30,7 +39,11 @@ USER = "6f1c1f4e-2a49-4c7e-9b8e-3f0b1f2a9c01"
 
 if NODE is None:
     # CI installs node (.ci/run); there, a missing node must fail, not skip the backend contract.
-    pytestmark = pytest.mark.skip(reason="node is not installed") if not os.environ.get("CI") else pytest.mark.usefixtures("_require_node")
+    pytestmark = (
+        pytest.mark.skip(reason="node is not installed")
+        if not os.environ.get("CI")
+        else pytest.mark.usefixtures("_require_node")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +53,9 @@ def _require_node():
 
 @pytest.fixture(scope="module")
 def js():
-    proc = subprocess.Popen([NODE, str(DRIVER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8", bufsize=1)
+    proc = subprocess.Popen(
+        [NODE, str(DRIVER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8", bufsize=1
+    )
 
     def call(**req):
         proc.stdin.write(json.dumps(req) + "\n")
@@ -76,7 +91,14 @@ SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[Heal
 
 
 @SETTINGS
-@given(text=st.text(), user=USER_IDS, fmt=st.sampled_from(FORMATS), secret=SECRETS, others=st.lists(SECRETS, max_size=3), pos=st.integers(0, 3))
+@given(
+    text=st.text(),
+    user=USER_IDS,
+    fmt=st.sampled_from(FORMATS),
+    secret=SECRETS,
+    others=st.lists(SECRETS, max_size=3),
+    pos=st.integers(0, 3),
+)
 def test_python_encrypts_node_decrypts(js, text, user, fmt, secret, others, pos):
     token = Keyring(secret).encrypt(text, fmt, Context(user))
     primary, *previous = others[:pos] + [secret] + others[pos:]  # the writing secret at any position
@@ -86,12 +108,20 @@ def test_python_encrypts_node_decrypts(js, text, user, fmt, secret, others, pos)
 
 
 @SETTINGS
-@given(text=st.text(), user=USER_IDS, fmt=st.sampled_from(FORMATS), secret=SECRETS, others=st.lists(SECRETS, max_size=3))
+@given(
+    text=st.text(), user=USER_IDS, fmt=st.sampled_from(FORMATS), secret=SECRETS, others=st.lists(SECRETS, max_size=3)
+)
 def test_node_encrypts_python_decrypts(js, text, user, fmt, secret, others):
     token = js(op="encrypt", secret=secret, previous=others, format=fmt, userId=user, value=text)["ok"]
-    assert re.fullmatch(r"[0-9a-f]{32}:(?:[0-9a-f]{32})+" if fmt == "legacy" else r"v2:[0-9a-f]{8}:[0-9a-f]{24}:[0-9a-f]{32,}", token)
+    assert re.fullmatch(
+        r"[0-9a-f]{32}:(?:[0-9a-f]{32})+" if fmt == "legacy" else r"v2:[0-9a-f]{8}:[0-9a-f]{24}:[0-9a-f]{32,}", token
+    )
     assert Keyring(secret).decrypt(token, Context(user), shape=None) == text
-    assert Keyring("unrelated", [*others, secret]).decrypt_with_key(token, Context(user), shape=None)[1] == fingerprint(secret) or fmt == "legacy"
+    assert (
+        Keyring("unrelated", [*others, secret]).decrypt_with_key(token, Context(user), shape=None)[1]
+        == fingerprint(secret)
+        or fmt == "legacy"
+    )
 
 
 @SETTINGS
@@ -100,15 +130,29 @@ def test_openrouter_keys_round_trip_with_the_default_shape(js, user, fmt):
     key = "sk-or-v1-" + os.urandom(32).hex()
     token = js(op="encrypt", secret=NEW, format=fmt, userId=user, value=key)["ok"]
     assert Keyring(OLD, [NEW]).decrypt(token, Context(user)) == key
-    assert js(op="decrypt", secret=OLD, previous=[NEW], userId=user, value=Keyring(NEW).encrypt(key, fmt, Context(user)))["ok"] == key
+    assert (
+        js(op="decrypt", secret=OLD, previous=[NEW], userId=user, value=Keyring(NEW).encrypt(key, fmt, Context(user)))[
+            "ok"
+        ]
+        == key
+    )
 
 
 def _mutations(token: str):
     """Tokens a careless hand or an attacker makes from a valid one."""
     i = len(token) // 2
     return [
-        token, token.upper(), token + "\n", " " + token, token[:i] + "\t" + token[i:], token[:-1], token[:-2], token + "00",
-        token[:i] + ("0" if token[i] != "0" else "1") + token[i + 1:], token.replace("v2:", "v3:"), token.replace(":", "::", 1),
+        token,
+        token.upper(),
+        token + "\n",
+        " " + token,
+        token[:i] + "\t" + token[i:],
+        token[:-1],
+        token[:-2],
+        token + "00",
+        token[:i] + ("0" if token[i] != "0" else "1") + token[i + 1 :],
+        token.replace("v2:", "v3:"),
+        token.replace(":", "::", 1),
     ]
 
 
@@ -116,8 +160,17 @@ TOKEN_PARTS = st.text("0123456789abcdefABCDEF: \t\nv", max_size=120)
 TOKENISH = st.one_of(
     st.text(),
     TOKEN_PARTS,
-    st.builds(lambda a, b: f"{a}:{b}", st.text("0123456789abcdefABCDEF", max_size=40), st.text("0123456789abcdef:", max_size=100)),
-    st.builds(lambda k, n, c: f"v2:{k}:{n}:{c}", st.text("0123456789abcdefA", max_size=9), st.text("0123456789abcdef", max_size=25), st.text("0123456789abcdef \t", max_size=80)),
+    st.builds(
+        lambda a, b: f"{a}:{b}",
+        st.text("0123456789abcdefABCDEF", max_size=40),
+        st.text("0123456789abcdef:", max_size=100),
+    ),
+    st.builds(
+        lambda k, n, c: f"v2:{k}:{n}:{c}",
+        st.text("0123456789abcdefA", max_size=9),
+        st.text("0123456789abcdef", max_size=25),
+        st.text("0123456789abcdef \t", max_size=80),
+    ),
     st.builds(lambda v, rest: f"v{v}:{rest}", st.integers(0, 99), st.text()),
 )
 
@@ -150,8 +203,13 @@ def test_same_verdict_on_any_string(js, token, user):
 
 
 @settings(max_examples=300, deadline=None)
-@given(fmt=st.sampled_from(FORMATS), writer=st.sampled_from([NEW, OLD, "third"]), user=st.sampled_from([USER, USER.upper(), "someone-else", None]),
-       which=st.integers(0, 10), shape=st.sampled_from(["openrouter", "any", {"pattern": "sk-or-v1-[0-9a-f]{64}"}]))
+@given(
+    fmt=st.sampled_from(FORMATS),
+    writer=st.sampled_from([NEW, OLD, "third"]),
+    user=st.sampled_from([USER, USER.upper(), "someone-else", None]),
+    which=st.integers(0, 10),
+    shape=st.sampled_from(["openrouter", "any", {"pattern": "sk-or-v1-[0-9a-f]{64}"}]),
+)
 def test_same_verdict_on_real_and_damaged_tokens(js, fmt, writer, user, which, shape):
     token = _mutations(Keyring(writer).encrypt(KEY, fmt, Context(USER)))[which]
     node, py = _same_verdict(js, token, user, [NEW, OLD], shape)
@@ -165,7 +223,7 @@ def test_python_v2_tampered_anywhere_is_tampered_in_node(js, pos, user):
     token = Keyring(NEW).encrypt(KEY, "v2", Context(user))
     head, body = token.rsplit(":", 1)
     i = pos % len(body)
-    flipped = f"{head}:{body[:i]}{'0' if body[i] != '0' else '1'}{body[i + 1:]}"
+    flipped = f"{head}:{body[:i]}{'0' if body[i] != '0' else '1'}{body[i + 1 :]}"
     assert js(op="decrypt", secret=NEW, userId=user, value=flipped) == {"reason": "tampered"}
 
 
@@ -193,9 +251,15 @@ def test_wrong_key_with_valid_padding_is_caught_by_both(js):
             padded.append(token)
     for token in padded:
         # Random bytes, not UTF-8: reported as the wrong key it is, not as "not-a-key".
-        assert js(op="decrypt", secret=NEW, value=token) == py_decrypt(Keyring(NEW), token, None, OPENROUTER_KEY) == {"reason": "wrong-key"}
+        assert (
+            js(op="decrypt", secret=NEW, value=token)
+            == py_decrypt(Keyring(NEW), token, None, OPENROUTER_KEY)
+            == {"reason": "wrong-key"}
+        )
         both = js(op="decrypt", secret=NEW, previous=[OLD], value=token)
-        assert both == py_decrypt(Keyring(NEW, [OLD]), token, None, OPENROUTER_KEY) == {"ok": KEY, "fp": fingerprint(OLD)}
+        assert (
+            both == py_decrypt(Keyring(NEW, [OLD]), token, None, OPENROUTER_KEY) == {"ok": KEY, "fp": fingerprint(OLD)}
+        )
 
 
 # A legacy token that decrypts (valid padding, valid UTF-8) under both "mru-a" and "mru-b" to
@@ -213,19 +277,31 @@ def test_legacy_keys_are_tried_in_the_same_order_as_python(js):
     python = Keyring("mru-a", ["mru-b"])
     expected = [py_decrypt(python, t, None) for t in items]
     assert [e.get("ok") for e in expected] == [pa, KEY, pb, pb, KEY, pa]  # the key that worked last goes first
-    node = js(op="sequence", secret="mru-a", previous=["mru-b"], shape="any", items=[{"value": t, "userId": None} for t in items])
+    node = js(
+        op="sequence",
+        secret="mru-a",
+        previous=["mru-b"],
+        shape="any",
+        items=[{"value": t, "userId": None} for t in items],
+    )
     assert node["results"] == expected
 
 
 @settings(max_examples=300, deadline=None)
-@given(primary=st.one_of(st.none(), st.text("ab,", max_size=3)), previous=st.one_of(st.none(), st.text("abc, \t\ufeff", max_size=8)))
+@given(
+    primary=st.one_of(st.none(), st.text("ab,", max_size=3)),
+    previous=st.one_of(st.none(), st.text("abc, \t\ufeff", max_size=8)),
+)
 def test_environment_is_read_the_same_way(js, primary, previous):
     env = {k: v for k, v in ((SECRET_ENV, primary), (PREVIOUS_ENV, previous)) if v is not None}
     saved = {k: os.environ.pop(k, None) for k in (SECRET_ENV, PREVIOUS_ENV)}
     os.environ.update(env)
     try:
         try:
-            py = {"fingerprints": Keyring(primary_secret(None), previous_secrets(None)).fingerprints, "format": "legacy"}
+            py = {
+                "fingerprints": Keyring(primary_secret(None), previous_secrets(None)).fingerprints,
+                "format": "legacy",
+            }
         except (UsageError, ValueError):
             py = {"config": True}
     finally:

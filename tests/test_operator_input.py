@@ -1,6 +1,7 @@
 """Issue 10: operator input and secrets. Every finding, attacked the way a tired operator or a
 hostile input would: nothing echoed, nothing guessed, one line (no traceback) for every mistake,
 and the exit code the contract names (2 usage/input/environment/connection, 1 refused/failed)."""
+
 from __future__ import annotations
 
 import json
@@ -51,23 +52,27 @@ def secret_file(tmp_path, content: bytes | str, mode: int = 0o600, name: str = "
 
 # -- finding 1: a secret typed on argv is never echoed --------------------------------------
 
-@pytest.mark.parametrize("script,argv", [
-    ("encrypt_key.py", ["--secret", MARKER]),
-    ("rotate_keys.py", ["--new", MARKER]),
-    ("rotate_keys.py", ["--new-secret", MARKER]),
-    ("rotate_keys.py", ["--old", MARKER]),
-    ("smoke.py", ["--secret", MARKER]),
-    ("smoke.py", ["--secret=" + MARKER]),
-    ("encrypt_key.py", ["--bogus", MARKER, MARKER + "2"]),  # argparse used to list the values
-    ("encrypt_key.py", ["--" + MARKER]),
-    ("encrypt_key.py", ["-h" + MARKER]),
-    ("encrypt_key.py", ["--format", MARKER]),
-    ("encrypt_key.py", ["--user-id", MARKER, "--store", "--dsn", "postgresql://x@127.0.0.1:1/x"]),
-    ("migrate.py", [MARKER]),
-    ("migrate.py", ["down", "--to", MARKER]),
-    ("migrate.py", ["up", "--lock-timeout", MARKER]),
-    ("local_db.py", [MARKER]),
-])
+
+@pytest.mark.parametrize(
+    "script,argv",
+    [
+        ("encrypt_key.py", ["--secret", MARKER]),
+        ("rotate_keys.py", ["--new", MARKER]),
+        ("rotate_keys.py", ["--new-secret", MARKER]),
+        ("rotate_keys.py", ["--old", MARKER]),
+        ("smoke.py", ["--secret", MARKER]),
+        ("smoke.py", ["--secret=" + MARKER]),
+        ("encrypt_key.py", ["--bogus", MARKER, MARKER + "2"]),  # argparse used to list the values
+        ("encrypt_key.py", ["--" + MARKER]),
+        ("encrypt_key.py", ["-h" + MARKER]),
+        ("encrypt_key.py", ["--format", MARKER]),
+        ("encrypt_key.py", ["--user-id", MARKER, "--store", "--dsn", "postgresql://x@127.0.0.1:1/x"]),
+        ("migrate.py", [MARKER]),
+        ("migrate.py", ["down", "--to", MARKER]),
+        ("migrate.py", ["up", "--lock-timeout", MARKER]),
+        ("local_db.py", [MARKER]),
+    ],
+)
 def test_argv_values_are_never_echoed(script, argv):
     r = run_script(script, *argv, env={"INTEGRATION_ENCRYPTION_SECRET": "s"}, input=KEY)
     line = assert_one_line_error(r, 2)
@@ -88,6 +93,7 @@ def test_abbreviations_are_off_and_the_message_names_the_option():
 
 
 # -- finding 2: a secret file must be ours, private and regular -----------------------------
+
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another user")
 def test_secret_file_owned_by_another_user_is_refused(tmp_path):
@@ -111,34 +117,47 @@ def test_secret_file_mode_link_and_kind(tmp_path):
         assert "chmod 600" in assert_one_line_error(run_script("encrypt_key.py", "--secret-file", str(f), input=KEY), 2)
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo, 0o600)
-    assert "regular file" in assert_one_line_error(run_script("encrypt_key.py", "--secret-file", str(fifo), input=KEY, timeout=20), 2)
-    assert "regular file" in assert_one_line_error(run_script("encrypt_key.py", "--secret-file", str(tmp_path), input=KEY), 2)
+    assert "regular file" in assert_one_line_error(
+        run_script("encrypt_key.py", "--secret-file", str(fifo), input=KEY, timeout=20), 2
+    )
+    assert "regular file" in assert_one_line_error(
+        run_script("encrypt_key.py", "--secret-file", str(tmp_path), input=KEY), 2
+    )
     missing = tmp_path / MARKER  # the secret pasted where the path belongs
-    assert "never the secret itself" in assert_one_line_error(run_script("encrypt_key.py", "--secret-file", str(missing), input=KEY), 2)
+    assert "never the secret itself" in assert_one_line_error(
+        run_script("encrypt_key.py", "--secret-file", str(missing), input=KEY), 2
+    )
 
 
 # -- finding 3: a secret file's content is exact, never guessed -----------------------------
 
-@pytest.mark.parametrize("content,words", [
-    (MARKER + "\n\n", "more than one line"),
-    (" " + MARKER + "\n", "whitespace"),
-    (MARKER + " \n", "whitespace"),
-    (MARKER + "\r\n", "carriage return"),
-    ("\n" + MARKER, "more than one line"),
-    (MARKER + "\t", "whitespace"),
-    ("", "empty"),
-    ("\n", "empty"),
-    (b"\xff\xfe" + MARKER.encode(), "not UTF-8"),
-    # Notepad's UTF-8 signature: invisible, yet it would become the key's first character.
-    ("\ufeff" + MARKER, "byte-order mark"),
-    ("\ufeff" + MARKER + "\n", "byte-order mark"),
-    # No environment variable can hold a NUL, so the backend could never be given this key.
-    (MARKER + "\x00", "NUL"),
-])
+
+@pytest.mark.parametrize(
+    "content,words",
+    [
+        (MARKER + "\n\n", "more than one line"),
+        (" " + MARKER + "\n", "whitespace"),
+        (MARKER + " \n", "whitespace"),
+        (MARKER + "\r\n", "carriage return"),
+        ("\n" + MARKER, "more than one line"),
+        (MARKER + "\t", "whitespace"),
+        ("", "empty"),
+        ("\n", "empty"),
+        (b"\xff\xfe" + MARKER.encode(), "not UTF-8"),
+        # Notepad's UTF-8 signature: invisible, yet it would become the key's first character.
+        ("\ufeff" + MARKER, "byte-order mark"),
+        ("\ufeff" + MARKER + "\n", "byte-order mark"),
+        # No environment variable can hold a NUL, so the backend could never be given this key.
+        (MARKER + "\x00", "NUL"),
+    ],
+)
 def test_secret_file_content_that_would_change_the_key_is_refused(tmp_path, content, words):
     f = secret_file(tmp_path, content)
-    for script, args in (("encrypt_key.py", ["--secret-file", str(f)]), ("rotate_keys.py", ["--new-secret-file", str(f), "--dsn", "postgresql://x@127.0.0.1:1/x"]),
-                         ("rotate_keys.py", ["--old-secret-file", str(f), "--dsn", "postgresql://x@127.0.0.1:1/x"])):
+    for script, args in (
+        ("encrypt_key.py", ["--secret-file", str(f)]),
+        ("rotate_keys.py", ["--new-secret-file", str(f), "--dsn", "postgresql://x@127.0.0.1:1/x"]),
+        ("rotate_keys.py", ["--old-secret-file", str(f), "--dsn", "postgresql://x@127.0.0.1:1/x"]),
+    ):
         env = {"INTEGRATION_ENCRYPTION_SECRET": NEW} if "--old-secret-file" in args else {}
         line = assert_one_line_error(run_script(script, *args, input=KEY, env=env), 2)
         assert words in line and ("printf" in line or "UTF-8" in line), line
@@ -163,13 +182,17 @@ def test_stdin_key_with_extra_whitespace_is_refused_not_trimmed():
 
 # -- finding 4: DSN credentials never printed --------------------------------------------------
 
-@pytest.mark.parametrize("dsn", [
-    f"postgresql://postgres:t@{MARKER}@127.0.0.1:1/x",  # an unescaped @ in the password
-    f"postgresql://postgres:{MARKER}@127.0.0.1:1/x?sslpassword={MARKER}",
-    f"host=127.0.0.1 port=1 user=postgres password={MARKER} sslpassword={MARKER}x dbname=x",
-    f"host=127.0.0.1 port=1 password='{MARKER}",  # unparseable: not echoed either
-    f"{MARKER}",
-])
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        f"postgresql://postgres:t@{MARKER}@127.0.0.1:1/x",  # an unescaped @ in the password
+        f"postgresql://postgres:{MARKER}@127.0.0.1:1/x?sslpassword={MARKER}",
+        f"host=127.0.0.1 port=1 user=postgres password={MARKER} sslpassword={MARKER}x dbname=x",
+        f"host=127.0.0.1 port=1 password='{MARKER}",  # unparseable: not echoed either
+        f"{MARKER}",
+    ],
+)
 @pytest.mark.parametrize("script", ["migrate.py", "smoke.py", "rotate_keys.py"])
 def test_dsn_credentials_are_never_printed(dsn, script):
     args = ["status"] if script == "migrate.py" else []
@@ -181,7 +204,13 @@ def test_redaction_is_one_function_and_drops_every_credential():
     dsn = f"postgresql://u%40x:{MARKER}@db.example:6543/d%2Fb?sslpassword={MARKER}&sslmode=require&oauth_client_secret={MARKER}"
     red = db.redact(dsn)
     assert MARKER not in red and red.startswith("postgresql://")
-    assert conninfo_to_dict(red) == {"user": "u@x", "host": "db.example", "port": "6543", "dbname": "d/b", "sslmode": "require"}
+    assert conninfo_to_dict(red) == {
+        "user": "u@x",
+        "host": "db.example",
+        "port": "6543",
+        "dbname": "d/b",
+        "sslmode": "require",
+    }
     assert db.redact(f"host=a,b port=1,2 password={MARKER}") == "postgresql://a:1,b:2/"
     assert MARKER not in db.redact(f"postgresql://x:t@{MARKER}@h/d")
 
@@ -204,46 +233,80 @@ def test_deploy_with_an_at_sign_in_the_password_names_the_fix():
 
 # -- finding 5: one line, never a traceback, and the right exit code ------------------------
 
+
 def test_non_utf8_environment_secret_is_refused():
-    for env in ({b"INTEGRATION_ENCRYPTION_SECRET": b"\xff" + MARKER.encode()},
-                {b"INTEGRATION_ENCRYPTION_SECRET": NEW.encode(), b"INTEGRATION_ENCRYPTION_SECRET_PREVIOUS": b"\xfe" + MARKER.encode()}):
+    for env in (
+        {b"INTEGRATION_ENCRYPTION_SECRET": b"\xff" + MARKER.encode()},
+        {
+            b"INTEGRATION_ENCRYPTION_SECRET": NEW.encode(),
+            b"INTEGRATION_ENCRYPTION_SECRET_PREVIOUS": b"\xfe" + MARKER.encode(),
+        },
+    ):
         script = "encrypt_key.py" if len(env) == 1 else "rotate_keys.py"
-        r = run_script(script, "--dsn", "postgresql://x@127.0.0.1:1/x", input=KEY, env=env) if script == "rotate_keys.py" \
+        r = (
+            run_script(script, "--dsn", "postgresql://x@127.0.0.1:1/x", input=KEY, env=env)
+            if script == "rotate_keys.py"
             else run_script(script, input=KEY, env=env)
+        )
         assert "not UTF-8" in assert_one_line_error(r, 2)
 
 
 def test_non_utf8_stdin_and_closed_stdin():
     env = {"INTEGRATION_ENCRYPTION_SECRET": MARKER}
-    r = subprocess.run([sys.executable, str(ROOT / "scripts/encrypt_key.py")], input=b"sk-or-v1-\xff\xfe\n",
-                       capture_output=True, env={**os.environ, **env})
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/encrypt_key.py")],
+        input=b"sk-or-v1-\xff\xfe\n",
+        capture_output=True,
+        env={**os.environ, **env},
+    )
     r.stdout, r.stderr = r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
     assert "UTF-8" in assert_one_line_error(r, 2)
     for args in ([], ["--decrypt"]):
-        r = subprocess.run([sys.executable, str(ROOT / "scripts/encrypt_key.py"), *args], capture_output=True, text=True,
-                           env={**os.environ, **env}, preexec_fn=lambda: os.close(0))
+        r = subprocess.run(
+            [sys.executable, str(ROOT / "scripts/encrypt_key.py"), *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            preexec_fn=lambda: os.close(0),
+        )
         assert "stdin is closed" in assert_one_line_error(r, 2)
 
 
 def test_bad_pgconnect_timeout_is_a_usage_error():
     for script, args in (("migrate.py", ["status"]), ("smoke.py", []), ("rotate_keys.py", [])):
-        r = run_script(script, *args, "--dsn", "postgresql://x@127.0.0.1:1/x",
-                       env={"PGCONNECT_TIMEOUT": "abc", "INTEGRATION_ENCRYPTION_SECRET": NEW})
+        r = run_script(
+            script,
+            *args,
+            "--dsn",
+            "postgresql://x@127.0.0.1:1/x",
+            env={"PGCONNECT_TIMEOUT": "abc", "INTEGRATION_ENCRYPTION_SECRET": NEW},
+        )
         assert "PGCONNECT_TIMEOUT" in assert_one_line_error(r, 2)
 
 
 def test_stdout_on_a_full_device_is_one_line():
     with open("/dev/full", "w") as full:
-        r = subprocess.run([sys.executable, str(ROOT / "scripts/encrypt_key.py"), "--generate-secret"], stdout=full,
-                           stderr=subprocess.PIPE, text=True)
+        r = subprocess.run(
+            [sys.executable, str(ROOT / "scripts/encrypt_key.py"), "--generate-secret"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     r.stdout = ""
     assert "cannot write the output" in assert_one_line_error(r, 2)
 
 
 def test_batch_size_out_of_range_is_a_usage_error(deployed_db):
     for value in ("99999999999999999999", "0", "-1", "1e3", "\u0661\u0662"):  # the last: Arabic-Indic digits
-        r = run_script("rotate_keys.py", "--dsn", deployed_db, "--apply", "--batch-size", value,
-                       env={"INTEGRATION_ENCRYPTION_SECRET": NEW})
+        r = run_script(
+            "rotate_keys.py",
+            "--dsn",
+            deployed_db,
+            "--apply",
+            "--batch-size",
+            value,
+            env={"INTEGRATION_ENCRYPTION_SECRET": NEW},
+        )
         assert "--batch-size" in assert_one_line_error(r, 2, value if len(value) > 2 else MARKER)
 
 
@@ -309,6 +372,7 @@ def test_connection_dropped_mid_run_says_why_without_credentials(server, deploye
 
 # -- finding 6: rotation tells the truth ----------------------------------------------------
 
+
 def _seed(dsn: str, n: int, secret: str = OLD, plaintext=lambda i: KEY) -> list[str]:
     ring, ids = Keyring(secret), [str(uuid.uuid4()) for _ in range(n)]
     with psycopg.connect(dsn, autocommit=True) as c:
@@ -354,7 +418,9 @@ def test_rotation_to_the_same_secret_is_refused(deployed_db):
         r = _rotate(deployed_db, "--apply", new=OLD, old=old)
         assert "same as an old secret" in assert_one_line_error(r, 1, OLD)
     with db.connect(deployed_db) as c:
-        assert c.execute("SELECT to_regclass('x402_private.key_rotation_runs')").fetchone()[0] is None  # nothing audited
+        assert (
+            c.execute("SELECT to_regclass('x402_private.key_rotation_runs')").fetchone()[0] is None
+        )  # nothing audited
 
 
 def _rotated_rows(dsn) -> int:
@@ -373,7 +439,9 @@ def _rotated_rows(dsn) -> int:
 
 def _last_audit(dsn):
     with db.connect(dsn) as c:
-        return c.execute("SELECT status, (summary->>'rotated')::int FROM x402_private.key_rotation_runs ORDER BY id DESC LIMIT 1").fetchone()
+        return c.execute(
+            "SELECT status, (summary->>'rotated')::int FROM x402_private.key_rotation_runs ORDER BY id DESC LIMIT 1"
+        ).fetchone()
 
 
 def test_interrupt_while_a_batch_is_being_written_is_counted_in_the_audit(deployed_db):
@@ -401,10 +469,27 @@ def test_interrupt_while_a_batch_is_being_written_is_counted_in_the_audit(deploy
 @pytest.mark.slow
 def test_sigint_mid_rotation_audit_matches_the_table(deployed_db):
     _seed(deployed_db, 20_000)
-    env = {**{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
-           "INTEGRATION_ENCRYPTION_SECRET": NEW, "INTEGRATION_ENCRYPTION_SECRET_PREVIOUS": OLD}
-    p = subprocess.Popen([sys.executable, str(ROOT / "scripts/rotate_keys.py"), "--dsn", deployed_db, "--apply", "--json",
-                          "--batch-size", "200"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+        "INTEGRATION_ENCRYPTION_SECRET": NEW,
+        "INTEGRATION_ENCRYPTION_SECRET_PREVIOUS": OLD,
+    }
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "scripts/rotate_keys.py"),
+            "--dsn",
+            deployed_db,
+            "--apply",
+            "--json",
+            "--batch-size",
+            "200",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while _rotated_rows_fast(deployed_db) < 1000 and time.monotonic() < deadline and p.poll() is None:
         time.sleep(0.01)

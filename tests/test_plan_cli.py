@@ -1,5 +1,6 @@
 """`migrate.py plan`: the JSON interface, exit codes, verdicts of guards, drift and preconditions,
 and a plan that changes nothing and never waits on a lock."""
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,9 @@ def test_plan_on_empty_database_is_the_exact_json_interface_and_changes_nothing(
     grants = [st for st in statements if st["source"] == "access"]
     assert grants[0]["sql"] == 'REVOKE ALL ON "public"."user_openrouter_integrations" FROM "anon"'
     assert {st["phase"] for st in grants} == {"transaction"}
-    assert [st["source"] for st in statements] == (["file"] * len(m005.up.statements) + ["access"] * len(grants)
-                                                   + ["file"] * len(m005.up.steps))
+    assert [st["source"] for st in statements] == (
+        ["file"] * len(m005.up.statements) + ["access"] * len(grants) + ["file"] * len(m005.up.steps)
+    )
     assert pg_dump_schema(server, empty_db) == before
     with db.connect(empty_db) as c:
         assert not ledger.exists(c)
@@ -61,17 +63,30 @@ def test_plan_on_empty_database_is_the_exact_json_interface_and_changes_nothing(
 def test_plan_of_005_on_a_live_table_names_the_lock_and_its_size(supabase_db):
     with db.connect(supabase_db) as c:
         c.execute("ANALYZE public.x402_resources")
-        rows = c.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = 'public.x402_resources'::regclass").fetchone()[0]
+        rows = c.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = 'public.x402_resources'::regclass"
+        ).fetchone()[0]
     code, doc = plan(supabase_db)
     assert code == 0 and doc["target"] == "supabase" and [m["version"] for m in doc["migrations"]] == ["005"]
     add_cols = next(st for st in doc["migrations"][0]["statements"] if "ADD COLUMN IF NOT EXISTS" in st["sql"])
-    assert add_cols["locks"] == [{"relation": "public.x402_resources", "mode": "AccessExclusiveLock",
-                                  "rows_estimate": rows, "bytes": add_cols["bytes"], "new": False}]
+    assert add_cols["locks"] == [
+        {
+            "relation": "public.x402_resources",
+            "mode": "AccessExclusiveLock",
+            "rows_estimate": rows,
+            "bytes": add_cols["bytes"],
+            "new": False,
+        }
+    ]
     assert add_cols["effect"] == "catalog" and add_cols["rows_estimate"] == rows and add_cols["bytes"] > 0
     assert add_cols["writers"].startswith("blocks reads and writes of public.x402_resources until COMMIT; catalog-only")
     assert "lock_timeout 1s" in add_cols["writers"]
     cic = doc["migrations"][0]["statements"][-1]
-    assert cic["phase"] == "no-transaction" and cic["effect"] == "scan" and cic["writers"].startswith("no writer waits; it reads every row of public.x402_resources")
+    assert (
+        cic["phase"] == "no-transaction"
+        and cic["effect"] == "scan"
+        and cic["writers"].startswith("no writer waits; it reads every row of public.x402_resources")
+    )
     assert doc["engine"]["lock_timeout"] == "1s" and doc["engine"]["retries"] == 6
 
 
@@ -85,13 +100,18 @@ def test_nothing_to_do_exits_0(deployed_db):
 def test_down_guards_counts_and_verdicts_with_and_without_allow_data_loss(deployed_db):
     with db.connect(deployed_db) as c:
         uid = c.execute("INSERT INTO auth.users (email) VALUES ('a@example.invalid') RETURNING id").fetchone()[0]
-        c.execute("INSERT INTO public.user_openrouter_integrations (user_id, encrypted_api_key) VALUES (%s, 'x')", (uid,))
+        c.execute(
+            "INSERT INTO public.user_openrouter_integrations (user_id, encrypted_api_key) VALUES (%s, 'x')", (uid,)
+        )
     code, doc = plan(deployed_db, "--down")
     assert code == 1 and doc["verdict"] == "refused" and doc["verdict_with_allow_data_loss"] == "ready"
     [m] = doc["migrations"]
     assert m["version"] == "005" and m["verdict"] == "refused"
     assert [(g["kind"], g["count"], g["verdict"]) for g in m["guards"]] == [
-        ("data-loss", 1, "refuse"), ("data-loss", 0, "pass"), ("always", 0, "pass")]
+        ("data-loss", 1, "refuse"),
+        ("data-loss", 0, "pass"),
+        ("always", 0, "pass"),
+    ]
     assert any("1 row(s) in user_openrouter_integrations" in r for r in m["reasons"])
     code, doc = plan(deployed_db, "--down", "--allow-data-loss")
     assert code == 0 and doc["verdict"] == "ready" and doc["migrations"][0]["guards"][0]["verdict"] == "allowed"
@@ -103,11 +123,18 @@ def test_down_guards_counts_and_verdicts_with_and_without_allow_data_loss(deploy
 def test_always_guard_refuses_even_with_allow_data_loss(deployed_db):
     with db.connect(deployed_db) as c:
         uid = c.execute("INSERT INTO auth.users (email) VALUES ('a@example.invalid') RETURNING id").fetchone()[0]
-        c.execute("INSERT INTO public.x402_resources (user_id, resource_type, name) VALUES (%s, 'openrouter_instant', 'r')", (uid,))
+        c.execute(
+            "INSERT INTO public.x402_resources (user_id, resource_type, name) VALUES (%s, 'openrouter_instant', 'r')",
+            (uid,),
+        )
     code, doc = plan(deployed_db, "--down", "--allow-data-loss")
     assert code == 1 and doc["verdict"] == "refused" and doc["verdict_with_allow_data_loss"] == "refused"
-    assert doc["migrations"][0]["guards"][2] == {"kind": "always", "count": 1, "verdict": "refuse",
-                                                 "message": doc["migrations"][0]["guards"][2]["message"]}
+    assert doc["migrations"][0]["guards"][2] == {
+        "kind": "always",
+        "count": 1,
+        "verdict": "refuse",
+        "message": doc["migrations"][0]["guards"][2]["message"],
+    }
 
 
 def test_drift_refuses(tmp_path, deployed_db):
@@ -168,9 +195,13 @@ def test_plan_holds_nothing_stronger_than_access_share(server, deployed_db):
     def watch() -> None:
         with db.connect(deployed_db) as w:
             while not done.is_set():
-                seen.update(r[0] for r in w.execute(
-                    "SELECT l.mode FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-                    " WHERE a.application_name = 'x402db-migrate' AND l.locktype = 'relation'"))
+                seen.update(
+                    r[0]
+                    for r in w.execute(
+                        "SELECT l.mode FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                        " WHERE a.application_name = 'x402db-migrate' AND l.locktype = 'relation'"
+                    )
+                )
 
     t = threading.Thread(target=watch)
     t.start()
@@ -225,7 +256,8 @@ def test_unknown_statements_are_shown_with_the_strongest_lock_never_dropped(tmp_
     (tmp_path / "900_odd.up.sql").write_text(
         "CREATE TABLE public.odd (id int);\n"
         "ALTER SEQUENCE IF EXISTS public.odd_seq RESTART;\n"
-        "DO $$ BEGIN EXECUTE format('ALTER TABLE %I ADD COLUMN c int', 'odd'); END $$;\n")
+        "DO $$ BEGIN EXECUTE format('ALTER TABLE %I ADD COLUMN c int', 'odd'); END $$;\n"
+    )
     (tmp_path / "900_odd.down.sql").write_text("DROP TABLE public.odd;\n")
     with db.connect(empty_db) as c:
         p = Planner(Engine(c, migrations.load(tmp_path), detect(c))).build("up")
@@ -260,11 +292,20 @@ def test_plan_lists_the_revoke_from_public_the_engine_runs(supabase_db):
     with psycopg.connect(supabase_db, autocommit=True) as c:
         c.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO PUBLIC")
     code, doc = plan(supabase_db)
-    listed = [st["sql"] for st in doc["migrations"][0]["statements"] if st["source"] == "access" and "FROM PUBLIC" in st["sql"]]
+    listed = [
+        st["sql"]
+        for st in doc["migrations"][0]["statements"]
+        if st["source"] == "access" and "FROM PUBLIC" in st["sql"]
+    ]
     assert listed == ['REVOKE ALL ON "public"."user_openrouter_integrations" FROM PUBLIC'], listed
     # ... and the engine runs what was listed.
     r = run_script("migrate.py", "up", "--dsn", supabase_db)
     assert r.returncode == 0, r.stderr
     with psycopg.connect(supabase_db) as c:
-        assert c.execute("SELECT count(*) FROM pg_class c, aclexplode(c.relacl) a WHERE a.grantee = 0"
-                         " AND c.oid = 'public.user_openrouter_integrations'::regclass").fetchone()[0] == 0
+        assert (
+            c.execute(
+                "SELECT count(*) FROM pg_class c, aclexplode(c.relacl) a WHERE a.grantee = 0"
+                " AND c.oid = 'public.user_openrouter_integrations'::regclass"
+            ).fetchone()[0]
+            == 0
+        )

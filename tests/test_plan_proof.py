@@ -4,6 +4,7 @@ must equal what the plan predicted, relation by relation. Effects too: `rewrite`
 table's relfilenode changed, `catalog` that it did not and no sequential scan was counted.
 
 A new migration whose statements the lock map gets wrong fails here."""
+
 from __future__ import annotations
 
 import psycopg
@@ -18,6 +19,7 @@ from x402db.plan.planner import Planner
 from x402db.migrate.target import detect
 
 from . import lockprobe
+
 
 def _plan(dsn: str, direction: str, sql_dir=None):
     """The plan `migrate.py plan` prints, for the whole run: every pending migration up, or every
@@ -81,8 +83,16 @@ def _bookkeep(conn, direction, sql_dir, versions, target) -> None:
         ledger.ensure(conn)
         for v in sorted(versions):
             if direction == "up":
-                ledger.record(conn, version=v, name=ms[v].name, checksum=ms[v].checksum, kind="applied",
-                              target=target, applied_by="proof", execution_ms=0)
+                ledger.record(
+                    conn,
+                    version=v,
+                    name=ms[v].name,
+                    checksum=ms[v].checksum,
+                    kind="applied",
+                    target=target,
+                    applied_by="proof",
+                    execution_ms=0,
+                )
             else:
                 ledger.forget(conn, v)
 
@@ -228,21 +238,31 @@ def _second_session(dsn: str, version, st, probes) -> list[str]:
             kind = other.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (rel,)).fetchone()
         if kind is None:
             continue  # dropped by this statement and not visible... as a name
-        reader, writer = (f"SELECT 1 FROM {rel}", f"SELECT nextval('{rel}')") if kind[0] == "S" else (
-            f"LOCK TABLE {rel} IN ACCESS SHARE MODE", f"LOCK TABLE {rel} IN ROW EXCLUSIVE MODE")
-        for what, probe, predicted in (("read", reader, blocks_reads(lock.mode)),
-                                       ("write", writer, blocks_writes(lock.mode))):
+        reader, writer = (
+            (f"SELECT 1 FROM {rel}", f"SELECT nextval('{rel}')")
+            if kind[0] == "S"
+            else (f"LOCK TABLE {rel} IN ACCESS SHARE MODE", f"LOCK TABLE {rel} IN ROW EXCLUSIVE MODE")
+        )
+        for what, probe, predicted in (
+            ("read", reader, blocks_reads(lock.mode)),
+            ("write", writer, blocks_writes(lock.mode)),
+        ):
             if _waits(dsn, probe) != predicted:
-                errors.append(f"{where}: plan says a {what} of {lock.relation} {'waits' if predicted else 'does not wait'} "
-                              f"under {lock.mode}; it {'did not' if predicted else 'did'}")
+                errors.append(
+                    f"{where}: plan says a {what} of {lock.relation} {'waits' if predicted else 'does not wait'} "
+                    f"under {lock.mode}; it {'did not' if predicted else 'did'}"
+                )
     for probe, rel, label in probes:
         table = {lock.relation: lock.mode for lock in st.locks}.get(rel)
         predicted = (table is not None and blocks_writes(table)) or any(
-            label in r.waits for r in st.row_locks if r.relation == rel)
+            label in r.waits for r in st.row_locks if r.relation == rel
+        )
         if _waits(dsn, probe) != predicted:
-            errors.append(f"{where}: plan says {probe!r} {'waits' if predicted else 'does not wait'} "
-                          f"(row locks {[(r.relation, r.mode, r.rows) for r in st.row_locks]}); it "
-                          f"{'did not' if predicted else 'did'}")
+            errors.append(
+                f"{where}: plan says {probe!r} {'waits' if predicted else 'does not wait'} "
+                f"(row locks {[(r.relation, r.mode, r.rows) for r in st.row_locks]}); it "
+                f"{'did not' if predicted else 'did'}"
+            )
     return errors
 
 
@@ -282,41 +302,70 @@ _UPD_CHILD = ("UPDATE public.r_child SET note = 'b' WHERE id = 1", "public.r_chi
 _DEL_CHILD = ("DELETE FROM public.r_child WHERE id = 1", "public.r_child", "DELETE")
 _UPD_PARENT = ("UPDATE public.r_parent SET v = 'b' WHERE id = 1", "public.r_parent", "UPDATE")
 _DEL_PARENT = ("DELETE FROM public.r_parent WHERE id = 1", "public.r_parent", "DELETE")
-_FK_INSERT = ("INSERT INTO public.r_child VALUES (500, 1, 'fk')", "public.r_parent",
-              "a foreign-key check (INSERT or UPDATE of a row referencing it)")
+_FK_INSERT = (
+    "INSERT INTO public.r_child VALUES (500, 1, 'fk')",
+    "public.r_parent",
+    "a foreign-key check (INSERT or UPDATE of a row referencing it)",
+)
 _ROW_CASES = [
     ("UPDATE public.r_child SET note = 'a' WHERE true;", [_UPD_CHILD, _DEL_CHILD, _UPD_PARENT]),
     ("UPDATE public.r_child SET note = 'a' WHERE id = 1;", [_UPD_CHILD]),
-    ("DELETE FROM public.r_child WHERE id = 20;", [("UPDATE public.r_child SET note = 'b' WHERE id = 20", "public.r_child", "UPDATE")]),
+    (
+        "DELETE FROM public.r_child WHERE id = 20;",
+        [("UPDATE public.r_child SET note = 'b' WHERE id = 20", "public.r_child", "UPDATE")],
+    ),
     ("SELECT * FROM public.r_child WHERE id = 1 FOR UPDATE;", [_UPD_CHILD]),
     ("SELECT * FROM public.r_child WHERE id = 1 FOR NO KEY UPDATE;", [_UPD_CHILD, _DEL_CHILD]),
     ("SELECT * FROM public.r_child c WHERE c.id = 1 FOR KEY SHARE OF c;", [_UPD_CHILD, _DEL_CHILD]),
     ("SELECT * FROM public.r_parent WHERE id = 1 FOR SHARE;", [_FK_INSERT, _UPD_PARENT]),
     ("SELECT * FROM public.r_child WHERE id = 1;", [_UPD_CHILD, _DEL_CHILD]),
     # Each also inserts a new row, whose foreign-key check takes RowShareLock on r_parent.
-    ("INSERT INTO public.r_child VALUES (1, 1, 'c'), (300, 3, 'c') ON CONFLICT (id) DO UPDATE SET note = 'c';", [_UPD_CHILD]),
+    (
+        "INSERT INTO public.r_child VALUES (1, 1, 'c'), (300, 3, 'c') ON CONFLICT (id) DO UPDATE SET note = 'c';",
+        [_UPD_CHILD],
+    ),
     ("INSERT INTO public.r_child VALUES (1, 1, 'c'), (301, 3, 'c') ON CONFLICT DO NOTHING;", [_UPD_CHILD]),
-    ("INSERT INTO public.r_child VALUES (200, 2, 'n');",
-     [("DELETE FROM public.r_parent WHERE id = 2", "public.r_parent", "DELETE"),
-      ("UPDATE public.r_parent SET v = 'b' WHERE id = 2", "public.r_parent", "UPDATE"),
-      ("INSERT INTO public.r_child VALUES (200, 3, 'dup')", "public.r_child", locks.SAME_KEY_INSERT)]),
-    ("MERGE INTO public.r_child t USING (VALUES (1)) s(id) ON t.id = s.id WHEN MATCHED THEN UPDATE SET note = 'm';",
-     [_UPD_CHILD]),
+    (
+        "INSERT INTO public.r_child VALUES (200, 2, 'n');",
+        [
+            ("DELETE FROM public.r_parent WHERE id = 2", "public.r_parent", "DELETE"),
+            ("UPDATE public.r_parent SET v = 'b' WHERE id = 2", "public.r_parent", "UPDATE"),
+            ("INSERT INTO public.r_child VALUES (200, 3, 'dup')", "public.r_child", locks.SAME_KEY_INSERT),
+        ],
+    ),
+    (
+        "MERGE INTO public.r_child t USING (VALUES (1)) s(id) ON t.id = s.id WHEN MATCHED THEN UPDATE SET note = 'm';",
+        [_UPD_CHILD],
+    ),
     ("WITH u AS (UPDATE public.r_child SET note = 'w' WHERE id = 1 RETURNING id) SELECT * FROM u;", [_UPD_CHILD]),
     ("LOCK TABLE public.r_child IN SHARE MODE;", [_UPD_CHILD]),
-    ("DO $$ BEGIN UPDATE public.r_child SET note = 'd' WHERE id = 2; END $$;",
-     [("UPDATE public.r_child SET note = 'b' WHERE id = 2", "public.r_child", "UPDATE")]),
-    ("SELECT * FROM public.r_parent WHERE id IN (SELECT parent_id FROM public.r_child WHERE id = 3 FOR UPDATE);",
-     [("UPDATE public.r_child SET note = 'b' WHERE id = 3", "public.r_child", "UPDATE"),
-      ("UPDATE public.r_parent SET v = 'b' WHERE id = 3", "public.r_parent", "UPDATE")]),
-    ("UPDATE public.r_parent SET v = 'u' WHERE id IN (SELECT parent_id FROM public.r_child WHERE id = 4 FOR KEY SHARE);",
-     [("DELETE FROM public.r_child WHERE id = 4", "public.r_child", "DELETE"),
-      ("UPDATE public.r_child SET note = 'b' WHERE id = 4", "public.r_child", "UPDATE")]),
+    (
+        "DO $$ BEGIN UPDATE public.r_child SET note = 'd' WHERE id = 2; END $$;",
+        [("UPDATE public.r_child SET note = 'b' WHERE id = 2", "public.r_child", "UPDATE")],
+    ),
+    (
+        "SELECT * FROM public.r_parent WHERE id IN (SELECT parent_id FROM public.r_child WHERE id = 3 FOR UPDATE);",
+        [
+            ("UPDATE public.r_child SET note = 'b' WHERE id = 3", "public.r_child", "UPDATE"),
+            ("UPDATE public.r_parent SET v = 'b' WHERE id = 3", "public.r_parent", "UPDATE"),
+        ],
+    ),
+    (
+        "UPDATE public.r_parent SET v = 'u' WHERE id IN (SELECT parent_id FROM public.r_child WHERE id = 4 FOR KEY SHARE);",
+        [
+            ("DELETE FROM public.r_child WHERE id = 4", "public.r_child", "DELETE"),
+            ("UPDATE public.r_child SET note = 'b' WHERE id = 4", "public.r_child", "UPDATE"),
+        ],
+    ),
     # The foreign keys that reference r_parent: r_child's NO ACTION checks (RowShareLock), r_cchild's
     # ON DELETE CASCADE deletes its rows, and r_gchild's, one level further.
-    ("DELETE FROM public.r_parent WHERE id = 21;",
-     [("UPDATE public.r_cchild SET note = 'b' WHERE id = 21", "public.r_cchild", "UPDATE"),
-      ("UPDATE public.r_gchild SET note = 'b' WHERE id = 21", "public.r_gchild", "UPDATE")]),
+    (
+        "DELETE FROM public.r_parent WHERE id = 21;",
+        [
+            ("UPDATE public.r_cchild SET note = 'b' WHERE id = 21", "public.r_cchild", "UPDATE"),
+            ("UPDATE public.r_gchild SET note = 'b' WHERE id = 21", "public.r_gchild", "UPDATE"),
+        ],
+    ),
 ]
 
 
@@ -325,17 +374,23 @@ def test_row_locks_make_a_second_session_wait_as_the_plan_says(empty_db, tmp_pat
     assert errors == [], "\n".join(errors)
     backfill = steps[0]
     assert [(r.relation, r.mode, r.rows, r.until) for r in backfill.row_locks] == [
-        ("public.r_child", "FOR NO KEY UPDATE", "all", "COMMIT")]
+        ("public.r_child", "FOR NO KEY UPDATE", "all", "COMMIT")
+    ]
     assert "no writer waits" not in backfill.writers and "until COMMIT" in backfill.writers
-    assert locks.TAKERS[locks.SHARE_UPDATE_EXCLUSIVE] not in backfill.writers  # RowExclusiveLock does not conflict with VACUUM
+    assert (
+        locks.TAKERS[locks.SHARE_UPDATE_EXCLUSIVE] not in backfill.writers
+    )  # RowExclusiveLock does not conflict with VACUUM
     for st in steps:
         if st.row_locks and any(r.rows != "inserted" for r in st.row_locks):
             assert "no writer waits" not in st.writers, st
     assert steps[3].locks[0].mode == "RowShareLock" and steps[3].row_locks[0].mode == "FOR UPDATE"
     assert steps[7].row_locks == [] and steps[9].row_locks[0].rows == "inserted"
     assert {r.relation: (r.mode, r.rows) for r in steps[-1].row_locks} == {
-        "public.r_parent": ("FOR UPDATE", "where"), "public.r_child": ("FOR KEY SHARE", "referencing"),
-        "public.r_cchild": ("FOR UPDATE", "referencing"), "public.r_gchild": ("FOR UPDATE", "referencing")}
+        "public.r_parent": ("FOR UPDATE", "where"),
+        "public.r_child": ("FOR KEY SHARE", "referencing"),
+        "public.r_cchild": ("FOR UPDATE", "referencing"),
+        "public.r_gchild": ("FOR UPDATE", "referencing"),
+    }
 
 
 _CASCADE_SETUP = """
@@ -371,9 +426,16 @@ def test_truncate_and_drop_cascade_reach_every_dependent(empty_db, tmp_path):
     truncate, drop, schema, type_ = steps
     assert [lock.relation for lock in type_.locks] == ["public.c_typed"] and type_.effect == "drop"
     assert {lock.relation: lock.mode for lock in truncate.locks} == {
-        f"public.{t}": "AccessExclusiveLock" for t in ("c_a", "c_b", "c_c")}
+        f"public.{t}": "AccessExclusiveLock" for t in ("c_a", "c_b", "c_c")
+    }
     assert max(lock.rows_estimate or 0 for lock in truncate.locks) == 1000 and "c_c" in truncate.writers
-    assert {lock.relation for lock in drop.locks} == {"public.c_a", "public.c_b", "public.c_view", "public.c_view2", "public.c_free"}
+    assert {lock.relation for lock in drop.locks} == {
+        "public.c_a",
+        "public.c_b",
+        "public.c_view",
+        "public.c_view2",
+        "public.c_free",
+    }
     assert {lock.relation for lock in schema.locks} == {"c_s.t", "public.c_sview"}
 
 
@@ -401,7 +463,10 @@ _CALL_CASES = [
     ("UPDATE public.f_t SET note = f_text() WHERE id = 1;", []),
     ("UPDATE public.f_trig SET note = 'x' WHERE id = 1;", []),
     ("ALTER TABLE public.f_t ADD COLUMN y text DEFAULT public.f_text();", []),
-    ("SELECT now(), pg_catalog.lower('A'), count(*) FROM public.f_t;", [("UPDATE public.f_t SET note = 'q' WHERE id = 2", "public.f_t", "UPDATE")]),
+    (
+        "SELECT now(), pg_catalog.lower('A'), count(*) FROM public.f_t;",
+        [("UPDATE public.f_t SET note = 'q' WHERE id = 2", "public.f_t", "UPDATE")],
+    ),
     ("CREATE TABLE public.f_new (id int DEFAULT public.f_text()::int);", []),
     ("ALTER TABLE public.f_t ALTER COLUMN note SET DEFAULT public.f_text();", []),
     ("DO $$ BEGIN PERFORM public.f_ddl(); END $$;", []),
@@ -412,7 +477,10 @@ _CALL_CASES = [
     ("CREATE FUNCTION upper(n int) RETURNS int LANGUAGE sql AS $$ SELECT n $$;", []),
     ("SELECT upper(2);", []),  # created by this very migration
     ("INSERT INTO public.f_indexed VALUES (1, 'a');", []),  # its index expression calls f_len
-    ("SELECT * FROM ts_stat('SELECT to_tsvector(coalesce(note, ''x'')) FROM public.f_t');", []),  # a builtin that runs SQL text
+    (
+        "SELECT * FROM ts_stat('SELECT to_tsvector(coalesce(note, ''x'')) FROM public.f_t');",
+        [],
+    ),  # a builtin that runs SQL text
 ]
 
 
@@ -441,7 +509,10 @@ _PART_CASES = [
     ("ALTER TABLE ONLY public.pt ALTER COLUMN note SET DEFAULT 0;", []),
     ("ALTER TABLE public.pt ENABLE ROW LEVEL SECURITY;", []),
     ("ALTER TABLE public.pt ADD CONSTRAINT pt_k_check CHECK (k >= 0);", []),
-    ("UPDATE public.pt SET note = 1 WHERE true;", [("UPDATE public.pt SET note = 2 WHERE id = 1", "public.pt", "UPDATE")]),
+    (
+        "UPDATE public.pt SET note = 1 WHERE true;",
+        [("UPDATE public.pt SET note = 2 WHERE id = 1", "public.pt", "UPDATE")],
+    ),
     ("SELECT count(*) FROM public.pt;", []),
     ("SELECT count(*) FROM ONLY public.pt;", []),
     ("TRUNCATE public.pt;", []),
@@ -464,7 +535,9 @@ def test_a_wrong_row_conflict_fails_the_proof(empty_db, tmp_path, monkeypatch):
     monkeypatch.setitem(locks.ROW_CONFLICTS, locks.KEY_SHARE, frozenset())
     cases = [("SELECT * FROM public.r_child c WHERE c.id = 1 FOR KEY SHARE OF c;", [_UPD_CHILD, _DEL_CHILD])]
     _steps, errors = _prove_live(empty_db, _ROWS_SETUP, cases, tmp_path)
-    assert len(errors) == 1 and "DELETE FROM public.r_child WHERE id = 1" in errors[0] and "did\n" not in errors[0], errors
+    assert len(errors) == 1 and "DELETE FROM public.r_child WHERE id = 1" in errors[0] and "did\n" not in errors[0], (
+        errors
+    )
 
 
 # Found by attacking: sequences an INSERT draws from, TRUNCATE ... RESTART IDENTITY, a
@@ -482,7 +555,10 @@ INSERT INTO public.s_self VALUES (1, NULL), (2, 1), (3, 2);
 """
 _SEQ_CASES = [
     ("INSERT INTO public.s_a DEFAULT VALUES;", []),
-    ("DELETE FROM public.s_self WHERE id = 1;", [("UPDATE public.s_self SET up = up WHERE id = 3", "public.s_self", "UPDATE")]),
+    (
+        "DELETE FROM public.s_self WHERE id = 1;",
+        [("UPDATE public.s_self SET up = up WHERE id = 3", "public.s_self", "UPDATE")],
+    ),
     ("INSERT INTO public.s_a (n) OVERRIDING SYSTEM VALUE VALUES (7);", []),
     ("TRUNCATE public.s_a RESTART IDENTITY CASCADE;", []),
     ("DROP TABLE public.s_a CASCADE;", []),

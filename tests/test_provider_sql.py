@@ -6,6 +6,7 @@ checks. Where the server refuses a statement, the preflight must refuse first, c
 
 Kept beside the real engine: the preflight runs this transcription, so it must match the
 provider; test_pulumi_engine.py judges the provider's own behaviour on the same servers."""
+
 from __future__ import annotations
 
 import psycopg
@@ -39,13 +40,20 @@ def major(conn) -> int:
 
 def connect(dsn):
     conn = psycopg.connect(dsn, autocommit=True)
-    assert conn.execute("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == ("postgres", False)
+    assert conn.execute("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (
+        "postgres",
+        False,
+    )
     return conn
 
 
 def memberships(conn) -> set[tuple]:
     """Every role membership in the cluster, with its options: withRolesGranted must leave none behind."""
-    return set(conn.execute("SELECT roleid::regrole::text, member::regrole::text, admin_option FROM pg_auth_members").fetchall())
+    return set(
+        conn.execute(
+            "SELECT roleid::regrole::text, member::regrole::text, admin_option FROM pg_auth_members"
+        ).fetchall()
+    )
 
 
 def table_acl(conn, role: str) -> set[str]:
@@ -80,7 +88,9 @@ def test_grants_create_update_delete_as_supabase_postgres(supa):
         for u in access.SCHEMA_USAGE:
             assert conn.execute("SELECT has_schema_privilege(%s, %s, 'USAGE')", (u.role, u.schema)).fetchone()[0]
         # Update: the provider revokes the previous privileges and grants the new ones.
-        authenticated = next(g for g in declared.grants(conn.info.dbname) if g.role == "authenticated" and g.object_type == "table")
+        authenticated = next(
+            g for g in declared.grants(conn.info.dbname) if g.role == "authenticated" and g.object_type == "table"
+        )
         with conn.transaction():
             conn.execute("REVOKE ALL ON public.user_openrouter_integrations FROM authenticated")
             conn.execute("GRANT SELECT ON public.user_openrouter_integrations TO authenticated")
@@ -92,14 +102,19 @@ def test_grants_create_update_delete_as_supabase_postgres(supa):
         assert all(g.retain_on_delete for g in declared.grants(conn.info.dbname))
         # The provider's own delete (what a grant removed from the program runs) revokes only the
         # listed privileges: on 17+ service_role keeps the MAINTAIN of Supabase's default privileges.
-        service = next(g for g in declared.grants(conn.info.dbname) if g.role == "service_role" and g.object_type == "table")
+        service = next(
+            g for g in declared.grants(conn.info.dbname) if g.role == "service_role" and g.object_type == "table"
+        )
         p.grant_delete(s, service)
         assert table_acl(conn, "service_role") == ({"MAINTAIN"} if major(conn) >= 17 else set())
         assert conn.execute("SELECT has_schema_privilege('authenticated', 'public', 'USAGE')").fetchone()[0]
         assert memberships(conn) == before
         Engine(conn, migrations.load(), detect(conn, None)).down()
         assert conn.execute("SELECT to_regclass('public.user_openrouter_integrations')").fetchone()[0] is None
-        assert 'REVOKE SELECT,INSERT,UPDATE,DELETE ON TABLE "public"."user_openrouter_integrations" FROM "authenticated"' in s.log
+        assert (
+            'REVOKE SELECT,INSERT,UPDATE,DELETE ON TABLE "public"."user_openrouter_integrations" FROM "authenticated"'
+            in s.log
+        )
 
 
 def test_backend_role_lifecycle_or_refusal(supa):
@@ -118,8 +133,10 @@ def test_backend_role_lifecycle_or_refusal(supa):
             return
         p.role_create(s, role)
         assert "first-Pa55" not in " ".join(s.log)
-        row = conn.execute("SELECT rolsuper, rolinherit, rolcanlogin, rolcreaterole, rolbypassrls, rolconnlimit FROM pg_roles WHERE rolname = %s",
-                           (BACKEND,)).fetchone()
+        row = conn.execute(
+            "SELECT rolsuper, rolinherit, rolcanlogin, rolcreaterole, rolbypassrls, rolconnlimit FROM pg_roles WHERE rolname = %s",
+            (BACKEND,),
+        ).fetchone()
         assert row == (False, True, True, False, False, -1)
         assert conn.execute("SELECT pg_has_role(%s, 'service_role', 'USAGE')", (BACKEND,)).fetchone()[0]
         # Update (a password rotation): revokeRoles + grantRoles keep the membership.
@@ -166,7 +183,8 @@ def test_preflight_refuses_exactly_what_the_provider_would_fail_on(supa, backend
             f'preflight refused, nothing was changed: on PostgreSQL {version} the provider\'s `GRANT "service_role" TO "x402_backend"` '
             'fails as postgres (permission denied to grant role "service_role"); since PostgreSQL 16 only a role holding ADMIN OPTION '
             "on service_role may grant or revoke it, and postgres does not: leave backendRole unset (`pulumi config rm backendRole`), "
-            "or have a superuser run `GRANT service_role TO postgres WITH ADMIN OPTION` first, then run pulumi up again.")
+            "or have a superuser run `GRANT service_role TO postgres WITH ADMIN OPTION` first, then run pulumi up again."
+        )
     else:
         assert failure is None
         if backend:  # and the real run then succeeds, as the preflight said
@@ -188,9 +206,15 @@ def test_preflight_sees_a_table_owner_the_provider_cannot_borrow(server, supa):
         failure = preflight(supa, dbname, None)
         with connect(supa) as conn:
             if major(conn) >= 16:
-                assert failure and '`GRANT "x402_foreign_owner" TO "postgres"`' in failure and "nothing was changed" in failure
+                assert (
+                    failure
+                    and '`GRANT "x402_foreign_owner" TO "postgres"`' in failure
+                    and "nothing was changed" in failure
+                )
                 migrate_up(conn)
-                with pytest.raises(psycopg.errors.InsufficientPrivilege):  # what pulumi up would hit after the migration
+                with pytest.raises(
+                    psycopg.errors.InsufficientPrivilege
+                ):  # what pulumi up would hit after the migration
                     p.grant_create(p.Session(conn), declared.grants(dbname)[-1])
             else:
                 assert failure is None
@@ -211,9 +235,19 @@ def test_preflight_through_pulumis_dynamic_provider_host(supa, host, server):
     from .test_pulumi_dynamic_host import Host, _unwrap
 
     params = psycopg.conninfo.conninfo_to_dict(supa)
-    report = run_program({"target": "supabase", "host": params["host"], "port": str(params["port"]), "database": params["dbname"],
-                          "username": params["user"], "sslmode": "disable", "password": params.get("password") or server.password,
-                          "backendRole": BACKEND, "backendRolePassword": "x-Pa55"})
+    report = run_program(
+        {
+            "target": "supabase",
+            "host": params["host"],
+            "port": str(params["port"]),
+            "database": params["dbname"],
+            "username": params["user"],
+            "sslmode": "disable",
+            "password": params.get("password") or server.password,
+            "backendRole": BACKEND,
+            "backendRolePassword": "x-Pa55",
+        }
+    )
     registered = next(r["inputs"] for r in report["resources"] if r["type"].endswith("x402:Preflight"))
     inputs = {k: _unwrap(v) for k, v in registered.items()}
     with connect(supa) as conn:

@@ -4,6 +4,7 @@ produced under mocks, against a real PostgreSQL. This is what `pulumi up/destroy
 
 Kept beside the real engine (test_pulumi_engine.py): it runs in seconds without Go, and drives
 the provider operations one by one, which the CLI only reaches through whole runs."""
+
 from __future__ import annotations
 
 import asyncio
@@ -27,8 +28,13 @@ URN = "urn:pulumi:test::x402-openrouter-db::pulumi-python:dynamic/x402:SqlMigrat
 
 @pytest.fixture
 def host():
-    proc = subprocess.Popen([sys.executable, "-m", "pulumi.dynamic"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pulumi.dynamic"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     port = proc.stdout.readline().decode().strip()
     assert port.isdigit(), proc.stderr.read().decode()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -55,10 +61,22 @@ def _unwrap(value):
 
 def program_inputs(dsn: str) -> dict[str, dict]:
     params = psycopg.conninfo.conninfo_to_dict(dsn)
-    report = run_program({"target": "postgres", "host": params["host"], "port": str(params["port"]), "database": params["dbname"],
-                          "username": params["user"], "sslmode": "disable", "protect": "false"})
-    return {r["inputs"]["version"]: {k: _unwrap(v) for k, v in r["inputs"].items()}
-            for r in by_name(report).values() if r["type"].endswith("SqlMigration")}
+    report = run_program(
+        {
+            "target": "postgres",
+            "host": params["host"],
+            "port": str(params["port"]),
+            "database": params["dbname"],
+            "username": params["user"],
+            "sslmode": "disable",
+            "protect": "false",
+        }
+    )
+    return {
+        r["inputs"]["version"]: {k: _unwrap(v) for k, v in r["inputs"].items()}
+        for r in by_name(report).values()
+        if r["type"].endswith("SqlMigration")
+    }
 
 
 class Host:
@@ -77,7 +95,9 @@ class Host:
         return self.stub.Diff(proto.DiffRequest(id=id_, urn=URN, olds=_struct(olds), news=_struct(news)))
 
     def update(self, id_, olds, news):
-        return _props(self.stub.Update(proto.UpdateRequest(id=id_, urn=URN, olds=_struct(olds), news=_struct(news))).properties)
+        return _props(
+            self.stub.Update(proto.UpdateRequest(id=id_, urn=URN, olds=_struct(olds), news=_struct(news))).properties
+        )
 
     def read(self, id_, props):
         r = self.stub.Read(proto.ReadRequest(id=id_, urn=URN, properties=_struct(props)))
@@ -113,15 +133,18 @@ def test_create_diff_update_read_delete_over_grpc(host, empty_db):
     assert h.diff("005", outs["005"], steered).changes == proto.DiffResponse.DIFF_SOME
     assert h.update("005", outs["005"], steered)["lock_timeout"] == "2s"
     # Read reports the ledger; a drifted ledger shows up as a different checksum.
-    assert h.read("005", outs["005"]) [1]["checksum"] == outs["005"]["checksum"]
+    assert h.read("005", outs["005"])[1]["checksum"] == outs["005"]["checksum"]
     with db.connect(empty_db) as c:
         c.execute("UPDATE x402_private.schema_migrations SET checksum = repeat('a', 64) WHERE version = '005'")
     assert h.read("005", outs["005"])[1]["checksum"] == "a" * 64
     with db.connect(empty_db) as c:
-        c.execute("UPDATE x402_private.schema_migrations SET checksum = %s WHERE version = '005'", (outs["005"]["checksum"],))
+        c.execute(
+            "UPDATE x402_private.schema_migrations SET checksum = %s WHERE version = '005'", (outs["005"]["checksum"],)
+        )
 
     # Changed SQL of an applied migration is refused.
     from x402db.migrate.files import checksum
+
     edited_sql = inputs["005"]["up_sql"] + "\n-- edited\n"
     edited = {**inputs["005"], "up_sql": edited_sql, "checksum": checksum(edited_sql)}
     with pytest.raises(grpc.RpcError) as err:
@@ -131,7 +154,9 @@ def test_create_diff_update_read_delete_over_grpc(host, empty_db):
     # Delete with data present is refused and changes nothing.
     with db.connect(empty_db) as c:
         uid = c.execute("INSERT INTO auth.users (email) VALUES ('d@example.invalid') RETURNING id").fetchone()[0]
-        c.execute("INSERT INTO public.user_openrouter_integrations (user_id, encrypted_api_key) VALUES (%s, 'x')", (uid,))
+        c.execute(
+            "INSERT INTO public.user_openrouter_integrations (user_id, encrypted_api_key) VALUES (%s, 'x')", (uid,)
+        )
     with pytest.raises(grpc.RpcError) as err:
         h.delete("005", outs["005"])
     assert "down refused" in err.value.details() and "allowDataLoss" in err.value.details()
@@ -170,7 +195,10 @@ def test_create_and_delete_refuse_what_the_plan_refuses_with_its_reasons(host, e
     outs = {v: h.create(h.check(inputs[v])[0])[1] for v in ("000", "001", "005")}
     with db.connect(empty_db) as c:
         uid = c.execute("INSERT INTO auth.users (email) VALUES ('d@example.invalid') RETURNING id").fetchone()[0]
-        c.execute("INSERT INTO public.x402_resources (user_id, resource_type, name) VALUES (%s, 'openrouter_instant', 'r')", (uid,))
+        c.execute(
+            "INSERT INTO public.x402_resources (user_id, resource_type, name) VALUES (%s, 'openrouter_instant', 'r')",
+            (uid,),
+        )
     with pytest.raises(grpc.RpcError) as err:
         h.delete("005", {**outs["005"], "allow_data_loss": True})
     details = err.value.details()

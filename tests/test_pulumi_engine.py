@@ -3,6 +3,7 @@ host and the postgresql provider plugin, run offline against PostgreSQL 15 and 1
 postgres (connecting as the cluster's superuser) and on the Supabase fixture (connecting as the
 non-superuser `postgres`). Nothing here mocks Pulumi: every assertion reads what the CLI printed,
 what it left in state, or what the database holds."""
+
 from __future__ import annotations
 
 import os
@@ -55,8 +56,15 @@ class Target:
         return admin_dsn(self.server, self.dsn)
 
     def config(self, **extra: str) -> dict[str, str]:
-        base = {"target": self.kind, "host": "127.0.0.1", "port": str(self.server.port()), "database": self.database,
-                "username": self.user, "sslmode": "disable", "protect": "false"}
+        base = {
+            "target": self.kind,
+            "host": "127.0.0.1",
+            "port": str(self.server.port()),
+            "database": self.database,
+            "username": self.user,
+            "sslmode": "disable",
+            "protect": "false",
+        }
         if self.kind == "postgres":
             base["superuser"] = "true"
         return base | extra
@@ -68,7 +76,11 @@ class Target:
 
     def snapshot(self) -> str:
         ledger = self.query("SELECT to_regclass('x402_private.schema_migrations') IS NOT NULL")[0][0]
-        rows = self.query("SELECT version, checksum, state FROM x402_private.schema_migrations ORDER BY 1") if ledger else []
+        rows = (
+            self.query("SELECT version, checksum, state FROM x402_private.schema_migrations ORDER BY 1")
+            if ledger
+            else []
+        )
         return pg_dump_schema(self.server, self.admin) + repr(rows)
 
     @property
@@ -107,9 +119,21 @@ def deployed(project: Project, target: Target, stack: str = "test", **config: st
 
 
 def plan_summary(target: Target, *args: str) -> str:
-    r = run_script("migrate.py", "plan", "--dsn", target.dsn, "--target", target.kind, *args,
-                   env={"PGPASSFILE": os.environ["PGPASSFILE"]})
-    return next(line for line in r.stdout.splitlines() if line.startswith("plan: ") and "strongest locks" in line or line.endswith("nothing to do"))
+    r = run_script(
+        "migrate.py",
+        "plan",
+        "--dsn",
+        target.dsn,
+        "--target",
+        target.kind,
+        *args,
+        env={"PGPASSFILE": os.environ["PGPASSFILE"]},
+    )
+    return next(
+        line
+        for line in r.stdout.splitlines()
+        if line.startswith("plan: ") and "strongest locks" in line or line.endswith("nothing to do")
+    )
 
 
 # --- preview, up, no-op ------------------------------------------------------------------------
@@ -177,23 +201,33 @@ def test_destroy_refuses_while_protected(project, target):
 def test_destroy_refuses_while_a_key_is_stored_then_reverts_in_runbook_order(project, target):
     deployed(project, target)
     user = target.query("INSERT INTO auth.users (id) VALUES (gen_random_uuid()) RETURNING id")[0][0]
-    target.query("INSERT INTO public.user_openrouter_integrations (user_id, encrypted_api_key) VALUES (%s, 'aa:bb')", (user,))
-    target.query("CREATE TABLE public.business_orders (id int PRIMARY KEY); INSERT INTO public.business_orders VALUES (1), (2)")
+    target.query(
+        "INSERT INTO public.user_openrouter_integrations (user_id, encrypted_api_key) VALUES (%s, 'aa:bb')", (user,)
+    )
+    target.query(
+        "CREATE TABLE public.business_orders (id int PRIMARY KEY); INSERT INTO public.business_orders VALUES (1), (2)"
+    )
     before = target.snapshot()
     r = project.run("destroy", "--yes")
     assert r.returncode != 0
     assert "allowDataLoss" in r.output or "allow-data-loss" in r.output, r.output
     assert target.snapshot() == before
     if target.kind == "supabase":  # the runbook quotes a Supabase project's refusal (no 000/001 there)
-        quoted = RUNBOOK.read_text().split("<!-- destroy-refusal -->", 1)[1].split("```text\n", 1)[1].split("\n```", 1)[0]
+        quoted = (
+            RUNBOOK.read_text().split("<!-- destroy-refusal -->", 1)[1].split("```text\n", 1)[1].split("\n```", 1)[0]
+        )
         assert quoted in r.output, "the runbook's quoted refusal is not what pulumi destroy prints"
 
     project.run("config", "set", "allowDataLoss", "true").ok()
     project.run("up", "--yes", "--skip-preview").ok()
     r = project.run("destroy", "--yes").ok()
     order = [m.group(1) for m in re.finditer(r"^ -\s+\S+ (\S+) deleted", r.stdout, re.M)]
-    assert {"openrouter-destroy-guard", "openrouter-grant-service_role-user_openrouter_integrations",
-            "openrouter-migration-005", "openrouter-preflight"} <= set(order), r.stdout
+    assert {
+        "openrouter-destroy-guard",
+        "openrouter-grant-service_role-user_openrouter_integrations",
+        "openrouter-migration-005",
+        "openrouter-preflight",
+    } <= set(order), r.stdout
     documented = [n for n in runbook_destroy_order() if n in set(order)]
     assert [n for n in order if n in documented] == [n for n in documented if n in order]
     assert target.query("SELECT count(*) FROM public.business_orders")[0][0] == 2
@@ -248,9 +282,17 @@ class RunbookReader:
 
     def make_deploy(self):
         """`make deploy` in the reader's checkout: the Makefile runs scripts/deploy_local.py."""
-        r = subprocess.run([str(self.project.dir / ".venv/bin/python"), "scripts/deploy_local.py"], cwd=self.project.dir,
-                           capture_output=True, text=True, timeout=600, env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"})
-        self.deployed_url = next((l.split("=", 1)[1] for l in r.stdout.splitlines() if l.startswith("DATABASE_URL=")), None)
+        r = subprocess.run(
+            [str(self.project.dir / ".venv/bin/python"), "scripts/deploy_local.py"],
+            cwd=self.project.dir,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+        )
+        self.deployed_url = next(
+            (l.split("=", 1)[1] for l in r.stdout.splitlines() if l.startswith("DATABASE_URL=")), None
+        )
         return r
 
     def expand(self, line: str) -> str:
@@ -317,7 +359,9 @@ def test_runbook_production_stack_from_its_text(project, supabase_target):
     lines = runbook_block("## First deployment")
     with_role = [l for l in lines if "backendRole" not in l]
     on_16_plus = target.server_version >= 160000
-    reader = RunbookReader(project, target, {"password": target.server.password, "backendRolePassword": "b4ckend-Pw-for-tests"})
+    reader = RunbookReader(
+        project, target, {"password": target.server.password, "backendRolePassword": "b4ckend-Pw-for-tests"}
+    )
     before = target.snapshot()
     failed = reader.run(lines)
     if on_16_plus:
@@ -325,7 +369,9 @@ def test_runbook_production_stack_from_its_text(project, supabase_target):
         assert failed is not None and failed.args[0] == "preview", reader.results[-1]
         assert "preflight refused, nothing was changed" in failed.output
         # The runbook quotes the refusal (from a PostgreSQL 17 project): it is what the engine prints.
-        quoted = next(l for l in RUNBOOK.read_text().splitlines() if l.startswith("preflight refused, nothing was changed"))
+        quoted = next(
+            l for l in RUNBOOK.read_text().splitlines() if l.startswith("preflight refused, nothing was changed")
+        )
         pattern = re.escape(quoted).replace("PostgreSQL\\ 17", r"PostgreSQL\ \d+")
         assert re.search(pattern, failed.output), (quoted, failed.output)
         assert target.snapshot() == before
@@ -343,9 +389,11 @@ def test_runbook_production_stack_from_its_text(project, supabase_target):
 # --- kill -9 of pulumi up during CREATE INDEX CONCURRENTLY -------------------------------------
 
 BIG_ROWS = 1_000_000
-BUILDING = ("SELECT p.pid FROM pg_stat_progress_create_index p JOIN pg_stat_activity a USING (pid)"
-            " WHERE a.application_name = 'x402db-pulumi' AND p.datname = %s"
-            " AND p.command = 'CREATE INDEX CONCURRENTLY' AND p.phase LIKE 'building index%%'")
+BUILDING = (
+    "SELECT p.pid FROM pg_stat_progress_create_index p JOIN pg_stat_activity a USING (pid)"
+    " WHERE a.application_name = 'x402db-pulumi' AND p.datname = %s"
+    " AND p.command = 'CREATE INDEX CONCURRENTLY' AND p.phase LIKE 'building index%%'"
+)
 
 
 def _ledger(target: Target) -> dict[str, str]:
@@ -353,8 +401,11 @@ def _ledger(target: Target) -> dict[str, str]:
 
 
 def _state_migrations(project: Project) -> dict[str, str]:
-    return {r["outputs"]["version"]: r["outputs"].get("ledger_state", "applied")
-            for r in project.resources().values() if r["type"].endswith("x402:SqlMigration")}
+    return {
+        r["outputs"]["version"]: r["outputs"].get("ledger_state", "applied")
+        for r in project.resources().values()
+        if r["type"].endswith("x402:SqlMigration")
+    }
 
 
 def _kill_tree(project: Project) -> None:
@@ -381,8 +432,11 @@ def test_kill_9_during_create_index_concurrently_then_refresh_and_up_converge(pr
     try:
         assert run_script("migrate.py", "up", "--to", "1", "--dsn", target.admin).returncode == 0
         uid = target.query("INSERT INTO auth.users (email) VALUES ('big@example.invalid') RETURNING id")[0][0]
-        target.query("INSERT INTO public.x402_resources (user_id, resource_type, name)"
-                     " SELECT %s, 'proxy', 'r' || g FROM generate_series(1, %s) g", (uid, BIG_ROWS))
+        target.query(
+            "INSERT INTO public.x402_resources (user_id, resource_type, name)"
+            " SELECT %s, 'proxy', 'r' || g FROM generate_series(1, %s) g",
+            (uid, BIG_ROWS),
+        )
         target.query("ANALYZE public.x402_resources")
         project.init("test", target.config(), target.server.password)
         proc = project.popen("up", "--yes", "--skip-preview")
@@ -414,7 +468,9 @@ def test_kill_9_during_create_index_concurrently_then_refresh_and_up_converge(pr
         # Pulumi's own words: a killed run leaves the stack locked (the file backend's lock is
         # taken by up, refresh and destroy, not by preview), and the message names `pulumi cancel`.
         locked = project.run("refresh", "--yes")
-        assert locked.returncode != 0 and "currently locked" in locked.output and "pulumi cancel" in locked.output, locked.output
+        assert locked.returncode != 0 and "currently locked" in locked.output and "pulumi cancel" in locked.output, (
+            locked.output
+        )
         project.run("cancel", "--yes").ok()
         # Pulumi cannot know whether the interrupted create finished; non-interactively its
         # documented way out is --clear-pending-creates. The database is not touched by it.
@@ -427,7 +483,9 @@ def test_kill_9_during_create_index_concurrently_then_refresh_and_up_converge(pr
         project.run("up", "--yes", "--skip-preview").ok()
         assert set(_ledger(target).values()) == {"applied"}
         assert set(_state_migrations(project).values()) == {"applied"}
-        assert target.query("SELECT indisvalid FROM pg_index WHERE indexrelid = 'public.idx_x402_resources_openrouter_model'::regclass")[0][0]
+        assert target.query(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'public.idx_x402_resources_openrouter_model'::regclass"
+        )[0][0]
         smoke = run_script("smoke.py", "--dsn", target.admin, env={"PGPASSFILE": os.environ["PGPASSFILE"]})
         assert smoke.returncode == 0, smoke.stdout + smoke.stderr
         project.run("preview", "--expect-no-changes").ok()
@@ -496,7 +554,9 @@ def test_missing_plugin_is_named_and_changes_nothing(project, target, tmp_path):
     project.tools = partial
     project.init("test", target.config(), target.server.password)
     before = target.snapshot()
-    refused_unchanged(target, before, project.run("up", "--yes"), "no resource plugin 'pulumi-resource-postgresql' found")
+    refused_unchanged(
+        target, before, project.run("up", "--yes"), "no resource plugin 'pulumi-resource-postgresql' found"
+    )
 
 
 # --- hand drift --------------------------------------------------------------------------------
@@ -516,8 +576,10 @@ def test_granting_anon_by_hand_shows_in_refresh_and_up_repairs_it(project, targe
 
 def test_dropping_the_user_policy_by_hand_shows_in_refresh_and_up_refuses_with_the_reason(project, target):
     deployed(project, target)
-    policy = target.query("SELECT policyname FROM pg_policies WHERE tablename = 'user_openrouter_integrations'"
-                          " AND 'authenticated' = ANY(roles)")[0][0]
+    policy = target.query(
+        "SELECT policyname FROM pg_policies WHERE tablename = 'user_openrouter_integrations'"
+        " AND 'authenticated' = ANY(roles)"
+    )[0][0]
     target.query(f'DROP POLICY "{policy}" ON public.user_openrouter_integrations')
     r = project.run("preview", "--refresh").ok()
     assert "openrouter-migration-005" in r.output and "update" in r.output, r.output
@@ -553,13 +615,21 @@ def test_runbook_dev_stack_from_its_text(project, server):
             rest = rest[:at] + [f"pulumi config set port {port}"] + rest[at:]
         failed = reader.run(rest)
         assert failed is None, failed.output
-        smoke = run_script("smoke.py", "--dsn", reader.deployed_url.split("?")[0],
-                           env={"PGPASSFILE": str(project.dir / ".local" / "pg18" / "pgpass")})
+        smoke = run_script(
+            "smoke.py",
+            "--dsn",
+            reader.deployed_url.split("?")[0],
+            env={"PGPASSFILE": str(project.dir / ".local" / "pg18" / "pgpass")},
+        )
         assert smoke.returncode == 0, smoke.stdout + smoke.stderr
         project.run("preview", "--expect-no-changes").ok()
     finally:
-        subprocess.run([str(project.dir / ".venv/bin/python"), "scripts/local_db.py", "delete"], cwd=project.dir,
-                       capture_output=True, timeout=120)
+        subprocess.run(
+            [str(project.dir / ".venv/bin/python"), "scripts/local_db.py", "delete"],
+            cwd=project.dir,
+            capture_output=True,
+            timeout=120,
+        )
 
 
 # --- the engine's config rules, on the committed and documented stacks --------------------------
@@ -607,17 +677,25 @@ def test_a_key_stored_after_the_destroy_guard_checked_leaves_every_grant_in_plac
         holder.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))  # 005's down waits here
         proc = project.popen("destroy", "--yes")
         deadline = time.monotonic() + 120
-        while not holder.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = 'x402db-pulumi'"
-                                 " AND datname = %s", (target.database,)).fetchone():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() is not None else "005 never started"
+        while not holder.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'x402db-pulumi' AND datname = %s",
+            (target.database,),
+        ).fetchone():
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                proc.stdout.read() if proc.poll() is not None else "005 never started"
+            )
             time.sleep(0.01)
         user = holder.execute("INSERT INTO auth.users (id) VALUES (gen_random_uuid()) RETURNING id").fetchone()[0]
-        holder.execute("INSERT INTO public.user_openrouter_integrations (user_id, encrypted_api_key) VALUES (%s, 'aa:bb')", (user,))
+        holder.execute(
+            "INSERT INTO public.user_openrouter_integrations (user_id, encrypted_api_key) VALUES (%s, 'aa:bb')", (user,)
+        )
         holder.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
         out = proc.communicate(timeout=300)[0]
     assert proc.returncode != 0 and "nothing changed" in out, out
     for role, privilege in (("service_role", "DELETE"), ("authenticated", "SELECT")):
-        assert target.query("SELECT has_table_privilege(%s, 'public.user_openrouter_integrations', %s)", (role, privilege))[0][0], role
+        assert target.query(
+            "SELECT has_table_privilege(%s, 'public.user_openrouter_integrations', %s)", (role, privilege)
+        )[0][0], role
     assert target.query("SELECT count(*) FROM public.user_openrouter_integrations")[0][0] == 1
 
 
@@ -633,7 +711,9 @@ def test_a_stack_the_previous_release_deployed_takes_this_release_and_destroys(p
     sql_dir = project.dir / "sql"
     current = {p: (sql_dir / p).read_text() for p in ("000_platform_compat.up.sql", "000_platform_compat.down.sql")}
     for name in current:
-        r = subprocess.run(["git", "-C", str(ROOT), "show", f"{PREVIOUS_RELEASE}:sql/{name}"], capture_output=True, text=True)
+        r = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{PREVIOUS_RELEASE}:sql/{name}"], capture_output=True, text=True
+        )
         if r.returncode:
             pytest.skip(f"release {PREVIOUS_RELEASE} is not in this checkout's git history")
         (sql_dir / name).write_text(r.stdout)
@@ -647,9 +727,16 @@ def test_a_stack_the_previous_release_deployed_takes_this_release_and_destroys(p
         project.run("up", "--yes").ok()
         assert target.snapshot() == before  # superseded: the texts go into state, the database is as it was
         project.run("preview", "--expect-no-changes").ok()
-        state = next(r for r in project.resources().values() if r["type"].endswith("SqlMigration") and r["outputs"]["version"] == "000")
+        state = next(
+            r
+            for r in project.resources().values()
+            if r["type"].endswith("SqlMigration") and r["outputs"]["version"] == "000"
+        )
         assert state["outputs"]["down_sql"] == current["000_platform_compat.down.sql"]
-        assert target.query("SELECT checksum FROM x402_private.schema_migrations WHERE version = '000'")[0][0] == old_checksum
+        assert (
+            target.query("SELECT checksum FROM x402_private.schema_migrations WHERE version = '000'")[0][0]
+            == old_checksum
+        )
         r = project.run("destroy", "--yes")
         assert r.returncode == 0, r.output
         assert target.query("SELECT to_regnamespace('auth')")[0][0] is None

@@ -4,6 +4,7 @@ retain_on_delete as the runbook says, and the destroy order derived from the dep
 equal to the order docs/runbooks/deploy.md lists.
 
 Kept beside the real engine: it needs no Go; test_pulumi_engine.py checks the real destroy order."""
+
 from __future__ import annotations
 
 import re
@@ -75,7 +76,9 @@ def destroy_order(report: dict) -> list[str]:
     deps = {u: {to_engine[d] for d in r["dependencies"] if to_engine.get(d) in custom} for u, r in custom.items()}
     order = list(TopologicalSorter(deps).static_order())
     for before, after in zip(order, order[1:]):
-        assert _reaches(deps, after, before), f"{custom[after]['name']} and {custom[before]['name']} may be deleted in either order"
+        assert _reaches(deps, after, before), (
+            f"{custom[after]['name']} and {custom[before]['name']} may be deleted in either order"
+        )
     return [custom[u]["name"] for u in reversed(order)]
 
 
@@ -94,15 +97,18 @@ def _reaches(deps: dict[str, set[str]], start: str, goal: str) -> bool:
 def runbook_order() -> list[tuple[str, bool, bool]]:
     """(name, protected, retained) for each item of the runbook's destroy-order list."""
     text = RUNBOOK.read_text()
-    block = text[text.index("<!-- destroy-order"):text.index("<!-- /destroy-order -->")]
+    block = text[text.index("<!-- destroy-order") : text.index("<!-- /destroy-order -->")]
     items = re.findall(r"^\d+\. `([^`]+)`:(.*)$", block, re.M)
     return [(name, "protected" in rest, "retain_on_delete" in rest) for name, rest in items]
 
 
 @pytest.fixture(scope="module")
 def reports():
-    return {"postgres": run_program(POSTGRES), "supabase": run_program(SUPABASE),
-            "unprotected": run_program({**POSTGRES, "protect": "false"})}
+    return {
+        "postgres": run_program(POSTGRES),
+        "supabase": run_program(SUPABASE),
+        "unprotected": run_program({**POSTGRES, "protect": "false"}),
+    }
 
 
 @pytest.mark.parametrize("kind", ["postgres", "supabase"])
@@ -118,7 +124,11 @@ def test_destroy_order_is_the_runbooks(reports, kind):
 
 
 def test_runbook_lists_every_resource_of_the_fullest_stack(reports):
-    custom = {r["name"] for r in reports["postgres"]["resources"] if r["custom"] and not r["type"].startswith("pulumi:providers:")}
+    custom = {
+        r["name"]
+        for r in reports["postgres"]["resources"]
+        if r["custom"] and not r["type"].startswith("pulumi:providers:")
+    }
     assert [name for name, _, _ in runbook_order()] and {name for name, _, _ in runbook_order()} == custom
 
 
@@ -135,12 +145,15 @@ def test_protect_and_retain_on_delete_as_the_runbook_says(reports, kind):
 
 # ---- the checks can fail ---------------------------------------------------------------------
 
+
 def test_the_graph_checks_catch_broken_registrations(reports):
     import copy
 
     broken = copy.deepcopy(reports["postgres"])
     res = broken["resources"]
-    res[-1]["dependencies"] = ["urn:pulumi:test::x402-openrouter-db::x402:database:OpenRouterIntegration$postgresql:index/grant:Grant::gone"]
+    res[-1]["dependencies"] = [
+        "urn:pulumi:test::x402-openrouter-db::x402:database:OpenRouterIntegration$postgresql:index/grant:Grant::gone"
+    ]
     res[-2]["name"] = res[-3]["name"]
     assert any("duplicate" in p for p in graph_problems(broken))
     broken = copy.deepcopy(reports["postgres"])

@@ -2,6 +2,7 @@
 secrets, protect and exports, exactly as the engine would receive them.
 
 Kept beside the real engine: it needs no Go and pins the exact registrations in seconds."""
+
 from __future__ import annotations
 
 import base64
@@ -21,12 +22,23 @@ from .pulumi_support import by_name, plain, run_program, short
 PASSWORD = "s3cret-db-password"
 BACKEND_PASSWORD = "s3cret-backend-password"
 SUPABASE = {"target": "supabase", "host": "db.abcd.supabase.co", "password": PASSWORD}
-POSTGRES = {"target": "postgres", "host": "127.0.0.1", "port": "54329", "database": "x402", "sslmode": "disable",
-            "password": PASSWORD, "backendRole": "x402_backend", "backendRolePassword": BACKEND_PASSWORD}
-GRANTS = ["openrouter-usage-public-authenticated", "openrouter-usage-public-service_role",
-          "openrouter-grant-anon-user_openrouter_integrations",
-          "openrouter-grant-authenticated-user_openrouter_integrations",
-          "openrouter-grant-service_role-user_openrouter_integrations"]
+POSTGRES = {
+    "target": "postgres",
+    "host": "127.0.0.1",
+    "port": "54329",
+    "database": "x402",
+    "sslmode": "disable",
+    "password": PASSWORD,
+    "backendRole": "x402_backend",
+    "backendRolePassword": BACKEND_PASSWORD,
+}
+GRANTS = [
+    "openrouter-usage-public-authenticated",
+    "openrouter-usage-public-service_role",
+    "openrouter-grant-anon-user_openrouter_integrations",
+    "openrouter-grant-authenticated-user_openrouter_integrations",
+    "openrouter-grant-service_role-user_openrouter_integrations",
+]
 
 
 @pytest.fixture(scope="module")
@@ -66,26 +78,66 @@ def test_exact_resources_postgres(postgres):
 
 def test_inputs(supabase, postgres):
     prov = by_name(supabase)["x402-postgres"]["inputs"]
-    assert plain(prov) == {"host": "db.abcd.supabase.co", "port": "5432", "database": "postgres", "username": "postgres",
-                           "password": "<redacted>", "sslmode": "require", "superuser": "false", "connectTimeout": "15"}
+    assert plain(prov) == {
+        "host": "db.abcd.supabase.co",
+        "port": "5432",
+        "database": "postgres",
+        "username": "postgres",
+        "password": "<redacted>",
+        "sslmode": "require",
+        "superuser": "false",
+        "connectTimeout": "15",
+    }
     res = by_name(postgres)
     # The membership is the Role's own `roles`: a separate GrantRole would be revoked by the
     # Role's next update (provider_sql.role_update; tests/test_provider_sql.py shows it).
-    assert plain(res["openrouter-backend-role"]["inputs"]) == {"name": "x402_backend", "login": True, "inherit": True,
-                                                               "roles": ["service_role"], "password": "<redacted>"}
+    assert plain(res["openrouter-backend-role"]["inputs"]) == {
+        "name": "x402_backend",
+        "login": True,
+        "inherit": True,
+        "roles": ["service_role"],
+        "password": "<redacted>",
+    }
     assert plain(res["openrouter-preflight"]["inputs"])["backend_role"] == "x402_backend"
     assert "<secret>" in res["openrouter-preflight"]["inputs"]["dsn"]
     grants = {n: res[n]["inputs"] for n in GRANTS}
     assert grants["openrouter-grant-anon-user_openrouter_integrations"] == {
-        "database": "x402", "role": "anon", "schema": "public", "objectType": "table",
-        "objects": ["user_openrouter_integrations"], "privileges": []}
-    assert grants["openrouter-grant-authenticated-user_openrouter_integrations"]["privileges"] == ["SELECT", "INSERT", "UPDATE", "DELETE"]
+        "database": "x402",
+        "role": "anon",
+        "schema": "public",
+        "objectType": "table",
+        "objects": ["user_openrouter_integrations"],
+        "privileges": [],
+    }
+    assert grants["openrouter-grant-authenticated-user_openrouter_integrations"]["privileges"] == [
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+    ]
     assert set(grants["openrouter-grant-service_role-user_openrouter_integrations"]["privileges"]) == {
-        "SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}
-    assert grants["openrouter-usage-public-authenticated"] == {"database": "x402", "role": "authenticated", "schema": "public",
-                                                               "objectType": "schema", "privileges": ["USAGE"]}
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "TRUNCATE",
+        "REFERENCES",
+        "TRIGGER",
+    }
+    assert grants["openrouter-usage-public-authenticated"] == {
+        "database": "x402",
+        "role": "authenticated",
+        "schema": "public",
+        "objectType": "schema",
+        "privileges": ["USAGE"],
+    }
     mig = plain(res["openrouter-migration-005"]["inputs"])
-    assert mig["version"] == "005" and mig["target"] == "postgres" and mig["allow_data_loss"] is False and mig["lock_timeout"] == "1s"
+    assert (
+        mig["version"] == "005"
+        and mig["target"] == "postgres"
+        and mig["allow_data_loss"] is False
+        and mig["lock_timeout"] == "1s"
+    )
     assert "CREATE TABLE IF NOT EXISTS public.user_openrouter_integrations" in mig["up_sql"]
     assert "DROP TABLE IF EXISTS public.user_openrouter_integrations" in mig["down_sql"]
 
@@ -147,7 +199,14 @@ def test_bad_config_is_one_clear_error_per_value():
         run_program({"target": "mysql", "host": "h", "port": "6543x", "lockTimeout": "soon", "backendRole": "anon"})
     # The harness surfaces the program's exception; each bad value is named.
     msg = str(err.value)
-    for words in ("invalid stack config", "target must be", "port must be", "lockTimeout must", "platform role 'anon'", "backendRolePassword is required"):
+    for words in (
+        "invalid stack config",
+        "target must be",
+        "port must be",
+        "lockTimeout must",
+        "platform role 'anon'",
+        "backendRolePassword is required",
+    ):
         assert words in msg
 
 
@@ -162,20 +221,26 @@ class FakeConfig:
         return self.values.get(key)
 
 
-@pytest.mark.parametrize("values, words", [
-    ({"target": "mysql", "host": "h"}, "target must be one of supabase, postgres"),
-    ({}, "host is required"),
-    ({"host": "h", "port": "70000"}, "port must be an integer"),
-    ({"host": "h", "port": "6543"}, "transaction pooler"),
-    ({"host": "h", "sslmode": "on"}, "sslmode must be one of"),
-    ({"host": "h", "superuser": "true"}, "superuser must be false on Supabase"),
-    ({"host": "h", "superuser": "yes"}, "superuser must be true or false"),
-    ({"host": "h", "protect": "maybe"}, "protect must be true or false"),
-    ({"host": "h", "lockTimeout": "5 seconds"}, "lockTimeout must look like"),
-    ({"host": "h", "backendRole": "Bad-Name", "backendRolePassword": "x"}, "backendRole must be a lowercase identifier"),
-    ({"host": "h", "backendRole": "service_role", "backendRolePassword": "x"}, "must not be the platform role"),
-    ({"host": "h", "backendRole": "be"}, "backendRolePassword is required"),
-])
+@pytest.mark.parametrize(
+    "values, words",
+    [
+        ({"target": "mysql", "host": "h"}, "target must be one of supabase, postgres"),
+        ({}, "host is required"),
+        ({"host": "h", "port": "70000"}, "port must be an integer"),
+        ({"host": "h", "port": "6543"}, "transaction pooler"),
+        ({"host": "h", "sslmode": "on"}, "sslmode must be one of"),
+        ({"host": "h", "superuser": "true"}, "superuser must be false on Supabase"),
+        ({"host": "h", "superuser": "yes"}, "superuser must be true or false"),
+        ({"host": "h", "protect": "maybe"}, "protect must be true or false"),
+        ({"host": "h", "lockTimeout": "5 seconds"}, "lockTimeout must look like"),
+        (
+            {"host": "h", "backendRole": "Bad-Name", "backendRolePassword": "x"},
+            "backendRole must be a lowercase identifier",
+        ),
+        ({"host": "h", "backendRole": "service_role", "backendRolePassword": "x"}, "must not be the platform role"),
+        ({"host": "h", "backendRole": "be"}, "backendRolePassword is required"),
+    ],
+)
 def test_config_validation(values, words):
     with pytest.raises(stack_config.ConfigError, match=words):
         stack_config.load(FakeConfig(values))
@@ -189,8 +254,15 @@ def test_config_collects_every_error_at_once():
 
 def test_config_defaults():
     cfg = stack_config.load(FakeConfig({"host": "h"}))
-    assert (cfg.target, cfg.port, cfg.sslmode, cfg.superuser, cfg.protect, cfg.allow_data_loss, cfg.lock_timeout) == \
-        ("supabase", 5432, "require", False, True, False, "1s")
+    assert (cfg.target, cfg.port, cfg.sslmode, cfg.superuser, cfg.protect, cfg.allow_data_loss, cfg.lock_timeout) == (
+        "supabase",
+        5432,
+        "require",
+        False,
+        True,
+        False,
+        "1s",
+    )
 
 
 def test_provider_pickles_cleanly(supabase):
@@ -198,9 +270,13 @@ def test_provider_pickles_cleanly(supabase):
     assert PASSWORD.encode() not in blob and b"psycopg" not in blob and b"Connection" not in blob
     assert len(blob) < 400  # a class reference and an empty state, nothing captured
     assert vars(MigrationProvider()) == {}
-    code = ("import base64,dill,sys; p = dill.loads(base64.b64decode(sys.stdin.read())); "
-            "print(type(p).__module__, type(p).__name__, vars(p))")
-    out = subprocess.run([sys.executable, "-c", code], input=base64.b64encode(blob).decode(), capture_output=True, text=True, check=True)
+    code = (
+        "import base64,dill,sys; p = dill.loads(base64.b64decode(sys.stdin.read())); "
+        "print(type(p).__module__, type(p).__name__, vars(p))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], input=base64.b64encode(blob).decode(), capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "x402db.iac.sql_migration MigrationProvider {}"
     assert dill.loads(dill.dumps(MigrationProvider(), recurse=True)).__class__ is MigrationProvider
 

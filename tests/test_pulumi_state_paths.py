@@ -3,6 +3,7 @@ its provider serialized by dill *by reference* (module path and class name), and
 dynamic-provider host unpickles it on each call. State written before x402db/ had subpackages
 names `x402db.pulumi_migration` and `x402db.pulumi_preflight`; state written since names
 `x402db.iac.sql_migration` and `x402db.iac.preflight`. Both must load and behave."""
+
 from __future__ import annotations
 
 import base64
@@ -23,8 +24,17 @@ UP = "CREATE TABLE public.t (id int);"
 
 
 def _migration(provider: str, **override) -> dict:
-    return {"__provider": provider, "dsn": "postgresql://unused", "version": "900", "name": "t", "checksum": checksum(UP),
-            "up_sql": UP, "down_sql": "DROP TABLE public.t;", "target": "postgres", **override}
+    return {
+        "__provider": provider,
+        "dsn": "postgresql://unused",
+        "version": "900",
+        "name": "t",
+        "checksum": checksum(UP),
+        "up_sql": UP,
+        "down_sql": "DROP TABLE public.t;",
+        "target": "postgres",
+        **override,
+    }
 
 
 def _loads_and_behaves(stub, migration_blob: str, preflight_blob: str) -> None:

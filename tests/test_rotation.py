@@ -1,5 +1,6 @@
 """Key rotation against a real PostgreSQL: dry run, apply, idempotence, kill -9 resumption,
 a concurrent writer, undecryptable rows, wrong secrets, and legacy <-> v2."""
+
 from __future__ import annotations
 
 import json
@@ -94,8 +95,13 @@ def test_apply_rotates_everything_then_is_a_noop(deployed_db):
     assert again["rotated"] == 0 and again["already_current"] == 1000
     assert snapshot(deployed_db) == after
     with db.connect(deployed_db) as c:
-        runs = c.execute("SELECT status, new_fingerprint, old_fingerprints, summary->>'rotated' FROM x402_private.key_rotation_runs ORDER BY id").fetchall()
-    assert runs == [("completed", fingerprint(NEW), [fingerprint(OLD)], "1000"), ("completed", fingerprint(NEW), [fingerprint(OLD)], "0")]
+        runs = c.execute(
+            "SELECT status, new_fingerprint, old_fingerprints, summary->>'rotated' FROM x402_private.key_rotation_runs ORDER BY id"
+        ).fetchall()
+    assert runs == [
+        ("completed", fingerprint(NEW), [fingerprint(OLD)], "1000"),
+        ("completed", fingerprint(NEW), [fingerprint(OLD)], "0"),
+    ]
 
 
 def test_undecryptable_rows_are_reported_and_left_byte_identical(deployed_db):
@@ -162,8 +168,9 @@ def test_concurrent_app_write_between_read_and_write_survives(deployed_db, pipel
             app.execute(f"UPDATE {T} SET encrypted_api_key = %s WHERE user_id = %s", (app_token, victim))
 
     with db.connect(deployed_db) as conn, db.connect(deployed_db) as writer:
-        report = Rotator(conn, Keyring(NEW, [OLD]), on_batch_read=app_writes,
-                         write_conn=writer if pipelined else None).run(apply=True)
+        report = Rotator(
+            conn, Keyring(NEW, [OLD]), on_batch_read=app_writes, write_conn=writer if pipelined else None
+        ).run(apply=True)
     assert report.conflicts == 1 and report.rotated == 10
     # The app's write was not overwritten with the stale plaintext: it was re-read and rotated.
     assert Keyring(NEW).decrypt(snapshot(deployed_db)[victim][0]) == newer
@@ -214,11 +221,15 @@ def test_kill_minus_9_at_random_points_then_resume(server, deployed_db):
     if server.bindir.name != "bin" or "embedded" not in str(server.bindir):
         pytest.skip("the kill test runs once, on the embedded PostgreSQL 18")
     plain = seed(deployed_db, 50_000)
-    env = {**{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
-           "INTEGRATION_ENCRYPTION_SECRET": NEW, "INTEGRATION_ENCRYPTION_SECRET_PREVIOUS": OLD}
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+        "INTEGRATION_ENCRYPTION_SECRET": NEW,
+        "INTEGRATION_ENCRYPTION_SECRET_PREVIOUS": OLD,
+    }
     original = {u: v[0] for u, v in snapshot(deployed_db).items()}
     rng = random.Random(402)
     kills, mid_rotation = 0, 0
+
     def runs_started() -> int:
         with db.connect(deployed_db) as c:
             if c.execute("SELECT to_regclass('x402_private.key_rotation_runs')").fetchone()[0] is None:
@@ -226,8 +237,21 @@ def test_kill_minus_9_at_random_points_then_resume(server, deployed_db):
             return c.execute("SELECT count(*) FROM x402_private.key_rotation_runs").fetchone()[0]
 
     for attempt in range(6):
-        p = subprocess.Popen([sys.executable, str(ROOT / "scripts/rotate_keys.py"), "--dsn", deployed_db, "--apply", "--json",
-                              "--batch-size", "10"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "scripts/rotate_keys.py"),
+                "--dsn",
+                deployed_db,
+                "--apply",
+                "--json",
+                "--batch-size",
+                "10",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 30
         while runs_started() <= attempt and p.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)  # wait until this run has begun writing, then kill at a random point

@@ -4,6 +4,7 @@ Each part is linted as the engine runs it: the transactional part as one transac
 steps after `-- x402:no-transaction` without one. lock_timeout and statement_timeout are not in
 the files on purpose: the engine sets them from --lock-timeout (or Pulumi's lockTimeout), so
 one setting governs every migration; those two rules are excluded for that reason only."""
+
 from __future__ import annotations
 
 import shutil
@@ -25,7 +26,9 @@ def lint(text: str, tmp_path: Path, name: str, in_transaction: bool) -> list[str
     f = tmp_path / name
     f.write_text(text)
     flags = ["--assume-in-transaction"] if in_transaction else []
-    r = subprocess.run([SQUAWK, "--reporter", "gcc", "--exclude", EXCLUDED, *flags, str(f)], capture_output=True, text=True)
+    r = subprocess.run(
+        [SQUAWK, "--reporter", "gcc", "--exclude", EXCLUDED, *flags, str(f)], capture_output=True, text=True
+    )
     return [line for line in r.stdout.splitlines() if ": warning:" in line or ": error:" in line]
 
 

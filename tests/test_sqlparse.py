@@ -1,5 +1,6 @@
 """Statement splitting with PostgreSQL's parser: the engine runs what `split` returns, the
 plan describes the same list."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,7 +27,10 @@ def test_split_respects_dollar_quotes_strings_and_comments():
 
 def test_non_ascii_text_keeps_statement_boundaries():
     # libpg_query reports byte offsets; a multi-byte character before a statement must not shift it.
-    assert sqlparse.split("COMMENT ON TABLE t IS 'clé — ü';\nSELECT 2;") == ("COMMENT ON TABLE t IS 'clé — ü'", "SELECT 2")
+    assert sqlparse.split("COMMENT ON TABLE t IS 'clé — ü';\nSELECT 2;") == (
+        "COMMENT ON TABLE t IS 'clé — ü'",
+        "SELECT 2",
+    )
 
 
 def test_do_block_statements_are_opened_with_plpgsql_parser():
@@ -50,7 +54,9 @@ def test_parse_error_names_the_file(tmp_path: Path):
 
 
 def test_no_transaction_steps_may_hold_semicolons_in_strings(tmp_path: Path):
-    (tmp_path / "007_x.up.sql").write_text("SELECT 1;\n-- x402:no-transaction\nCOMMENT ON TABLE t IS 'a;\nb';\nSELECT 2;\n")
+    (tmp_path / "007_x.up.sql").write_text(
+        "SELECT 1;\n-- x402:no-transaction\nCOMMENT ON TABLE t IS 'a;\nb';\nSELECT 2;\n"
+    )
     (tmp_path / "007_x.down.sql").write_text("SELECT 3;\n")
     [m] = migrations.load(tmp_path)
     assert m.up.statements == ("SELECT 1",)
@@ -61,7 +67,9 @@ def test_no_transaction_steps_may_hold_semicolons_in_strings(tmp_path: Path):
 def test_transaction_control_in_a_migration_is_refused_at_load(tmp_path: Path, statement):
     # A COMMIT would commit the first half of the engine's transaction and leave the rest to run
     # outside any: a failure after it left tables behind while the engine said "nothing changed".
-    (tmp_path / "900_x.up.sql").write_text(f"CREATE TABLE public.a (id int);\n{statement};\nCREATE TABLE public.b (id int);\n")
+    (tmp_path / "900_x.up.sql").write_text(
+        f"CREATE TABLE public.a (id int);\n{statement};\nCREATE TABLE public.b (id int);\n"
+    )
     (tmp_path / "900_x.down.sql").write_text("DROP TABLE public.a;\n")
     with pytest.raises(UsageError, match=r"900_x.up.sql: \w+ controls the transaction"):
         migrations.load(tmp_path)
@@ -70,9 +78,16 @@ def test_transaction_control_in_a_migration_is_refused_at_load(tmp_path: Path, s
         migrations.load(tmp_path)
 
 
-@pytest.mark.parametrize("statement", ["VACUUM public.a", "CREATE INDEX CONCURRENTLY a_i ON public.a (id)",
-                                       "DROP INDEX CONCURRENTLY public.a_i", "REINDEX TABLE CONCURRENTLY public.a",
-                                       "ALTER TABLE public.a DETACH PARTITION public.a1 CONCURRENTLY"])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "VACUUM public.a",
+        "CREATE INDEX CONCURRENTLY a_i ON public.a (id)",
+        "DROP INDEX CONCURRENTLY public.a_i",
+        "REINDEX TABLE CONCURRENTLY public.a",
+        "ALTER TABLE public.a DETACH PARTITION public.a1 CONCURRENTLY",
+    ],
+)
 def test_a_statement_that_cannot_run_in_a_transaction_must_be_a_step(tmp_path: Path, statement):
     (tmp_path / "900_x.down.sql").write_text("SELECT 1;\n")
     (tmp_path / "900_x.up.sql").write_text(f"SELECT 1;\n{statement};\n")

@@ -4,6 +4,7 @@ old one as INTEGRATION_ENCRYPTION_SECRET_PREVIOUS reads every row, again and aga
 process while `rotate_keys.py --apply` runs; not one pass may find an unreadable row. Then the old
 secret is removed and every row is still read. The same reader given one secret only (today's
 backend, either order of deploys) must see the window: that is what proves the check can fail."""
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,13 @@ class Reader:
         (tmp / "expected.json").write_text(json.dumps(expected))
         self.stop_file = tmp / "stop"
         env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_ENCRYPTION_")}
-        self.proc = subprocess.Popen([NODE, str(READER), str(server.bindir / "psql"), dsn, str(tmp / "expected.json"), str(self.stop_file)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**env, **secrets})
+        self.proc = subprocess.Popen(
+            [NODE, str(READER), str(server.bindir / "psql"), dsn, str(tmp / "expected.json"), str(self.stop_file)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**env, **secrets},
+        )
         self.passes: list[dict] = []
 
     def next_pass(self) -> dict:
@@ -76,16 +82,29 @@ def run_rotation_under(reader: Reader, dsn: str, to_format: str):
     sees many intermediate states however loaded the machine is."""
     reader.next_pass()  # the reader is running before the rotation starts
     args = ["--apply", "--batch-size", BATCH] + (["--to-format", "v2"] if to_format == "v2" else [])
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",) and not k.startswith("INTEGRATION_ENCRYPTION_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL",) and not k.startswith("INTEGRATION_ENCRYPTION_")
+    }
     env.update({"INTEGRATION_ENCRYPTION_SECRET": NEW, "INTEGRATION_ENCRYPTION_SECRET_PREVIOUS": OLD})
-    rotation = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "rotate_keys.py"), "--dsn", dsn, "--json", *args],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    rotation = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "rotate_keys.py"), "--dsn", dsn, "--json", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         with psycopg.connect(dsn, autocommit=True) as c:  # no pauses while Python starts up
+
             def started() -> bool:
                 if c.execute("SELECT to_regclass('x402_private.key_rotation_runs')").fetchone()[0] is None:
                     return False
-                return c.execute("SELECT EXISTS (SELECT FROM x402_private.key_rotation_runs WHERE status = 'running')").fetchone()[0]
+                return c.execute(
+                    "SELECT EXISTS (SELECT FROM x402_private.key_rotation_runs WHERE status = 'running')"
+                ).fetchone()[0]
+
             while rotation.poll() is None and not started():
                 time.sleep(0.005)
         while rotation.poll() is None:
@@ -116,8 +135,13 @@ def test_zero_window_sequence(server, deployed_db, tmp_path, to_format):
     assert (before["rows"], before["unreadable"], before["wrong"]) == (ROWS, 0, 0), before
 
     # Deploy 1: the backend with the new secret as primary and the old one as previous.
-    reader = Reader(server, deployed_db, plain, tmp_path / "during",
-                    {"INTEGRATION_ENCRYPTION_SECRET": NEW, "INTEGRATION_ENCRYPTION_SECRET_PREVIOUS": OLD})
+    reader = Reader(
+        server,
+        deployed_db,
+        plain,
+        tmp_path / "during",
+        {"INTEGRATION_ENCRYPTION_SECRET": NEW, "INTEGRATION_ENCRYPTION_SECRET_PREVIOUS": OLD},
+    )
     # Rotate, with the backend reading all the while.
     r, passes = run_rotation_under(reader, deployed_db, to_format)
     assert r.returncode == 0, r.stderr
@@ -129,8 +153,14 @@ def test_zero_window_sequence(server, deployed_db, tmp_path, to_format):
     assert passes[-1]["changed"] == ROWS
 
     # Verify: the new secret alone reads every row (what the runbook's step 4 runs).
-    r = run_script("rotate_keys.py", "--dsn", deployed_db, "--json", *(["--to-format", "v2"] if to_format == "v2" else []),
-                   env={"INTEGRATION_ENCRYPTION_SECRET": NEW})
+    r = run_script(
+        "rotate_keys.py",
+        "--dsn",
+        deployed_db,
+        "--json",
+        *(["--to-format", "v2"] if to_format == "v2" else []),
+        env={"INTEGRATION_ENCRYPTION_SECRET": NEW},
+    )
     assert r.returncode == 0 and json.loads(r.stdout)["already_current"] == ROWS, r.stdout + r.stderr
 
     # Deploy 2: the backend without the old secret still reads every row.
@@ -153,7 +183,7 @@ def test_a_single_secret_backend_sees_the_window(server, deployed_db, tmp_path, 
 def _runbook_sql() -> list[str]:
     """The check and the fix of the runbook's section 3a, as printed there."""
     text = (ROOT / "docs" / "runbooks" / "key-rotation.md").read_text()
-    return re.findall(r"```sql\n(.*?)```", text[text.index("### 3a."):text.index("### 3b.")], re.S)
+    return re.findall(r"```sql\n(.*?)```", text[text.index("### 3a.") : text.index("### 3b.")], re.S)
 
 
 def test_runbook_finds_and_fixes_non_canonical_values(server, deployed_db, tmp_path):
@@ -170,7 +200,7 @@ def test_runbook_finds_and_fixes_non_canonical_values(server, deployed_db, tmp_p
     with psycopg.connect(deployed_db, autocommit=True) as c:
         ids = sorted(plain)
         for i, expr in enumerate(spoil.values()):
-            chosen = ids[i * 10:i * 10 + 4] + ids[30 + i * 10:30 + i * 10 + 4]  # legacy and v2 rows
+            chosen = ids[i * 10 : i * 10 + 4] + ids[30 + i * 10 : 30 + i * 10 + 4]  # legacy and v2 rows
             c.execute(f"UPDATE {T} SET encrypted_api_key = {expr} WHERE user_id = ANY(%s::uuid[])", (chosen,))
             damaged.update(chosen)
         assert {str(u) for (u,) in c.execute(check)} == damaged

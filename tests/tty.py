@@ -1,4 +1,5 @@
 """Run a script on a real pseudo-terminal, as an operator at a terminal would."""
+
 from __future__ import annotations
 
 import fcntl
@@ -11,8 +12,9 @@ import termios
 import time
 
 
-def run_in_pty(argv: list[str], env: dict[str, str], answer: bytes | None = None, prompt: bytes = b"",
-               timeout: float = 60) -> tuple[int, str]:
+def run_in_pty(
+    argv: list[str], env: dict[str, str], answer: bytes | None = None, prompt: bytes = b"", timeout: float = 60
+) -> tuple[int, str]:
     """(exit code, everything the terminal showed); `answer` is typed once `prompt` appears."""
     pid, fd = pty.fork()
     if pid != 0:

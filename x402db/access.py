@@ -3,6 +3,7 @@
 One source for three consumers: the Pulumi program turns it into pulumi_postgresql.Grant
 resources, the local deploy into SQL, and the smoke verifier into checks.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,12 +49,28 @@ def unqualified(table: str) -> str:
 
 TABLE = unqualified(INTEGRATIONS)
 TABLE_GRANTS: tuple[TableGrant, ...] = (
-    TableGrant("anon", "public", TABLE, (),
-               why="Supabase's default privileges grant every new public table to anon; revoke explicitly"),
-    TableGrant("authenticated", "public", TABLE, ("SELECT", "INSERT", "UPDATE", "DELETE"),
-               why="RLS restricts rows to the user's own; TRUNCATE would bypass RLS, so it is not granted"),
-    TableGrant("service_role", "public", TABLE, CORE_TABLE_PRIVILEGES, at_least=True,
-               why="the backend decrypts keys for execution"),
+    TableGrant(
+        "anon",
+        "public",
+        TABLE,
+        (),
+        why="Supabase's default privileges grant every new public table to anon; revoke explicitly",
+    ),
+    TableGrant(
+        "authenticated",
+        "public",
+        TABLE,
+        ("SELECT", "INSERT", "UPDATE", "DELETE"),
+        why="RLS restricts rows to the user's own; TRUNCATE would bypass RLS, so it is not granted",
+    ),
+    TableGrant(
+        "service_role",
+        "public",
+        TABLE,
+        CORE_TABLE_PRIVILEGES,
+        at_least=True,
+        why="the backend decrypts keys for execution",
+    ),
 )
 SCHEMA_USAGE: tuple[SchemaUsage, ...] = (
     SchemaUsage("authenticated", "public"),
@@ -106,7 +123,9 @@ def public_holds(conn: psycopg.Connection, schema: str, table: str) -> bool:
     """Whether PUBLIC holds any privilege on the table."""
     return conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a"
-        " WHERE c.oid = to_regclass(%s) AND a.grantee = 0)", (f"{schema}.{table}",)).fetchone()[0]
+        " WHERE c.oid = to_regclass(%s) AND a.grantee = 0)",
+        (f"{schema}.{table}",),
+    ).fetchone()[0]
 
 
 def public_by_default(conn: psycopg.Connection, schema: str) -> bool:
@@ -116,7 +135,8 @@ def public_by_default(conn: psycopg.Connection, schema: str) -> bool:
         "SELECT EXISTS (SELECT 1 FROM pg_default_acl d CROSS JOIN LATERAL aclexplode(d.defaclacl) a"
         " WHERE d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = current_user) AND d.defaclobjtype = 'r'"
         " AND d.defaclnamespace IN (0, coalesce(to_regnamespace(%s), 0)) AND a.grantee = 0)",
-        (sql.Identifier(schema).as_string(conn),)).fetchone()[0]
+        (sql.Identifier(schema).as_string(conn),),
+    ).fetchone()[0]
 
 
 def revoke_public_sql(schema: str, table: str) -> sql.Composed:
@@ -154,7 +174,11 @@ def apply(conn: psycopg.Connection) -> list[str]:
         for usage in SCHEMA_USAGE:
             has = conn.execute("SELECT has_schema_privilege(%s, %s, 'USAGE')", (usage.role, usage.schema)).fetchone()[0]
             if not has:
-                conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(usage.schema), sql.Identifier(usage.role)))
+                conn.execute(
+                    sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+                        sql.Identifier(usage.schema), sql.Identifier(usage.role)
+                    )
+                )
                 changed.append(f"USAGE on schema {usage.schema} to {usage.role}")
         changed += apply_table_grants(conn)
     return changed

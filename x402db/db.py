@@ -1,5 +1,6 @@
 """Connections: DSN resolution, the one redaction function, and errors that never echo a
 credential. Every DSN that is printed, logged or put in JSON goes through `redact`."""
+
 from __future__ import annotations
 
 import os
@@ -28,18 +29,24 @@ def parse(dsn: str) -> dict[str, str]:
     try:
         params = conninfo_to_dict(dsn)
     except (psycopg.ProgrammingError, TypeError, ValueError):
-        raise UsageError("the DSN (--dsn or DATABASE_URL) is not a valid PostgreSQL URL or key=value "
-                         "connection string; it is not shown, since it may hold a password") from None
+        raise UsageError(
+            "the DSN (--dsn or DATABASE_URL) is not a valid PostgreSQL URL or key=value "
+            "connection string; it is not shown, since it may hold a password"
+        ) from None
     if "@" in (params.get("host") or ""):
         # postgresql://user:p@ss@host parses as host "ss@host": libpq would then print part of
         # the password in its own error message.
-        raise UsageError("the DSN's host contains '@': write an @ in the password as %40, "
-                         "or keep the password in ~/.pgpass or PGPASSWORD")
+        raise UsageError(
+            "the DSN's host contains '@': write an @ in the password as %40, "
+            "or keep the password in ~/.pgpass or PGPASSWORD"
+        )
     if "@" in (params.get("dbname") or "") and "://" in dsn:
         # postgresql://user:pa/ss@host: libpq ends the password at the '/', so the rest of the
         # password would become the database name, and be printed as such.
-        raise UsageError("the DSN's database name contains '@': write a / in the password as %2F "
-                         "(and @ as %40), or keep the password in ~/.pgpass or PGPASSWORD")
+        raise UsageError(
+            "the DSN's database name contains '@': write a / in the password as %2F "
+            "(and @ as %40), or keep the password in ~/.pgpass or PGPASSWORD"
+        )
     return {k: str(v) for k, v in params.items()}
 
 
@@ -70,7 +77,9 @@ def redact(dsn: str) -> str:
         if port_list and len(port_list) != len(host_list):
             params.update(host=hosts, port=ports)  # not expressible in the authority: keep as query
         else:
-            netloc += ",".join(_url_host(h) + (f":{p}" if p else "") for h, p in zip(host_list, port_list or [""] * len(host_list)))
+            netloc += ",".join(
+                _url_host(h) + (f":{p}" if p else "") for h, p in zip(host_list, port_list or [""] * len(host_list))
+            )
     else:
         if hosts:
             params["host"] = hosts  # a Unix-socket directory
@@ -125,7 +134,8 @@ def connect(dsn: str, *, autocommit: bool = True, application_name: str = "x402d
     parse(dsn)
     timeout = connect_timeout()
     try:
-        return psycopg.connect(make_conninfo(dsn, application_name=application_name), autocommit=autocommit,
-                               connect_timeout=timeout)
+        return psycopg.connect(
+            make_conninfo(dsn, application_name=application_name), autocommit=autocommit, connect_timeout=timeout
+        )
     except psycopg.OperationalError as exc:
         raise ConnectError(f"cannot connect to {redact(dsn)}: {libpq_reason(exc, dsn)}") from None

@@ -1,5 +1,6 @@
 """The private schema: where our bookkeeping lives (the migration ledger, the rotation audit),
 never in `public`, which the Data API exposes. Nobody but its owner has any privilege on it."""
+
 from __future__ import annotations
 
 import psycopg

@@ -14,6 +14,7 @@ Invariants:
 
 Stdlib only: it runs before the venv exists.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,11 +37,16 @@ PROVIDER_DIR = HERE / "provider"
 CLI_VERSION = "3.274.0"
 SDK_MODULE = "github.com/pulumi/pulumi/sdk/v3"
 CLI_PACKAGE = "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi"
-MIN_USER_CLI = (3, 272, 0)   # the SDK's version: the CLI must not be older than the SDK
+MIN_USER_CLI = (3, 272, 0)  # the SDK's version: the CLI must not be older than the SDK
 PROVIDER_REQUESTED = "3.18.2"  # what pulumi-postgresql==3.18.2 asks the engine for
 LANGHOST_VERSION = f"0.1.0+sdk.{CLI_VERSION}"
-TOOLS = ("pulumi", "pulumi-language-python", "pulumi-language-python-exec",
-         "pulumi-resource-pulumi-python", "pulumi-resource-postgresql")
+TOOLS = (
+    "pulumi",
+    "pulumi-language-python",
+    "pulumi-language-python-exec",
+    "pulumi-resource-pulumi-python",
+    "pulumi-resource-postgresql",
+)
 
 
 class ToolsError(Exception):
@@ -77,11 +83,15 @@ def go_env() -> dict[str, str]:
 def go_version() -> str:
     go = shutil.which("go")
     if go is None:
-        raise ToolsError("go is not installed, and no compatible pulumi was found on PATH: "
-                         "install Go 1.26 (https://go.dev/dl/) or the Pulumi CLI, then run `make pulumi-tools` again")
+        raise ToolsError(
+            "go is not installed, and no compatible pulumi was found on PATH: "
+            "install Go 1.26 (https://go.dev/dl/) or the Pulumi CLI, then run `make pulumi-tools` again"
+        )
     out = subprocess.run([go, "version"], capture_output=True, text=True, env=go_env())
     if out.returncode != 0:
-        raise ToolsError(f"`go version` failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
+        raise ToolsError(
+            f"`go version` failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}"
+        )
     return out.stdout.strip()
 
 
@@ -114,8 +124,10 @@ def run(cmd: list[str], cwd: Path, what: str, env: dict[str, str] | None = None)
     result = subprocess.run(cmd, cwd=cwd, env=env or go_env(), capture_output=True, text=True)
     if result.returncode != 0:
         tail = [line for line in (result.stderr or result.stdout).strip().splitlines() if line.strip()]
-        raise ToolsError(f"{what} failed: {tail[-1] if tail else f'exit {result.returncode}'}"
-                         f" (run `{' '.join(cmd)}` in {cwd} to see all of it)")
+        raise ToolsError(
+            f"{what} failed: {tail[-1] if tail else f'exit {result.returncode}'}"
+            f" (run `{' '.join(cmd)}` in {cwd} to see all of it)"
+        )
     say(f"  {what}: {time.monotonic() - started:.0f} s")
     return result.stdout
 
@@ -126,13 +138,41 @@ def build(target: Path) -> None:
     try:
         say(f"building the Pulumi tools into {target} (a cold build takes 10 to 20 minutes)")
         ldflags = f"-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v{CLI_VERSION}"
-        run(["go", "build", "-trimpath", "-tags", "osusergo,grpcnotrace", "-ldflags", ldflags,
-             "-o", str(work / "pulumi"), CLI_PACKAGE], CLI_MODULE, f"pulumi v{CLI_VERSION}")
-        run(["go", "build", "-trimpath", "-ldflags", f"-s -w -X main.version={LANGHOST_VERSION}",
-             "-o", str(work / "pulumi-language-python"), "./cmd/pulumi-language-python"],
-            CLI_MODULE, "pulumi-language-python")
-        sdk = json.loads(run(["go", "mod", "download", "-json", f"{SDK_MODULE}@v{CLI_VERSION}"],
-                             CLI_MODULE, f"sdk/v3 v{CLI_VERSION}"))
+        run(
+            [
+                "go",
+                "build",
+                "-trimpath",
+                "-tags",
+                "osusergo,grpcnotrace",
+                "-ldflags",
+                ldflags,
+                "-o",
+                str(work / "pulumi"),
+                CLI_PACKAGE,
+            ],
+            CLI_MODULE,
+            f"pulumi v{CLI_VERSION}",
+        )
+        run(
+            [
+                "go",
+                "build",
+                "-trimpath",
+                "-ldflags",
+                f"-s -w -X main.version={LANGHOST_VERSION}",
+                "-o",
+                str(work / "pulumi-language-python"),
+                "./cmd/pulumi-language-python",
+            ],
+            CLI_MODULE,
+            "pulumi-language-python",
+        )
+        sdk = json.loads(
+            run(
+                ["go", "mod", "download", "-json", f"{SDK_MODULE}@v{CLI_VERSION}"], CLI_MODULE, f"sdk/v3 v{CLI_VERSION}"
+            )
+        )
         for source in ("python/cmd/pulumi-language-python-exec", "python/dist/pulumi-resource-pulumi-python"):
             dest = work / Path(source).name
             shutil.copyfile(Path(sdk["Dir"]) / source, dest)
@@ -141,10 +181,18 @@ def build(target: Path) -> None:
         missing = [tool for tool in TOOLS if not (work / tool).is_file()]
         if missing:
             raise ToolsError(f"the build produced no {', '.join(missing)}")
-        (work / "BUILD.json").write_text(json.dumps({
-            "pulumi": CLI_VERSION, "pulumi-language-python": LANGHOST_VERSION,
-            "pulumi-resource-postgresql": provider_label(), "go": go_version(),
-        }, indent=2) + "\n")
+        (work / "BUILD.json").write_text(
+            json.dumps(
+                {
+                    "pulumi": CLI_VERSION,
+                    "pulumi-language-python": LANGHOST_VERSION,
+                    "pulumi-resource-postgresql": provider_label(),
+                    "go": go_version(),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         work.chmod(0o755)
         try:
             work.rename(target)
@@ -168,8 +216,9 @@ def user_tools(exclude: Path) -> dict[str, Path] | None:
     pulumi = shutil.which("pulumi")
     if pulumi is None or Path(pulumi).resolve().is_relative_to(exclude.resolve()):
         return None
-    out = subprocess.run([pulumi, "version"], capture_output=True, text=True,
-                         env={**os.environ, "PULUMI_SKIP_UPDATE_CHECK": "true"})
+    out = subprocess.run(
+        [pulumi, "version"], capture_output=True, text=True, env={**os.environ, "PULUMI_SKIP_UPDATE_CHECK": "true"}
+    )
     version = _version_tuple(out.stdout)
     if out.returncode != 0 or version is None or version < MIN_USER_CLI:
         return None
@@ -221,10 +270,14 @@ def ensure(prefer_build: bool) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    parser.add_argument("--build", action="store_true",
-                        help="build from Go modules even when a compatible pulumi is installed")
-    parser.add_argument("--optional", action="store_true",
-                        help="for `make test`: when the tools cannot be had, say why and print an empty PULUMI_BIN=, exit 0")
+    parser.add_argument(
+        "--build", action="store_true", help="build from Go modules even when a compatible pulumi is installed"
+    )
+    parser.add_argument(
+        "--optional",
+        action="store_true",
+        help="for `make test`: when the tools cannot be had, say why and print an empty PULUMI_BIN=, exit 0",
+    )
     args = parser.parse_args(argv)
     try:
         directory = ensure(prefer_build=args.build)

@@ -8,6 +8,7 @@ A new script gets all of it by building its parser with `Parser` and running its
 - exit 0 success, 1 a check or operation failed or was refused, 2 usage, input, environment or
   connection error; one line on stderr, never a traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,6 +56,7 @@ def shape_from_args(args):
 
 def int_range(low: int, high: int) -> Callable[[str], int]:
     """An argparse type for a whole number in [low, high]; the message never repeats the value."""
+
     def parse(value: str) -> int:
         if not value.isascii() or not value.isdigit() or not low <= int(value) <= high:
             raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}")
@@ -174,7 +176,9 @@ class Parser(argparse.ArgumentParser):
                 hint += " Secrets are never taken on the command line: use the environment or a 0600 file"
             label = f"option {shown}" if shown else f"{where} (an unknown option, not shown)"
             self.error(f"unrecognized {label}{hint}")
-        self.error(f"unexpected {where} and {len(extras) - 1} more" if len(extras) > 1 else f"unexpected {where} (not shown)")
+        self.error(
+            f"unexpected {where} and {len(extras) - 1} more" if len(extras) > 1 else f"unexpected {where} (not shown)"
+        )
 
     def error(self, message: str) -> None:  # type: ignore[override]
         print(f"error: {self._sanitize(message)} (see --help)", file=sys.stderr)
@@ -201,6 +205,7 @@ class Parser(argparse.ArgumentParser):
 
 
 # -- running ------------------------------------------------------------------------------------
+
 
 def _stderr(line: str) -> None:
     try:
@@ -257,6 +262,8 @@ def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> None
     except Exception as exc:  # a bug: still one line, and no value that could be a secret
         if os.environ.get("X402_DEBUG"):
             raise
-        _stderr(f"error: internal error ({type(exc).__name__}); run again with X402_DEBUG=1 for the traceback and report it")
+        _stderr(
+            f"error: internal error ({type(exc).__name__}); run again with X402_DEBUG=1 for the traceback and report it"
+        )
         code = FAILED_EXIT
     sys.exit(code)

@@ -1,4 +1,5 @@
 """`scripts/deploy_local.py` (make deploy) and `scripts/local_db.py` (start/stop/revert/url)."""
+
 from __future__ import annotations
 
 from .. import db
@@ -18,8 +19,11 @@ def deploy_main(argv: list[str]) -> int:
     parser.add_argument("--target", choices=TARGETS)
     parser.add_argument("--lock-timeout", type=interval, default=Settings.lock_timeout)
     parser.add_argument("--no-smoke", action="store_true", help="skip the post-deploy verification")
-    parser.add_argument("--full-smoke", action="store_true",
-                        help="on target supabase, also run the behaviour checks (rolled-back writes, auth.users triggers fire)")
+    parser.add_argument(
+        "--full-smoke",
+        action="store_true",
+        help="on target supabase, also run the behaviour checks (rolled-back writes, auth.users triggers fire)",
+    )
     args = parser.parse_args(argv)
     log = log_to_stderr(not args.json)
     smoke = None
@@ -43,7 +47,9 @@ def deploy_main(argv: list[str]) -> int:
     if report.smoke is not None:
         checks = report.smoke["checks"]
         noted = [c for c in checks if c["status"] != "passed"]
-        others = "".join(f", {n} {s}" for s in ("failed", "skipped", "warn") if (n := sum(c["status"] == s for c in checks)))
+        others = "".join(
+            f", {n} {s}" for s in ("failed", "skipped", "warn") if (n := sum(c["status"] == s for c in checks))
+        )
         print(f"smoke:      {len(checks) - len(noted)}/{len(checks)} checks passed{others}")
         for c in noted:
             print(f"  {c['status'].upper()} {c['name']}: {c['detail']}")
@@ -53,12 +59,20 @@ def deploy_main(argv: list[str]) -> int:
 
 def local_main(argv: list[str]) -> int:
     parser = Parser(prog="local_db.py", description="Manage the embedded PostgreSQL under .local/.")
-    parser.add_argument("action", choices=("start", "stop", "status", "url", "revert", "delete"),
-                        help="delete: stop the server and delete the local database (make clean-local)")
+    parser.add_argument(
+        "action",
+        choices=("start", "stop", "status", "url", "revert", "delete"),
+        help="delete: stop the server and delete the local database (make clean-local)",
+    )
     parser.add_argument("--allow-data-loss", action="store_true", help="with revert: drop rows too")
-    parser.add_argument("--to", default=BASE, help=f"with revert: keep migrations up to this version (default: {BASE}, all)")
-    parser.add_argument("--accept-edited-down", action="store_true",
-                        help="with revert: run a down script that differs from the one recorded at apply time")
+    parser.add_argument(
+        "--to", default=BASE, help=f"with revert: keep migrations up to this version (default: {BASE}, all)"
+    )
+    parser.add_argument(
+        "--accept-edited-down",
+        action="store_true",
+        help="with revert: run a down script that differs from the one recorded at apply time",
+    )
     args = parser.parse_args(argv)
     files = migrations.load()
     migrations.resolve_version(files, args.to, allow_base=True)  # a bad --to exits 2 before anything runs
@@ -83,8 +97,13 @@ def local_main(argv: list[str]) -> int:
             raise BundleError("the local database is not running; run `make deploy` first")
         with db.connect(server.url(LOCAL_DB)) as conn:
             engine = Engine(conn, files, detect(conn), log=log_to_stderr())
-            done = [o for o in engine.down(to=args.to, allow_data_loss=args.allow_data_loss,
-                                           accept_edited_down=args.accept_edited_down) if o]
+            done = [
+                o
+                for o in engine.down(
+                    to=args.to, allow_data_loss=args.allow_data_loss, accept_edited_down=args.accept_edited_down
+                )
+                if o
+            ]
         print(f"reverted: {', '.join(o.version + '_' + o.name for o in done) or 'nothing'}")
         for note in (n for o in done for n in o.notes):
             print(f"  warning: {note}")

@@ -1,4 +1,5 @@
 """`scripts/encrypt_key.py`: encrypt, decrypt or store one user's OpenRouter API key."""
+
 from __future__ import annotations
 
 from .. import db
@@ -10,12 +11,18 @@ from .common import Parser, add_common, add_shape_args, print_json, read_stdin, 
 
 
 def build_parser() -> Parser:
-    p = Parser(prog="encrypt_key.py", description=(
-        "Encrypt an OpenRouter API key read from stdin (never argv) in the backend's format. "
-        f"The secret comes from ${SECRET_ENV} or --secret-file (mode 0600)."))
+    p = Parser(
+        prog="encrypt_key.py",
+        description=(
+            "Encrypt an OpenRouter API key read from stdin (never argv) in the backend's format. "
+            f"The secret comes from ${SECRET_ENV} or --secret-file (mode 0600)."
+        ),
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--decrypt", action="store_true", help="read a ciphertext from stdin, print the plaintext")
-    mode.add_argument("--store", action="store_true", help="encrypt and upsert the user's row (needs --user-id and a DSN)")
+    mode.add_argument(
+        "--store", action="store_true", help="encrypt and upsert the user's row (needs --user-id and a DSN)"
+    )
     mode.add_argument("--generate-secret", action="store_true", help="print a new random 32-byte secret as hex")
     p.add_argument("--format", choices=FORMATS, default="legacy", help="legacy (what the backend reads; default) or v2")
     p.add_argument("--user-id", help="the row's user_id: required by --store and by the v2 format")
@@ -52,16 +59,25 @@ def main(argv: list[str]) -> int:
     dsn = db.resolve_dsn(args.dsn) if args.store else None  # fail on usage before reading a key
     plaintext = read_stdin("API key", "OpenRouter API key (not echoed): ")
     if not shape_ok(plaintext, shape):
-        raise Refused("the input does not look like an OpenRouter key (sk-or-v1- and 64 hex digits); "
-                      "pass --key-pattern or --any-key-shape for other key shapes")
+        raise Refused(
+            "the input does not look like an OpenRouter key (sk-or-v1- and 64 hex digits); "
+            "pass --key-pattern or --any-key-shape for other key shapes"
+        )
     token = keyring.encrypt(plaintext, args.format, context)
     if not keyring.verify(token, plaintext, context):  # never store what cannot be read back
         raise Refused("internal check failed: the new ciphertext does not decrypt to the input")
     if args.store:
         with db.connect(dsn, application_name="x402db-encrypt-key") as conn:
             action = store.store(conn, user_id, token)
-        doc = {"user_id": user_id, "action": action, "format": args.format, "key_fingerprint": keyring.primary_fingerprint}
-        print_json(doc) if args.json else print(f"{action} the key of user {user_id} ({args.format}, secret {keyring.primary_fingerprint})")
+        doc = {
+            "user_id": user_id,
+            "action": action,
+            "format": args.format,
+            "key_fingerprint": keyring.primary_fingerprint,
+        }
+        print_json(doc) if args.json else print(
+            f"{action} the key of user {user_id} ({args.format}, secret {keyring.primary_fingerprint})"
+        )
         return 0
     doc = {"ciphertext": token, "format": args.format, "key_fingerprint": keyring.primary_fingerprint}
     print_json(doc) if args.json else print(token)

@@ -1,4 +1,5 @@
 """`scripts/migrate.py up|down|status`."""
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -23,45 +24,71 @@ def build_parser() -> Parser:
     parser = Parser(prog="migrate.py", description="Apply, revert or inspect the bundle's migrations.")
     versions = [m.version for m in migrations.load()]
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for name, help_ in (("up", "apply pending migrations (and finish any left steps-pending)"),
-                        ("down", "revert the latest (or down to --to); finishes one left reverting"),
-                        ("status", "list migrations and their state"),
-                        ("plan", "show what up (or --down) would run, lock and refuse; changes nothing")):
+    for name, help_ in (
+        ("up", "apply pending migrations (and finish any left steps-pending)"),
+        ("down", "revert the latest (or down to --to); finishes one left reverting"),
+        ("status", "list migrations and their state"),
+        ("plan", "show what up (or --down) would run, lock and refuse; changes nothing"),
+    ):
         p = sub.add_parser(name, help=help_)
         add_common(p)
         p.add_argument("--target", choices=TARGETS, help="default: detected (supabase when auth and API roles exist)")
         if name != "status":
-            p.add_argument("--lock-timeout", default=Settings.lock_timeout,
-                           help="per DDL statement, above 0 and at most 1min (default %(default)s)")
-            p.add_argument("--statement-timeout", default=Settings.statement_timeout,
-                           help="for the transactional part, above 0 and at most 2147483647ms (default %(default)s)")
-            p.add_argument("--retries", type=int_range(0, 100), default=Settings.retries, help="lock-timeout retries (default %(default)s)")
+            p.add_argument(
+                "--lock-timeout",
+                default=Settings.lock_timeout,
+                help="per DDL statement, above 0 and at most 1min (default %(default)s)",
+            )
+            p.add_argument(
+                "--statement-timeout",
+                default=Settings.statement_timeout,
+                help="for the transactional part, above 0 and at most 2147483647ms (default %(default)s)",
+            )
+            p.add_argument(
+                "--retries",
+                type=int_range(0, 100),
+                default=Settings.retries,
+                help="lock-timeout retries (default %(default)s)",
+            )
         if name == "up":
             p.add_argument("--to", help="apply up to and including this known version (e.g. 1 or 001)")
         if name == "plan":
             p.add_argument("--down", action="store_true", help="plan a revert instead of an apply")
             p.add_argument("--to", help=f"as for up, or with --down as for down ({BASE}: all)")
-            p.add_argument("--allow-data-loss", action="store_true", help="with --down: plan as if data loss were allowed")
+            p.add_argument(
+                "--allow-data-loss", action="store_true", help="with --down: plan as if data loss were allowed"
+            )
         if name == "down":
             p.add_argument("--to", help=f"revert every migration above this known version ({BASE}: all)")
-            p.add_argument("--allow-data-loss", action="store_true",
-                           help="with --to: revert what --to covers even when rows would be dropped")
-            p.add_argument("--accept-edited-down", action="store_true",
-                           help="run a down script that differs from the one recorded at apply time (review it first)")
+            p.add_argument(
+                "--allow-data-loss",
+                action="store_true",
+                help="with --to: revert what --to covers even when rows would be dropped",
+            )
+            p.add_argument(
+                "--accept-edited-down",
+                action="store_true",
+                help="run a down script that differs from the one recorded at apply time (review it first)",
+            )
     return parser
 
 
 def engine_for(args, log) -> Engine:
     # Everything the user typed is checked before connecting: a bad value exits 2 at once.
-    settings = (Settings(lock_timeout=args.lock_timeout, statement_timeout=args.statement_timeout, retries=args.retries)
-                if hasattr(args, "retries") else Settings())
+    settings = (
+        Settings(lock_timeout=args.lock_timeout, statement_timeout=args.statement_timeout, retries=args.retries)
+        if hasattr(args, "retries")
+        else Settings()
+    )
     files = migrations.load()
     if getattr(args, "to", None) is not None:
         migrations.resolve_version(files, args.to, allow_base=args.command == "down" or getattr(args, "down", False))
     if args.command == "down" and args.allow_data_loss and args.to is None:
         # "The latest" is another migration on a second run: data loss is allowed only for what is named.
-        raise UsageError("down --allow-data-loss applies only to what you name: add --to VERSION (every migration "
-                         "above it is reverted, e.g. --to 1 reverts 005); run plan --down --to VERSION first")
+        raise UsageError(
+            "down --allow-data-loss applies only to what you name: add --to VERSION (every migration "
+            "above it is reverted, e.g. --to 1 reverts 005); run plan --down --to VERSION first"
+        )
     conn = db.connect(db.resolve_dsn(args.dsn), application_name="x402db-migrate")
     # plan changes nothing and never waits, from its first read on.
     target = detect_target(conn, args.target) if args.command == "plan" else detect(conn, args.target)
@@ -75,7 +102,9 @@ def main(argv: list[str]) -> int:
     engine = engine_for(args, log)
     with engine.conn:
         if args.command == "plan":
-            result = Planner(engine).build("down" if args.down else "up", to=args.to, allow_data_loss=args.allow_data_loss)
+            result = Planner(engine).build(
+                "down" if args.down else "up", to=args.to, allow_data_loss=args.allow_data_loss
+            )
             if args.json:
                 print_json(result.as_json())
             else:
@@ -84,37 +113,65 @@ def main(argv: list[str]) -> int:
         if args.command == "status":
             states = engine.status()
             if args.json:
-                print_json([{"version": s.version, "name": s.name, "state": s.state, **({"hint": s.hint} if s.hint else {}),
-                             **({"down_edited": True} if s.down_edited else {}),
-                             **({"superseded": s.superseded} if s.superseded else {}),
-                             **({"stale_supersedes": True} if s.stale_supersedes else {})} for s in states])
+                print_json(
+                    [
+                        {
+                            "version": s.version,
+                            "name": s.name,
+                            "state": s.state,
+                            **({"hint": s.hint} if s.hint else {}),
+                            **({"down_edited": True} if s.down_edited else {}),
+                            **({"superseded": s.superseded} if s.superseded else {}),
+                            **({"stale_supersedes": True} if s.stale_supersedes else {}),
+                        }
+                        for s in states
+                    ]
+                )
             else:
                 for s in states:
-                    print(f"{s.version}  {s.name:<32} {s.state}{' (adopted)' if s.kind == 'adopted' else ''}"
-                          f"{' (down edited)' if s.down_edited else ''}{' (superseded)' if s.superseded else ''}")
+                    print(
+                        f"{s.version}  {s.name:<32} {s.state}{' (adopted)' if s.kind == 'adopted' else ''}"
+                        f"{' (down edited)' if s.down_edited else ''}{' (superseded)' if s.superseded else ''}"
+                    )
                     if s.superseded:
-                        print(f"     the ledger holds an earlier text ({s.superseded[:12]}), accepted because this file's "
-                              "x402:supersedes names it and pins the current text")
+                        print(
+                            f"     the ledger holds an earlier text ({s.superseded[:12]}), accepted because this file's "
+                            "x402:supersedes names it and pins the current text"
+                        )
                     if s.stale_supersedes:
-                        print("     the file was edited after its x402:supersedes was written (its pin no longer matches), "
-                              "so that directive is void: restore the file")
+                        print(
+                            "     the file was edited after its x402:supersedes was written (its pin no longer matches), "
+                            "so that directive is void: restore the file"
+                        )
                     if s.hint:
                         print(f"     {s.hint}")
                     if s.down_edited:
-                        print("     its down file is not the one recorded when it was applied; down refuses it "
-                              "unless --accept-edited-down: restore the file, or review the edit first")
+                        print(
+                            "     its down file is not the one recorded when it was applied; down refuses it "
+                            "unless --accept-edited-down: restore the file, or review the edit first"
+                        )
             return 1 if any(s.state in INCOMPLETE or s.down_edited for s in states) else 0
         if args.command == "up":
             outcomes = engine.up(to=args.to)
         else:
-            outcomes = engine.down(to=args.to, allow_data_loss=args.allow_data_loss,
-                                   accept_edited_down=args.accept_edited_down)
+            outcomes = engine.down(
+                to=args.to, allow_data_loss=args.allow_data_loss, accept_edited_down=args.accept_edited_down
+            )
         outcomes = [o for o in outcomes if o]
         # `up --to` below a pending migration changes nothing, yet the database is not up to date.
-        pending = [s.version for s in engine.status() if s.state in ("pending", "steps-pending")] if args.command == "up" else []
+        pending = (
+            [s.version for s in engine.status() if s.state in ("pending", "steps-pending")]
+            if args.command == "up"
+            else []
+        )
         if args.json:
-            print_json({"target": engine.target.name, "changes": [asdict(o) for o in outcomes],
-                        **({"pending": pending} if args.command == "up" else {})})
+            print_json(
+                {
+                    "target": engine.target.name,
+                    "changes": [asdict(o) for o in outcomes],
+                    **({"pending": pending} if args.command == "up" else {}),
+                }
+            )
         elif not outcomes:
             if args.command == "down":
                 print("nothing to revert")

@@ -1,4 +1,5 @@
 """`scripts/smoke.py`: is this database what the bundle promises?"""
+
 from __future__ import annotations
 
 from pathlib import Path

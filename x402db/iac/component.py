@@ -10,6 +10,7 @@ migration owns them (it also creates auth.* which depends on them), and on Supab
 does. The provider resources' arguments come from declared.py; the statements they make the
 provider run (provider_sql.py) are what the preflight and the tests run for real.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,9 +39,12 @@ class OpenRouterIntegrationArgs:
 
 def dsn_output(cfg: StackConfig) -> pulumi.Output[str]:
     """The engine's DSN, always a secret, since it may carry the password."""
+
     def build(password: str | None) -> str:
         extra = {"password": password} if password else {}
-        return make_conninfo(host=cfg.host, port=cfg.port, dbname=cfg.database, user=cfg.username, sslmode=cfg.sslmode, **extra)
+        return make_conninfo(
+            host=cfg.host, port=cfg.port, dbname=cfg.database, user=cfg.username, sslmode=cfg.sslmode, **extra
+        )
 
     return pulumi.Output.secret(pulumi.Output.from_input(cfg.password).apply(build))
 
@@ -83,8 +87,9 @@ class OpenRouterIntegration(pulumi.ComponentResource):
                 inherit=role.inherit,
                 roles=list(role.roles),
                 password=pulumi.Output.secret(cfg.backend_role_password),
-                opts=pulumi.ResourceOptions.merge(pg, pulumi.ResourceOptions(
-                    depends_on=previous, additional_secret_outputs=["password"])),
+                opts=pulumi.ResourceOptions.merge(
+                    pg, pulumi.ResourceOptions(depends_on=previous, additional_secret_outputs=["password"])
+                ),
             )
             previous = [self.backend_role]
 
@@ -114,21 +119,35 @@ class OpenRouterIntegration(pulumi.ComponentResource):
         for g in declared.grants(cfg.database):
             label = f"usage-{g.schema}-{g.role}" if g.object_type == "schema" else f"grant-{g.role}-{g.objects[0]}"
             extra = {"objects": list(g.objects)} if g.objects else {}
-            self.grants.append(postgresql.Grant(
-                f"{name}-{label}",
-                database=g.database, role=g.role, schema=g.schema, object_type=g.object_type,
-                privileges=list(g.privileges), **extra,
-                opts=pulumi.ResourceOptions.merge(pg, pulumi.ResourceOptions(
-                    depends_on=previous, retain_on_delete=g.retain_on_delete)),
-            ))
+            self.grants.append(
+                postgresql.Grant(
+                    f"{name}-{label}",
+                    database=g.database,
+                    role=g.role,
+                    schema=g.schema,
+                    object_type=g.object_type,
+                    privileges=list(g.privileges),
+                    **extra,
+                    opts=pulumi.ResourceOptions.merge(
+                        pg, pulumi.ResourceOptions(depends_on=previous, retain_on_delete=g.retain_on_delete)
+                    ),
+                )
+            )
             previous = [self.grants[-1]]
 
         # Last created, first destroyed: destroy's data-loss refusal comes before any revoke.
         self.destroy_guard = DestroyGuard(
             f"{name}-destroy-guard",
-            {"dsn": dsn, "target": cfg.target, "allow_data_loss": cfg.allow_data_loss,
-             "migrations": [{"version": m.version, "name": m.name, "up_sql": m.up_text, "down_sql": m.down_text}
-                            for m in migrations.load() if m.applies_to(cfg.target)]},
+            {
+                "dsn": dsn,
+                "target": cfg.target,
+                "allow_data_loss": cfg.allow_data_loss,
+                "migrations": [
+                    {"version": m.version, "name": m.name, "up_sql": m.up_text, "down_sql": m.down_text}
+                    for m in migrations.load()
+                    if m.applies_to(cfg.target)
+                ],
+            },
             pulumi.ResourceOptions(parent=self, depends_on=previous),
         )
 

@@ -1,4 +1,5 @@
 """Stack configuration: every Pulumi config read happens here, validated into one object."""
+
 from __future__ import annotations
 
 import re
@@ -71,7 +72,9 @@ def load(cfg: ConfigSource) -> StackConfig:
     if not 0 < port < 65536:
         errors.append(f"port must be an integer from 1 to 65535, not {raw_port!r}")
     if port == 6543:
-        errors.append("port 6543 is Supabase's transaction pooler; use the direct connection (5432): migrations need a session")
+        errors.append(
+            "port 6543 is Supabase's transaction pooler; use the direct connection (5432): migrations need a session"
+        )
     sslmode = cfg.get("sslmode") or ("require" if target == "supabase" else "prefer")
     if sslmode not in SSLMODES:
         errors.append(f"sslmode must be one of {', '.join(SSLMODES)}, not {sslmode!r}")
@@ -90,7 +93,9 @@ def load(cfg: ConfigSource) -> StackConfig:
         elif backend_role in RESERVED_ROLES:
             errors.append(f"backendRole must not be the platform role {backend_role!r}")
         if backend_password is None:
-            errors.append("backendRolePassword is required with backendRole: pulumi config set --secret backendRolePassword")
+            errors.append(
+                "backendRolePassword is required with backendRole: pulumi config set --secret backendRolePassword"
+            )
     if errors:
         raise ConfigError("invalid stack config:\n  - " + "\n  - ".join(errors))
     return StackConfig(

@@ -6,6 +6,7 @@ Role update runs `revokeRoles` (REVOKE every role it is a member of) then grants
 `roles`, so a separate GrantRole membership silently disappears on the first update of the Role
 (a password rotation); upstream documents that the two "fight".
 """
+
 from __future__ import annotations
 
 from .. import access
@@ -21,10 +22,15 @@ def backend_role(name: str, password=None) -> RoleArgs:
 
 def grants(database: str) -> list[GrantArgs]:
     """The access model as the program's Grant resources, in creation order."""
-    out = [GrantArgs(database, u.role, u.schema, "schema", ("USAGE",), retain_on_delete=u.retain_on_delete) for u in access.SCHEMA_USAGE]
+    out = [
+        GrantArgs(database, u.role, u.schema, "schema", ("USAGE",), retain_on_delete=u.retain_on_delete)
+        for u in access.SCHEMA_USAGE
+    ]
     # Destroy never revokes a table grant: the migration's down drops the table and its grants
     # with it. Revoking first left the backend without access whenever a later step refused
     # (a key stored after the destroy guard had checked), so a refused destroy changed something.
-    out += [GrantArgs(database, g.role, g.schema, "table", tuple(g.privileges), (g.table,), retain_on_delete=True)
-            for g in access.TABLE_GRANTS]
+    out += [
+        GrantArgs(database, g.role, g.schema, "table", tuple(g.privileges), (g.table,), retain_on_delete=True)
+        for g in access.TABLE_GRANTS
+    ]
     return out

@@ -8,6 +8,7 @@ already revoked, and a refused destroy left service_role without access to its t
 refused destroy changes nothing at all. It holds the migrations' texts as state has them, never
 the checkout's, and the DSN only as a secret.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,14 +31,15 @@ def refusal(props: dict[str, Any]) -> str | None:
     migrations = [files.from_texts(m["version"], m["name"], m["up_sql"], m["down_sql"]) for m in props["migrations"]]
     allow = bool(props.get("allow_data_loss"))
     with db.connect(props["dsn"], application_name="x402db-pulumi-destroy-guard") as conn:
-        plan = Planner(Engine(conn, migrations, detect(conn, props["target"]))).build("down", to="base", allow_data_loss=allow)
+        plan = Planner(Engine(conn, migrations, detect(conn, props["target"]))).build(
+            "down", to="base", allow_data_loss=allow
+        )
     if plan.verdict != "refused":
         return None
     reasons = "; ".join(f"{m.version}_{m.name}: {r}" for m in plan.migrations for r in m.reasons)
     hint = ""
     if plan.verdict_with_allow_data_loss == "ready" and not allow:
-        hint = (". Back the data up, then `pulumi config set allowDataLoss true && pulumi up` before"
-                " `pulumi destroy`")
+        hint = ". Back the data up, then `pulumi config set allowDataLoss true && pulumi up` before `pulumi destroy`"
     return f"pulumi destroy refused by the revert's plan, nothing changed: {reasons}{hint}"
 
 

@@ -8,6 +8,7 @@ the platform's own objects (roles, auth.uid) and the ledger are left to their ow
 next `pulumi up` repairs drift that is only privileges (the access model's grants, re-applied in
 one transaction, then checked again) and refuses any other drift with the failing checks' words.
 """
+
 from __future__ import annotations
 
 import psycopg
@@ -41,7 +42,8 @@ def repair(conn: psycopg.Connection, label: str, drift: list[str]) -> None:
             f"migration {label} no longer matches the database, so pulumi up changed nothing: "
             + "; ".join(drift)
             + ". Restore what the checks name as sql/ defines it (scripts/smoke.py --read-only shows the same checks),"
-              " or revert and apply again (pulumi destroy, or scripts/migrate.py down, then pulumi up)")
+            " or revert and apply again (pulumi destroy, or scripts/migrate.py down, then pulumi up)"
+        )
     access.apply(conn)
     left = failing_checks(conn)
     if left:

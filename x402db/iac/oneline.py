@@ -7,6 +7,7 @@ format_exc does when sys.tracebacklimit is 0; any other exception keeps its full
 that is a bug to report. The limit is process-wide: it is cleared again on entry to every
 operation, so at worst a concurrent operation's unexpected error loses its stack, never its line.
 """
+
 from __future__ import annotations
 
 import functools

@@ -6,6 +6,7 @@ saying why and what to do, and nothing has changed: never a `pulumi up` that fai
 
 It needs the database reachable at preview time, as the provider does for refresh.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,9 +20,11 @@ def _advice(stmt: str, user: str, version: int) -> str:
     membership = words[0] in ("GRANT", "REVOKE") and len(words) == 4 and words[2] in ("TO", "FROM")
     if membership and version >= 160000:
         granted = words[1].strip('"')
-        return (f"since PostgreSQL 16 only a role holding ADMIN OPTION on {granted} may grant or revoke it, and {user} "
-                f"does not: leave backendRole unset (`pulumi config rm backendRole`), or have a superuser run "
-                f"`GRANT {granted} TO {user} WITH ADMIN OPTION` first")
+        return (
+            f"since PostgreSQL 16 only a role holding ADMIN OPTION on {granted} may grant or revoke it, and {user} "
+            f"does not: leave backendRole unset (`pulumi config rm backendRole`), or have a superuser run "
+            f"`GRANT {granted} TO {user} WITH ADMIN OPTION` first"
+        )
     return f"grant {user} the privilege this statement needs, or leave out the resource that runs it"
 
 
@@ -50,7 +53,9 @@ def preflight(dsn: str, database: str, backend_role: str | None) -> str | None:
                     else:
                         p.role_create(s, role)
                 for g in declared.grants(database):
-                    exists = g.object_type == "schema" or s.one("SELECT to_regclass(%s)", (f"{p.ident(g.schema)}.{p.ident(g.objects[0])}",))
+                    exists = g.object_type == "schema" or s.one(
+                        "SELECT to_regclass(%s)", (f"{p.ident(g.schema)}.{p.ident(g.objects[0])}",)
+                    )
                     # On plain postgres the compat migration creates the API roles: on a fresh
                     # cluster they do not exist yet, and the Grant runs only after it.
                     exists = exists and s.one("SELECT 1 FROM pg_roles WHERE rolname = %s", (g.role,))
@@ -63,8 +68,10 @@ def preflight(dsn: str, database: str, backend_role: str | None) -> str | None:
         except psycopg.Error as exc:
             stmt = s.log[-1] if s.log else "?"
             reason = (exc.diag.message_primary or str(exc)).rstrip(".")
-            return (f"preflight refused, nothing was changed: on PostgreSQL {version // 10000} the provider's `{stmt}` fails "
-                    f"as {user} ({reason}); {_advice(stmt, user, version)}, then run pulumi up again.")
+            return (
+                f"preflight refused, nothing was changed: on PostgreSQL {version // 10000} the provider's `{stmt}` fails "
+                f"as {user} ({reason}); {_advice(stmt, user, version)}, then run pulumi up again."
+            )
     return None
 
 

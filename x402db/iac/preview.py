@@ -1,5 +1,6 @@
 """At `pulumi preview`, the program prints the one line `scripts/migrate.py plan` ends with, so the
 reader sees the locks and the largest table touched next to Pulumi's own diff."""
+
 from __future__ import annotations
 
 import pulumi

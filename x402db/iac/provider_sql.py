@@ -9,6 +9,7 @@ there. No Pulumi plugin can run on our machines, so this is how the tests run th
 statements against a real server, and how the preflight (iac/preflight.py) tries them
 in a transaction that is always rolled back, before `pulumi up` changes anything.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -86,14 +87,20 @@ class Session:
 
 # ---- helpers.go ---------------------------------------------------------------------------------
 
+
 def lock_role(s: Session, role: str) -> None:
     s.run("SET statement_timeout = 0")
     s.run("SELECT pg_advisory_xact_lock(oid::bigint) FROM pg_roles WHERE rolname = %s", (role,))
-    s.run("SELECT pg_advisory_xact_lock(member::bigint) FROM pg_auth_members JOIN pg_roles ON roleid = pg_roles.oid WHERE rolname = %s", (role,))
+    s.run(
+        "SELECT pg_advisory_xact_lock(member::bigint) FROM pg_auth_members JOIN pg_roles ON roleid = pg_roles.oid WHERE rolname = %s",
+        (role,),
+    )
 
 
 def _is_member(s: Session, role: str, member: str) -> bool:
-    has_set = s.one("SELECT 1 FROM information_schema.columns WHERE table_name='pg_auth_members' AND column_name = 'set_option'")
+    has_set = s.one(
+        "SELECT 1 FROM information_schema.columns WHERE table_name='pg_auth_members' AND column_name = 'set_option'"
+    )
     q = "SELECT 1 FROM pg_auth_members WHERE pg_get_userbyid(roleid) = %s AND pg_get_userbyid(member) = %s"
     return s.one(q + (" AND set_option" if has_set else ""), (role, member)) is not None
 
@@ -144,26 +151,42 @@ def roles_to_grant(s: Session, g: GrantArgs) -> list[str]:
     """getRolesToGrant: the owners of every table in the schema, and the schema's owner."""
     owners: list[str] = []
     if g.object_type != "schema":
-        owners = [r[0] for r in s.conn.execute("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = %s", (g.schema,))]
-    schema_owner = s.one("SELECT rolname FROM pg_namespace JOIN pg_roles ON nspowner = pg_roles.oid WHERE nspname = %s", (g.schema,))
+        owners = [
+            r[0] for r in s.conn.execute("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = %s", (g.schema,))
+        ]
+    schema_owner = s.one(
+        "SELECT rolname FROM pg_namespace JOIN pg_roles ON nspowner = pg_roles.oid WHERE nspname = %s", (g.schema,)
+    )
     if schema_owner not in owners:
         owners.append(schema_owner)
-    db_owner = s.one("SELECT rolname FROM pg_database JOIN pg_roles ON datdba = pg_roles.oid WHERE datname = current_database()")
+    db_owner = s.one(
+        "SELECT rolname FROM pg_database JOIN pg_roles ON datdba = pg_roles.oid WHERE datname = current_database()"
+    )
     return [db_owner if o == "pg_database_owner" else o for o in owners]
 
 
 # ---- resource_postgresql_role.go ----------------------------------------------------------------
 
+
 def _role_options(a: RoleArgs) -> list[str]:
     opts = []
     if a.password:
         opts += ["PASSWORD NULL"] if a.password.upper() == "NULL" else ["ENCRYPTED", f"PASSWORD {literal(a.password)}"]
-    opts.append("VALID UNTIL 'infinity'" if a.valid_until.lower() in ("", "infinity") else f"VALID UNTIL {literal(a.valid_until)}")
+    opts.append(
+        "VALID UNTIL 'infinity'"
+        if a.valid_until.lower() in ("", "infinity")
+        else f"VALID UNTIL {literal(a.valid_until)}"
+    )
     opts.append(f"CONNECTION LIMIT {a.connection_limit}")
-    for value, on, off in ((a.superuser, "SUPERUSER", "NOSUPERUSER"), (a.create_database, "CREATEDB", "NOCREATEDB"),
-                           (a.create_role, "CREATEROLE", "NOCREATEROLE"), (a.inherit, "INHERIT", "NOINHERIT"),
-                           (a.login, "LOGIN", "NOLOGIN"), (a.bypass_row_level_security, "BYPASSRLS", "NOBYPASSRLS"),
-                           (a.replication, "REPLICATION", "NOREPLICATION")):
+    for value, on, off in (
+        (a.superuser, "SUPERUSER", "NOSUPERUSER"),
+        (a.create_database, "CREATEDB", "NOCREATEDB"),
+        (a.create_role, "CREATEROLE", "NOCREATEROLE"),
+        (a.inherit, "INHERIT", "NOINHERIT"),
+        (a.login, "LOGIN", "NOLOGIN"),
+        (a.bypass_row_level_security, "BYPASSRLS", "NOBYPASSRLS"),
+        (a.replication, "REPLICATION", "NOREPLICATION"),
+    ):
         opts.append(on if value else off)
     return opts
 
@@ -198,10 +221,16 @@ def role_update(s: Session, old: RoleArgs, new: RoleArgs) -> None:
         if (new.password != old.password or new.name != old.name) and new.password:
             stmt = f"ALTER ROLE {ident(new.name)} PASSWORD {literal(new.password)}"
             s.run(stmt, shown=_masked(stmt, new.password))
-        for attr, on, off in (("bypass_row_level_security", "BYPASSRLS", "NOBYPASSRLS"), ("connection_limit", None, None),
-                              ("create_database", "CREATEDB", "NOCREATEDB"), ("create_role", "CREATEROLE", "NOCREATEROLE"),
-                              ("inherit", "INHERIT", "NOINHERIT"), ("login", "LOGIN", "NOLOGIN"),
-                              ("replication", "REPLICATION", "NOREPLICATION"), ("superuser", "SUPERUSER", "NOSUPERUSER")):
+        for attr, on, off in (
+            ("bypass_row_level_security", "BYPASSRLS", "NOBYPASSRLS"),
+            ("connection_limit", None, None),
+            ("create_database", "CREATEDB", "NOCREATEDB"),
+            ("create_role", "CREATEROLE", "NOCREATEROLE"),
+            ("inherit", "INHERIT", "NOINHERIT"),
+            ("login", "LOGIN", "NOLOGIN"),
+            ("replication", "REPLICATION", "NOREPLICATION"),
+            ("superuser", "SUPERUSER", "NOSUPERUSER"),
+        ):
             if getattr(old, attr) == getattr(new, attr):
                 continue
             if attr == "connection_limit":
@@ -209,11 +238,18 @@ def role_update(s: Session, old: RoleArgs, new: RoleArgs) -> None:
             else:
                 s.run(f"ALTER ROLE {ident(new.name)} WITH {on if getattr(new, attr) else off}")
         if new.valid_until != old.valid_until and new.valid_until:
-            s.run(f"ALTER ROLE {ident(new.name)} VALID UNTIL {literal('infinity' if new.valid_until.lower() == 'infinity' else new.valid_until)}")
+            s.run(
+                f"ALTER ROLE {ident(new.name)} VALID UNTIL {literal('infinity' if new.valid_until.lower() == 'infinity' else new.valid_until)}"
+            )
         # revokeRoles: every role it is a member of, whoever granted it; then grantRoles.
-        member_of = [r[0] for r in s.conn.execute(
-            "SELECT pg_get_userbyid(roleid) FROM pg_catalog.pg_auth_members members "
-            "JOIN pg_catalog.pg_roles ON members.member = pg_roles.oid WHERE rolname = %s", (new.name,))]
+        member_of = [
+            r[0]
+            for r in s.conn.execute(
+                "SELECT pg_get_userbyid(roleid) FROM pg_catalog.pg_auth_members members "
+                "JOIN pg_catalog.pg_roles ON members.member = pg_roles.oid WHERE rolname = %s",
+                (new.name,),
+            )
+        ]
         for r in member_of:
             s.run(f"REVOKE {ident(r)} FROM {ident(new.name)}")
         _grant_roles(s, new)
@@ -234,6 +270,7 @@ def role_delete(s: Session, a: RoleArgs) -> None:
 
 
 # ---- resource_postgresql_grant.go ---------------------------------------------------------------
+
 
 def _objects(g: GrantArgs) -> str:
     return ",".join(f"{ident(g.schema)}.{ident(o)}" for o in g.objects)
@@ -287,6 +324,7 @@ def grant_delete(s: Session, g: GrantArgs) -> None:
 
 
 # ---- resource_postgresql_grant_role.go ----------------------------------------------------------
+
 
 def grant_role_create(s: Session, a: GrantRoleArgs) -> None:
     with s.transaction():

@@ -7,12 +7,22 @@ keeps its up and down SQL in state, so destroy runs the down that matches what w
 The provider object has no fields: the engine host unpickles a class reference and nothing
 else (no connection, no module object, no secret). The DSN travels as a secret property.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    Resource,
+    ResourceProvider,
+    UpdateResult,
+)
 
 from ..errors import DriftError
 from .oneline import one_line_methods
@@ -62,7 +72,9 @@ class MigrationProvider(ResourceProvider):
 
             # The new text declares (x402:supersedes) that it leaves the old one's result as it
             # is: take the new texts into state, touch nothing in the database.
-            superseded = from_texts(news["version"], news["name"], news["up_sql"], news.get("down_sql", "")).matches(olds["checksum"])
+            superseded = from_texts(news["version"], news["name"], news["up_sql"], news.get("down_sql", "")).matches(
+                olds["checksum"]
+            )
         if olds.get("checksum") and news.get("checksum") != olds["checksum"] and not superseded:
             raise DriftError(
                 f"migration {olds.get('version')}_{olds.get('name')} is already applied with checksum "
@@ -87,8 +99,10 @@ class MigrationProvider(ResourceProvider):
         with engine.conn:
             require_ready(engine, "up", what=f"SqlMigration {migration.label} create: up", single=True)
             outcome = engine.apply(migration)
-        return CreateResult(migration.version, _outs(props, action=outcome.action if outcome else "already-applied",
-                                                     ledger_state="applied", drift=[]))
+        return CreateResult(
+            migration.version,
+            _outs(props, action=outcome.action if outcome else "already-applied", ledger_state="applied", drift=[]),
+        )
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         from . import drift
@@ -116,7 +130,9 @@ class MigrationProvider(ResourceProvider):
         engine, migration = _engine(props)
         allow = bool(props.get("allow_data_loss"))
         with engine.conn:
-            require_ready(engine, "down", allow_data_loss=allow, what=f"SqlMigration {migration.label} delete: down", single=True)
+            require_ready(
+                engine, "down", allow_data_loss=allow, what=f"SqlMigration {migration.label} delete: down", single=True
+            )
             engine.revert(migration, allow_data_loss=allow)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -126,7 +142,11 @@ class MigrationProvider(ResourceProvider):
         engine, migration = _engine(props)
         with engine.conn:
             entry = ledger.entries(engine.conn).get(migration.version)
-            found = drift.failing_checks(engine.conn) if entry and entry.state == "applied" and migration.version == drift.CHECKED else []
+            found = (
+                drift.failing_checks(engine.conn)
+                if entry and entry.state == "applied" and migration.version == drift.CHECKED
+                else []
+            )
         if entry is None:
             return ReadResult(None, {})  # gone from the ledger: Pulumi drops it from state
         # A checksum that differs from state shows up in `pulumi refresh` as drift.

@@ -8,6 +8,7 @@ v2       `v2:<key id>:<nonce_hex>:<ciphertext+tag hex>`, AES-256-GCM, 96-bit ran
 
 Like Fernet: a small surface and one exception type, DecryptError, for every bad input.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -117,7 +118,7 @@ def _decrypt_legacy_many(key: bytes | algorithms.AES, messages: Sequence[tuple[b
     out, pos = [], 0
     for _iv, ct in messages:
         pos += 16  # the block decrypted from the IV
-        out.append(_pkcs7_unpad(raw[pos:pos + len(ct)]))
+        out.append(_pkcs7_unpad(raw[pos : pos + len(ct)]))
         pos += len(ct)
     return out
 
@@ -129,7 +130,9 @@ def _decrypt_legacy(key: bytes | algorithms.AES, iv: bytes, ct: bytes) -> bytes 
     return _pkcs7_unpad(dec.update(ct) + dec.finalize())
 
 
-def encrypt_v2(key: bytes, plaintext: str, context: Context, _aead: AESGCM | None = None, _kid: str | None = None) -> str:
+def encrypt_v2(
+    key: bytes, plaintext: str, context: Context, _aead: AESGCM | None = None, _kid: str | None = None
+) -> str:
     nonce = os.urandom(12)
     ct = (_aead or AESGCM(key)).encrypt(nonce, plaintext.encode("utf-8"), context.aad())
     return f"v2:{_kid or _key_id(key)}:{nonce.hex()}:{ct.hex()}"
@@ -173,14 +176,18 @@ class Keyring:
     def decrypt(self, token: str, context: Context | None = None, shape: Shape = OPENROUTER_KEY) -> str:
         return self.decrypt_with_key(token, context, shape)[0]
 
-    def decrypt_with_key(self, token: str, context: Context | None = None, shape: Shape = OPENROUTER_KEY) -> tuple[str, str]:
+    def decrypt_with_key(
+        self, token: str, context: Context | None = None, shape: Shape = OPENROUTER_KEY
+    ) -> tuple[str, str]:
         """(plaintext, fingerprint of the key that decrypted it)."""
         result = self.decrypt_many([(token, context)], shape)[0]
         if isinstance(result, DecryptError):
             raise result
         return result
 
-    def decrypt_many(self, items: Sequence[tuple[str, Context | None]], shape: Shape = OPENROUTER_KEY) -> list[tuple[str, str] | DecryptError]:
+    def decrypt_many(
+        self, items: Sequence[tuple[str, Context | None]], shape: Shape = OPENROUTER_KEY
+    ) -> list[tuple[str, str] | DecryptError]:
         """For each (token, context): (plaintext, key fingerprint), or the DecryptError saying why
         not. Legacy tokens are decrypted key by key, all of them in one library call per key."""
         results: list[tuple[str, str] | DecryptError | None] = [None] * len(items)
@@ -221,9 +228,11 @@ class Keyring:
             if hits and key is not self._legacy_order[0] and hits * 2 >= len(pending):
                 self._legacy_order = [key] + [k for k in self._legacy_order if k is not key]
         for i in legacy:
-            results[i] = (DecryptError("not-a-key", "decrypted to text, but the text is not an API key of the expected shape")
-                          if i in shaped_wrong else
-                          DecryptError("wrong-key", f"no secret in the keyring ({len(self._keys)}) decrypts this ciphertext"))
+            results[i] = (
+                DecryptError("not-a-key", "decrypted to text, but the text is not an API key of the expected shape")
+                if i in shaped_wrong
+                else DecryptError("wrong-key", f"no secret in the keyring ({len(self._keys)}) decrypts this ciphertext")
+            )
         return results  # type: ignore[return-value]
 
     def _parse(self, token: str, context: Context | None, shape: Shape):
@@ -236,11 +245,17 @@ class Keyring:
         if stripped.startswith("v2:"):
             return self._decrypt_v2(token, context, shape)  # as given: v2 must be canonical
         if _VERSIONED.match(stripped):
-            raise DecryptError("unknown-format", f"unknown ciphertext format {stripped.split(':', 1)[0]!r}; this tool reads legacy and v2")
+            raise DecryptError(
+                "unknown-format",
+                f"unknown ciphertext format {stripped.split(':', 1)[0]!r}; this tool reads legacy and v2",
+            )
         # Legacy: the backend's hex decoding ignores surrounding whitespace too.
         m = _LEGACY.fullmatch(stripped)
         if not m:
-            raise DecryptError("malformed", "not a legacy ciphertext: expected iv_hex:ciphertext_hex (32 hex digits, a colon, a multiple of 32 hex digits)")
+            raise DecryptError(
+                "malformed",
+                "not a legacy ciphertext: expected iv_hex:ciphertext_hex (32 hex digits, a colon, a multiple of 32 hex digits)",
+            )
         return bytes.fromhex(m[1]), bytes.fromhex(m[2])
 
     def _decrypt_v2(self, token: str, context: Context | None, shape: Shape) -> tuple[str, str]:
@@ -248,7 +263,10 @@ class Keyring:
         # alone would also take spaces, tabs and newlines inside the hex.
         m = _V2.fullmatch(token)
         if m is None or len(m[3]) % 2:
-            raise DecryptError("malformed", "not a canonical v2 ciphertext: expected v2:<8 hex key id>:<24 hex nonce>:<hex ciphertext and tag>, lowercase, nothing else")
+            raise DecryptError(
+                "malformed",
+                "not a canonical v2 ciphertext: expected v2:<8 hex key id>:<24 hex nonce>:<hex ciphertext and tag>, lowercase, nothing else",
+            )
         nonce, sealed = bytes.fromhex(m[2]), bytes.fromhex(m[3])
         if context is None:
             raise DecryptError("no-context", "a v2 ciphertext can only be decrypted with its row's user_id")
@@ -260,7 +278,9 @@ class Keyring:
             raw = self._aead[key].decrypt(nonce, sealed, context.aad())
             text = raw.decode("utf-8")
         except Exception:  # InvalidTag, or bytes that are not UTF-8: both mean it was altered
-            raise DecryptError("tampered", "v2 ciphertext failed authentication: altered, or stored under another user_id") from None
+            raise DecryptError(
+                "tampered", "v2 ciphertext failed authentication: altered, or stored under another user_id"
+            ) from None
         if not shape_ok(text, shape):
             raise DecryptError("not-a-key", "decrypted, but the result is not an API key of the expected shape")
         return text, self._fingerprints[key]
@@ -279,7 +299,9 @@ class Keyring:
             if token.startswith("v2:"):
                 _, _, nonce, sealed = token.split(":")
                 try:
-                    ok[i] = self._aead[key].decrypt(bytes.fromhex(nonce), bytes.fromhex(sealed), context.aad()) == expected
+                    ok[i] = (
+                        self._aead[key].decrypt(bytes.fromhex(nonce), bytes.fromhex(sealed), context.aad()) == expected
+                    )
                 except Exception:
                     ok[i] = False
             else:

@@ -7,6 +7,7 @@ handled); rows already under the new key are skipped, so a re-run after a crash 
 Rows that no key decrypts are reported and never touched. Rotation bumps updated_at through
 the table's trigger: the row really is rewritten, and the audit row says by which run.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,11 +50,11 @@ _AUDIT_DDL = sql.SQL("""
 # What to do about rows that could not be decrypted, by DecryptError.reason.
 REASON_HINTS = {
     "wrong-key": "no secret given decrypts them: pass the secret they were written with "
-                 "(INTEGRATION_ENCRYPTION_SECRET_PREVIOUS or --old-secret-file)",
+    "(INTEGRATION_ENCRYPTION_SECRET_PREVIOUS or --old-secret-file)",
     "not-a-key": "a secret decrypts them, but not to an API key of the expected shape: if your keys look "
-                 "different pass --key-pattern or --any-key-shape; else the stored value is not an API key",
+    "different pass --key-pattern or --any-key-shape; else the stored value is not an API key",
     "malformed": "not a ciphertext of a known shape (iv_hex:ciphertext_hex, or canonical v2): "
-                 "inspect these rows and fix or delete them by hand",
+    "inspect these rows and fix or delete them by hand",
     "unknown-format": "written in a newer format than this bundle reads: upgrade the bundle",
     "tampered": "v2 authentication failed: the value was altered, or copied from another user's row",
     "no-context": "a v2 ciphertext without its user_id",
@@ -84,13 +85,22 @@ class Report:
 
     def as_dict(self) -> dict:
         return {
-            "mode": self.mode, "status": self.status, "run_id": self.run_id, "to_format": self.to_format,
-            "new_key": self.new_fingerprint, "old_keys": self.old_fingerprints, "total": self.total,
-            "rows_by_key": dict(self.by_key), "already_current": self.already_current,
-            ("rotated" if self.mode == "apply" else "to_rotate"): self.rotated, "conflicts_rehandled": self.conflicts,
-            "undecryptable": len(self.undecryptable), "undecryptable_by_reason": dict(self.undecryptable_reasons),
+            "mode": self.mode,
+            "status": self.status,
+            "run_id": self.run_id,
+            "to_format": self.to_format,
+            "new_key": self.new_fingerprint,
+            "old_keys": self.old_fingerprints,
+            "total": self.total,
+            "rows_by_key": dict(self.by_key),
+            "already_current": self.already_current,
+            ("rotated" if self.mode == "apply" else "to_rotate"): self.rotated,
+            "conflicts_rehandled": self.conflicts,
+            "undecryptable": len(self.undecryptable),
+            "undecryptable_by_reason": dict(self.undecryptable_reasons),
             "undecryptable_user_ids": self.undecryptable,
-            "started_at": self.started_at, "finished_at": self.finished_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
         }
 
 
@@ -99,13 +109,26 @@ def _is_format(token: str, fmt: str) -> bool:
 
 
 class Rotator:
-    def __init__(self, conn: psycopg.Connection, keyring: Keyring, to_format: str = "legacy", batch_size: int = 1000,
-                 shape: Shape = OPENROUTER_KEY, progress: Callable[[int], None] = lambda n: None,
-                 on_batch_read: Callable[[list[tuple]], None] | None = None,
-                 write_conn: psycopg.Connection | None = None) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        keyring: Keyring,
+        to_format: str = "legacy",
+        batch_size: int = 1000,
+        shape: Shape = OPENROUTER_KEY,
+        progress: Callable[[int], None] = lambda n: None,
+        on_batch_read: Callable[[list[tuple]], None] | None = None,
+        write_conn: psycopg.Connection | None = None,
+    ) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise UsageError(f"--batch-size must be from 1 to {MAX_BATCH}")
-        self.conn, self.keyring, self.to_format, self.batch_size, self.shape = conn, keyring, to_format, batch_size, shape
+        self.conn, self.keyring, self.to_format, self.batch_size, self.shape = (
+            conn,
+            keyring,
+            to_format,
+            batch_size,
+            shape,
+        )
         self.progress = progress
         self.on_batch_read = on_batch_read  # test seam: runs between a batch's read and its write
         self.new_fp = keyring.primary_fingerprint
@@ -122,11 +145,16 @@ class Rotator:
         with self.conn.transaction():
             if after is None:
                 # ORDER BY the uuid column, not the text output column of the same name.
-                cur = self.conn.execute(f"SELECT t.user_id::text AS uid, t.encrypted_api_key FROM {INTEGRATIONS} t ORDER BY t.user_id LIMIT %s",
-                                        (self.batch_size,))
+                cur = self.conn.execute(
+                    f"SELECT t.user_id::text AS uid, t.encrypted_api_key FROM {INTEGRATIONS} t ORDER BY t.user_id LIMIT %s",
+                    (self.batch_size,),
+                )
             else:
-                cur = self.conn.execute(f"SELECT t.user_id::text AS uid, t.encrypted_api_key FROM {INTEGRATIONS} t"
-                                        f" WHERE t.user_id > %s::uuid ORDER BY t.user_id LIMIT %s", (after, self.batch_size))
+                cur = self.conn.execute(
+                    f"SELECT t.user_id::text AS uid, t.encrypted_api_key FROM {INTEGRATIONS} t"
+                    f" WHERE t.user_id > %s::uuid ORDER BY t.user_id LIMIT %s",
+                    (after, self.batch_size),
+                )
             return cur.fetchall()
 
     def _write(self, planned: list[tuple[str, str, str]], conn: psycopg.Connection | None = None) -> set[str]:
@@ -153,10 +181,14 @@ class Rotator:
 
     def _reread(self, user_ids: list[str]) -> list[tuple[str, str]]:
         with self.conn.transaction():
-            return self.conn.execute(f"SELECT t.user_id::text AS uid, t.encrypted_api_key FROM {INTEGRATIONS} t WHERE t.user_id = ANY(%s::uuid[]) ORDER BY t.user_id",
-                                     (user_ids,)).fetchall()
+            return self.conn.execute(
+                f"SELECT t.user_id::text AS uid, t.encrypted_api_key FROM {INTEGRATIONS} t WHERE t.user_id = ANY(%s::uuid[]) ORDER BY t.user_id",
+                (user_ids,),
+            ).fetchall()
 
-    def _classify(self, rows: list[tuple[str, str]], report: Report) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
+    def _classify(
+        self, rows: list[tuple[str, str]], report: Report
+    ) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
         """Records current and undecryptable rows; returns the writes to make and their old keys.
         Every new ciphertext is decrypted back before it is written."""
         contexts = [Context(uid) for uid, _ in rows]
@@ -176,7 +208,9 @@ class Rotator:
         verified = self.keyring.verify_many([(new, p, ctx) for (_, _, new), (p, ctx) in zip(planned, plaintexts)])
         for (uid, _, _), ok in zip(planned, verified):
             if not ok:
-                raise BundleError(f"verification of the new ciphertext failed for user {uid}; nothing of this batch was written")
+                raise BundleError(
+                    f"verification of the new ciphertext failed for user {uid}; nothing of this batch was written"
+                )
         with self._lock:  # the writer thread accounts its writes into the same report
             for uid, reason in undecryptable:
                 report.undecryptable.append(uid)
@@ -248,8 +282,12 @@ class Rotator:
             self._handle(self._reread(missed), report, apply=True)
 
     def run(self, apply: bool) -> Report:
-        report = Report("apply" if apply else "dry-run", self.to_format, self.new_fp,
-                        [fp for fp in self.keyring.fingerprints if fp != self.new_fp])
+        report = Report(
+            "apply" if apply else "dry-run",
+            self.to_format,
+            self.new_fp,
+            [fp for fp in self.keyring.fingerprints if fp != self.new_fp],
+        )
         if not self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (INTEGRATIONS,)).fetchone()[0]:
             raise BundleError(f"{INTEGRATIONS} does not exist: deploy migration 005 first")
         if apply:
@@ -295,14 +333,21 @@ class Rotator:
             # We hold the rotation lock, so any run still marked running was killed.
             self.conn.execute(sql.SQL("UPDATE {} SET status = 'interrupted' WHERE status = 'running'").format(AUDIT))
             report.run_id = self.conn.execute(
-                sql.SQL("INSERT INTO {} (to_format, new_fingerprint, old_fingerprints) VALUES (%s, %s, %s) RETURNING id").format(AUDIT),
-                (report.to_format, report.new_fingerprint, report.old_fingerprints)).fetchone()[0]
+                sql.SQL(
+                    "INSERT INTO {} (to_format, new_fingerprint, old_fingerprints) VALUES (%s, %s, %s) RETURNING id"
+                ).format(AUDIT),
+                (report.to_format, report.new_fingerprint, report.old_fingerprints),
+            ).fetchone()[0]
 
     @staticmethod
     def _usable(conn: psycopg.Connection | None) -> bool:
         # After Ctrl-C in the middle of a query, libpq may still be busy with it (ACTIVE).
-        return conn is not None and not conn.closed and not conn.broken and \
-            conn.info.transaction_status != psycopg.pq.TransactionStatus.ACTIVE
+        return (
+            conn is not None
+            and not conn.closed
+            and not conn.broken
+            and conn.info.transaction_status != psycopg.pq.TransactionStatus.ACTIVE
+        )
 
     def _end_audit(self, report: Report) -> None:
         """Record the outcome, on the reading connection or, if an interrupt left that one busy,

@@ -5,6 +5,7 @@ content is not exactly "the secret, plus at most one final newline" would give a
 Such a file is refused with a line that says how to fix it. No message names the path or
 repeats the content: the user may have typed the secret where the path belongs.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,14 +50,18 @@ def read_secret_file(path: str, option: str = "--secret-file") -> str:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except (OSError, ValueError, TypeError) as exc:
         reason = getattr(exc, "strerror", None) or "not a usable path"
-        raise UsageError(f"{what} cannot be opened ({reason}); pass the path of a file holding the secret, never the secret itself") from None
+        raise UsageError(
+            f"{what} cannot be opened ({reason}); pass the path of a file holding the secret, never the secret itself"
+        ) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise UsageError(f"{what} is not a regular file (after following links); keep the secret in a plain file")
         if st.st_uid not in (os.geteuid(), 0):
-            raise UsageError(f"{what} belongs to another user (uid {st.st_uid}); use a secret file you own "
-                             f"(cp it, then chmod 600), since its owner could replace the secret")
+            raise UsageError(
+                f"{what} belongs to another user (uid {st.st_uid}); use a secret file you own "
+                f"(cp it, then chmod 600), since its owner could replace the secret"
+            )
         mode = stat.S_IMODE(st.st_mode)
         if mode not in (0o600, 0o400):
             raise UsageError(f"{what} has mode {mode:o}; run chmod 600 on it (only 0600 or 0400 are accepted)")
@@ -109,8 +114,9 @@ def previous_secrets(files: list[str] | None, env: str = PREVIOUS_ENV, option: s
         raise UsageError(f"{env} has an empty entry; separate secrets with single commas")
     if any(_EDGE_SPACE.search(p) for p in parts):
         # "old1, old2" would otherwise yield the secret " old2": refused, never guessed.
-        raise UsageError(f"{env} has an entry with leading or trailing whitespace; separate secrets with single "
-                         "commas and no spaces")
+        raise UsageError(
+            f"{env} has an entry with leading or trailing whitespace; separate secrets with single commas and no spaces"
+        )
     return parts
 
 

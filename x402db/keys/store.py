@@ -1,4 +1,5 @@
 """Writes to the integrations table (access.INTEGRATIONS), shared by encrypt_key.py --store and rotation."""
+
 from __future__ import annotations
 
 import uuid

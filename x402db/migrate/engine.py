@@ -4,6 +4,7 @@ Flyway/Sqitch semantics: a ledger with checksums, drift refuses `up`, an advisor
 concurrent runs apply once, and a lock timeout is retried with backoff instead of queueing
 writers behind our DDL. Pulumi's dynamic provider and `scripts/migrate.py` both drive this class.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -31,7 +32,8 @@ FOUNDATION = ("000", "001")
 # Any fixed bigint works; it only has to be the same for every runner of this bundle.
 ADVISORY_LOCK_KEY = 402_005_000_001
 _CONCURRENT_INDEX = re.compile(
-    r"CREATE\s+INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS\s+(?P<index>\w+)\s+ON\s+(?:ONLY\s+)?(?P<table>[\w.]+)", re.I)
+    r"CREATE\s+INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS\s+(?P<index>\w+)\s+ON\s+(?:ONLY\s+)?(?P<table>[\w.]+)", re.I
+)
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,16 @@ class Engine:
                 states.append(State(m.version, m.name, "drifted", entry.kind, stale_supersedes=m.stale_supersedes))
             else:
                 edited = m.down_checksum not in self._expected_down(m, entry)[0]
-                states.append(State(m.version, m.name, entry.state, entry.kind, down_edited=edited,
-                                    superseded=entry.checksum if m.superseded(entry.checksum) else None))
+                states.append(
+                    State(
+                        m.version,
+                        m.name,
+                        entry.state,
+                        entry.kind,
+                        down_edited=edited,
+                        superseded=entry.checksum if m.superseded(entry.checksum) else None,
+                    )
+                )
         for entry in recorded.values():
             if entry.version not in {m.version for m in self.migrations} and entry.target == self.target.name:
                 states.append(State(entry.version, entry.name, "missing-file", entry.kind))
@@ -115,9 +125,12 @@ class Engine:
     def validate(self) -> None:
         bad = [s for s in self.status() if s.state in ("drifted", "missing-file")]
         if bad:
-            what = ", ".join(f"{s.version}_{s.name} ({s.state}"
-                             + (", edited after its x402:supersedes was written, which voids it" if s.stale_supersedes else "")
-                             + ")" for s in bad)
+            what = ", ".join(
+                f"{s.version}_{s.name} ({s.state}"
+                + (", edited after its x402:supersedes was written, which voids it" if s.stale_supersedes else "")
+                + ")"
+                for s in bad
+            )
             raise DriftError(
                 f"drift: {what}; an applied migration's file was edited or removed. Restore the "
                 "original file and ship the change as a new migration"
@@ -180,14 +193,22 @@ class Engine:
                 # GRANT and ALTER DEFAULT PRIVILEGES update one catalog row in place: a session that
                 # waited on another's change of it fails when that one commits. What failed was
                 # rolled back, and a retry starts from the committed row.
-                if isinstance(exc, pgerr.InternalError_) and not last and _pg_message(exc) in (
-                        "tuple concurrently updated", "tuple concurrently deleted"):
-                    self.log(f"{what}: another session changed the same catalog row meanwhile, retrying in {delay:.1f}s")
+                if (
+                    isinstance(exc, pgerr.InternalError_)
+                    and not last
+                    and _pg_message(exc) in ("tuple concurrently updated", "tuple concurrently deleted")
+                ):
+                    self.log(
+                        f"{what}: another session changed the same catalog row meanwhile, retrying in {delay:.1f}s"
+                    )
                 elif committed:
-                    raise BundleError(f"{what} failed: {_pg_message(exc)}; that step changed nothing, "
-                                      f"but {committed}") from None
+                    raise BundleError(
+                        f"{what} failed: {_pg_message(exc)}; that step changed nothing, but {committed}"
+                    ) from None
                 else:
-                    raise BundleError(f"{what} failed and was rolled back, nothing changed: {_pg_message(exc)}") from None
+                    raise BundleError(
+                        f"{what} failed and was rolled back, nothing changed: {_pg_message(exc)}"
+                    ) from None
             time.sleep(delay)
             delay = min(delay * 2, 8.0)
 
@@ -225,9 +246,18 @@ class Engine:
                 # session with the platform's default privileges (anon: ALL) still on it.
                 access.apply_table_grants(self.conn)
                 if direction == "up":
-                    ledger.record(self.conn, version=m.version, name=m.name, checksum=m.checksum, kind="applied",
-                                  target=self.target.name, applied_by=_applied_by(self.conn), execution_ms=0,
-                                  state="steps-pending" if script.steps else "applied", down_checksum=m.down_checksum)
+                    ledger.record(
+                        self.conn,
+                        version=m.version,
+                        name=m.name,
+                        checksum=m.checksum,
+                        kind="applied",
+                        target=self.target.name,
+                        applied_by=_applied_by(self.conn),
+                        execution_ms=0,
+                        state="steps-pending" if script.steps else "applied",
+                        down_checksum=m.down_checksum,
+                    )
                 elif script.steps:
                     ledger.set_state(self.conn, m.version, "reverting")
                 else:
@@ -248,8 +278,8 @@ class Engine:
         script = m.up if direction == "up" else m.down
         committed = (
             f"{m.label}'s transactional part is committed (ledger: steps-pending); fix the cause and run up again to finish"
-            if direction == "up" else
-            f"{m.label}'s down is committed up to its drops (ledger: reverting); fix the cause and run down again to finish"
+            if direction == "up"
+            else f"{m.label}'s down is committed up to its drops (ledger: reverting); fix the cause and run down again to finish"
         )
         started = time.monotonic()
         self._set_timeouts(self.settings.step_timeout, local=False)
@@ -308,9 +338,12 @@ class Engine:
             self._record_shipped_downs()
             done = ledger.entries(self.conn)
             self._refuse_reverting(done)
-            todo = [m for m in self.migrations
-                    if (m.version not in done or done[m.version].state == "steps-pending")
-                    and (to is None or int(m.version) <= int(to))]
+            todo = [
+                m
+                for m in self.migrations
+                if (m.version not in done or done[m.version].state == "steps-pending")
+                and (to is None or int(m.version) <= int(to))
+            ]
             return self._each(todo, lambda m: self._apply_locked(m, done.get(m.version)))
 
     def apply(self, m: Migration) -> Outcome | None:
@@ -320,7 +353,9 @@ class Engine:
             entry = ledger.entries(self.conn).get(m.version)
             if entry is not None:
                 if not m.matches(entry.checksum):
-                    raise DriftError(f"{m.label} is applied with a different checksum; applied migrations are immutable, ship a new one")
+                    raise DriftError(
+                        f"{m.label} is applied with a different checksum; applied migrations are immutable, ship a new one"
+                    )
                 self._refuse_reverting({m.version: entry})
                 if entry.state == "applied":
                     return None
@@ -329,8 +364,10 @@ class Engine:
     def _refuse_reverting(self, done: dict[str, ledger.Entry]) -> None:
         half = [v for v, e in done.items() if e.state == "reverting"]
         if half:
-            raise Refused(f"migration(s) {', '.join(half)} are half-reverted (ledger: reverting): {ledger.HINTS['reverting']}; "
-                          "then run up")
+            raise Refused(
+                f"migration(s) {', '.join(half)} are half-reverted (ledger: reverting): {ledger.HINTS['reverting']}; "
+                "then run up"
+            )
 
     def _apply_locked(self, m: Migration, entry: ledger.Entry | None = None) -> Outcome:
         ledger.ensure(self.conn)
@@ -342,9 +379,17 @@ class Engine:
         started = time.monotonic()
         if m.up.adopt_if and self._holds(m.up.adopt_if):
             with self.conn.transaction():
-                ledger.record(self.conn, version=m.version, name=m.name, checksum=m.checksum, kind="adopted",
-                              target=self.target.name, applied_by=_applied_by(self.conn), execution_ms=0,
-                              down_checksum=m.down_checksum)
+                ledger.record(
+                    self.conn,
+                    version=m.version,
+                    name=m.name,
+                    checksum=m.checksum,
+                    kind="adopted",
+                    target=self.target.name,
+                    applied_by=_applied_by(self.conn),
+                    execution_ms=0,
+                    down_checksum=m.down_checksum,
+                )
             self.log(f"{m.label}: already present, adopted without running it")
             return Outcome(m.version, m.name, "adopted", 0)
         for cond in m.up.requires:
@@ -360,7 +405,9 @@ class Engine:
 
     # ---- down ------------------------------------------------------------------------------
 
-    def down(self, to: str | None = None, allow_data_loss: bool = False, accept_edited_down: bool = False) -> list[Outcome]:
+    def down(
+        self, to: str | None = None, allow_data_loss: bool = False, accept_edited_down: bool = False
+    ) -> list[Outcome]:
         to = self.resolve_to(to, allow_base=True)
         with self.locked():
             chosen, note = self.down_selection(ledger.entries(self.conn), to)
@@ -379,8 +426,10 @@ class Engine:
         chosen = [m for m in last if m.version not in FOUNDATION or done[m.version].state == "reverting"]
         if last and not chosen:
             below = [m.version for m in applied[:-1]]
-            return [], (f"a bare down does not revert {last[0].label}; name it explicitly: down --to "
-                        f"{below[-1] if below else BASE}" + (f" (or --to {BASE})" if below else ""))
+            return [], (
+                f"a bare down does not revert {last[0].label}; name it explicitly: down --to "
+                f"{below[-1] if below else BASE}" + (f" (or --to {BASE})" if below else "")
+            )
         return chosen, None
 
     def revert(self, m: Migration, allow_data_loss: bool = False, accept_edited_down: bool = False) -> Outcome | None:
@@ -390,6 +439,7 @@ class Engine:
     def _shipped(self, version: str) -> tuple[str, ...]:
         if self._shipped_downs is None:
             from . import files
+
             self._shipped_downs = files.shipped_downs()
         return self._shipped_downs.get(version, ())
 
@@ -406,12 +456,16 @@ class Engine:
         """The down checksums a revert of this ledger row may match, and where they come from."""
         if entry.down_checksum is None:
             # Recorded before down checksums existed: trust only a down this bundle has shipped.
-            return (frozenset(self._shipped(m.version)),
-                    "one this bundle has ever shipped (the ledger row predates down checksums; run up to record it)")
+            return (
+                frozenset(self._shipped(m.version)),
+                "one this bundle has ever shipped (the ledger row predates down checksums; run up to record it)",
+            )
         newer = self._newest_shipped_down(m, entry)
         if newer is not None:
-            return (frozenset({entry.down_checksum, newer}),
-                    "the one recorded when it was applied, or the newer one this bundle ships for it")
+            return (
+                frozenset({entry.down_checksum, newer}),
+                "the one recorded when it was applied, or the newer one this bundle ships for it",
+            )
         return frozenset({entry.down_checksum}), "the one recorded when it was applied"
 
     def _record_shipped_downs(self) -> None:
@@ -419,9 +473,13 @@ class Engine:
         get the newest down this bundle ships (from the package's list, not from sql/), on the
         next `up`: from then on they are checked as any row."""
         done = ledger.entries(self.conn)
-        todo = [(m, e.down_checksum, newer) for m in self.migrations
-                if (e := done.get(m.version)) is not None and m.matches(e.checksum)
-                and (newer := self._newest_shipped_down(m, e)) is not None]
+        todo = [
+            (m, e.down_checksum, newer)
+            for m in self.migrations
+            if (e := done.get(m.version)) is not None
+            and m.matches(e.checksum)
+            and (newer := self._newest_shipped_down(m, e)) is not None
+        ]
         if not todo:
             return
         ledger.ensure(self.conn)
@@ -429,8 +487,10 @@ class Engine:
             for m, old, down in todo:
                 ledger.record_down_checksum(self.conn, m.version, down, replacing=old)
         for m, old, _down in todo:
-            self.log(f"{m.label}: recorded the down checksum this bundle ships "
-                     + ("(the ledger row predated down checksums)" if old is None else "(the row had an earlier release's)"))
+            self.log(
+                f"{m.label}: recorded the down checksum this bundle ships "
+                + ("(the ledger row predated down checksums)" if old is None else "(the row had an earlier release's)")
+            )
 
     def _check_down_integrity(self, m: Migration, entry: ledger.Entry, accept_edited_down: bool) -> None:
         expected, source = self._expected_down(m, entry)
@@ -455,7 +515,9 @@ class Engine:
             self.log(f"{m.label}: was adopted, not created here; forgotten, nothing dropped")
             return Outcome(m.version, m.name, "forgotten", 0)
         if not m.matches(entry.checksum):
-            raise DriftError(f"{m.label} drifted (its file changed since it was applied); refusing to run a down script that may not match")
+            raise DriftError(
+                f"{m.label} drifted (its file changed since it was applied); refusing to run a down script that may not match"
+            )
         self._check_down_integrity(m, entry, accept_edited_down)
         ledger.ensure(self.conn)
         started = time.monotonic()
@@ -484,8 +546,9 @@ class Engine:
         # between the count and the DROP.
         for table in m.down.lock_tables:
             if self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]:
-                self.conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(
-                    sql.Identifier(*table.split("."))))
+                self.conn.execute(
+                    sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(sql.Identifier(*table.split(".")))
+                )
         always, lossy = [], []
         for guard in m.down.guards:
             n = self._count(guard.sql)
@@ -495,7 +558,8 @@ class Engine:
             raise Refused(f"{m.label} down refused, nothing changed: " + "; ".join(always))
         if lossy and not allow_data_loss:
             raise Refused(
-                f"{m.label} down refused, nothing changed: " + "; ".join(lossy)
+                f"{m.label} down refused, nothing changed: "
+                + "; ".join(lossy)
                 + ". Back the data up, then allow data loss explicitly (--allow-data-loss, or Pulumi config allowDataLoss)"
             )
         for msg in lossy:

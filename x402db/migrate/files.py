@@ -18,6 +18,7 @@ so the files stay valid SQL that any client can run:
                                           lines (pin_checksum): an edit after the directive was
                                           written voids it, so the edit is drift everywhere
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -88,8 +89,9 @@ class Migration:
 
     def superseded(self, recorded_checksum: str) -> bool:
         """Whether the row records an earlier text that this text's x402:supersedes accepts."""
-        return (recorded_checksum != self.checksum and recorded_checksum in self.up.supersedes
-                and self.up.supersedes_pinned)
+        return (
+            recorded_checksum != self.checksum and recorded_checksum in self.up.supersedes and self.up.supersedes_pinned
+        )
 
     @property
     def stale_supersedes(self) -> bool:
@@ -141,8 +143,10 @@ def parse_script(text: str, path: Path) -> Script:
             what, _why = _split_condition(value, path)
             m2 = re.fullmatch(r"(?P<old>[0-9a-f]{64})\s+pin\s+(?P<pin>[0-9a-f]{64})", what)
             if not m2:
-                raise UsageError(f"{path.name}: x402:supersedes takes '<sha256 of the earlier text> pin <sha256 of this "
-                                 "text without its supersedes lines> | why', each 64 lowercase hex digits")
+                raise UsageError(
+                    f"{path.name}: x402:supersedes takes '<sha256 of the earlier text> pin <sha256 of this "
+                    "text without its supersedes lines> | why', each 64 lowercase hex digits"
+                )
             supersedes.append(m2["old"])
             pins.append(m2["pin"])
         elif key in ("guard data-loss", "guard always"):
@@ -154,13 +158,17 @@ def parse_script(text: str, path: Path) -> Script:
     steps = sqlparse.statements(tail, f"{path.name} (after {NO_TRANSACTION})") if marker else ()
     for s in (*in_tx, *steps):
         if sqlparse.controls_transaction(s):
-            raise UsageError(f"{path.name}: {s.sql.split()[0].upper()} controls the transaction the engine runs the "
-                             f"migration in; remove it (the part before {NO_TRANSACTION} is already one transaction, "
-                             "each statement after it runs on its own)")
+            raise UsageError(
+                f"{path.name}: {s.sql.split()[0].upper()} controls the transaction the engine runs the "
+                f"migration in; remove it (the part before {NO_TRANSACTION} is already one transaction, "
+                "each statement after it runs on its own)"
+            )
     for s in in_tx:
         if sqlparse.outside_transaction_only(s):
-            raise UsageError(f"{path.name}: {' '.join(s.sql.split()[:4])}... cannot run inside a transaction block; "
-                             f"move it after {NO_TRANSACTION}")
+            raise UsageError(
+                f"{path.name}: {' '.join(s.sql.split()[:4])}... cannot run inside a transaction block; "
+                f"move it after {NO_TRANSACTION}"
+            )
     return Script(
         transactional=head,
         statements=tuple(s.sql for s in in_tx),
@@ -184,8 +192,15 @@ def load(sql_dir: Path = SQL_DIR) -> list[Migration]:
         down_path = up_path.with_name(up_path.name.replace(".up.sql", ".down.sql"))
         if not down_path.exists():
             raise UsageError(f"{up_path.name} has no {down_path.name}; every migration needs a revert")
-        found.append(from_texts(m["version"], m["name"], up_path.read_text(encoding="utf-8"),
-                                down_path.read_text(encoding="utf-8"), up_path))
+        found.append(
+            from_texts(
+                m["version"],
+                m["name"],
+                up_path.read_text(encoding="utf-8"),
+                down_path.read_text(encoding="utf-8"),
+                up_path,
+            )
+        )
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
         raise UsageError(f"duplicate migration versions in {sql_dir}")

@@ -12,6 +12,7 @@ never claims more or less than the database holds, whenever the run is killed:
 `down_checksum` is the SHA-256 of the down file at apply time (NULL on rows written before it
 was recorded): the down holds the data-loss guards, so an edited down is refused like drift.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,9 +29,9 @@ STATES = ("applied", "steps-pending", "reverting")
 # What each ledger state means for the operator, and the command that converges it.
 HINTS = {
     "steps-pending": "committed, but its no-transaction steps (VALIDATE / CREATE INDEX CONCURRENTLY) did not all "
-                     "finish; run up again (or pulumi up) to finish them",
+    "finish; run up again (or pulumi up) to finish them",
     "reverting": "its down's drops are committed, but the down's no-transaction steps did not all finish; run down "
-                 "again (or make revert / pulumi destroy) to finish them",
+    "again (or make revert / pulumi destroy) to finish them",
 }
 
 # One multi-statement query with the schema's: one implicit transaction.
@@ -101,10 +102,12 @@ def exists(conn: psycopg.Connection) -> bool:
 
 def _evolved(conn: psycopg.Connection) -> bool:
     # Reading must not write: `status` on a ledger an older bundle wrote reads it as it is.
-    return bool(conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'state' AND NOT attisdropped)",
-        (LEDGER_TABLE,),
-    ).fetchone()[0])
+    return bool(
+        conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'state' AND NOT attisdropped)",
+            (LEDGER_TABLE,),
+        ).fetchone()[0]
+    )
 
 
 def entries(conn: psycopg.Connection) -> dict[str, Entry]:
@@ -113,15 +116,17 @@ def entries(conn: psycopg.Connection) -> dict[str, Entry]:
     extra = "state, down_checksum" if _evolved(conn) else "'applied', NULL::text"
     rows = conn.execute(
         sql.SQL(
-            "SELECT version, name, checksum, kind, target, applied_at, applied_by, execution_ms, " + extra
+            "SELECT version, name, checksum, kind, target, applied_at, applied_by, execution_ms, "
+            + extra
             + " FROM {} ORDER BY version"
         ).format(LEDGER)
     ).fetchall()
     return {r[0]: Entry(*r) for r in rows}
 
 
-def record(conn, *, version, name, checksum, kind, target, applied_by, execution_ms, state="applied",
-           down_checksum=None) -> None:
+def record(
+    conn, *, version, name, checksum, kind, target, applied_by, execution_ms, state="applied", down_checksum=None
+) -> None:
     conn.execute(
         sql.SQL(
             "INSERT INTO {} (version, name, checksum, kind, target, applied_by, execution_ms, state, down_checksum)"
@@ -133,7 +138,9 @@ def record(conn, *, version, name, checksum, kind, target, applied_by, execution
 
 def set_state(conn, version: str, state: str, execution_ms: int | None = None) -> None:
     conn.execute(
-        sql.SQL("UPDATE {} SET state = %s, execution_ms = coalesce(%s, execution_ms) WHERE version = %s").format(LEDGER),
+        sql.SQL("UPDATE {} SET state = %s, execution_ms = coalesce(%s, execution_ms) WHERE version = %s").format(
+            LEDGER
+        ),
         (state, execution_ms, version),
     )
 
@@ -141,8 +148,12 @@ def set_state(conn, version: str, state: str, execution_ms: int | None = None) -
 def record_down_checksum(conn, version: str, down_checksum: str, replacing: str | None = None) -> None:
     """Set the down checksum of a row that still holds `replacing` (None: a row written before down
     checksums were recorded); a row someone else changed meanwhile is left as it is."""
-    conn.execute(sql.SQL("UPDATE {} SET down_checksum = %s WHERE version = %s AND down_checksum IS NOT DISTINCT FROM %s")
-                 .format(LEDGER), (down_checksum, version, replacing))
+    conn.execute(
+        sql.SQL("UPDATE {} SET down_checksum = %s WHERE version = %s AND down_checksum IS NOT DISTINCT FROM %s").format(
+            LEDGER
+        ),
+        (down_checksum, version, replacing),
+    )
 
 
 def forget(conn, version: str) -> None:

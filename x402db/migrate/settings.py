@@ -2,6 +2,7 @@
 stack config, the Pulumi provider and the engine itself check a duration here, without loading
 the engine. A timeout is what PostgreSQL accepts for lock_timeout / statement_timeout, in ASCII.
 """
+
 from __future__ import annotations
 
 import re
@@ -27,16 +28,26 @@ def interval_ms(value: str) -> int | None:
     return int(m["n"]) * _UNIT_MS[m["unit"]] if m else None
 
 
-def timeout_problems(*, lock_timeout: str | None = None, statement_timeout: str | None = None,
-                     label: Callable[[str], str | None] = lambda name: name) -> list[str]:
+def timeout_problems(
+    *,
+    lock_timeout: str | None = None,
+    statement_timeout: str | None = None,
+    label: Callable[[str], str | None] = lambda name: name,
+) -> list[str]:
     """The one rule for the timeouts, wherever they are read (CLI, Pulumi config, the engine):
     lock_timeout above 0 and at most 1 min (0 would switch the protection off: writers would
     queue behind our DDL without limit), statement_timeout above 0 and at most PostgreSQL's
     maximum (INT_MAX ms, about 24 days), so a value the server would refuse never connects."""
     problems = []
     for name, value, limit, bound in (
-            ("lock_timeout", lock_timeout, MAX_LOCK_TIMEOUT_MS, " and at most 1min"),
-            ("statement_timeout", statement_timeout, MAX_TIMEOUT_MS, f" and at most {MAX_TIMEOUT_MS}ms (PostgreSQL's maximum)")):
+        ("lock_timeout", lock_timeout, MAX_LOCK_TIMEOUT_MS, " and at most 1min"),
+        (
+            "statement_timeout",
+            statement_timeout,
+            MAX_TIMEOUT_MS,
+            f" and at most {MAX_TIMEOUT_MS}ms (PostgreSQL's maximum)",
+        ),
+    ):
         if value is None:
             continue
         ms = interval_ms(value)

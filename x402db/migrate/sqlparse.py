@@ -5,6 +5,7 @@ those, so plan and apply can never disagree on where a statement ends (dollar qu
 semicolons inside strings). DO blocks are opened with PL/pgSQL's own parser too: 005 alters
 x402_resources from inside one, and a plan that stopped at "DO" would hide that lock.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ def _parse(text: str, where: str) -> list[tuple[str, ast.Node]]:
     out = []
     for r in raw:
         end = r.stmt_location + r.stmt_len if r.stmt_len else len(text)
-        out.append((text[r.stmt_location:end].strip(), r.stmt))
+        out.append((text[r.stmt_location : end].strip(), r.stmt))
     return out
 
 
@@ -80,17 +81,29 @@ def controls_transaction(stmt: Statement) -> bool:
 def outside_transaction_only(stmt: Statement) -> bool:
     """Statements PostgreSQL refuses inside a transaction block (PreventInTransactionBlock)."""
     n = stmt.node
-    if isinstance(n, (ast.VacuumStmt, ast.CreatedbStmt, ast.DropdbStmt, ast.AlterSystemStmt,
-                      ast.CreateTableSpaceStmt, ast.DropTableSpaceStmt, ast.CreateSubscriptionStmt,
-                      ast.DropSubscriptionStmt)):
+    if isinstance(
+        n,
+        (
+            ast.VacuumStmt,
+            ast.CreatedbStmt,
+            ast.DropdbStmt,
+            ast.AlterSystemStmt,
+            ast.CreateTableSpaceStmt,
+            ast.DropTableSpaceStmt,
+            ast.CreateSubscriptionStmt,
+            ast.DropSubscriptionStmt,
+        ),
+    ):
         return True
     if isinstance(n, (ast.IndexStmt, ast.DropStmt)):
         return bool(n.concurrent)
     if isinstance(n, ast.ReindexStmt):
         return any(p.defname == "concurrently" for p in n.params or ())
     if isinstance(n, ast.AlterTableStmt):
-        return any(c.subtype == enums.AlterTableType.AT_DetachPartition and c.def_ is not None and c.def_.concurrent
-                   for c in n.cmds)
+        return any(
+            c.subtype == enums.AlterTableType.AT_DetachPartition and c.def_ is not None and c.def_.concurrent
+            for c in n.cmds
+        )
     return False
 
 

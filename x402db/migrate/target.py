@@ -1,4 +1,5 @@
 """Which platform the database is: Supabase (auth and API roles provided) or plain PostgreSQL."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,9 +31,13 @@ def detect(conn: psycopg.Connection, requested: str | None = None) -> Target:
         if requested not in TARGETS:
             raise UsageError(f"unknown target {requested!r}; use one of {', '.join(TARGETS)}")
         if requested == "supabase" and ours:
-            raise UsageError("target supabase requested, but this database got its auth layer from our compat migration; it is a plain PostgreSQL target")
+            raise UsageError(
+                "target supabase requested, but this database got its auth layer from our compat migration; it is a plain PostgreSQL target"
+            )
         if requested == "supabase" and not (has_auth and roles == set(API_ROLES)):
-            raise UsageError("target supabase requested, but auth.users or the anon/authenticated/service_role roles are missing")
+            raise UsageError(
+                "target supabase requested, but auth.users or the anon/authenticated/service_role roles are missing"
+            )
         return Target(requested, "requested")
     if ours:
         return Target("postgres", "detected: compat layer recorded in the ledger")

@@ -8,6 +8,7 @@ Every catalog read is a query on pg_catalog (AccessShareLock on catalog tables o
 user relation, so none can queue behind a migration holding AccessExclusiveLock on one. The only
 reads of user relations are the sizes and the guards' counts, through `Reader`.
 """
+
 from __future__ import annotations
 
 import psycopg
@@ -19,8 +20,10 @@ from .lockmap import Prediction
 
 PLAN_LOCK_TIMEOUT = "20ms"  # a plan never queues: writers queued behind it would wait too
 PLAN_STATEMENT_TIMEOUT = "30s"
-WOULD_WAIT = ("plan: reading the catalog would wait on a lock another session holds; nothing was changed. "
-               "See pg_locks / pg_stat_activity, then run plan again")
+WOULD_WAIT = (
+    "plan: reading the catalog would wait on a lock another session holds; nothing was changed. "
+    "See pg_locks / pg_stat_activity, then run plan again"
+)
 
 
 class Reader:
@@ -296,7 +299,11 @@ class LiveCatalog:
 
     def foreign_keys(self, table: str) -> dict[str, tuple[str, tuple[str, ...]]]:
         if table not in self._fks:
-            rows = [] if table in self.created or table in self.dropped else self.conn.execute(_FOREIGN_KEYS, _split(table)).fetchall()
+            rows = (
+                []
+                if table in self.created or table in self.dropped
+                else self.conn.execute(_FOREIGN_KEYS, _split(table)).fetchall()
+            )
             self._fks[table] = {name: (ref, tuple(cols)) for name, ref, cols in rows}
         return {n: (ref, cols) for n, (ref, cols) in self._fks[table].items() if ref not in self.dropped}
 
@@ -314,7 +321,11 @@ class LiveCatalog:
         if table in self.created or table in self.dropped or not self.exists(table):
             return []
         rows = self.conn.execute(_REFERENCING_KEYS, (_quote(table),)).fetchall()
-        return [(rel, on_delete, on_update, tuple(cols)) for rel, on_delete, on_update, cols in rows if rel not in self.dropped]
+        return [
+            (rel, on_delete, on_update, tuple(cols))
+            for rel, on_delete, on_update, cols in rows
+            if rel not in self.dropped
+        ]
 
     def volatile(self, function: str) -> bool:
         schema, _, name = function.rpartition(".")
@@ -336,15 +347,26 @@ class LiveCatalog:
     def constraint_valid(self, table: str, name: str) -> bool:
         if (table, name) not in self._valid:
             fresh = table in self.created or table in self.dropped
-            row = None if fresh else self._one(
-                "SELECT convalidated FROM pg_constraint WHERE conrelid = %s::regclass AND conname = %s", _quote(table), name)
+            row = (
+                None
+                if fresh
+                else self._one(
+                    "SELECT convalidated FROM pg_constraint WHERE conrelid = %s::regclass AND conname = %s",
+                    _quote(table),
+                    name,
+                )
+            )
             # On a table this plan creates, a constraint not added NOT VALID is valid.
             self._valid[(table, name)] = fresh or bool(row)
         return self._valid[(table, name)]
 
     def _direct_partitions(self, table: str) -> set[str]:
         if table not in self._parts:
-            rows = [] if table in self.created or table in self.dropped else self.conn.execute(_PARTITIONS, _split(table)).fetchall()
+            rows = (
+                []
+                if table in self.created or table in self.dropped
+                else self.conn.execute(_PARTITIONS, _split(table)).fetchall()
+            )
             self._parts[table] = {r[0] for r in rows}
         return self._parts[table]
 
@@ -377,8 +399,9 @@ class LiveCatalog:
         if event == "SELECT":
             return [r[0] for r in self.conn.execute(_VIEW_CODE, (_quote(table),)).fetchall()]
         writes = event in ("INSERT", "UPDATE")
-        rows = self.conn.execute(_USER_CODE, (_quote(table), _EVENT_BITS[event], _quote(table), writes,
-                                              writes, _quote(table), _quote(table))).fetchall()
+        rows = self.conn.execute(
+            _USER_CODE, (_quote(table), _EVENT_BITS[event], _quote(table), writes, writes, _quote(table), _quote(table))
+        ).fetchall()
         return [r[0] for r in rows]
 
     def dependents(self, kind: str, name: str) -> list[tuple[str, bool]] | None:

@@ -9,6 +9,7 @@ Only tables (and views, sequences, foreign tables) are named; an index's or TOAS
 goes with its table. A statement the map does not know is `unknown`: AccessExclusiveLock on
 every relation it names, or on "*" (any relation) when it names none it can resolve.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -16,9 +17,24 @@ from typing import Protocol
 
 from pglast import ast, enums
 
-from .locks import (ACCESS_EXCLUSIVE, ACCESS_SHARE, ANY, EFFECTS, FOR_SHARE, FOR_UPDATE, KEY_SHARE, MODES,
-                    NO_KEY_UPDATE, ROW_EXCLUSIVE, ROW_SHARE, SHARE, SHARE_ROW_EXCLUSIVE, SHARE_UPDATE_EXCLUSIVE,
-                    strongest, strongest_row)
+from .locks import (
+    ACCESS_EXCLUSIVE,
+    ACCESS_SHARE,
+    ANY,
+    EFFECTS,
+    FOR_SHARE,
+    FOR_UPDATE,
+    KEY_SHARE,
+    MODES,
+    NO_KEY_UPDATE,
+    ROW_EXCLUSIVE,
+    ROW_SHARE,
+    SHARE,
+    SHARE_ROW_EXCLUSIVE,
+    SHARE_UPDATE_EXCLUSIVE,
+    strongest,
+    strongest_row,
+)
 
 _SYSTEM = ("pg_catalog", "information_schema", "pg_toast")
 
@@ -32,8 +48,12 @@ class Catalog(Protocol):
     def index_table(self, schema: str | None, index: str) -> str | None: ...
     def foreign_keys(self, table: str) -> dict[str, tuple[str, tuple[str, ...]]]: ...  # name -> (referenced, columns)
     def referencing(self, table: str) -> list[str]: ...  # tables with a foreign key to `table`
-    def sequences(self, table: str) -> dict[str, str]: ...  # sequence -> the column whose default or identity draws from it
-    def referencing_keys(self, table: str) -> list[tuple[str, str, str, tuple[str, ...]]]: ...  # (table, on delete, on update, referenced cols)
+    def sequences(
+        self, table: str
+    ) -> dict[str, str]: ...  # sequence -> the column whose default or identity draws from it
+    def referencing_keys(
+        self, table: str
+    ) -> list[tuple[str, str, str, tuple[str, ...]]]: ...  # (table, on delete, on update, referenced cols)
     def volatile(self, function: str) -> bool: ...
     def constrained_domain(self, type_name: str) -> bool: ...  # a domain with CHECK or NOT NULL constraints
     def constraint_valid(self, table: str, name: str) -> bool: ...
@@ -42,8 +62,12 @@ class Catalog(Protocol):
     def partitions(self, table: str) -> list[str]: ...  # every partition below `table`, recursively
     def key_columns(self, table: str) -> set[str]: ...  # columns of its unique indexes (a foreign key's target)
     def builtin(self, function: str) -> bool: ...  # can only resolve to a function of pg_catalog
-    def user_code(self, table: str, event: str) -> list[str]: ...  # non-builtin functions an INSERT/UPDATE/DELETE runs (triggers, defaults)
-    def dependents(self, kind: str, name: str) -> list[tuple[str, bool]]: ...  # (relation, dropped) a DROP ... CASCADE reaches
+    def user_code(
+        self, table: str, event: str
+    ) -> list[str]: ...  # non-builtin functions an INSERT/UPDATE/DELETE runs (triggers, defaults)
+    def dependents(
+        self, kind: str, name: str
+    ) -> list[tuple[str, bool]]: ...  # (relation, dropped) a DROP ... CASCADE reaches
     def apply(self, p: "Prediction") -> None: ...  # the statement ran: relations and keys it made or removed
 
 
@@ -58,7 +82,9 @@ class Prediction:
     dropped: list[str] = field(default_factory=list)
     fk_added: list[tuple[str, str, str, tuple[str, ...]]] = field(default_factory=list)  # table, name, referenced, cols
     fk_dropped: list[tuple[str, str | None, tuple[str, ...]]] = field(default_factory=list)  # table, name, columns
-    validated: list[tuple[str, str]] = field(default_factory=list)  # table, constraint: NOT VALID ones added, or validated
+    validated: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # table, constraint: NOT VALID ones added, or validated
     not_valid_added: list[tuple[str, str]] = field(default_factory=list)
     objects_added: list[tuple[str, str, str]] = field(default_factory=list)  # kind, table, name (policies, triggers)
     objects_dropped: list[tuple[str, str, str]] = field(default_factory=list)
@@ -157,17 +183,38 @@ def _unknown(kind: str, cat: Catalog, node, why: str) -> Prediction:
 
 AT = enums.AlterTableType
 _SHARE_UPDATE_EXCLUSIVE_CMDS = {
-    AT.AT_ValidateConstraint, AT.AT_SetStatistics, AT.AT_SetOptions, AT.AT_ResetOptions,
-    AT.AT_ClusterOn, AT.AT_DropCluster, AT.AT_AttachPartition, AT.AT_DetachPartitionFinalize,
+    AT.AT_ValidateConstraint,
+    AT.AT_SetStatistics,
+    AT.AT_SetOptions,
+    AT.AT_ResetOptions,
+    AT.AT_ClusterOn,
+    AT.AT_DropCluster,
+    AT.AT_AttachPartition,
+    AT.AT_DetachPartitionFinalize,
 }
 _SHARE_ROW_EXCLUSIVE_CMDS = {
-    AT.AT_EnableTrig, AT.AT_EnableAlwaysTrig, AT.AT_EnableReplicaTrig, AT.AT_DisableTrig,
-    AT.AT_EnableTrigAll, AT.AT_DisableTrigAll, AT.AT_EnableTrigUser, AT.AT_DisableTrigUser,
+    AT.AT_EnableTrig,
+    AT.AT_EnableAlwaysTrig,
+    AT.AT_EnableReplicaTrig,
+    AT.AT_DisableTrig,
+    AT.AT_EnableTrigAll,
+    AT.AT_DisableTrigAll,
+    AT.AT_EnableTrigUser,
+    AT.AT_DisableTrigUser,
 }
 _REWRITE_CMDS = {AT.AT_SetLogged, AT.AT_SetUnLogged, AT.AT_SetAccessMethod, AT.AT_SetTableSpace, AT.AT_AddIdentity}
 # Relation options whose change PostgreSQL allows under ShareUpdateExclusiveLock.
-_LIGHT_RELOPTIONS = ("fillfactor", "autovacuum_", "toast.autovacuum_", "parallel_workers", "toast_tuple_target",
-                     "vacuum_index_cleanup", "vacuum_truncate", "log_autovacuum_min_duration", "user_catalog_table")
+_LIGHT_RELOPTIONS = (
+    "fillfactor",
+    "autovacuum_",
+    "toast.autovacuum_",
+    "parallel_workers",
+    "toast_tuple_target",
+    "vacuum_index_cleanup",
+    "vacuum_truncate",
+    "log_autovacuum_min_duration",
+    "user_catalog_table",
+)
 
 
 def _default_is_volatile(expr, cat: Catalog) -> bool:
@@ -190,13 +237,30 @@ def _add_column(p: Prediction, cat: Catalog, table: str, col: ast.ColumnDef) -> 
     types = {c.contype for c in cons}
     C = enums.ConstrType
     default = next((c.raw_expr for c in cons if c.contype == C.CONSTR_DEFAULT), None)
-    serial = col.typeName and col.typeName.names[-1].sval in ("serial", "bigserial", "smallserial", "serial4", "serial8", "serial2")
+    serial = col.typeName and col.typeName.names[-1].sval in (
+        "serial",
+        "bigserial",
+        "smallserial",
+        "serial4",
+        "serial8",
+        "serial2",
+    )
     # A domain with constraints is checked row by row: PostgreSQL rewrites the table, default or not.
     domain = col.typeName and cat.constrained_domain(".".join(n.sval for n in col.typeName.names))
-    if C.CONSTR_GENERATED in types or C.CONSTR_IDENTITY in types or serial or domain or _default_is_volatile(default, cat):
+    if (
+        C.CONSTR_GENERATED in types
+        or C.CONSTR_IDENTITY in types
+        or serial
+        or domain
+        or _default_is_volatile(default, cat)
+    ):
         p.worse("rewrite")
-    elif C.CONSTR_PRIMARY in types or C.CONSTR_UNIQUE in types or C.CONSTR_CHECK in types or (
-            C.CONSTR_NOTNULL in types and default is None):
+    elif (
+        C.CONSTR_PRIMARY in types
+        or C.CONSTR_UNIQUE in types
+        or C.CONSTR_CHECK in types
+        or (C.CONSTR_NOTNULL in types and default is None)
+    ):
         p.worse("scan")
     for c in cons:
         if c.contype == C.CONSTR_FOREIGN:
@@ -225,8 +289,7 @@ def _add_constraint(p: Prediction, cat: Catalog, table: str, c: ast.Constraint) 
         p.not_valid_added.append((table, c.conname or ""))
         return ACCESS_EXCLUSIVE
     p.validated.append((table, c.conname or ""))
-    if c.contype in (C.CONSTR_CHECK, C.CONSTR_PRIMARY, C.CONSTR_UNIQUE,
-                                               C.CONSTR_EXCLUSION, C.CONSTR_NOTNULL):
+    if c.contype in (C.CONSTR_CHECK, C.CONSTR_PRIMARY, C.CONSTR_UNIQUE, C.CONSTR_EXCLUSION, C.CONSTR_NOTNULL):
         p.worse("scan")
     return ACCESS_EXCLUSIVE
 
@@ -243,9 +306,16 @@ def _drop_fk(p: Prediction, cat: Catalog, table: str, name: str | None = None, c
 
 # Subcommands that act on the named table alone, never on its partitions.
 _NOT_RECURSING = {
-    AT.AT_AttachPartition, AT.AT_DetachPartition, AT.AT_DetachPartitionFinalize, AT.AT_EnableRowSecurity,
-    AT.AT_DisableRowSecurity, AT.AT_ForceRowSecurity, AT.AT_NoForceRowSecurity, AT.AT_ChangeOwner,
-    AT.AT_ReplicaIdentity, AT.AT_GenericOptions,
+    AT.AT_AttachPartition,
+    AT.AT_DetachPartition,
+    AT.AT_DetachPartitionFinalize,
+    AT.AT_EnableRowSecurity,
+    AT.AT_DisableRowSecurity,
+    AT.AT_ForceRowSecurity,
+    AT.AT_NoForceRowSecurity,
+    AT.AT_ChangeOwner,
+    AT.AT_ReplicaIdentity,
+    AT.AT_GenericOptions,
 }
 
 
@@ -320,6 +390,7 @@ def _alter_table(node: ast.AlterTableStmt, cat: Catalog) -> Prediction:
 
 # ---- the other statements ------------------------------------------------------------------
 
+
 def _create_table(node: ast.CreateStmt, cat: Catalog) -> Prediction:
     table = _rv(cat, node.relation)
     p = Prediction("CREATE TABLE", "create")
@@ -336,7 +407,9 @@ def _create_table(node: ast.CreateStmt, cat: Catalog) -> Prediction:
                 if c.contype == C.CONSTR_FOREIGN:
                     ref = _rv(cat, c.pktable)
                     p.lock(ref, SHARE_ROW_EXCLUSIVE)
-                    p.fk_added.append((table, c.conname or f"{node.relation.relname}_{elt.colname}_fkey", ref, (elt.colname,)))
+                    p.fk_added.append(
+                        (table, c.conname or f"{node.relation.relname}_{elt.colname}_fkey", ref, (elt.colname,))
+                    )
         elif isinstance(elt, ast.Constraint) and elt.contype == C.CONSTR_FOREIGN:
             ref = _rv(cat, elt.pktable)
             p.lock(ref, SHARE_ROW_EXCLUSIVE)
@@ -353,8 +426,10 @@ def _create_table(node: ast.CreateStmt, cat: Catalog) -> Prediction:
 
 def _index(node: ast.IndexStmt, cat: Catalog) -> Prediction:
     table = _rv(cat, node.relation)
-    p = Prediction("CREATE INDEX CONCURRENTLY" if node.concurrent else "CREATE INDEX",
-                   "create" if cat.is_new(table) or not cat.exists(table) else "scan")
+    p = Prediction(
+        "CREATE INDEX CONCURRENTLY" if node.concurrent else "CREATE INDEX",
+        "create" if cat.is_new(table) or not cat.exists(table) else "scan",
+    )
     for rel in (table, *cat.partitions(table)):  # an index on a partitioned table is built on each partition
         p.lock(rel, SHARE_UPDATE_EXCLUSIVE if node.concurrent else SHARE)
     if p.effect == "scan":  # its expressions and predicate run on every existing row
@@ -363,14 +438,20 @@ def _index(node: ast.IndexStmt, cat: Catalog) -> Prediction:
 
 
 _RELATION_DROPS = {
-    enums.ObjectType.OBJECT_TABLE, enums.ObjectType.OBJECT_VIEW, enums.ObjectType.OBJECT_MATVIEW,
-    enums.ObjectType.OBJECT_FOREIGN_TABLE, enums.ObjectType.OBJECT_SEQUENCE,
+    enums.ObjectType.OBJECT_TABLE,
+    enums.ObjectType.OBJECT_VIEW,
+    enums.ObjectType.OBJECT_MATVIEW,
+    enums.ObjectType.OBJECT_FOREIGN_TABLE,
+    enums.ObjectType.OBJECT_SEQUENCE,
 }
 _ON_TABLE = {enums.ObjectType.OBJECT_POLICY, enums.ObjectType.OBJECT_TRIGGER, enums.ObjectType.OBJECT_RULE}
 
 
-_CASCADE_KINDS = {enums.ObjectType.OBJECT_SCHEMA: "schema", enums.ObjectType.OBJECT_TYPE: "type",
-                  enums.ObjectType.OBJECT_DOMAIN: "type"}
+_CASCADE_KINDS = {
+    enums.ObjectType.OBJECT_SCHEMA: "schema",
+    enums.ObjectType.OBJECT_TYPE: "type",
+    enums.ObjectType.OBJECT_DOMAIN: "type",
+}
 
 
 def _cascade(p: Prediction, cat: Catalog, kind: str, name: str) -> bool:
@@ -431,9 +512,13 @@ def _drop(node: ast.DropStmt, cat: Catalog) -> Prediction:
             else:
                 name = ".".join(o.sval for o in obj) if isinstance(obj, tuple) else getattr(obj, "sval", None)
             if name is None or not _cascade(p, cat, _CASCADE_KINDS[what], name):
-                return _unknown(p.kind + " CASCADE", cat, node, "CASCADE may drop tables, columns or triggers that depend on it")
+                return _unknown(
+                    p.kind + " CASCADE", cat, node, "CASCADE may drop tables, columns or triggers that depend on it"
+                )
         elif cascade:
-            return _unknown(p.kind + " CASCADE", cat, node, "CASCADE may drop tables, columns or triggers that depend on it")
+            return _unknown(
+                p.kind + " CASCADE", cat, node, "CASCADE may drop tables, columns or triggers that depend on it"
+            )
     if cascade:
         p.kind += " CASCADE"
         also = [r for r in p.dropped if r not in named]
@@ -470,10 +555,20 @@ def _policy(node, cat: Catalog) -> Prediction:
 _GRANT_LOCKS_SINCE = 160000
 _GRANT_ON_RELATIONS = {enums.ObjectType.OBJECT_TABLE, enums.ObjectType.OBJECT_SEQUENCE}
 _NO_RELATION = {
-    "CreateRoleStmt": "create", "AlterRoleStmt": "catalog", "DropRoleStmt": "drop", "GrantRoleStmt": "catalog",
-    "AlterDefaultPrivilegesStmt": "catalog", "CreateFunctionStmt": "create", "AlterFunctionStmt": "catalog",
-    "CreateEnumStmt": "create", "CompositeTypeStmt": "create", "CreateDomainStmt": "create", "DefineStmt": "create",
-    "VariableSetStmt": "catalog", "CreateExtensionStmt": "create", "AlterRoleSetStmt": "catalog",
+    "CreateRoleStmt": "create",
+    "AlterRoleStmt": "catalog",
+    "DropRoleStmt": "drop",
+    "GrantRoleStmt": "catalog",
+    "AlterDefaultPrivilegesStmt": "catalog",
+    "CreateFunctionStmt": "create",
+    "AlterFunctionStmt": "catalog",
+    "CreateEnumStmt": "create",
+    "CompositeTypeStmt": "create",
+    "CreateDomainStmt": "create",
+    "DefineStmt": "create",
+    "VariableSetStmt": "catalog",
+    "CreateExtensionStmt": "create",
+    "AlterRoleSetStmt": "catalog",
 }
 
 
@@ -496,8 +591,11 @@ def _grant(node: ast.GrantStmt, cat: Catalog) -> Prediction:
     # GRANT and REVOKE rewrite the object's catalog row (its ACL). From PostgreSQL 16 on,
     # they look a table up under AccessShareLock first (measured: 15 takes none, 18 does).
     p = Prediction("GRANT" if node.is_grant else "REVOKE", "catalog")
-    if (node.targtype == enums.GrantTargetType.ACL_TARGET_OBJECT and node.objtype in _GRANT_ON_RELATIONS
-            and cat.server_version() >= _GRANT_LOCKS_SINCE):
+    if (
+        node.targtype == enums.GrantTargetType.ACL_TARGET_OBJECT
+        and node.objtype in _GRANT_ON_RELATIONS
+        and cat.server_version() >= _GRANT_LOCKS_SINCE
+    ):
         for rv in node.objects:
             p.lock(_rv(cat, rv), ACCESS_SHARE)
     elif node.targtype == enums.GrantTargetType.ACL_TARGET_ALL_IN_SCHEMA:
@@ -524,10 +622,23 @@ def _calls(node):
 
 
 # Functions of pg_catalog that run the SQL text they are given: as opaque as a user function.
-_RUNS_SQL = {"query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema", "cursor_to_xml", "cursor_to_xmlschema",
-             "table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema", "schema_to_xml", "schema_to_xmlschema",
-             "schema_to_xml_and_xmlschema", "database_to_xml", "database_to_xmlschema", "database_to_xml_and_xmlschema",
-             "ts_stat"}
+_RUNS_SQL = {
+    "query_to_xml",
+    "query_to_xmlschema",
+    "query_to_xml_and_xmlschema",
+    "cursor_to_xml",
+    "cursor_to_xmlschema",
+    "table_to_xml",
+    "table_to_xmlschema",
+    "table_to_xml_and_xmlschema",
+    "schema_to_xml",
+    "schema_to_xmlschema",
+    "schema_to_xml_and_xmlschema",
+    "database_to_xml",
+    "database_to_xmlschema",
+    "database_to_xml_and_xmlschema",
+    "ts_stat",
+}
 
 
 def _opaque(cat: Catalog, function: str) -> bool:
@@ -568,8 +679,10 @@ def _from_tables(items, ctes: set[str]):
 
 
 _LOCKING = {  # LockClauseStrength -> row lock mode
-    enums.LockClauseStrength.LCS_FORKEYSHARE: KEY_SHARE, enums.LockClauseStrength.LCS_FORSHARE: FOR_SHARE,
-    enums.LockClauseStrength.LCS_FORNOKEYUPDATE: NO_KEY_UPDATE, enums.LockClauseStrength.LCS_FORUPDATE: FOR_UPDATE,
+    enums.LockClauseStrength.LCS_FORKEYSHARE: KEY_SHARE,
+    enums.LockClauseStrength.LCS_FORSHARE: FOR_SHARE,
+    enums.LockClauseStrength.LCS_FORNOKEYUPDATE: NO_KEY_UPDATE,
+    enums.LockClauseStrength.LCS_FORUPDATE: FOR_UPDATE,
 }
 
 
@@ -628,8 +741,9 @@ def _update_mode(cat: Catalog, table: str, targets) -> str:
     return FOR_UPDATE if names & cat.key_columns(table) else NO_KEY_UPDATE
 
 
-def _referencing_rows(p: Prediction, cat: Catalog, table: str, event: str, columns: set[str] | None,
-                      seen: frozenset = frozenset()) -> None:
+def _referencing_rows(
+    p: Prediction, cat: Catalog, table: str, event: str, columns: set[str] | None, seen: frozenset = frozenset()
+) -> None:
     """A DELETE, or an UPDATE of referenced columns, of `table` fires the foreign keys that
     reference it: NO ACTION and RESTRICT check the referencing rows (RowShareLock, FOR KEY SHARE),
     CASCADE, SET NULL and SET DEFAULT change them (RowExclusiveLock, and their own row locks), and a
@@ -702,8 +816,11 @@ def _write(node, cat: Catalog) -> Prediction:
             targets = None
         elif isinstance(node, ast.MergeStmt):  # an INSERT action checks every key, an UPDATE the columns it sets
             whens = node.mergeWhenClauses or ()
-            targets = None if any(w.commandType == enums.CmdType.CMD_INSERT for w in whens) else {
-                t.name for w in whens for t in w.targetList or ()}
+            targets = (
+                None
+                if any(w.commandType == enums.CmdType.CMD_INSERT for w in whens)
+                else {t.name for w in whens for t in w.targetList or ()}
+            )
         else:
             targets = {t.name for t in node.targetList or ()}
         for ref, cols in cat.foreign_keys(table).values():
@@ -776,6 +893,7 @@ def _create_function(node: ast.CreateFunctionStmt, _cat: Catalog) -> Prediction:
 def _no_relation(effect: str):
     def predict_it(node, _cat: Catalog) -> Prediction:
         return Prediction(type(node).__name__.removesuffix("Stmt"), effect)
+
     return predict_it
 
 

@@ -3,13 +3,29 @@ lock map, the planner and the view share. From "Explicit Locking" in PostgreSQL'
 (Table 13.2, conflicting table-level lock modes; Table 13.3, conflicting row-level locks). Every
 sentence about who waits is derived from these tables, never written per mode.
 """
+
 from __future__ import annotations
 
 MODES = (
-    "AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock",
-    "ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock",
+    "AccessShareLock",
+    "RowShareLock",
+    "RowExclusiveLock",
+    "ShareUpdateExclusiveLock",
+    "ShareLock",
+    "ShareRowExclusiveLock",
+    "ExclusiveLock",
+    "AccessExclusiveLock",
 )
-ACCESS_SHARE, ROW_SHARE, ROW_EXCLUSIVE, SHARE_UPDATE_EXCLUSIVE, SHARE, SHARE_ROW_EXCLUSIVE, EXCLUSIVE, ACCESS_EXCLUSIVE = MODES
+(
+    ACCESS_SHARE,
+    ROW_SHARE,
+    ROW_EXCLUSIVE,
+    SHARE_UPDATE_EXCLUSIVE,
+    SHARE,
+    SHARE_ROW_EXCLUSIVE,
+    EXCLUSIVE,
+    ACCESS_EXCLUSIVE,
+) = MODES
 ANY = "*"  # an unknown statement may lock any relation
 EFFECTS = ("catalog", "create", "drop", "scan", "rewrite", "unknown")  # weakest to strongest for writers
 
@@ -18,10 +34,13 @@ CONFLICTS: dict[str, frozenset[str]] = {
     ACCESS_SHARE: frozenset({ACCESS_EXCLUSIVE}),
     ROW_SHARE: frozenset({EXCLUSIVE, ACCESS_EXCLUSIVE}),
     ROW_EXCLUSIVE: frozenset({SHARE, SHARE_ROW_EXCLUSIVE, EXCLUSIVE, ACCESS_EXCLUSIVE}),
-    SHARE_UPDATE_EXCLUSIVE: frozenset({SHARE_UPDATE_EXCLUSIVE, SHARE, SHARE_ROW_EXCLUSIVE, EXCLUSIVE, ACCESS_EXCLUSIVE}),
+    SHARE_UPDATE_EXCLUSIVE: frozenset(
+        {SHARE_UPDATE_EXCLUSIVE, SHARE, SHARE_ROW_EXCLUSIVE, EXCLUSIVE, ACCESS_EXCLUSIVE}
+    ),
     SHARE: frozenset({ROW_EXCLUSIVE, SHARE_UPDATE_EXCLUSIVE, SHARE_ROW_EXCLUSIVE, EXCLUSIVE, ACCESS_EXCLUSIVE}),
-    SHARE_ROW_EXCLUSIVE: frozenset({ROW_EXCLUSIVE, SHARE_UPDATE_EXCLUSIVE, SHARE, SHARE_ROW_EXCLUSIVE, EXCLUSIVE,
-                                    ACCESS_EXCLUSIVE}),
+    SHARE_ROW_EXCLUSIVE: frozenset(
+        {ROW_EXCLUSIVE, SHARE_UPDATE_EXCLUSIVE, SHARE, SHARE_ROW_EXCLUSIVE, EXCLUSIVE, ACCESS_EXCLUSIVE}
+    ),
     EXCLUSIVE: frozenset(MODES[1:]),
     ACCESS_EXCLUSIVE: frozenset(MODES),
 }

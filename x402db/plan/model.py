@@ -1,6 +1,7 @@
 """The plan as data: what `migrate.py plan --json` prints and the view renders. Plain dataclasses,
 no database: whatever builds a plan (the planner) and whatever shows it (the view, Pulumi, the
 local deploy) agree on this shape and on nothing else."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,7 @@ class Lock:
 class RowLock:
     """Row locks a statement takes on an existing relation: held until COMMIT in the migration's
     transaction, until the statement ends for a no-transaction step."""
+
     relation: str
     mode: str  # FOR KEY SHARE | FOR SHARE | FOR NO KEY UPDATE | FOR UPDATE
     rows: str  # all | where | returned | conflicting | matched | referenced | referencing | inserted
@@ -58,7 +60,9 @@ class MigrationPlan:
     reasons: list[str]
     statements: list[Step]
     guards: list[GuardCheck]
-    action: str = "apply"  # apply | adopt | resume (steps left) | revert | finish-revert (steps left) | forget | refuse (drifted)
+    action: str = (
+        "apply"  # apply | adopt | resume (steps left) | revert | finish-revert (steps left) | forget | refuse (drifted)
+    )
     requires: list[dict] = field(default_factory=list)
     verdict_with_allow_data_loss: str | None = None
 

@@ -6,6 +6,7 @@ statement's AccessExclusiveLock can block). Nothing here waits: a read that woul
 reported as blocked and the plan moves on. `require_ready` is the gate on the plan's verdict:
 Pulumi's create and delete and `make deploy` stop there, before the engine takes any lock.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,22 +26,44 @@ from .model import GuardCheck, Lock, MigrationPlan, Plan, Step
 from .view import row_locks, writers_sentence
 
 
-def _step(p: Prediction, stmt_sql: str, phase: str, sizes: Sizes, lock_timeout: str, new: set[str],
-          held: dict[str, str], source: str = "file") -> Step:
-    locks = [Lock(rel, mode, *(sizes.of(rel) if rel != ANY and rel not in new else (None, None)), new=rel in new)
-             for rel, mode in p.locks.items()]
+def _step(
+    p: Prediction,
+    stmt_sql: str,
+    phase: str,
+    sizes: Sizes,
+    lock_timeout: str,
+    new: set[str],
+    held: dict[str, str],
+    source: str = "file",
+) -> Step:
+    locks = [
+        Lock(rel, mode, *(sizes.of(rel) if rel != ANY and rel not in new else (None, None)), new=rel in new)
+        for rel, mode in p.locks.items()
+    ]
     existing = [rel for rel in p.locks if rel != ANY and rel not in new]
     rows = size = None
     if existing:  # the figures of the largest relation it touches
         rows, size = sizes.of(max(existing, key=lambda r: ((sizes.of(r)[0] or 0), r)))
-    return Step(phase, stmt_sql, locks, p.effect, rows, size, writers_sentence(p, phase, new, held, sizes, lock_timeout),
-                kind=p.kind, source=source, note=p.note, row_locks=row_locks(p, phase, new, sizes))
+    return Step(
+        phase,
+        stmt_sql,
+        locks,
+        p.effect,
+        rows,
+        size,
+        writers_sentence(p, phase, new, held, sizes, lock_timeout),
+        kind=p.kind,
+        source=source,
+        note=p.note,
+        row_locks=row_locks(p, phase, new, sizes),
+    )
 
 
 def _regclass_substituted(condition: str, catalog: LiveCatalog) -> str:
     """A condition evaluated now, about a database that earlier migrations of this same run will
     have changed: to_regclass('x') of a relation the plan creates or drops is replaced by what it
     will return then."""
+
     def sub(m: re.Match) -> str:
         name = m.group(1)
         rel = name if "." in name else catalog.qualify(None, name)
@@ -49,6 +72,7 @@ def _regclass_substituted(condition: str, catalog: LiveCatalog) -> str:
         if rel in catalog.dropped:
             return "NULL::regclass"
         return m.group(0)
+
     return re.sub(r"to_regclass\('([^']+)'\)", sub, condition)
 
 
@@ -64,11 +88,16 @@ class Planner:
     def engine_settings(self) -> dict:
         s = self.settings
         return {
-            "lock_timeout": s.lock_timeout, "statement_timeout": s.statement_timeout, "step_timeout": s.step_timeout,
-            "retries": s.retries, "backoff_s": s.backoff_s, "backoff_max_s": 8.0, "lock_wait_s": s.lock_wait_s,
+            "lock_timeout": s.lock_timeout,
+            "statement_timeout": s.statement_timeout,
+            "step_timeout": s.step_timeout,
+            "retries": s.retries,
+            "backoff_s": s.backoff_s,
+            "backoff_max_s": 8.0,
+            "lock_wait_s": s.lock_wait_s,
             "advisory_lock": "one migration run at a time (pg_try_advisory_lock, waits up to lock_wait_s)",
             "ledger": "its row is written in the same transaction as the work it records (RowExclusiveLock on "
-                      "x402_private.schema_migrations, a table no application session uses)",
+            "x402_private.schema_migrations, a table no application session uses)",
         }
 
     def build(self, direction: str, to: str | None = None, allow_data_loss: bool = False) -> Plan:
@@ -88,14 +117,20 @@ class Planner:
             reader = Reader(self.conn)
             catalog = LiveCatalog(self.conn)
             sizes = Sizes(reader)
-            plans = (self._up(to, reader, catalog, sizes) if direction == "up"
-                     else self._down(to, allow_data_loss, reader, catalog, sizes))
+            plans = (
+                self._up(to, reader, catalog, sizes)
+                if direction == "up"
+                else self._down(to, allow_data_loss, reader, catalog, sizes)
+            )
             raise psycopg.Rollback()  # read only: nothing to keep
-        verdict = "nothing-to-do" if not plans else ("refused" if any(m.verdict == "refused" for m in plans) else "ready")
+        verdict = (
+            "nothing-to-do" if not plans else ("refused" if any(m.verdict == "refused" for m in plans) else "ready")
+        )
         plan = Plan(direction, self.engine.target.name, verdict, plans, self.engine_settings(), reader.blocked)
         if direction == "down" and plans:
             plan.verdict_with_allow_data_loss = (
-                "refused" if any(m.verdict_with_allow_data_loss == "refused" for m in plans) else "ready")
+                "refused" if any(m.verdict_with_allow_data_loss == "refused" for m in plans) else "ready"
+            )
         return plan
 
     # ---- up --------------------------------------------------------------------------------
@@ -103,23 +138,49 @@ class Planner:
     def _up(self, to, reader, catalog, sizes) -> list[MigrationPlan]:
         to = self.engine.resolve_to(to, allow_base=False)
         done = ledger.entries(self.conn)
-        drift = [s for s in self.engine.status() if s.state == "drifted" or (s.state == "missing-file" and not self.single)]
-        half = [v for v, e in done.items() if e.state == "reverting"
-                and (not self.single or v in {m.version for m in self.engine.migrations})]
-        todo = [m for m in self.engine.migrations
-                if (m.version not in done or done[m.version].state == "steps-pending")
-                and (to is None or int(m.version) <= int(to))]
+        drift = [
+            s for s in self.engine.status() if s.state == "drifted" or (s.state == "missing-file" and not self.single)
+        ]
+        half = [
+            v
+            for v, e in done.items()
+            if e.state == "reverting" and (not self.single or v in {m.version for m in self.engine.migrations})
+        ]
+        todo = [
+            m
+            for m in self.engine.migrations
+            if (m.version not in done or done[m.version].state == "steps-pending")
+            and (to is None or int(m.version) <= int(to))
+        ]
         plans = []
         if not todo:  # nothing to apply, yet up refuses a drifted ledger: so does its plan
             for s in (s for s in drift if s.state == "drifted"):
-                plans.append(self._finish(MigrationPlan(s.version, s.name, "ready", [
-                    f"drift: {s.version}_{s.name} is drifted; up refuses until the original file is restored"
-                    + (" (it was edited after its x402:supersedes was written, which voids it)" if s.stale_supersedes else "")],
-                    [], [], action="refuse")))
+                plans.append(
+                    self._finish(
+                        MigrationPlan(
+                            s.version,
+                            s.name,
+                            "ready",
+                            [
+                                f"drift: {s.version}_{s.name} is drifted; up refuses until the original file is restored"
+                                + (
+                                    " (it was edited after its x402:supersedes was written, which voids it)"
+                                    if s.stale_supersedes
+                                    else ""
+                                )
+                            ],
+                            [],
+                            [],
+                            action="refuse",
+                        )
+                    )
+                )
         for m in todo:
             mp = MigrationPlan(m.version, m.name, "ready", [], [], [])
             for s in drift:
-                mp.reasons.append(f"drift: {s.version}_{s.name} is {s.state}; up refuses until the original file is restored")
+                mp.reasons.append(
+                    f"drift: {s.version}_{s.name} is {s.state}; up refuses until the original file is restored"
+                )
             for v in half:
                 mp.reasons.append(f"migration {v} is half-reverted (ledger: reverting): {ledger.HINTS['reverting']}")
             if m.version in done:  # steps-pending: the transaction committed, only the steps are left
@@ -128,14 +189,20 @@ class Planner:
                 plans.append(self._finish(mp))
                 continue
             if m.up.adopt_if:
-                adopt, blocked = reader.value(f"{m.label} adopt-if", f"SELECT ({_regclass_substituted(m.up.adopt_if, catalog)})")
+                adopt, blocked = reader.value(
+                    f"{m.label} adopt-if", f"SELECT ({_regclass_substituted(m.up.adopt_if, catalog)})"
+                )
                 if adopt:
                     mp.action = "adopt"
                     plans.append(self._finish(mp))
                     continue
             for cond in m.up.requires:
-                holds, blocked = reader.value(f"{m.label} require", f"SELECT ({_regclass_substituted(cond.sql, catalog)})")
-                mp.requires.append({"sql": cond.sql, "message": cond.message, "holds": None if blocked else bool(holds)})
+                holds, blocked = reader.value(
+                    f"{m.label} require", f"SELECT ({_regclass_substituted(cond.sql, catalog)})"
+                )
+                mp.requires.append(
+                    {"sql": cond.sql, "message": cond.message, "holds": None if blocked else bool(holds)}
+                )
                 if blocked:
                     mp.reasons.append(f"precondition not evaluated (a lock is held): {cond.message}")
                 elif not holds:
@@ -159,7 +226,9 @@ class Planner:
                 plans.append(self._finish(mp, allow_data_loss))
                 continue
             if not m.matches(entry.checksum):
-                mp.reasons.append(f"drift: {m.label}'s file changed since it was applied; down refuses to run a script that may not match")
+                mp.reasons.append(
+                    f"drift: {m.label}'s file changed since it was applied; down refuses to run a script that may not match"
+                )
             try:
                 self.engine._check_down_integrity(m, entry, accept_edited_down=False)
             except DriftError as exc:
@@ -180,7 +249,9 @@ class Planner:
                     verdict = "refuse" if g.always or not allow_data_loss else "allowed"
                 mp.guards.append(GuardCheck(kind, None if blocked else int(count), g.message, verdict))
                 if verdict in ("refuse", "unknown"):
-                    mp.reasons.append(f"guard ({kind}): {'count not read, a lock is held' if blocked else count} {g.message}")
+                    mp.reasons.append(
+                        f"guard ({kind}): {'count not read, a lock is held' if blocked else count} {g.message}"
+                    )
             mp.statements = self._statements(m, m.down, catalog, sizes, down=True)
             plans.append(self._finish(mp, allow_data_loss))
         return plans
@@ -192,8 +263,15 @@ class Planner:
             mp.verdict_with_allow_data_loss = "refused" if other else "ready"
         return mp
 
-    def _statements(self, m: Migration, script: Script, catalog: LiveCatalog, sizes: Sizes, down: bool = False,
-                    steps_only: bool = False) -> list[Step]:
+    def _statements(
+        self,
+        m: Migration,
+        script: Script,
+        catalog: LiveCatalog,
+        sizes: Sizes,
+        down: bool = False,
+        steps_only: bool = False,
+    ) -> list[Step]:
         steps: list[Step] = []
         held: dict[str, str] = {}  # write-blocking locks the migration's transaction holds so far
         new: set[str] = set()  # relations this migration's transaction creates: nobody else sees them yet
@@ -202,8 +280,18 @@ class Planner:
             p = simulate(stmt, catalog)
             if phase == "transaction":
                 new.update(p.created)
-            steps.append(_step(p, stmt.sql, phase, sizes, self.settings.lock_timeout,
-                               new if phase == "transaction" else set(), held if phase == "transaction" else {}, source))
+            steps.append(
+                _step(
+                    p,
+                    stmt.sql,
+                    phase,
+                    sizes,
+                    self.settings.lock_timeout,
+                    new if phase == "transaction" else set(),
+                    held if phase == "transaction" else {},
+                    source,
+                )
+            )
             if phase == "transaction":
                 for r, mode in p.locks.items():
                     if blocks_writes(mode):
@@ -245,12 +333,19 @@ class Planner:
             rel = f"{g.schema}.{g.table}"
             if not catalog.exists(rel):
                 continue
-            if rel not in new and rel not in catalog.created and access.satisfied(access.held_privileges(self.conn, g), g):
+            if (
+                rel not in new
+                and rel not in catalog.created
+                and access.satisfied(access.held_privileges(self.conn, g), g)
+            ):
                 continue
             out.append(access.grant_sql(g).as_string(self.conn))
         return out
 
-def require_ready(engine: Engine, direction: str, allow_data_loss: bool = False, what: str = "", single: bool = False) -> Plan:
+
+def require_ready(
+    engine: Engine, direction: str, allow_data_loss: bool = False, what: str = "", single: bool = False
+) -> Plan:
     """Build the plan and refuse, with its reasons, when it would refuse: Pulumi's create and
     delete and `make deploy` stop here, before the engine takes any lock."""
     plan = Planner(engine, single).build(direction, allow_data_loss=allow_data_loss)

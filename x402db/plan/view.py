@@ -1,6 +1,7 @@
 """The plan in words: the compact table for a human at 2 a.m. (`--json` prints the same content),
 its one-line summary, and the sentence each statement's step carries about concurrent writers.
 Depends on the plan's model and the lock modes only, never on what opens a transaction."""
+
 from __future__ import annotations
 
 import textwrap
@@ -73,8 +74,9 @@ def _row_part(r: RowLock) -> str:
     return f"locks {r.which} {r.mode} until {r.until}: another session's {waits} of one of those rows waits until then"
 
 
-def writers_sentence(p: Prediction, phase: str, new: set[str], held: dict[str, str], sizes: Sizes,
-                     lock_timeout: str) -> str:
+def writers_sentence(
+    p: Prediction, phase: str, new: set[str], held: dict[str, str], sizes: Sizes, lock_timeout: str
+) -> str:
     """What a concurrent writer feels. `held`: write-blocking locks earlier statements of the
     same transaction already hold (they last until COMMIT)."""
     if not p.known:
@@ -83,10 +85,15 @@ def writers_sentence(p: Prediction, phase: str, new: set[str], held: dict[str, s
     rows = [_row_part(r) for r in row_locks(p, phase, new, sizes)]
     # A lock that blocks more than what the transaction already holds on that table is news,
     # such as AccessExclusiveLock (reads too) after the guards' ShareRowExclusiveLock.
-    blocking = {rel: mode for rel, mode in old.items() if blocks_writes(mode)
-                and (rel not in held or (blocks_reads(mode) and not blocks_reads(held[rel])))}
+    blocking = {
+        rel: mode
+        for rel, mode in old.items()
+        if blocks_writes(mode) and (rel not in held or (blocks_reads(mode) and not blocks_reads(held[rel])))
+    }
     still = sorted(rel for rel in old if rel in held and rel not in blocking)
-    parts = [f"blocks {'reads and writes' if blocks_reads(mode) else 'writes'} of {rel}" for rel, mode in blocking.items()]
+    parts = [
+        f"blocks {'reads and writes' if blocks_reads(mode) else 'writes'} of {rel}" for rel, mode in blocking.items()
+    ]
     if still:
         parts.append(f"{', '.join(still)} still {'locked' if len(still) == 1 else 'locked'} by an earlier statement")
     if not parts:
@@ -96,7 +103,11 @@ def writers_sentence(p: Prediction, phase: str, new: set[str], held: dict[str, s
             return "; ".join(rows + [lock]) if rows else f"no writer waits; {lock}"
         if rows:
             return "; ".join(rows)
-        return "no writer waits (new relations stay invisible to other sessions until COMMIT)" if p.created else "no writer waits"
+        return (
+            "no writer waits (new relations stay invisible to other sessions until COMMIT)"
+            if p.created
+            else "no writer waits"
+        )
     rel = max(list(blocking) + still, key=lambda r: sizes.of(r)[0] or 0)
     how = _how(p.effect, rel, sizes)
     until = " until COMMIT" if phase == "transaction" else ""
@@ -149,9 +160,11 @@ def print_plan(plan: Plan, out=print) -> None:
     if plan.verdict_with_allow_data_loss and plan.verdict_with_allow_data_loss != plan.verdict:
         extra = f" (with --allow-data-loss: {plan.verdict_with_allow_data_loss.upper()})"
     out(f"plan: {plan.direction} on target {plan.target}: {plan.verdict.upper()}{extra}")
-    out(f"engine: lock_timeout {e['lock_timeout']} per statement, retried {e['retries']} times "
+    out(
+        f"engine: lock_timeout {e['lock_timeout']} per statement, retried {e['retries']} times "
         f"(backoff {e['backoff_s']:g}s doubling to {e['backoff_max_s']:g}s); statement_timeout "
-        f"{e['statement_timeout']} in the transaction, {e['step_timeout']} (none) for no-transaction steps")
+        f"{e['statement_timeout']} in the transaction, {e['step_timeout']} (none) for no-transaction steps"
+    )
     for note in plan.blocked_reads:
         out(f"note: {note}")
     if not plan.migrations:
@@ -159,9 +172,14 @@ def print_plan(plan: Plan, out=print) -> None:
         return
     for m in plan.migrations:
         out("")
-        out(f"{m.version}_{m.name}: {m.action}, {m.verdict.upper()}"
-            + (f" (with --allow-data-loss: {m.verdict_with_allow_data_loss.upper()})"
-               if m.verdict_with_allow_data_loss and m.verdict_with_allow_data_loss != m.verdict else ""))
+        out(
+            f"{m.version}_{m.name}: {m.action}, {m.verdict.upper()}"
+            + (
+                f" (with --allow-data-loss: {m.verdict_with_allow_data_loss.upper()})"
+                if m.verdict_with_allow_data_loss and m.verdict_with_allow_data_loss != m.verdict
+                else ""
+            )
+        )
         for reason in m.reasons:
             out(f"  refused: {reason}")
         for r in m.requires:
@@ -171,8 +189,14 @@ def print_plan(plan: Plan, out=print) -> None:
             count = "?" if g.count is None else g.count
             out(f"  guard   {g.verdict:<8} {g.kind:<9} {count:>9}  {g.message}")
         if m.action in ("adopt", "forget"):
-            out("  runs nothing: " + ("already present, only recorded in the ledger" if m.action == "adopt"
-                                       else "it was adopted, so only its ledger row is removed"))
+            out(
+                "  runs nothing: "
+                + (
+                    "already present, only recorded in the ledger"
+                    if m.action == "adopt"
+                    else "it was adopted, so only its ledger row is removed"
+                )
+            )
             continue
         out(f"  {'#':>3} {'phase':<5} {'effect':<8} statement / lock, relation, size")
         for i, st in enumerate(m.statements, 1):

@@ -5,6 +5,7 @@ catalog facts (oids, attnums, confdeltype, polcmd, role oids, tgtype bits), and 
 still rendered (policy and index predicates, CHECK lists, messages) are rendered under a fixed
 search_path set for the read-only transaction, where every name outside pg_catalog is qualified.
 """
+
 from __future__ import annotations
 
 import re
@@ -54,7 +55,11 @@ def _oid(conn, name: str) -> int:
 
 
 def check_tables(conn: psycopg.Connection, c: Checklist) -> bool:
-    present = _one(conn, "SELECT to_regclass(%s), to_regclass(%s), to_regclass('auth.users'), to_regclass(%s)", (INTEGRATIONS, RESOURCES, MODELS))
+    present = _one(
+        conn,
+        "SELECT to_regclass(%s), to_regclass(%s), to_regclass('auth.users'), to_regclass(%s)",
+        (INTEGRATIONS, RESOURCES, MODELS),
+    )
     names = [INTEGRATIONS, RESOURCES, "auth.users", MODELS]
     missing = [n for n, v in zip(names, present) if v is None]
     return c.add("tables.present", not missing, f"missing: {', '.join(missing)}")
@@ -64,7 +69,9 @@ def check_columns(conn, c: Checklist) -> None:
     rows = conn.execute(
         """SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid)
            FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-           WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped""", (INTEGRATIONS,)).fetchall()
+           WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped""",
+        (INTEGRATIONS,),
+    ).fetchall()
     actual = {r[0]: (r[1], r[2], r[3]) for r in rows}
     problems = [f"missing column {n}" for n in COLUMNS if n not in actual]
     problems += [f"unexpected column {n}" for n in actual if n not in COLUMNS]
@@ -74,7 +81,9 @@ def check_columns(conn, c: Checklist) -> None:
             if a_typ != typ:
                 problems.append(f"{name} is {a_typ}, expected {typ}")
             if a_nn != notnull:
-                problems.append(f"{name} is {'NOT NULL' if a_nn else 'nullable'}, expected {'NOT NULL' if notnull else 'nullable'}")
+                problems.append(
+                    f"{name} is {'NOT NULL' if a_nn else 'nullable'}, expected {'NOT NULL' if notnull else 'nullable'}"
+                )
             if a_def != default:
                 problems.append(f"{name} default is {a_def}, expected {default}")
     c.add("integrations.columns", not problems, "; ".join(problems))
@@ -83,6 +92,7 @@ def check_columns(conn, c: Checklist) -> None:
 @dataclass(frozen=True)
 class Constraint:
     """A constraint as catalog facts: column names by attnum, the referenced table by oid."""
+
     name: str
     kind: str  # contype: p, f, c, u, n (PG 18 records NOT NULL too), x, t
     columns: tuple[str, ...]
@@ -105,23 +115,43 @@ def _constraints(conn, table: str) -> list[Constraint]:
                   ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
                         JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i),
                   c.confdeltype, c.convalidated, pg_get_constraintdef(c.oid)
-           FROM pg_constraint c WHERE c.conrelid = %s::regclass ORDER BY c.conname""", (table,)).fetchall()
+           FROM pg_constraint c WHERE c.conrelid = %s::regclass ORDER BY c.conname""",
+        (table,),
+    ).fetchall()
     return [Constraint(r[0], r[1], tuple(r[2]), r[3], tuple(r[4]), r[5], r[6], r[7]) for r in rows]
 
 
-def _fk_check(c: Checklist, name: str, fks: list[Constraint], ref_oid: int, ref_cols: tuple[str, ...], on_delete: str, want: str) -> None:
-    ok = len(fks) == 1 and fks[0].ref_oid == ref_oid and fks[0].ref_columns == ref_cols and fks[0].on_delete == on_delete and fks[0].validated
+def _fk_check(
+    c: Checklist, name: str, fks: list[Constraint], ref_oid: int, ref_cols: tuple[str, ...], on_delete: str, want: str
+) -> None:
+    ok = (
+        len(fks) == 1
+        and fks[0].ref_oid == ref_oid
+        and fks[0].ref_columns == ref_cols
+        and fks[0].on_delete == on_delete
+        and fks[0].validated
+    )
     c.add(name, ok, f"expected one validated FK {want}, found {[f.shown() for f in fks] or 'none'}")
 
 
 def check_keys(conn, c: Checklist) -> None:
     cons = _constraints(conn, INTEGRATIONS)
     pks = [k for k in cons if k.kind == "p"]
-    c.add("integrations.primary_key", [k.columns for k in pks] == [("user_id",)],
-          f"primary key is {[k.definition for k in pks] or 'missing'}, expected (user_id)")
+    c.add(
+        "integrations.primary_key",
+        [k.columns for k in pks] == [("user_id",)],
+        f"primary key is {[k.definition for k in pks] or 'missing'}, expected (user_id)",
+    )
     fks = [k for k in cons if k.kind == "f" and "user_id" in k.columns]
-    _fk_check(c, "integrations.fk_auth_users_cascade", fks, _oid(conn, "auth.users"), ("id",), "c",
-              "user_id -> auth.users(id) ON DELETE CASCADE")
+    _fk_check(
+        c,
+        "integrations.fk_auth_users_cascade",
+        fks,
+        _oid(conn, "auth.users"),
+        ("id",),
+        "c",
+        "user_id -> auth.users(id) ON DELETE CASCADE",
+    )
 
 
 POLCMD = {"*": "ALL", "r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
@@ -136,12 +166,17 @@ def check_rls_and_policies(conn, c: Checklist) -> None:
         """SELECT p.polname, CASE WHEN p.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,
                   ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r)::text END FROM unnest(p.polroles) r),
                   p.polcmd::text, pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)
-           FROM pg_policy p WHERE p.polrelid = %s::regclass""", (INTEGRATIONS,)).fetchall()
+           FROM pg_policy p WHERE p.polrelid = %s::regclass""",
+        (INTEGRATIONS,),
+    ).fetchall()
     actual = {r[0]: (r[1], sorted(r[2]), POLCMD.get(r[3], r[3]), _squash(r[4]), _squash(r[5])) for r in rows}
     for name, want in POLICIES.items():
         got = actual.get(name)
-        c.add(f"policy.{name}", got == (want[0], sorted(want[1]), want[2], want[3], want[4]),
-              "missing" if got is None else f"is {got}, expected {want}")
+        c.add(
+            f"policy.{name}",
+            got == (want[0], sorted(want[1]), want[2], want[3], want[4]),
+            "missing" if got is None else f"is {got}, expected {want}",
+        )
     extra = [f"{n} ({v[0].lower()}, to {','.join(v[1])}, using {v[3]})" for n, v in actual.items() if n not in POLICIES]
     c.add("policy.no_extra", not extra, f"unexpected policies: {'; '.join(extra)}")
     public = [n for n, v in actual.items() if "public" in v[1]]
@@ -153,17 +188,26 @@ TG_ROW, TG_BEFORE, TG_INSERT, TG_DELETE, TG_UPDATE, TG_TRUNCATE, TG_INSTEAD = 1,
 
 
 def check_trigger(conn, c: Checklist) -> None:
-    row = _one(conn,
-               """SELECT t.tgenabled, t.tgtype, t.tgattr::int2[], p.prosrc, n.nspname, p.proname, p.proconfig
+    row = _one(
+        conn,
+        """SELECT t.tgenabled, t.tgtype, t.tgattr::int2[], p.prosrc, n.nspname, p.proname, p.proconfig
                   FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace n ON n.oid = p.pronamespace
-                  WHERE t.tgrelid = %s::regclass AND t.tgname = %s AND NOT t.tgisinternal""", (INTEGRATIONS, TRIGGER))
+                  WHERE t.tgrelid = %s::regclass AND t.tgname = %s AND NOT t.tgisinternal""",
+        (INTEGRATIONS, TRIGGER),
+    )
     if row is None:
         c.add("integrations.updated_at_trigger", False, f"trigger {TRIGGER} is missing")
         return
     enabled, tgtype, columns, body, schema, function, config = row
     problems = []
-    if tgtype & (TG_ROW | TG_BEFORE | TG_INSERT | TG_DELETE | TG_UPDATE | TG_TRUNCATE | TG_INSTEAD) != TG_ROW | TG_BEFORE | TG_UPDATE or columns:
-        problems.append(f"fires on tgtype={tgtype}{' for some columns only' if columns else ''}, expected BEFORE UPDATE FOR EACH ROW")
+    if (
+        tgtype & (TG_ROW | TG_BEFORE | TG_INSERT | TG_DELETE | TG_UPDATE | TG_TRUNCATE | TG_INSTEAD)
+        != TG_ROW | TG_BEFORE | TG_UPDATE
+        or columns
+    ):
+        problems.append(
+            f"fires on tgtype={tgtype}{' for some columns only' if columns else ''}, expected BEFORE UPDATE FOR EACH ROW"
+        )
     if (schema, function) != ("public", "update_openrouter_integration_updated_at"):
         problems.append(f"calls {schema}.{function}, expected public.update_openrouter_integration_updated_at")
     if enabled == "D":
@@ -174,42 +218,68 @@ def check_trigger(conn, c: Checklist) -> None:
     # shadow now(); Supabase's advisor reports its absence (function_search_path_mutable).
     paths = [s for s in config or [] if s.split("=", 1)[0].lower() == "search_path"]
     if paths != ['search_path=""']:
-        problems.append(f"function has {'SET ' + paths[0] if paths else 'no SET search_path'}, expected SET search_path = '' "
-                        "(run up's CREATE OR REPLACE FUNCTION again, or ALTER FUNCTION ... SET search_path = '')")
+        problems.append(
+            f"function has {'SET ' + paths[0] if paths else 'no SET search_path'}, expected SET search_path = '' "
+            "(run up's CREATE OR REPLACE FUNCTION again, or ALTER FUNCTION ... SET search_path = '')"
+        )
     c.add("integrations.updated_at_trigger", not problems, "; ".join(problems))
 
 
 def check_indexes(conn, c: Checklist) -> None:
     for name, (table, columns, predicate) in INDEXES.items():
-        row = _one(conn, """SELECT i.indrelid::oid::bigint, am.amname::text, i.indisvalid, i.indexprs IS NULL,
+        row = _one(
+            conn,
+            """SELECT i.indrelid::oid::bigint, am.amname::text, i.indisvalid, i.indexprs IS NULL,
                                    ARRAY(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(n, o)
                                          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n ORDER BY k.o),
                                    pg_get_expr(i.indpred, i.indrelid), pg_get_indexdef(i.indexrelid)
                             FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid JOIN pg_namespace n ON n.oid = x.relnamespace
                             JOIN pg_am am ON am.oid = x.relam
-                            WHERE n.nspname = 'public' AND x.relname = %s""", (name,))
+                            WHERE n.nspname = 'public' AND x.relname = %s""",
+            (name,),
+        )
         if row is None:
             c.add(f"index.{name}", False, "missing")
             continue
         rel, am, valid, plain, cols, pred, definition = row
-        ok = rel == _oid(conn, table) and am == "btree" and plain and tuple(cols) == columns and _squash(pred) == _squash(predicate)
+        ok = (
+            rel == _oid(conn, table)
+            and am == "btree"
+            and plain
+            and tuple(cols) == columns
+            and _squash(pred) == _squash(predicate)
+        )
         want = f"btree ({', '.join(columns)}){' WHERE ' + predicate if predicate else ''} on {table}"
-        c.add(f"index.{name}", ok and valid, f"is {definition!r}{'' if valid else ' (INVALID: an interrupted concurrent build)'}, expected {want}")
+        c.add(
+            f"index.{name}",
+            ok and valid,
+            f"is {definition!r}{'' if valid else ' (INVALID: an interrupted concurrent build)'}, expected {want}",
+        )
 
 
 def check_comments(conn, c: Checklist) -> None:
-    rows = dict(conn.execute(
-        """SELECT a.attname, col_description(a.attrelid, a.attnum) FROM pg_attribute a
-           WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped""", (INTEGRATIONS,)).fetchall())
+    rows = dict(
+        conn.execute(
+            """SELECT a.attname, col_description(a.attrelid, a.attnum) FROM pg_attribute a
+           WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped""",
+            (INTEGRATIONS,),
+        ).fetchall()
+    )
     table_comment = _one(conn, "SELECT obj_description(%s::regclass, 'pg_class')", (INTEGRATIONS,))[0]
     problems = [] if table_comment else ["table comment missing"]
     problems += [f"no comment on {col}" for col in COMMENTED if not rows.get(col)]
     if "iv_hex:ciphertext_hex" not in (rows.get("encrypted_api_key") or ""):
         problems.append("encrypted_api_key comment does not document iv_hex:ciphertext_hex")
-    res = dict(conn.execute(
-        """SELECT a.attname, col_description(a.attrelid, a.attnum) FROM pg_attribute a
-           WHERE a.attrelid = %s::regclass AND a.attname IN ('openrouter_model_id', 'openrouter_config')""", (RESOURCES,)).fetchall())
-    if "modelId" not in (res.get("openrouter_config") or "") or "systemPrompt" not in (res.get("openrouter_config") or ""):
+    res = dict(
+        conn.execute(
+            """SELECT a.attname, col_description(a.attrelid, a.attnum) FROM pg_attribute a
+           WHERE a.attrelid = %s::regclass AND a.attname IN ('openrouter_model_id', 'openrouter_config')""",
+            (RESOURCES,),
+        ).fetchall()
+    )
+    if "modelId" not in (res.get("openrouter_config") or "") or "systemPrompt" not in (
+        res.get("openrouter_config") or ""
+    ):
         problems.append("openrouter_config comment does not document {modelId, systemPrompt, params}")
     if not res.get("openrouter_model_id"):
         problems.append("no comment on x402_resources.openrouter_model_id")
@@ -217,15 +287,34 @@ def check_comments(conn, c: Checklist) -> None:
 
 
 def check_resources(conn, c: Checklist) -> None:
-    cols = dict(conn.execute(
-        """SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
-           WHERE attrelid = %s::regclass AND attname IN ('openrouter_model_id', 'openrouter_config') AND NOT attisdropped""", (RESOURCES,)).fetchall())
-    c.add("resources.openrouter_model_id", cols.get("openrouter_model_id") == "uuid", f"openrouter_model_id is {cols.get('openrouter_model_id') or 'missing'}, expected uuid")
-    c.add("resources.openrouter_config", cols.get("openrouter_config") == "jsonb", f"openrouter_config is {cols.get('openrouter_config') or 'missing'}, expected jsonb")
+    cols = dict(
+        conn.execute(
+            """SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
+           WHERE attrelid = %s::regclass AND attname IN ('openrouter_model_id', 'openrouter_config') AND NOT attisdropped""",
+            (RESOURCES,),
+        ).fetchall()
+    )
+    c.add(
+        "resources.openrouter_model_id",
+        cols.get("openrouter_model_id") == "uuid",
+        f"openrouter_model_id is {cols.get('openrouter_model_id') or 'missing'}, expected uuid",
+    )
+    c.add(
+        "resources.openrouter_config",
+        cols.get("openrouter_config") == "jsonb",
+        f"openrouter_config is {cols.get('openrouter_config') or 'missing'}, expected jsonb",
+    )
     cons = _constraints(conn, RESOURCES)
     fks = [k for k in cons if k.kind == "f" and "openrouter_model_id" in k.columns]
-    _fk_check(c, "resources.fk_ai_models_set_null", fks, _oid(conn, MODELS), ("id",), "n",
-              f"openrouter_model_id -> {MODELS}(id) ON DELETE SET NULL")
+    _fk_check(
+        c,
+        "resources.fk_ai_models_set_null",
+        fks,
+        _oid(conn, MODELS),
+        ("id",),
+        "n",
+        f"openrouter_model_id -> {MODELS}(id) ON DELETE SET NULL",
+    )
     check = next((k for k in cons if k.name == "x402_resources_resource_type_check" and k.kind == "c"), None)
     if check is None:
         c.add("resources.resource_type_check", False, "constraint x402_resources_resource_type_check is missing")
@@ -234,8 +323,12 @@ def check_resources(conn, c: Checklist) -> None:
     problems = []
     if allowed != RESOURCE_TYPES or check.columns != ("resource_type",):
         missing, extra = RESOURCE_TYPES - allowed, allowed - RESOURCE_TYPES
-        problems.append(f"allows {sorted(allowed)}" + (f", missing {sorted(missing)}" if missing else "") + (f", extra {sorted(extra)}" if extra else "")
-                        + ("" if check.columns == ("resource_type",) else f", on columns {list(check.columns)}"))
+        problems.append(
+            f"allows {sorted(allowed)}"
+            + (f", missing {sorted(missing)}" if missing else "")
+            + (f", extra {sorted(extra)}" if extra else "")
+            + ("" if check.columns == ("resource_type",) else f", on columns {list(check.columns)}")
+        )
     if not check.validated:
         problems.append("constraint is NOT VALID: existing rows were never checked")
     other = [k.name for k in cons if k.kind == "c" and "resource_type" in k.columns and k is not check]
@@ -248,9 +341,17 @@ def check_grants(conn, c: Checklist) -> None:
     for g in access.TABLE_GRANTS:
         held = access.held_privileges(conn, g)
         want = ", ".join(g.privileges) or "nothing"
-        c.add(f"grant.{g.role}", access.satisfied(held, g), f"{g.role} holds {sorted(held) or 'nothing'} on {g.table}, expected {'at least ' if g.at_least else ''}{want}")
+        c.add(
+            f"grant.{g.role}",
+            access.satisfied(held, g),
+            f"{g.role} holds {sorted(held) or 'nothing'} on {g.table}, expected {'at least ' if g.at_least else ''}{want}",
+        )
     # Effective privileges, so a grant to PUBLIC or through a membership is caught too.
-    leaked = [p for p in access.CORE_TABLE_PRIVILEGES if _one(conn, "SELECT has_table_privilege('anon', %s, %s)", (INTEGRATIONS, p))[0]]
+    leaked = [
+        p
+        for p in access.CORE_TABLE_PRIVILEGES
+        if _one(conn, "SELECT has_table_privilege('anon', %s, %s)", (INTEGRATIONS, p))[0]
+    ]
     c.add("grant.anon_effective", not leaked, f"anon can {', '.join(leaked)} on {INTEGRATIONS}")
     for usage in access.SCHEMA_USAGE:
         ok = _one(conn, "SELECT has_schema_privilege(%s, %s, 'USAGE')", (usage.role, usage.schema))[0]
@@ -258,17 +359,31 @@ def check_grants(conn, c: Checklist) -> None:
 
 
 def check_roles(conn, c: Checklist) -> None:
-    rows = {r[0]: r[1:] for r in conn.execute(
-        "SELECT rolname, rolcanlogin, rolbypassrls FROM pg_roles WHERE rolname IN ('anon', 'authenticated', 'service_role', 'authenticator')")}
-    problems = [f"role {r} missing" for r in ("anon", "authenticated", "service_role", "authenticator") if r not in rows]
+    rows = {
+        r[0]: r[1:]
+        for r in conn.execute(
+            "SELECT rolname, rolcanlogin, rolbypassrls FROM pg_roles WHERE rolname IN ('anon', 'authenticated', 'service_role', 'authenticator')"
+        )
+    }
+    problems = [
+        f"role {r} missing" for r in ("anon", "authenticated", "service_role", "authenticator") if r not in rows
+    ]
     problems += [f"{r} can log in" for r in ("anon", "authenticated", "service_role") if r in rows and rows[r][0]]
     problems += [f"{r} bypasses RLS" for r in ("anon", "authenticated") if r in rows and rows[r][1]]
     if "service_role" in rows and not rows["service_role"][1]:
         problems.append("service_role lacks BYPASSRLS")
     if "authenticator" in rows:
-        members = {r[0] for r in conn.execute(
-            "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = 'authenticator'")}
-        problems += [f"authenticator is not a member of {r}" for r in ("anon", "authenticated", "service_role") if r not in members]
+        members = {
+            r[0]
+            for r in conn.execute(
+                "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = 'authenticator'"
+            )
+        }
+        problems += [
+            f"authenticator is not a member of {r}"
+            for r in ("anon", "authenticated", "service_role")
+            if r not in members
+        ]
     c.add("platform.roles", not problems, "; ".join(problems))
 
 
@@ -301,8 +416,11 @@ def check_ledger(conn, c: Checklist) -> None:
     if entry is None:
         c.add("ledger.005", False, "migration 005 is not recorded as applied in the ledger")
     elif not shipped.matches(entry.checksum):
-        c.add("ledger.005", False,
-              f"ledger checksum {entry.checksum[:12]} does not match the shipped file {shipped.checksum[:12]} (drift)")
+        c.add(
+            "ledger.005",
+            False,
+            f"ledger checksum {entry.checksum[:12]} does not match the shipped file {shipped.checksum[:12]} (drift)",
+        )
     else:
         # A half-finished run commits its ledger row with the work it did: say which half.
         hint = ledger.HINTS.get(entry.state, f"unknown ledger state {entry.state!r}")
@@ -314,6 +432,17 @@ def run(conn: psycopg.Connection, c: Checklist) -> None:
     conn.execute("SET LOCAL search_path = pg_catalog")
     if not check_tables(conn, c):
         return
-    for check in (check_columns, check_keys, check_rls_and_policies, check_trigger, check_indexes,
-                  check_comments, check_resources, check_grants, check_roles, check_auth_uid, check_ledger):
+    for check in (
+        check_columns,
+        check_keys,
+        check_rls_and_policies,
+        check_trigger,
+        check_indexes,
+        check_comments,
+        check_resources,
+        check_grants,
+        check_roles,
+        check_auth_uid,
+        check_ledger,
+    ):
         check(conn, c)

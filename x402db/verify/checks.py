@@ -7,6 +7,7 @@ A check ends in one of four statuses; only `failed` fails smoke:
 - warn:    verified, and the database is as the bundle defines it, but a known hazard for a
            client of it was found (the detail names the fix).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -2,6 +2,7 @@
 checklist, its test users and how it makes a test resource. Both import this module and neither
 imports the other's, so the two can grow apart without an import circle.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,12 +47,27 @@ class SmokeRun:
     def resource_config(self, nonce: str, model: str | None) -> str:
         # The nonce identifies the test row through a column 005 defines (x402_resources has
         # no id we may assume).
-        return json.dumps({"modelId": model or "none", "systemPrompt": "", "params": {"temperature": 0.5, "maxTokens": 16}, "smoke": nonce})
+        return json.dumps(
+            {
+                "modelId": model or "none",
+                "systemPrompt": "",
+                "params": {"temperature": 0.5, "maxTokens": 16},
+                "smoke": nonce,
+            }
+        )
 
     def make_resource(self, user: str, model: str | None) -> tuple[str, str]:
         """An openrouter_instant resource owned by `user`; returns (nonce, how it was made)."""
         nonce = str(uuid.uuid4())
-        _, how = self.rows.make(RESOURCES, {"resource_type": "openrouter_instant", "openrouter_model_id": model,
-                                    "openrouter_config": json.loads(self.resource_config(nonce, model))},
-                                user=user, update_existing=True, owned=OWN_RESOURCE_CONSTRAINTS)
+        _, how = self.rows.make(
+            RESOURCES,
+            {
+                "resource_type": "openrouter_instant",
+                "openrouter_model_id": model,
+                "openrouter_config": json.loads(self.resource_config(nonce, model)),
+            },
+            user=user,
+            update_existing=True,
+            owned=OWN_RESOURCE_CONSTRAINTS,
+        )
         return nonce, how

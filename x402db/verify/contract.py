@@ -14,6 +14,7 @@ conflict, so the toggle-only upsert is refused by encrypted_api_key NOT NULL eve
 row exists. 005 keeps that NOT NULL (phase 11 requires it); the check reports `warn` with the
 backend's fix, and reports honestly whatever else it finds.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,19 +34,32 @@ _INTEGRATIONS = sql.Identifier(*access.INTEGRATIONS.split("."))
 _RESOURCES = sql.Identifier(*access.RESOURCES.split("."))
 # PostgREST's search_path on Supabase: the exposed schema, then db-extra-search-path.
 POSTGREST_SEARCH_PATH = "public, extensions"
-CHECKS = ("contract.upsert_with_key", "contract.select_by_user", "contract.toggle_upsert", "contract.toggle_by_update",
-          "contract.affected_resources_count", "contract.delete")
-TOGGLE_FIX = ('the backend\'s toggle-only upsert ({user_id, is_enabled}, onConflict user_id) is refused: PostgreSQL checks '
-              'encrypted_api_key NOT NULL on the proposed row before ON CONFLICT; backend fix: when no key is sent, use '
-              '.update({is_enabled}).eq("user_id", userId)')
+CHECKS = (
+    "contract.upsert_with_key",
+    "contract.select_by_user",
+    "contract.toggle_upsert",
+    "contract.toggle_by_update",
+    "contract.affected_resources_count",
+    "contract.delete",
+)
+TOGGLE_FIX = (
+    "the backend's toggle-only upsert ({user_id, is_enabled}, onConflict user_id) is refused: PostgreSQL checks "
+    "encrypted_api_key NOT NULL on the proposed row before ON CONFLICT; backend fix: when no key is sent, use "
+    '.update({is_enabled}).eq("user_id", userId)'
+)
 
 
 def upsert(payload: dict[str, Any]) -> tuple[sql.Composed, tuple]:
     """The statement PostgREST runs for .upsert(payload, {onConflict: "user_id"})."""
     cols = [sql.Identifier(k) for k in payload]
-    query = sql.SQL("INSERT INTO {t} ({cols}) SELECT {cols} FROM json_populate_recordset(NULL::{t}, %s::json) _"
-                    " ON CONFLICT (user_id) DO UPDATE SET {sets}").format(
-        t=_INTEGRATIONS, cols=sql.SQL(", ").join(cols), sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=c) for c in cols))
+    query = sql.SQL(
+        "INSERT INTO {t} ({cols}) SELECT {cols} FROM json_populate_recordset(NULL::{t}, %s::json) _"
+        " ON CONFLICT (user_id) DO UPDATE SET {sets}"
+    ).format(
+        t=_INTEGRATIONS,
+        cols=sql.SQL(", ").join(cols),
+        sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=c) for c in cols),
+    )
     return query, (json.dumps([payload]),)
 
 
@@ -55,9 +69,11 @@ def count_query(link: str, user: str) -> tuple[sql.Composed, tuple]:
     on Supabase): a HEAD still builds the read of x402_resources.*, so it needs SELECT on every
     column, not only on the filtered ones; the count comes from a separate SELECT 1."""
     where = sql.SQL("{r}.{link} = %s AND {r}.resource_type = %s").format(r=_RESOURCES, link=sql.Identifier(link))
-    query = sql.SQL("WITH pgrst_source AS (SELECT {r}.* FROM {r} WHERE {w}), pgrst_source_count AS (SELECT 1 FROM {r} WHERE {w})"
-                    " SELECT (SELECT pg_catalog.count(*) FROM pgrst_source_count) AS total_result_set,"
-                    " pg_catalog.count(_postgrest_t) AS page_total FROM (SELECT * FROM pgrst_source) _postgrest_t").format(r=_RESOURCES, w=where)
+    query = sql.SQL(
+        "WITH pgrst_source AS (SELECT {r}.* FROM {r} WHERE {w}), pgrst_source_count AS (SELECT 1 FROM {r} WHERE {w})"
+        " SELECT (SELECT pg_catalog.count(*) FROM pgrst_source_count) AS total_result_set,"
+        " pg_catalog.count(_postgrest_t) AS page_total FROM (SELECT * FROM pgrst_source) _postgrest_t"
+    ).format(r=_RESOURCES, w=where)
     return query, (user, "openrouter_instant", user, "openrouter_instant")
 
 
@@ -72,7 +88,9 @@ def _run(conn: psycopg.Connection, query, params=()) -> tuple[psycopg.Cursor | N
 
 def _row(conn, user: str):
     """The user's row as the connecting role sees it (not as the role under test)."""
-    return conn.execute(sql.SQL("SELECT encrypted_api_key, is_enabled FROM {} WHERE user_id = %s").format(_INTEGRATIONS), (user,)).fetchall()
+    return conn.execute(
+        sql.SQL("SELECT encrypted_api_key, is_enabled FROM {} WHERE user_id = %s").format(_INTEGRATIONS), (user,)
+    ).fetchall()
 
 
 def _user_link(ctx: SmokeRun) -> tuple[str | None, str]:
@@ -82,8 +100,14 @@ def _user_link(ctx: SmokeRun) -> tuple[str | None, str]:
     if "user_id" in links:
         return "user_id", ""
     if not links:
-        return None, "x402_resources has no column referencing auth.users(id), so the backend's count by user cannot be replayed"
-    return None, f"x402_resources references auth.users(id) through several columns ({', '.join(links)}); which one the backend counts by is unknown"
+        return (
+            None,
+            "x402_resources has no column referencing auth.users(id), so the backend's count by user cannot be replayed",
+        )
+    return (
+        None,
+        f"x402_resources references auth.users(id) through several columns ({', '.join(links)}); which one the backend counts by is unknown",
+    )
 
 
 def run(ctx: SmokeRun) -> None:
@@ -103,19 +127,40 @@ def run(ctx: SmokeRun) -> None:
         after_first = _row(conn, user)
         second = _run(conn, *upsert({"user_id": user, "encrypted_api_key": k2}))[1]
         after_second = _row(conn, user)
-    problems = [f"insert: {first}"] if first else ([] if after_first == [(k1, True)] else ["insert: the row was not stored as sent"])
-    problems += [f"update through ON CONFLICT: {second}"] if second else (
-        [] if after_second == [(k2, True)] else ["update through ON CONFLICT: the row does not hold the new key with is_enabled kept"])
+    problems = (
+        [f"insert: {first}"]
+        if first
+        else ([] if after_first == [(k1, True)] else ["insert: the row was not stored as sent"])
+    )
+    problems += (
+        [f"update through ON CONFLICT: {second}"]
+        if second
+        else (
+            []
+            if after_second == [(k2, True)]
+            else ["update through ON CONFLICT: the row does not hold the new key with is_enabled kept"]
+        )
+    )
     c.add("contract.upsert_with_key", not problems, "; ".join(problems))
     if not after_second:  # so that the other replays still have a row to act on
-        conn.execute(sql.SQL("INSERT INTO {} (user_id, encrypted_api_key) VALUES (%s, %s)").format(_INTEGRATIONS), (user, k2))
+        conn.execute(
+            sql.SQL("INSERT INTO {} (user_id, encrypted_api_key) VALUES (%s, %s)").format(_INTEGRATIONS), (user, k2)
+        )
     stored = _row(conn, user)
 
     with acting_as(conn, "service_role", search_path=POSTGREST_SEARCH_PATH):
-        cur, err = _run(conn, sql.SQL("SELECT is_enabled, encrypted_api_key FROM {} WHERE user_id = %s").format(_INTEGRATIONS), (user,))
+        cur, err = _run(
+            conn,
+            sql.SQL("SELECT is_enabled, encrypted_api_key FROM {} WHERE user_id = %s").format(_INTEGRATIONS),
+            (user,),
+        )
         seen = [(key, enabled) for enabled, key in cur.fetchall()] if cur else None
-    c.add("contract.select_by_user", seen == stored and len(stored) == 1,
-          err or f"the select returned {len(seen)} rows{'' if len(seen) != 1 else ' that differ from the stored row'}, .single() needs exactly the stored one")
+    c.add(
+        "contract.select_by_user",
+        seen == stored and len(stored) == 1,
+        err
+        or f"the select returned {len(seen)} rows{'' if len(seen) != 1 else ' that differ from the stored row'}, .single() needs exactly the stored one",
+    )
 
     with acting_as(conn, "service_role", search_path=POSTGREST_SEARCH_PATH):
         cur, err = _run(conn, *upsert({"user_id": user, "is_enabled": False}))
@@ -123,18 +168,32 @@ def run(ctx: SmokeRun) -> None:
     if err.startswith("23502") and "encrypted_api_key" in err and after == stored:
         c.warn("contract.toggle_upsert", TOGGLE_FIX)
     elif err:
-        c.add("contract.toggle_upsert", False, f"the toggle-only upsert failed otherwise than the known NOT NULL hazard: {err}")
+        c.add(
+            "contract.toggle_upsert",
+            False,
+            f"the toggle-only upsert failed otherwise than the known NOT NULL hazard: {err}",
+        )
     else:
         kept = len(after) == 1 and after[0][0] == stored[0][0] and after[0][1] is False
-        c.add("contract.toggle_upsert", kept, "the toggle-only upsert was accepted but did not keep the key while switching is_enabled off",
-              "the toggle-only upsert was accepted (encrypted_api_key took no NULL in the proposed row); the key was kept")
+        c.add(
+            "contract.toggle_upsert",
+            kept,
+            "the toggle-only upsert was accepted but did not keep the key while switching is_enabled off",
+            "the toggle-only upsert was accepted (encrypted_api_key took no NULL in the proposed row); the key was kept",
+        )
 
     with acting_as(conn, "service_role", search_path=POSTGREST_SEARCH_PATH):
         # The fix: PostgREST's PATCH for .update({is_enabled}).eq("user_id", userId).
-        cur, err = _run(conn, sql.SQL("UPDATE {} SET is_enabled = %s WHERE user_id = %s").format(_INTEGRATIONS), (False, user))
+        cur, err = _run(
+            conn, sql.SQL("UPDATE {} SET is_enabled = %s WHERE user_id = %s").format(_INTEGRATIONS), (False, user)
+        )
     after = _row(conn, user)
-    c.add("contract.toggle_by_update", not err and cur.rowcount == 1 and after == [(stored[0][0], False)],
-          err or f"the update affected {cur.rowcount} rows; the row {'kept' if after and after[0][0] == stored[0][0] else 'lost'} its key")
+    c.add(
+        "contract.toggle_by_update",
+        not err and cur.rowcount == 1 and after == [(stored[0][0], False)],
+        err
+        or f"the update affected {cur.rowcount} rows; the row {'kept' if after and after[0][0] == stored[0][0] else 'lost'} its key",
+    )
 
     if link is None:
         c.skip("contract.affected_resources_count", link_reason)
@@ -143,13 +202,23 @@ def run(ctx: SmokeRun) -> None:
             cur, err = _run(conn, *count_query(link, user))
             count = cur.fetchone()[0] if cur else None
         if err or not resource_reason:
-            c.add("contract.affected_resources_count", not err and count == 1,
-                  err or f"counted {count} openrouter_instant resources of the user by {link}, expected the 1 made for the check")
+            c.add(
+                "contract.affected_resources_count",
+                not err and count == 1,
+                err
+                or f"counted {count} openrouter_instant resources of the user by {link}, expected the 1 made for the check",
+            )
         else:
-            c.skip("contract.affected_resources_count", f"the count by {link} ran, but no resource could be made to count: {resource_reason}")
+            c.skip(
+                "contract.affected_resources_count",
+                f"the count by {link} ran, but no resource could be made to count: {resource_reason}",
+            )
 
     with acting_as(conn, "service_role", search_path=POSTGREST_SEARCH_PATH):
         cur, err = _run(conn, sql.SQL("DELETE FROM {} WHERE user_id = %s").format(_INTEGRATIONS), (user,))
     left = _row(conn, user)
-    c.add("contract.delete", not err and cur.rowcount == 1 and not left,
-          err or f"the delete affected {cur.rowcount} rows and {len(left)} remain")
+    c.add(
+        "contract.delete",
+        not err and cur.rowcount == 1 and not left,
+        err or f"the delete affected {cur.rowcount} rows and {len(left)} remain",
+    )

@@ -5,6 +5,7 @@ set_config('request.jwt.claims', <the JWT's claims>, true) and set_config('searc
 <exposed schemas>, true); RLS and auth.uid() read nothing else. The legacy
 request.jwt.claim.sub is never set.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,16 @@ from psycopg import pq
 
 
 @contextmanager
-def acting_as(conn: psycopg.Connection, role: str, sub: str | None = None, search_path: str | None = None) -> Iterator[None]:
+def acting_as(
+    conn: psycopg.Connection, role: str, sub: str | None = None, search_path: str | None = None
+) -> Iterator[None]:
     claims = {"role": role} | ({"sub": sub} if sub else {})
     saved = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
     if search_path is not None:
         conn.execute("SELECT set_config('search_path', %s, true)", (search_path,))
-    conn.execute("SELECT set_config('request.jwt.claims', %s, true), set_config('role', %s, true)", (json.dumps(claims), role))
+    conn.execute(
+        "SELECT set_config('request.jwt.claims', %s, true), set_config('role', %s, true)", (json.dumps(claims), role)
+    )
     try:
         yield
     finally:
@@ -29,7 +34,9 @@ def acting_as(conn: psycopg.Connection, role: str, sub: str | None = None, searc
         # statement here would only hide that error behind "transaction is aborted".
         if conn.info.transaction_status != pq.TransactionStatus.INERROR:
             conn.execute("RESET ROLE")
-            conn.execute("SELECT set_config('request.jwt.claims', '', true), set_config('search_path', %s, true)", (saved,))
+            conn.execute(
+                "SELECT set_config('request.jwt.claims', '', true), set_config('search_path', %s, true)", (saved,)
+            )
 
 
 def attempt(conn: psycopg.Connection, query, params=()) -> tuple[int | None, str | None]:

@@ -14,6 +14,7 @@ The caller's transaction is always rolled back, so none of it is ever committed;
 left is a sequence value consumed by a column's default (sequences are not transactional). A
 row that production holds locked is skipped (SKIP LOCKED), never waited for.
 """
+
 from __future__ import annotations
 
 import json
@@ -93,14 +94,19 @@ def describe(conn: psycopg.Connection, qualified: str) -> Table:
            JOIN pg_type t ON t.oid = a.atttypid
            JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
            WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum""",
-        (qualified,)).fetchall()
+        (qualified,),
+    ).fetchall()
     columns = {}
     for col, typ, category, typname, label, max_length, notnull, has_default, identity, generated in rows:
         writable = generated == "" and identity != "a"
         needs = notnull and not has_default and identity == "" and generated == ""
-        columns[col] = Column(col, typ, category, typname, label, max_length, needs, writable, has_default or identity != "")
-    fks = [ForeignKey(tuple(r[0]), r[1], r[2], tuple(r[3]), r[4]) for r in conn.execute(
-        """SELECT ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
+        columns[col] = Column(
+            col, typ, category, typname, label, max_length, needs, writable, has_default or identity != ""
+        )
+    fks = [
+        ForeignKey(tuple(r[0]), r[1], r[2], tuple(r[3]), r[4])
+        for r in conn.execute(
+            """SELECT ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
                         JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),
                   rn.nspname::text, r.relname::text,
                   ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
@@ -108,11 +114,19 @@ def describe(conn: psycopg.Connection, qualified: str) -> Table:
                   c.confrelid = to_regclass('auth.users') AND c.confkey = ARRAY[(SELECT attnum FROM pg_attribute
                         WHERE attrelid = c.confrelid AND attname = 'id')]
            FROM pg_constraint c JOIN pg_class r ON r.oid = c.confrelid JOIN pg_namespace rn ON rn.oid = r.relnamespace
-           WHERE c.conrelid = %s::regclass AND c.contype = 'f'""", (qualified,))]
-    unique = [tuple(r[0]) for r in conn.execute(
-        """SELECT ARRAY(SELECT a.attname::text FROM unnest(i.indkey::int2[]) k(n)
+           WHERE c.conrelid = %s::regclass AND c.contype = 'f'""",
+            (qualified,),
+        )
+    ]
+    unique = [
+        tuple(r[0])
+        for r in conn.execute(
+            """SELECT ARRAY(SELECT a.attname::text FROM unnest(i.indkey::int2[]) k(n)
                         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n)
-           FROM pg_index i WHERE i.indrelid = %s::regclass AND i.indisunique""", (qualified,))]
+           FROM pg_index i WHERE i.indrelid = %s::regclass AND i.indisunique""",
+            (qualified,),
+        )
+    ]
     return Table(schema, name, columns, fks, unique)
 
 
@@ -158,9 +172,18 @@ class RowMaker:
             self._tables[qualified] = describe(self.conn, qualified)
         return self._tables[qualified]
 
-    def make(self, qualified: str, fixed: dict[str, Any], *, user: str | None = None, optional: dict[str, Any] | None = None,
-             returning: str | None = None, clone: bool = True, update_existing: bool = False,
-             owned: tuple[str, ...] = ()) -> tuple[Any, str]:
+    def make(
+        self,
+        qualified: str,
+        fixed: dict[str, Any],
+        *,
+        user: str | None = None,
+        optional: dict[str, Any] | None = None,
+        returning: str | None = None,
+        clone: bool = True,
+        update_existing: bool = False,
+        owned: tuple[str, ...] = (),
+    ) -> tuple[Any, str]:
         """A row with the fixed values (and `user` in every column that references auth.users(id));
         returns (the `returning` column's value, how the row was obtained).
 
@@ -174,7 +197,9 @@ class RowMaker:
         if user is not None:
             fixed |= {col: user for col in t.user_links() if col not in fixed}
         reasons = []
-        ways = [("a fresh row", self._fresh_values)] + ([("a copy of an existing row", self._cloned_values)] if clone else [])
+        ways = [("a fresh row", self._fresh_values)] + (
+            [("a copy of an existing row", self._cloned_values)] if clone else []
+        )
         for how, values in ways:
             try:
                 row = values(t, fixed)
@@ -232,16 +257,21 @@ class RowMaker:
         return row | fixed
 
     def _referenced_row(self, fk: ForeignKey) -> dict[str, Any]:
-        found = self.conn.execute(sql.SQL("SELECT to_jsonb(r) FROM {} r WHERE {} LIMIT 1").format(
-            sql.Identifier(fk.ref_schema, fk.ref_table),
-            sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in fk.ref_columns))).fetchone()
+        found = self.conn.execute(
+            sql.SQL("SELECT to_jsonb(r) FROM {} r WHERE {} LIMIT 1").format(
+                sql.Identifier(fk.ref_schema, fk.ref_table),
+                sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in fk.ref_columns),
+            )
+        ).fetchone()
         if found is None:
             raise CannotMakeRow(f"{fk.ref_schema}.{fk.ref_table}, referenced by {', '.join(fk.columns)}, holds no row")
         return found[0]
 
     def _insert(self, t: Table, row: dict[str, Any], returning: str | None) -> Any:
         cols = sql.SQL(", ").join(sql.Identifier(c) for c in row)
-        query = sql.SQL("INSERT INTO {t} ({cols}) SELECT {cols} FROM jsonb_populate_record(NULL::{t}, %s::jsonb)").format(t=t.ident, cols=cols)
+        query = sql.SQL(
+            "INSERT INTO {t} ({cols}) SELECT {cols} FROM jsonb_populate_record(NULL::{t}, %s::jsonb)"
+        ).format(t=t.ident, cols=cols)
         if returning:
             query += sql.SQL(" RETURNING {}").format(sql.Identifier(returning))
         cur = self.conn.execute(query, (json.dumps(row, default=str),))
@@ -249,8 +279,10 @@ class RowMaker:
 
     def _update_one(self, t: Table, fixed: dict[str, Any], returning: str | None) -> Any:
         cols = sql.SQL(", ").join(sql.Identifier(c) for c in fixed)
-        query = sql.SQL("UPDATE {t} SET ({cols}) = (SELECT {cols} FROM jsonb_populate_record(NULL::{t}, %s::jsonb))"
-                        " WHERE ctid = (SELECT ctid FROM {t} LIMIT 1 FOR UPDATE SKIP LOCKED)").format(t=t.ident, cols=cols)
+        query = sql.SQL(
+            "UPDATE {t} SET ({cols}) = (SELECT {cols} FROM jsonb_populate_record(NULL::{t}, %s::jsonb))"
+            " WHERE ctid = (SELECT ctid FROM {t} LIMIT 1 FOR UPDATE SKIP LOCKED)"
+        ).format(t=t.ident, cols=cols)
         if returning:
             query += sql.SQL(" RETURNING {}").format(sql.Identifier(returning))
         cur = self.conn.execute(query, (json.dumps(fixed, default=str),))

@@ -1,4 +1,5 @@
 """The post-deploy verifier: catalog checks (read-only), then behaviour checks (rolled back)."""
+
 from __future__ import annotations
 
 import time
@@ -27,15 +28,25 @@ class SmokeResult:
         return {s: sum(c.status == s for c in self.checks) for s in STATUSES}
 
     def as_dict(self) -> dict:
-        return {"passed": self.passed, "counts": self.counts(), "checks": [c.as_dict() for c in self.checks],
-                "duration_ms": self.duration_ms}
+        return {
+            "passed": self.passed,
+            "counts": self.counts(),
+            "checks": [c.as_dict() for c in self.checks],
+            "duration_ms": self.duration_ms,
+        }
 
     def junit(self) -> bytes:
         """Failed checks are <failure>; skipped ones <skipped message=reason>; a warn is also a
         <skipped>, its message prefixed "warn: ", so that every CI dashboard shows it."""
         counts = self.counts()
-        suite = ET.Element("testsuite", name="x402db.smoke", tests=str(len(self.checks)), failures=str(counts[FAILED]),
-                           skipped=str(counts[SKIPPED] + counts[WARN]), time=f"{self.duration_ms / 1000:.3f}")
+        suite = ET.Element(
+            "testsuite",
+            name="x402db.smoke",
+            tests=str(len(self.checks)),
+            failures=str(counts[FAILED]),
+            skipped=str(counts[SKIPPED] + counts[WARN]),
+            time=f"{self.duration_ms / 1000:.3f}",
+        )
         for c in self.checks:
             case = ET.SubElement(suite, "testcase", classname="x402db.smoke", name=c.name)
             if c.status == FAILED:
@@ -65,5 +76,9 @@ def run_checks(dsn: str, read_only: bool = False, keyring: Keyring | None = None
             try:
                 behaviour.run(conn, c, keyring)
             except psycopg.Error as exc:
-                c.add("behaviour.completed", False, f"behaviour checks stopped: {exc.diag.message_primary or type(exc).__name__}")
+                c.add(
+                    "behaviour.completed",
+                    False,
+                    f"behaviour checks stopped: {exc.diag.message_primary or type(exc).__name__}",
+                )
     return SmokeResult(c.checks, int((time.monotonic() - started) * 1000))
