@@ -2,17 +2,29 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# The stamp is named after the requirements' hash, so editing a pin reinstalls.
-STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
+# The stamp is named after the dependency files' hash, so editing a pin reinstalls.
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.txt requirements-dev.txt constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
+# make runs this checkout's package, even when .venv is another checkout's (its editable install
+# points there): a copy of the tree must never deploy or revert with the original's code.
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+# The checked code: the package, the Pulumi program, the scripts, the tools script, benches, tests.
+CODE   := x402db scripts tests bench tools __main__.py
 
-.PHONY: venv deploy plan test smoke status stop revert bench clean-local pulumi-tools
+.PHONY: help venv deploy plan test test-fast lint fmt typecheck lock smoke status stop revert bench clean-local pulumi-tools
+.DEFAULT_GOAL := help
 
+help:                        ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):[^#]*## /\1\t/' | \
+	  awk -F'\t' '{ gsub(/\$$\$$/, "$$", $$2); printf "  make %-13s %s\n", $$1, $$2 }'
+
+# The package is installed editable: scripts/*.py and the console commands run this checkout's code.
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	@echo "installing the pinned dependencies into $(VENV) (first run: about a minute)"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-* && touch $@
 
-venv: $(STAMP)
+venv: $(STAMP)               ## create or update .venv (the package, editable, with the pins of constraints.txt)
 
 deploy: venv                 ## deploy to $$DATABASE_URL, else to an embedded PostgreSQL under .local/
 	@$(BIN)/python scripts/deploy_local.py
@@ -29,10 +41,29 @@ test: venv                   ## the whole suite, against real PostgreSQL 18 (and
 	@bin=$${PULUMI_BIN:-$$($(PYTHON) tools/pulumi/pulumi_tools.py --optional | tail -n 1 | sed -n 's/^PULUMI_BIN=//p')}; \
 	  PULUMI_BIN=$$bin X402_NODE_TESTS_DONE=$$(command -v node >/dev/null && echo 1) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+test-fast: venv              ## the tier that needs no server, no Pulumi and no node (well under a minute)
+	@$(BIN)/python -m pytest -m unit -q $(PYTEST_ARGS)
+
+lint: venv                   ## ruff: formatting and lint rules (pyproject.toml), changing nothing
+	@$(BIN)/ruff format --check $(CODE)
+	@$(BIN)/ruff check $(CODE)
+
+fmt: venv                    ## ruff: format and apply the safe lint fixes
+	@$(BIN)/ruff format $(CODE)
+	@$(BIN)/ruff check --fix $(CODE)
+
+typecheck: venv              ## mypy, with the settings in pyproject.toml
+	@$(BIN)/mypy
+
+lock:                        ## re-resolve pyproject.toml's dependencies into constraints.txt (needs PyPI)
+	@tmp=$$(mktemp -d) && $(PYTHON) -m venv $$tmp && $$tmp/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' && \
+	  { sed -n '1,3p' constraints.txt; $$tmp/bin/python -m pip freeze --exclude-editable | grep -v -i '^x402db'; } > constraints.txt.new && \
+	  mv constraints.txt.new constraints.txt && rm -rf $$tmp && echo "constraints.txt: re-resolved; review with git diff"
+
 smoke: venv                  ## verify the local (or $$DATABASE_URL) database
 	@DATABASE_URL=$${DATABASE_URL:-$$($(BIN)/python scripts/local_db.py url)} $(BIN)/python scripts/smoke.py
 
-status: venv
+status: venv                 ## the ledger of the local (or $$DATABASE_URL) database
 	@DATABASE_URL=$${DATABASE_URL:-$$($(BIN)/python scripts/local_db.py url)} $(BIN)/python scripts/migrate.py status
 
 stop: venv                   ## stop the embedded PostgreSQL
@@ -41,7 +72,7 @@ stop: venv                   ## stop the embedded PostgreSQL
 revert: venv                 ## revert every migration on the local database (refuses to drop rows)
 	@$(BIN)/python scripts/local_db.py revert $(ARGS)
 
-bench: venv
+bench: venv                  ## every bench/bench_*.py: figures next to their baselines, as ratios
 	@for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean-local: venv            ## delete the local database (after stopping it), wherever its data lives

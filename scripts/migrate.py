@@ -1,13 +1,6 @@
 #!/usr/bin/env python3
 """Apply, revert or inspect migrations: migrate.py up|down|status [--dsn DSN] [--json] ..."""
 
-import sys
-from pathlib import Path
+from x402db.cli.migrate import cli
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from x402db.cli.common import run  # noqa: E402
-from x402db.cli.migrate import main  # noqa: E402
-
-if __name__ == "__main__":
-    run(main)
+cli()

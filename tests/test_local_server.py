@@ -21,7 +21,16 @@ from x402db import ROOT
 from x402db.local.server import SERVICE_USER, LocalServer, _reachable_by_others
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another OS user")
-CHECKOUT = ["x402db", "scripts", "sql", "Makefile", "requirements.txt", "requirements-dev.txt", "constraints.txt"]
+CHECKOUT = [
+    "x402db",
+    "scripts",
+    "sql",
+    "Makefile",
+    "pyproject.toml",
+    "requirements.txt",
+    "requirements-dev.txt",
+    "constraints.txt",
+]
 
 
 def psql_as(user: str, server: LocalServer, dsn: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -194,7 +203,9 @@ def test_deploy_as_an_ordinary_user():
         site = shutil.copytree(
             site, home / "site-packages", copy_function=_link_or_copy, ignore=shutil.ignore_patterns("__pycache__")
         )
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "PYTHONPATH": str(site), "CI": "1", "LC_ALL": "C.UTF-8"}
+    # The checkout first: the venv's editable install points at the original tree, which this user
+    # may not reach, and the copy must run its own code.
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "PYTHONPATH": f"{checkout}:{site}", "CI": "1", "LC_ALL": "C.UTF-8"}
 
     def as_nobody(*args: str, **kw) -> subprocess.CompletedProcess:
         return subprocess.run(

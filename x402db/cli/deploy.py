@@ -10,7 +10,7 @@ from ..migrate.engine import Engine
 from ..migrate.files import BASE
 from ..migrate.settings import Settings
 from ..migrate.target import TARGETS, detect
-from .common import Parser, add_common, interval, log_to_stderr, print_json
+from .common import Parser, add_common, interval, log_to_stderr, print_json, run
 
 
 def deploy_main(argv: list[str]) -> int:
@@ -108,3 +108,13 @@ def local_main(argv: list[str]) -> int:
         for note in (n for o in done for n in o.notes):
             print(f"  warning: {note}")
     return 0
+
+
+def deploy_cli() -> None:
+    """The console command: exits with deploy_main's code, or 2 with one line on bad input."""
+    run(deploy_main)
+
+
+def local_cli() -> None:
+    """The console command: exits with local_main's code, or 2 with one line on bad input."""
+    run(local_main)

@@ -7,7 +7,7 @@ from ..errors import Refused, UsageError
 from ..keys import store
 from ..keys.crypto import FORMATS, Context, DecryptError, Keyring, generate_secret, shape_ok
 from ..keys.source import SECRET_ENV, primary_secret
-from .common import Parser, add_common, add_shape_args, print_json, read_stdin, shape_from_args
+from .common import Parser, add_common, add_shape_args, print_json, read_stdin, run, shape_from_args
 
 
 def build_parser() -> Parser:
@@ -82,3 +82,8 @@ def main(argv: list[str]) -> int:
     doc = {"ciphertext": token, "format": args.format, "key_fingerprint": keyring.primary_fingerprint}
     print_json(doc) if args.json else print(token)
     return 0
+
+
+def cli() -> None:
+    """The console command: exits with main's code, or 2 with one line on bad input."""
+    run(main)

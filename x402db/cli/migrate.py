@@ -14,7 +14,7 @@ from ..migrate.target import TARGETS, detect
 from ..plan.catalog import detect_target
 from ..plan.planner import Planner
 from ..plan.view import print_plan
-from .common import Parser, add_common, int_range, log_to_stderr, print_json
+from .common import Parser, add_common, int_range, log_to_stderr, print_json, run
 
 # States after which the database is not where any command left it: status exits 1 for them.
 INCOMPLETE = ("drifted", "missing-file", "steps-pending", "reverting")
@@ -185,3 +185,8 @@ def main(argv: list[str]) -> int:
                 for note in o.notes:
                     print(f"  warning: {note}")
     return 0
+
+
+def cli() -> None:
+    """The console command: exits with main's code, or 2 with one line on bad input."""
+    run(main)

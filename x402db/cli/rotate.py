@@ -10,7 +10,7 @@ from ..errors import Refused
 from ..keys.crypto import FORMATS, Keyring, fingerprint
 from ..keys.rotation import MAX_BATCH, REASON_HINTS, Rotator
 from ..keys.source import PREVIOUS_ENV, SECRET_ENV, previous_secrets, primary_secret
-from .common import Parser, add_common, add_shape_args, int_range, print_json, quiet, shape_from_args
+from .common import Parser, add_common, add_shape_args, int_range, print_json, quiet, run, shape_from_args
 
 
 def build_parser() -> Parser:
@@ -128,3 +128,8 @@ def _print_human(doc: dict) -> None:
             print(f"    {reason}: {n} rows; {REASON_HINTS.get(reason, '')}")
     if doc["run_id"] is not None:
         print(f"  audit: x402_private.key_rotation_runs id {doc['run_id']}, status {doc['status']}")
+
+
+def cli() -> None:
+    """The console command: exits with main's code, or 2 with one line on bad input."""
+    run(main)

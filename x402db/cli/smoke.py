@@ -9,7 +9,7 @@ from ..errors import UsageError
 from ..keys.crypto import Keyring
 from ..keys.source import SECRET_ENV, env_secret, primary_secret
 from ..verify.smoke import run_checks
-from .common import Parser, add_common, print_json
+from .common import Parser, add_common, print_json, run
 
 LABELS = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "warn": "WARN"}
 
@@ -37,3 +37,8 @@ def main(argv: list[str]) -> int:
             print(f"{LABELS[c.status]}  {c.name}{'' if c.passed or not c.detail else ': ' + c.detail}")
         print(result.summary())
     return 0 if result.passed else 1
+
+
+def cli() -> None:
+    """The console command: exits with main's code, or 2 with one line on bad input."""
+    run(main)
