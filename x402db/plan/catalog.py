@@ -18,7 +18,7 @@ from psycopg import errors as pgerr
 
 from ..errors import BundleError
 from ..migrate.target import Target, detect
-from .lockmap import Prediction
+from .lockmap import CatalogChanges
 
 PLAN_LOCK_TIMEOUT = "20ms"  # a plan never queues: writers queued behind it would wait too
 PLAN_STATEMENT_TIMEOUT = "30s"
@@ -421,34 +421,34 @@ class LiveCatalog:
             self._version = int(self._one("SELECT current_setting('server_version_num')"))
         return self._version
 
-    def apply(self, p: Prediction) -> None:
-        for key in p.not_valid_added:
+    def apply(self, changes: CatalogChanges) -> None:
+        for key in changes.not_valid_added:
             self._valid[key] = False
-        for key in p.validated:
+        for key in changes.validated:
             self._valid[key] = True
-        for kind, table, name in p.objects_added:
+        for kind, table, name in changes.objects_added:
             self._objects[(kind, table, name)] = True
-        for kind, table, name in p.objects_dropped:
+        for kind, table, name in changes.objects_dropped:
             self._objects[(kind, table, name)] = False
-        for rel in p.created:
+        for rel in changes.created:
             self.created.add(rel)
             self.dropped.discard(rel)
             self._fks[rel] = {}
             self._parts[rel] = set()
-        for table, name, ref, cols in p.fk_added:
+        for table, name, ref, cols in changes.fk_added:
             self.foreign_keys(table)
             self._fks[table][name] = (ref, cols)
-        for table, name, _cols in p.fk_dropped:
+        for table, name, _cols in changes.fk_dropped:
             self.foreign_keys(table)
             self._fks[table].pop(name, None)
-        self._functions.update(p.functions)
-        for name in p.domains:
+        self._functions.update(changes.functions)
+        for name in changes.domains:
             self._domains |= {name, name.rpartition(".")[2]}
-        for parent, part in p.attached:
+        for parent, part in changes.attached:
             self._direct_partitions(parent).add(part)
-        for parent, part in p.detached:
+        for parent, part in changes.detached:
             self._direct_partitions(parent).discard(part)
-        for rel in p.dropped:
+        for rel in changes.dropped:
             self.dropped.add(rel)
             self.created.discard(rel)
             self._fks[rel] = {}
