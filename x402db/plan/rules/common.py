@@ -17,6 +17,7 @@ K = TypeVar("K")
 # A statement family's entry point. Each takes its own node class; a map keyed by class cannot say
 # so, hence Any.
 Handler = Callable[[Any, Catalog], Prediction]
+NoRefine = Callable[[], None]  # a table whose rows have nothing that depends on the statement's content
 F = TypeVar("F", bound=Callable[..., Any])
 
 

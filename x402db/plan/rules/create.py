@@ -8,13 +8,12 @@ from collections.abc import Callable
 from pglast import ast, enums
 
 from ..locks import ACCESS_EXCLUSIVE, ACCESS_SHARE, SHARE_ROW_EXCLUSIVE, SHARE_UPDATE_EXCLUSIVE, Effect
-from .common import Handler, Rule, Table, dotted, reads, rv, unknown_statement
+from .common import Handler, NoRefine, Rule, Table, dotted, reads, rv, unknown_statement
 from .prediction import Catalog, Prediction
 
 C = enums.ConstrType
-Plain = Callable[[], None]  # these rows have nothing that depends on content
 
-CREATE_TABLE = Table[str, Plain](
+CREATE_TABLE = Table[str, NoRefine](
     title="CREATE TABLE, CREATE VIEW",
     key="clause",
     locked="the relation the clause names",

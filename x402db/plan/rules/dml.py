@@ -22,13 +22,12 @@ from ..locks import (
     RowMode,
     strongest_row,
 )
-from .common import Handler, Rule, Table, partitions_too, reads, rv, user_calls, walk
+from .common import Handler, NoRefine, Rule, Table, partitions_too, reads, rv, user_calls, walk
 from .prediction import Catalog, Prediction
 
-Plain = Callable[[], None]  # these rows have nothing that depends on content
 Write = ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt | ast.MergeStmt
 
-DML = Table[type[ast.Node], Plain](
+DML = Table[type[ast.Node], NoRefine](
     title="SELECT, INSERT, UPDATE, DELETE, MERGE, TRUNCATE",
     key="statement (pglast node)",
     locked="the table written (TRUNCATE: each table emptied); every table only read: AccessShareLock",
@@ -58,7 +57,7 @@ def _mode(kind: type[ast.Node]) -> str:
 
 
 # SELECT ... FOR <strength>: the table is RowShareLock, each row returned gets the row lock.
-LOCKING = Table[enums.LockClauseStrength, Plain](
+LOCKING = Table[enums.LockClauseStrength, NoRefine](
     title="SELECT ... FOR UPDATE / FOR SHARE",
     key="locking clause (pglast LockClauseStrength)",
     locked="each table the clause locks; the row lock is on every row it returns",

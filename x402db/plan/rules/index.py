@@ -3,18 +3,15 @@ CONCURRENTLY (PostgreSQL documentation: CREATE INDEX, DROP INDEX; "Explicit Lock
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from pglast import ast
 
 from ..locks import ACCESS_EXCLUSIVE, SHARE, SHARE_UPDATE_EXCLUSIVE, Effect, Mode
-from .common import Handler, Rule, Table, names, rv, user_calls
+from .common import Handler, NoRefine, Rule, Table, names, rv, user_calls
 from .prediction import Catalog, Prediction
 
-Plain = Callable[[], None]  # these rows have nothing that depends on content
-
-CREATE_INDEX = Table[bool, Plain](
+CREATE_INDEX = Table[bool, NoRefine](
     title="CREATE INDEX",
     key="CONCURRENTLY",
     locked="the table, and each of its partitions (an index on a partitioned table is built on each)",
@@ -28,7 +25,7 @@ CREATE_INDEX = Table[bool, Plain](
         "A function its expressions or predicate call, run on every existing row, makes it unknown.",
     ),
 )
-DROP_INDEX = Table[bool, Plain](
+DROP_INDEX = Table[bool, NoRefine](
     title="DROP INDEX",
     key="CONCURRENTLY",
     locked="the index's table",

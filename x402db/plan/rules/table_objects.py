@@ -19,13 +19,12 @@ from ..locks import (
     SHARE_UPDATE_EXCLUSIVE,
     Effect,
 )
-from .common import Handler, Rule, Table, reads, rv, unknown_statement
+from .common import Handler, NoRefine, Rule, Table, reads, rv, unknown_statement
 from .prediction import Catalog, Prediction
 
 OT = enums.ObjectType
-Plain = Callable[[], None]  # these rows have nothing that depends on content
 
-ON_TABLE = Table[type[ast.Node], Plain](
+ON_TABLE = Table[type[ast.Node], NoRefine](
     title="CREATE TRIGGER, CREATE POLICY, ALTER POLICY",
     key="statement (pglast node)",
     locked="the table",
@@ -145,7 +144,7 @@ def grant(node: ast.GrantStmt, cat: Catalog) -> Prediction:
     return p
 
 
-LOCK = Table[int, Plain](
+LOCK = Table[int, NoRefine](
     title="LOCK TABLE",
     key="IN ... MODE (pglast LockStmt.mode)",
     locked="each table named",
