@@ -37,7 +37,7 @@ TABLES: tuple[Table[Any, Any], ...] = (
 )
 
 
-def _key(key: object) -> str:
+def key_label(key: object) -> str:
     if isinstance(key, Enum):
         return key.name
     if isinstance(key, type):
@@ -64,7 +64,7 @@ def _table(table: Table[Any, Any]) -> list[str]:
     recursing = table is ALTER_TABLE
     head = ["key", "lock", "effect", *(["partitions too"] if recursing else []), "depends on the statement's content"]
     lines += [_row(head), _row(["---"] * len(head))]
-    rows = [(_key(k), r) for k, r in table.rows.items()]
+    rows = [(key_label(k), r) for k, r in table.rows.items()]
     if table.default is not None:
         rows.append(("any other", table.default))
     for key, rule in rows:
@@ -89,7 +89,7 @@ def page() -> str:
     for table in TABLES:
         lines += _table(table)
     lines += ["## Row locks", "", _row(["locking clause", "row lock"]), _row(["---"] * 2)]
-    lines += [_row([f"`{_key(k)}`", v]) for k, v in ROW_LOCK.items()]
+    lines += [_row([f"`{key_label(k)}`", v]) for k, v in ROW_LOCK.items()]
     lines += ["", _row(["foreign key action (pg_constraint)", "table lock", "row lock"]), _row(["---"] * 3)]
     lines += [_row([f"`{k}`", mode, rows]) for k, (mode, rows) in REFERENTIAL_ACTIONS.items()]
     lines += ["", "An ON UPDATE CASCADE takes RowExclusiveLock and FOR NO KEY UPDATE on the referencing rows."]
