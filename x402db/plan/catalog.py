@@ -11,12 +11,14 @@ reads of user relations are the sizes and the guards' counts, through `Reader`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 from psycopg import errors as pgerr
 
 from ..errors import BundleError
 from ..migrate.target import Target, detect
-from .lockmap import Prediction
+from .lockmap import CatalogChanges
 
 PLAN_LOCK_TIMEOUT = "20ms"  # a plan never queues: writers queued behind it would wait too
 PLAN_STATEMENT_TIMEOUT = "30s"
@@ -34,7 +36,8 @@ class Reader:
         self.conn = conn
         self.blocked: list[str] = []
 
-    def value(self, what: str, query: str, params=()):
+    def value(self, what: str, query: str, params: tuple[object, ...] = ()) -> tuple[Any, str | None]:
+        """The first column of the first row (None if no row), and "blocked" when a lock stopped the read."""
         try:
             with self.conn.transaction():
                 row = self.conn.execute(query, params).fetchone()
@@ -268,9 +271,17 @@ class LiveCatalog:
         self._parts: dict[str, set[str]] = {}  # direct partitions, as the statements planned so far leave them
         self._functions: set[str] = set()  # names of the functions the planned statements create
 
-    def _one(self, query: str, *args):
+    def _one(self, query: str, *args: object) -> Any:
         row = self.conn.execute(query, args).fetchone()
         return row[0] if row else None
+
+    def _planned(self, relation: str) -> bool:
+        """Created or dropped by a statement planned so far: pg_catalog does not describe it as the run will."""
+        return relation in self.created or relation in self.dropped
+
+    def _in_pg_catalog(self, relation: str) -> bool:
+        """pg_catalog describes it as the run will find it: it exists, and no planned statement made or removed it."""
+        return not self._planned(relation) and self.exists(relation)
 
     def qualify(self, schema: str | None, name: str) -> str:
         if schema:
@@ -299,11 +310,7 @@ class LiveCatalog:
 
     def foreign_keys(self, table: str) -> dict[str, tuple[str, tuple[str, ...]]]:
         if table not in self._fks:
-            rows = (
-                []
-                if table in self.created or table in self.dropped
-                else self.conn.execute(_FOREIGN_KEYS, _split(table)).fetchall()
-            )
+            rows = [] if self._planned(table) else self.conn.execute(_FOREIGN_KEYS, _split(table)).fetchall()
             self._fks[table] = {name: (ref, tuple(cols)) for name, ref, cols in rows}
         return {n: (ref, cols) for n, (ref, cols) in self._fks[table].items() if ref not in self.dropped}
 
@@ -312,13 +319,13 @@ class LiveCatalog:
         return [r[0] for r in rows if r[0] not in self.dropped]
 
     def sequences(self, table: str) -> dict[str, str]:
-        if table in self.created or table in self.dropped or not self.exists(table):
+        if not self._in_pg_catalog(table):
             return {}
         rows = self.conn.execute(_SEQUENCES, (_quote(table), _quote(table))).fetchall()
         return {seq: col for seq, col in rows if seq not in self.dropped}
 
     def referencing_keys(self, table: str) -> list[tuple[str, str, str, tuple[str, ...]]]:
-        if table in self.created or table in self.dropped or not self.exists(table):
+        if not self._in_pg_catalog(table):
             return []
         rows = self.conn.execute(_REFERENCING_KEYS, (_quote(table),)).fetchall()
         return [
@@ -340,13 +347,12 @@ class LiveCatalog:
     def has_object(self, kind: str, table: str, name: str) -> bool:
         key = (kind, table, name)
         if key not in self._objects:
-            exists = table not in self.created and table not in self.dropped and self.exists(table)
-            self._objects[key] = bool(exists and self._one(_OBJECTS[kind], _quote(table), name))
+            self._objects[key] = bool(self._in_pg_catalog(table) and self._one(_OBJECTS[kind], _quote(table), name))
         return self._objects[key] and table not in self.dropped
 
     def constraint_valid(self, table: str, name: str) -> bool:
         if (table, name) not in self._valid:
-            fresh = table in self.created or table in self.dropped
+            fresh = self._planned(table)
             row = (
                 None
                 if fresh
@@ -362,11 +368,7 @@ class LiveCatalog:
 
     def _direct_partitions(self, table: str) -> set[str]:
         if table not in self._parts:
-            rows = (
-                []
-                if table in self.created or table in self.dropped
-                else self.conn.execute(_PARTITIONS, _split(table)).fetchall()
-            )
+            rows = [] if self._planned(table) else self.conn.execute(_PARTITIONS, _split(table)).fetchall()
             self._parts[table] = {r[0] for r in rows}
         return self._parts[table]
 
@@ -380,7 +382,7 @@ class LiveCatalog:
         return out
 
     def key_columns(self, table: str) -> set[str]:
-        if table in self.created or table in self.dropped or not self.exists(table):
+        if not self._in_pg_catalog(table):
             return set()
         return {r[0] for r in self.conn.execute(_KEY_COLUMNS, (_quote(table),)).fetchall()}
 
@@ -394,7 +396,7 @@ class LiveCatalog:
         return bool(self._one(_BUILTIN, name, "" if schema else name))
 
     def user_code(self, table: str, event: str) -> list[str]:
-        if table in self.created or table in self.dropped or not self.exists(table):
+        if not self._in_pg_catalog(table):
             return []
         if event == "SELECT":
             return [r[0] for r in self.conn.execute(_VIEW_CODE, (_quote(table),)).fetchall()]
@@ -405,7 +407,7 @@ class LiveCatalog:
         return [r[0] for r in rows]
 
     def dependents(self, kind: str, name: str) -> list[tuple[str, bool]] | None:
-        if kind == "relation" and (name in self.created or name in self.dropped):
+        if kind == "relation" and self._planned(name):
             return [] if name in self.dropped else None  # pg_depend does not know what the plan created
         catalog, lookup = _OBJECT_ADDRESS[kind]
         oid = self._one(lookup, _quote(name) if kind == "relation" else name)
@@ -419,34 +421,34 @@ class LiveCatalog:
             self._version = int(self._one("SELECT current_setting('server_version_num')"))
         return self._version
 
-    def apply(self, p: Prediction) -> None:
-        for key in p.not_valid_added:
+    def apply(self, changes: CatalogChanges) -> None:
+        for key in changes.not_valid_added:
             self._valid[key] = False
-        for key in p.validated:
+        for key in changes.validated:
             self._valid[key] = True
-        for kind, table, name in p.objects_added:
+        for kind, table, name in changes.objects_added:
             self._objects[(kind, table, name)] = True
-        for kind, table, name in p.objects_dropped:
+        for kind, table, name in changes.objects_dropped:
             self._objects[(kind, table, name)] = False
-        for rel in p.created:
+        for rel in changes.created:
             self.created.add(rel)
             self.dropped.discard(rel)
             self._fks[rel] = {}
             self._parts[rel] = set()
-        for table, name, ref, cols in p.fk_added:
+        for table, name, ref, cols in changes.fk_added:
             self.foreign_keys(table)
             self._fks[table][name] = (ref, cols)
-        for table, name, _cols in p.fk_dropped:
+        for table, name, _cols in changes.fk_dropped:
             self.foreign_keys(table)
             self._fks[table].pop(name, None)
-        self._functions.update(p.functions)
-        for name in p.domains:
+        self._functions.update(changes.functions)
+        for name in changes.domains:
             self._domains |= {name, name.rpartition(".")[2]}
-        for parent, part in p.attached:
+        for parent, part in changes.attached:
             self._direct_partitions(parent).add(part)
-        for parent, part in p.detached:
+        for parent, part in changes.detached:
             self._direct_partitions(parent).discard(part)
-        for rel in p.dropped:
+        for rel in changes.dropped:
             self.dropped.add(rel)
             self.created.discard(rel)
             self._fks[rel] = {}

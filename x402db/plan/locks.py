@@ -6,16 +6,35 @@ sentence about who waits is derived from these tables, never written per mode.
 
 from __future__ import annotations
 
-MODES = (
-    "AccessShareLock",
-    "RowShareLock",
-    "RowExclusiveLock",
-    "ShareUpdateExclusiveLock",
-    "ShareLock",
-    "ShareRowExclusiveLock",
-    "ExclusiveLock",
-    "AccessExclusiveLock",
-)
+from collections.abc import Iterable
+from enum import StrEnum
+
+
+class Mode(StrEnum):
+    """A table-level lock mode, named as pg_locks names it (the value is what JSON and the view print)."""
+
+    ACCESS_SHARE = "AccessShareLock"
+    ROW_SHARE = "RowShareLock"
+    ROW_EXCLUSIVE = "RowExclusiveLock"
+    SHARE_UPDATE_EXCLUSIVE = "ShareUpdateExclusiveLock"
+    SHARE = "ShareLock"
+    SHARE_ROW_EXCLUSIVE = "ShareRowExclusiveLock"
+    EXCLUSIVE = "ExclusiveLock"
+    ACCESS_EXCLUSIVE = "AccessExclusiveLock"
+
+
+class Effect(StrEnum):
+    """What a statement does to the rows already there, weakest to strongest for writers."""
+
+    CATALOG = "catalog"
+    CREATE = "create"
+    DROP = "drop"
+    SCAN = "scan"
+    REWRITE = "rewrite"
+    UNKNOWN = "unknown"
+
+
+MODES = tuple(Mode)  # weakest to strongest: the definition order
 (
     ACCESS_SHARE,
     ROW_SHARE,
@@ -27,10 +46,10 @@ MODES = (
     ACCESS_EXCLUSIVE,
 ) = MODES
 ANY = "*"  # an unknown statement may lock any relation
-EFFECTS = ("catalog", "create", "drop", "scan", "rewrite", "unknown")  # weakest to strongest for writers
+EFFECTS = tuple(Effect)
 
 # Table 13.2: the modes each mode conflicts with (the relation is symmetric).
-CONFLICTS: dict[str, frozenset[str]] = {
+CONFLICTS: dict[str, frozenset[Mode]] = {
     ACCESS_SHARE: frozenset({ACCESS_EXCLUSIVE}),
     ROW_SHARE: frozenset({EXCLUSIVE, ACCESS_EXCLUSIVE}),
     ROW_EXCLUSIVE: frozenset({SHARE, SHARE_ROW_EXCLUSIVE, EXCLUSIVE, ACCESS_EXCLUSIVE}),
@@ -57,11 +76,20 @@ TAKERS = {
     ACCESS_EXCLUSIVE: "most ALTER TABLE, DROP, TRUNCATE, VACUUM FULL",
 }
 
-# Row-level locks, weakest to strongest, as SELECT's locking clause names them.
-ROW_MODES = ("FOR KEY SHARE", "FOR SHARE", "FOR NO KEY UPDATE", "FOR UPDATE")
+
+class RowMode(StrEnum):
+    """A row-level lock, as SELECT's locking clause names it."""
+
+    KEY_SHARE = "FOR KEY SHARE"
+    FOR_SHARE = "FOR SHARE"
+    NO_KEY_UPDATE = "FOR NO KEY UPDATE"
+    FOR_UPDATE = "FOR UPDATE"
+
+
+ROW_MODES = tuple(RowMode)  # weakest to strongest
 KEY_SHARE, FOR_SHARE, NO_KEY_UPDATE, FOR_UPDATE = ROW_MODES
 # Table 13.3.
-ROW_CONFLICTS: dict[str, frozenset[str]] = {
+ROW_CONFLICTS: dict[str, frozenset[RowMode]] = {
     KEY_SHARE: frozenset({FOR_UPDATE}),
     FOR_SHARE: frozenset({NO_KEY_UPDATE, FOR_UPDATE}),
     NO_KEY_UPDATE: frozenset({FOR_SHARE, NO_KEY_UPDATE, FOR_UPDATE}),
@@ -82,7 +110,7 @@ ROW_WRITERS = (
 SAME_KEY_INSERT = "INSERT of one of the same unique keys"
 
 
-def strongest(modes) -> str:
+def strongest(modes: Iterable[str]) -> str:
     return max(modes, key=MODES.index)
 
 
@@ -103,7 +131,7 @@ def blocked_by(mode: str) -> list[str]:
     return [TAKERS[m] for m in MODES if conflicts(mode, m)]
 
 
-def strongest_row(modes) -> str:
+def strongest_row(modes: Iterable[str]) -> str:
     return max(modes, key=ROW_MODES.index)
 
 

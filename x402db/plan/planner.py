@@ -135,7 +135,7 @@ class Planner:
 
     # ---- up --------------------------------------------------------------------------------
 
-    def _up(self, to, reader, catalog, sizes) -> list[MigrationPlan]:
+    def _up(self, to: str | None, reader: Reader, catalog: LiveCatalog, sizes: Sizes) -> list[MigrationPlan]:
         to = self.engine.resolve_to(to, allow_base=False)
         done = ledger.entries(self.conn)
         drift = [
@@ -213,7 +213,9 @@ class Planner:
 
     # ---- down ------------------------------------------------------------------------------
 
-    def _down(self, to, allow_data_loss, reader, catalog, sizes) -> list[MigrationPlan]:
+    def _down(
+        self, to: str | None, allow_data_loss: bool, reader: Reader, catalog: LiveCatalog, sizes: Sizes
+    ) -> list[MigrationPlan]:
         to = self.engine.resolve_to(to, allow_base=True)
         done = ledger.entries(self.conn)
         chosen, _note = self.engine.down_selection(done, to)
@@ -279,7 +281,7 @@ class Planner:
         def add(stmt: sqlparse.Statement, phase: str, source: str = "file") -> None:
             p = simulate(stmt, catalog)
             if phase == "transaction":
-                new.update(p.created)
+                new.update(p.changes.created)
             steps.append(
                 _step(
                     p,

@@ -5,6 +5,7 @@ Depends on the plan's model and the lock modes only, never on what opens a trans
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from .locks import SAME_KEY_INSERT, blocked_by, blocks_reads, blocks_writes, row_writers_waiting, strongest
@@ -21,10 +22,11 @@ class Sizes(Protocol):
 def human_bytes(n: int | None) -> str:
     if n is None:
         return "?"
+    size = float(n)
     for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
     return "?"
 
 
@@ -105,7 +107,7 @@ def writers_sentence(
             return "; ".join(rows)
         return (
             "no writer waits (new relations stay invisible to other sessions until COMMIT)"
-            if p.created
+            if p.changes.created
             else "no writer waits"
         )
     rel = max(list(blocking) + still, key=lambda r: sizes.of(r)[0] or 0)
@@ -124,7 +126,7 @@ def _first_line(sql: str, width: int = 78) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-def _size(rows, size, new) -> str:
+def _size(rows: int | None, size: int | None, new: bool) -> str:
     if new:
         return "new"
     if rows is None and size is None:
@@ -154,7 +156,7 @@ def summary(plan: Plan) -> str:
     return f"plan: {plan.direction} {versions} on {plan.target}: {plan.verdict}; strongest locks: {locks}{big}"
 
 
-def print_plan(plan: Plan, out=print) -> None:
+def print_plan(plan: Plan, out: Callable[[str], None] = print) -> None:
     e = plan.engine
     extra = ""
     if plan.verdict_with_allow_data_loss and plan.verdict_with_allow_data_loss != plan.verdict:
@@ -204,8 +206,8 @@ def print_plan(plan: Plan, out=print) -> None:
             out(f"  {i:>3} {_PHASE[st.phase]:<5} {st.effect:<8} {tag}{_first_line(st.sql)}")
             for lock in st.locks:
                 out(f"{_INDENT}{lock.mode:<25} {lock.relation:<40} {_size(lock.rows_estimate, lock.bytes, lock.new)}")
-            for r in st.row_locks:
-                out(f"{_INDENT}{'rows ' + r.mode:<25} {r.relation:<40} {r.rows}, until {r.until}")
+            for row in st.row_locks:
+                out(f"{_INDENT}{'rows ' + row.mode:<25} {row.relation:<40} {row.rows}, until {row.until}")
             if st.locks or st.writers != "no writer waits":
                 for line in textwrap.wrap(f"writers: {st.writers}", 96):
                     out(f"{_INDENT}{line}")

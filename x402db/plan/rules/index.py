@@ -1,0 +1,69 @@
+"""CREATE INDEX and DROP INDEX: the lock on the index's table, by whether the statement is
+CONCURRENTLY (PostgreSQL documentation: CREATE INDEX, DROP INDEX; "Explicit Locking")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pglast import ast
+
+from ..locks import ACCESS_EXCLUSIVE, SHARE, SHARE_UPDATE_EXCLUSIVE, Effect, Mode
+from .common import Handler, NoRefine, Rule, Table, names, rv, user_calls
+from .prediction import Catalog, Prediction
+
+CREATE_INDEX = Table[bool, NoRefine](
+    title="CREATE INDEX",
+    key="CONCURRENTLY",
+    locked="the table, and each of its partitions (an index on a partitioned table is built on each)",
+    source="PostgreSQL documentation, CREATE INDEX",
+    rows={
+        False: Rule(SHARE, Effect.SCAN),
+        True: Rule(SHARE_UPDATE_EXCLUSIVE, Effect.SCAN),
+    },
+    notes=(
+        "On a table this plan creates (or one that does not exist yet) the effect is create, not scan.",
+        "A function its expressions or predicate call, run on every existing row, makes it unknown.",
+    ),
+)
+DROP_INDEX = Table[bool, NoRefine](
+    title="DROP INDEX",
+    key="CONCURRENTLY",
+    locked="the index's table",
+    source="PostgreSQL documentation, DROP INDEX",
+    rows={
+        False: Rule(ACCESS_EXCLUSIVE, Effect.DROP),
+        True: Rule(SHARE_UPDATE_EXCLUSIVE, Effect.DROP),
+    },
+    notes=("DROP INDEX IF EXISTS of a missing index locks nothing.",),
+)
+
+
+def create_index(node: ast.IndexStmt, cat: Catalog) -> Prediction:
+    table = rv(cat, node.relation)
+    concurrent = bool(node.concurrent)
+    rule = CREATE_INDEX.rule(concurrent)
+    assert rule.mode is not None
+    fresh = cat.is_new(table) or not cat.exists(table)
+    p = Prediction(
+        "CREATE INDEX CONCURRENTLY" if concurrent else "CREATE INDEX", Effect.CREATE if fresh else rule.effect
+    )
+    for rel in (table, *cat.partitions(table)):
+        p.lock(rel, rule.mode)
+    if p.effect == Effect.SCAN:  # its expressions and predicate run on every existing row
+        user_calls(p, cat, (node.indexParams, node.whereClause))
+    return p
+
+
+def drop_index(p: Prediction, cat: Catalog, node: ast.DropStmt, obj: Any, _mode: Mode | None) -> bool:
+    """The index's table, under DROP INDEX's lock (CONCURRENTLY or not)."""
+    table = cat.index_table(*names(obj))
+    if table is None:
+        p.note = "the index does not exist: does nothing" if node.missing_ok else p.note
+        return True
+    rule = DROP_INDEX.rule(bool(node.concurrent))
+    assert rule.mode is not None
+    p.lock(table, rule.mode)
+    return True
+
+
+PREDICT: dict[type[ast.Node], Handler] = {ast.IndexStmt: create_index}
