@@ -16,10 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg  # noqa: E402
 
 from x402db import db  # noqa: E402
+from x402db.local.server import LocalServer, embedded_bindir  # noqa: E402
 from x402db.migrate import files as migrations  # noqa: E402
 from x402db.migrate.engine import Engine  # noqa: E402
 from x402db.migrate.settings import Settings  # noqa: E402
-from x402db.local.server import LocalServer, embedded_bindir  # noqa: E402
 from x402db.migrate.target import detect  # noqa: E402
 
 

@@ -16,7 +16,6 @@ import threading
 import time
 
 import psycopg
-
 from _common import Writer, baseline_with_rows, engine, throwaway_server
 
 from x402db import ROOT

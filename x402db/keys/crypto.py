@@ -15,8 +15,10 @@ import hashlib
 import hmac
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Pattern, Sequence, Union
+from re import Pattern
+from typing import Union
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM

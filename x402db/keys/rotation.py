@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 import psycopg
 from psycopg import sql
@@ -23,7 +23,7 @@ from psycopg import sql
 from .. import private
 from ..access import INTEGRATIONS
 from ..errors import BundleError, UsageError
-from .crypto import Context, DecryptError, Keyring, Shape, OPENROUTER_KEY
+from .crypto import OPENROUTER_KEY, Context, DecryptError, Keyring, Shape
 
 AUDIT = sql.Identifier(private.PRIVATE_SCHEMA, "key_rotation_runs")
 ROTATION_LOCK_KEY = 402_005_000_002
@@ -75,7 +75,7 @@ class Report:
     undecryptable: list[str] = field(default_factory=list)
     undecryptable_reasons: Counter = field(default_factory=Counter)  # DecryptError.reason -> rows
     run_id: int | None = None
-    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     finished_at: str | None = None
     status: str = "running"
 
@@ -311,7 +311,7 @@ class Rotator:
             report.status, failing = "failed", True
             raise
         finally:
-            report.finished_at = datetime.now(timezone.utc).isoformat()
+            report.finished_at = datetime.now(UTC).isoformat()
             if apply:
                 try:
                     self._end_audit(report)

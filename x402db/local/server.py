@@ -8,8 +8,8 @@ import hashlib
 import importlib.util
 import os
 import pwd
-import shutil
 import secrets
+import shutil
 import socket
 import subprocess
 import tempfile

@@ -11,9 +11,9 @@ import getpass
 import re
 import socket
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import psycopg
 from psycopg import errors as pgerr

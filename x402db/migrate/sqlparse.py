@@ -26,7 +26,7 @@ class Statement:
     node: ast.Node = field(compare=False, repr=False)
     # For a DO block: the statements its body runs (IF branches included: the plan assumes
     # every branch runs, which can only over-state its locks), and whether it runs dynamic SQL.
-    inner: tuple["Statement", ...] = ()
+    inner: tuple[Statement, ...] = ()
     dynamic: tuple[str, ...] = ()  # the EXECUTE expressions a DO body holds, as written
 
     @property

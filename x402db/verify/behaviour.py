@@ -11,8 +11,8 @@ Each section runs in its own savepoint, so one that stops early does not stop th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import psycopg
 

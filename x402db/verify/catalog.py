@@ -16,7 +16,8 @@ import psycopg
 
 from .. import access
 from ..access import INTEGRATIONS, MODELS, RESOURCES
-from ..migrate import ledger, files as migrations
+from ..migrate import files as migrations
+from ..migrate import ledger
 from .checks import Checklist
 
 RESOURCE_TYPES = {"external", "proxy", "prompt", "static", "prompt_template", "openrouter_instant"}

@@ -9,8 +9,8 @@ request.jwt.claim.sub is never set.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import psycopg
 from psycopg import pq
