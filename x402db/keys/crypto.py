@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from re import Pattern
-from typing import Union
+from typing import TypeAlias
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -32,7 +32,7 @@ _V2 = re.compile(r"v2:([0-9a-f]{8}):([0-9a-f]{24}):([0-9a-f]{32,})")
 _VERSIONED = re.compile(r"v\d+:")
 
 # What a decrypted value must look like: a regex (full match), a predicate, or None for any UTF-8.
-Shape = Union[Pattern[str], Callable[[str], bool], None]
+Shape: TypeAlias = Pattern[str] | Callable[[str], bool] | None
 
 
 class DecryptError(Exception):
@@ -76,9 +76,9 @@ def _key_id(key: bytes) -> str:
 def shape_ok(text: str, shape: Shape) -> bool:
     if shape is None:
         return True
-    if callable(shape) and not hasattr(shape, "fullmatch"):
-        return bool(shape(text))
-    return shape.fullmatch(text) is not None
+    if isinstance(shape, Pattern):
+        return shape.fullmatch(text) is not None
+    return bool(shape(text))
 
 
 def _pkcs7_pad(data: bytes) -> bytes:
@@ -210,7 +210,7 @@ class Keyring:
                 break
             pending = list(legacy)
             hits = 0
-            for i, raw in zip(pending, _decrypt_legacy_many(self._aes[key], [legacy[i] for i in pending])):
+            for i, raw in zip(pending, _decrypt_legacy_many(self._aes[key], [legacy[i] for i in pending]), strict=True):
                 if raw is None:
                     continue
                 try:
@@ -310,7 +310,7 @@ class Keyring:
                 iv, ct = token.split(":")
                 legacy.append((i, (bytes.fromhex(iv), bytes.fromhex(ct)), expected))
         raws = _decrypt_legacy_many(self._aes[key], [message for _, message, _ in legacy])
-        for (i, _, expected), raw in zip(legacy, raws):
+        for (i, _, expected), raw in zip(legacy, raws, strict=True):
             ok[i] = raw == expected
         return ok
 

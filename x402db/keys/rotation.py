@@ -162,7 +162,7 @@ class Rotator:
         if not planned:
             return set()
         conn = conn or self.conn
-        ids, olds, news = zip(*planned)
+        ids, olds, news = zip(*planned, strict=True)
         # Three comma-joined strings split server-side: psycopg dumps list elements one by
         # one in Python, which cost more than the crypto on this path. Ciphertexts and uuids
         # never contain a comma (planned rows all decrypted), and the check below keeps it so.
@@ -192,9 +192,9 @@ class Rotator:
         """Records current and undecryptable rows; returns the writes to make and their old keys.
         Every new ciphertext is decrypted back before it is written."""
         contexts = [Context(uid) for uid, _ in rows]
-        results = self.keyring.decrypt_many([(old, ctx) for (_, old), ctx in zip(rows, contexts)], self.shape)
+        results = self.keyring.decrypt_many([(old, ctx) for (_, old), ctx in zip(rows, contexts, strict=True)], self.shape)
         planned, fps, plaintexts, undecryptable, current = [], {}, [], [], []
-        for (uid, old), ctx, result in zip(rows, contexts, results):
+        for (uid, old), ctx, result in zip(rows, contexts, results, strict=True):
             if isinstance(result, DecryptError):
                 undecryptable.append((uid, result.reason))
                 continue
@@ -205,8 +205,8 @@ class Rotator:
             planned.append((uid, old, self.keyring.encrypt(plaintext, self.to_format, ctx)))
             plaintexts.append((plaintext, ctx))
             fps[uid] = fp
-        verified = self.keyring.verify_many([(new, p, ctx) for (_, _, new), (p, ctx) in zip(planned, plaintexts)])
-        for (uid, _, _), ok in zip(planned, verified):
+        verified = self.keyring.verify_many([(new, p, ctx) for (_, _, new), (p, ctx) in zip(planned, plaintexts, strict=True)])
+        for (uid, _, _), ok in zip(planned, verified, strict=True):
             if not ok:
                 raise BundleError(
                     f"verification of the new ciphertext failed for user {uid}; nothing of this batch was written"

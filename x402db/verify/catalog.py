@@ -62,7 +62,7 @@ def check_tables(conn: psycopg.Connection, c: Checklist) -> bool:
         (INTEGRATIONS, RESOURCES, MODELS),
     )
     names = [INTEGRATIONS, RESOURCES, "auth.users", MODELS]
-    missing = [n for n, v in zip(names, present) if v is None]
+    missing = [n for n, v in zip(names, present, strict=True) if v is None]
     return c.add("tables.present", not missing, f"missing: {', '.join(missing)}")
 
 

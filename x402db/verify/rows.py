@@ -232,7 +232,7 @@ class RowMaker:
             if not any(t.columns[c].needs_value for c in cols):
                 continue
             ref = self._referenced_row(fk)
-            row |= {c: ref[r] for c, r in zip(fk.columns, fk.ref_columns) if c in cols}
+            row |= {c: ref[r] for c, r in zip(fk.columns, fk.ref_columns, strict=True) if c in cols}
         for col in t.columns.values():
             if col.needs_value and col.name not in row:
                 value = fresh_value(col)
