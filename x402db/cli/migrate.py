@@ -22,7 +22,6 @@ INCOMPLETE = ("drifted", "missing-file", "steps-pending", "reverting")
 
 def build_parser() -> Parser:
     parser = Parser(prog="migrate.py", description="Apply, revert or inspect the bundle's migrations.")
-    versions = [m.version for m in migrations.load()]
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, help_ in (
         ("up", "apply pending migrations (and finish any left steps-pending)"),

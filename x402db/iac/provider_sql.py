@@ -13,7 +13,7 @@ in a transaction that is always rolled back, before `pulumi up` changes anything
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import psycopg
 
@@ -335,7 +335,3 @@ def grant_role_create(s: Session, a: GrantRoleArgs) -> None:
 def grant_role_delete(s: Session, a: GrantRoleArgs) -> None:
     with s.transaction():
         s.run(f"REVOKE {ident(a.grant_role)} FROM {ident(a.role)}")
-
-
-def without_password(a: RoleArgs) -> RoleArgs:
-    return replace(a, password=None)

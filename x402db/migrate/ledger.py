@@ -25,7 +25,6 @@ from ..private import PRIVATE_SCHEMA, SCHEMA_DDL
 
 LEDGER_TABLE = f"{PRIVATE_SCHEMA}.schema_migrations"
 LEDGER = sql.Identifier(*LEDGER_TABLE.split("."))
-STATES = ("applied", "steps-pending", "reverting")
 # What each ledger state means for the operator, and the command that converges it.
 HINTS = {
     "steps-pending": "committed, but its no-transaction steps (VALIDATE / CREATE INDEX CONCURRENTLY) did not all "
