@@ -78,7 +78,8 @@ def redact(dsn: str) -> str:
             params.update(host=hosts, port=ports)  # not expressible in the authority: keep as query
         else:
             netloc += ",".join(
-                _url_host(h) + (f":{p}" if p else "") for h, p in zip(host_list, port_list or [""] * len(host_list), strict=True)
+                _url_host(h) + (f":{p}" if p else "")
+                for h, p in zip(host_list, port_list or [""] * len(host_list), strict=True)
             )
     else:
         if hosts:

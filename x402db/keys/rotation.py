@@ -192,7 +192,9 @@ class Rotator:
         """Records current and undecryptable rows; returns the writes to make and their old keys.
         Every new ciphertext is decrypted back before it is written."""
         contexts = [Context(uid) for uid, _ in rows]
-        results = self.keyring.decrypt_many([(old, ctx) for (_, old), ctx in zip(rows, contexts, strict=True)], self.shape)
+        results = self.keyring.decrypt_many(
+            [(old, ctx) for (_, old), ctx in zip(rows, contexts, strict=True)], self.shape
+        )
         planned, fps, plaintexts, undecryptable, current = [], {}, [], [], []
         for (uid, old), ctx, result in zip(rows, contexts, results, strict=True):
             if isinstance(result, DecryptError):
@@ -205,7 +207,9 @@ class Rotator:
             planned.append((uid, old, self.keyring.encrypt(plaintext, self.to_format, ctx)))
             plaintexts.append((plaintext, ctx))
             fps[uid] = fp
-        verified = self.keyring.verify_many([(new, p, ctx) for (_, _, new), (p, ctx) in zip(planned, plaintexts, strict=True)])
+        verified = self.keyring.verify_many(
+            [(new, p, ctx) for (_, _, new), (p, ctx) in zip(planned, plaintexts, strict=True)]
+        )
         for (uid, _, _), ok in zip(planned, verified, strict=True):
             if not ok:
                 raise BundleError(
