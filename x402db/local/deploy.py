@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from .. import ROOT, access, db
 from ..migrate import files as migrations
 from ..migrate.engine import Engine
+from ..migrate.files import Direction
 from ..migrate.settings import Settings
 from ..migrate.target import detect
 from ..plan.planner import require_ready
@@ -70,7 +71,7 @@ def deploy(requested_target: str | None, settings: Settings, log, run_smoke=None
         log(f"target: {target}")
         engine = Engine(conn, migrations.load(), target, settings, log=log)
         # One line of the plan before anything runs: what will lock which table, how big.
-        log(summary(require_ready(engine, "up", what="deploy")))
+        log(summary(require_ready(engine, Direction.UP, what="deploy")))
         outcomes = engine.up()
         grants = access.apply(conn)
     report = Report(

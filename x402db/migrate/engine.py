@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 
 import psycopg
 from psycopg import errors as pgerr
@@ -22,7 +23,7 @@ from psycopg import sql
 from .. import access
 from ..errors import BundleError, DriftError, Refused, UsageError
 from . import ledger
-from .files import BASE, Migration, resolve_version
+from .files import BASE, Direction, Migration, resolve_version
 from .settings import Settings
 from .target import Target
 
@@ -45,11 +46,20 @@ class Outcome:
     notes: tuple[str, ...] = ()  # what the run kept or skipped on purpose (e.g. roles still in use)
 
 
+class FileState(StrEnum):
+    """What `status` reports besides a ledger row's own state (ledger.State): how the file and the
+    ledger disagree. Printed by `status --json`: never change a value."""
+
+    PENDING = "pending"  # the file has no ledger row
+    DRIFTED = "drifted"  # the ledger row records another text of the file
+    MISSING_FILE = "missing-file"  # a ledger row of this target whose file is gone
+
+
 @dataclass(frozen=True)
 class State:
     version: str
     name: str
-    state: str  # applied | pending | steps-pending | reverting | drifted | missing-file
+    state: str  # a ledger.State (the row's) or a FileState
     kind: str | None = None
     down_edited: bool = False  # the down file is not the one recorded: `down` refuses it
     superseded: str | None = None  # the ledger holds this earlier text, accepted by the file's x402:supersedes
@@ -102,9 +112,11 @@ class Engine:
         for m in self.migrations:
             entry = recorded.pop(m.version, None)
             if entry is None:
-                states.append(State(m.version, m.name, "pending"))
+                states.append(State(m.version, m.name, FileState.PENDING))
             elif not m.matches(entry.checksum):
-                states.append(State(m.version, m.name, "drifted", entry.kind, stale_supersedes=m.stale_supersedes))
+                states.append(
+                    State(m.version, m.name, FileState.DRIFTED, entry.kind, stale_supersedes=m.stale_supersedes)
+                )
             else:
                 edited = m.down_checksum not in self._expected_down(m, entry)[0]
                 states.append(
@@ -119,11 +131,11 @@ class Engine:
                 )
         for entry in recorded.values():
             if entry.version not in {m.version for m in self.migrations} and entry.target == self.target.name:
-                states.append(State(entry.version, entry.name, "missing-file", entry.kind))
+                states.append(State(entry.version, entry.name, FileState.MISSING_FILE, entry.kind))
         return sorted(states, key=lambda s: s.version)
 
     def validate(self) -> None:
-        bad = [s for s in self.status() if s.state in ("drifted", "missing-file")]
+        bad = [s for s in self.status() if s.state in (FileState.DRIFTED, FileState.MISSING_FILE)]
         if bad:
             what = ", ".join(
                 f"{s.version}_{s.name} ({s.state}"
@@ -222,11 +234,11 @@ class Engine:
 
     # ---- the two places that change the database -------------------------------------------
 
-    def _transactional(self, m: Migration, direction: str, allow_data_loss: bool = False) -> list[str]:
+    def _transactional(self, m: Migration, direction: Direction, allow_data_loss: bool = False) -> list[str]:
         """One transaction: the script's transactional SQL, the access model's grants, and the
         ledger row's new state. Whatever kills the run, the ledger says what committed.
         Returns the server's WARNINGs (the down scripts use them to name what they kept)."""
-        script = m.up if direction == "up" else m.down
+        script = m.script(direction)
         warnings: list[str] = []
 
         def collect(diag: psycopg.errors.Diagnostic) -> None:
@@ -237,7 +249,7 @@ class Engine:
             warnings.clear()
             with self.conn.transaction():
                 self._set_timeouts(self.settings.statement_timeout, local=True)
-                if direction == "down":
+                if direction == Direction.DOWN:
                     self._check_guards(m, allow_data_loss)
                 # One statement at a time, split by PostgreSQL's parser: the plan describes this list.
                 for statement in script.statements:
@@ -245,7 +257,7 @@ class Engine:
                 # Before COMMIT: a table the migration just created is never visible to another
                 # session with the platform's default privileges (anon: ALL) still on it.
                 access.apply_table_grants(self.conn)
-                if direction == "up":
+                if direction == Direction.UP:
                     ledger.record(
                         self.conn,
                         version=m.version,
@@ -255,44 +267,46 @@ class Engine:
                         target=self.target.name,
                         applied_by=_applied_by(self.conn),
                         execution_ms=0,
-                        state="steps-pending" if script.steps else "applied",
+                        state=ledger.State.STEPS_PENDING if script.steps else ledger.State.APPLIED,
                         down_checksum=m.down_checksum,
                     )
                 elif script.steps:
-                    ledger.set_state(self.conn, m.version, "reverting")
+                    ledger.set_state(self.conn, m.version, ledger.State.REVERTING)
                 else:
                     ledger.forget(self.conn, m.version)
 
         self.conn.add_notice_handler(collect)
         try:
-            self._retrying(f"{m.label}{' down' if direction == 'down' else ''}", run)
+            self._retrying(f"{m.label}{' down' if direction == Direction.DOWN else ''}", run)
         finally:
             self.conn.remove_notice_handler(collect)
         for w in warnings:
             self.log(f"{m.label}: {w}")
         return list(warnings)
 
-    def _steps(self, m: Migration, direction: str, ms_before: int = 0) -> None:
+    def _steps(self, m: Migration, direction: Direction, ms_before: int = 0) -> None:
         """The no-transaction steps, one by one, then the ledger's final state. Each step is
         idempotent, so a run killed or failed here converges by running the same command again."""
-        script = m.up if direction == "up" else m.down
+        script = m.script(direction)
         committed = (
             f"{m.label}'s transactional part is committed (ledger: steps-pending); fix the cause and run up again to finish"
-            if direction == "up"
+            if direction == Direction.UP
             else f"{m.label}'s down is committed up to its drops (ledger: reverting); fix the cause and run down again to finish"
         )
         started = time.monotonic()
         self._set_timeouts(self.settings.step_timeout, local=False)
         try:
             for i, step in enumerate(script.steps, 1):
-                label = f"{m.label}{' down' if direction == 'down' else ''} step {i}/{len(script.steps)}"
+                label = f"{m.label}{' down' if direction == Direction.DOWN else ''} step {i}/{len(script.steps)}"
                 self._retrying(label, lambda s=step: self._run_step(s), committed)
         finally:
             if not self.conn.closed:
                 self.conn.execute("RESET lock_timeout; RESET statement_timeout")
         with self.conn.transaction():
-            if direction == "up":
-                ledger.set_state(self.conn, m.version, "applied", ms_before + int((time.monotonic() - started) * 1000))
+            if direction == Direction.UP:
+                ledger.set_state(
+                    self.conn, m.version, ledger.State.APPLIED, ms_before + int((time.monotonic() - started) * 1000)
+                )
             else:
                 ledger.forget(self.conn, m.version)
 
@@ -341,7 +355,7 @@ class Engine:
             todo = [
                 m
                 for m in self.migrations
-                if (m.version not in done or done[m.version].state == "steps-pending")
+                if (m.version not in done or done[m.version].state == ledger.State.STEPS_PENDING)
                 and (to is None or int(m.version) <= int(to))
             ]
             return self._each(todo, lambda m: self._apply_locked(m, done.get(m.version)))
@@ -357,23 +371,23 @@ class Engine:
                         f"{m.label} is applied with a different checksum; applied migrations are immutable, ship a new one"
                     )
                 self._refuse_reverting({m.version: entry})
-                if entry.state == "applied":
+                if entry.state == ledger.State.APPLIED:
                     return None
             return self._apply_locked(m, entry)
 
     def _refuse_reverting(self, done: dict[str, ledger.Entry]) -> None:
-        half = [v for v, e in done.items() if e.state == "reverting"]
+        half = [v for v, e in done.items() if e.state == ledger.State.REVERTING]
         if half:
             raise Refused(
-                f"migration(s) {', '.join(half)} are half-reverted (ledger: reverting): {ledger.HINTS['reverting']}; "
+                f"migration(s) {', '.join(half)} are half-reverted (ledger: reverting): {ledger.HINTS[ledger.State.REVERTING]}; "
                 "then run up"
             )
 
     def _apply_locked(self, m: Migration, entry: ledger.Entry | None = None) -> Outcome:
         ledger.ensure(self.conn)
-        if entry is not None and entry.state == "steps-pending":
+        if entry is not None and entry.state == ledger.State.STEPS_PENDING:
             self.log(f"{m.label}: transactional part already committed; resuming its steps")
-            self._steps(m, "up", entry.execution_ms)
+            self._steps(m, Direction.UP, entry.execution_ms)
             self.log(f"{m.label}: applied")
             return Outcome(m.version, m.name, "resumed", 0)
         started = time.monotonic()
@@ -396,9 +410,9 @@ class Engine:
             if not self._holds(cond.sql):
                 raise Refused(f"{m.label} not applied: {cond.message}")
         self.log(f"{m.label}: applying")
-        notes = self._transactional(m, "up")
+        notes = self._transactional(m, Direction.UP)
         if m.up.steps:
-            self._steps(m, "up", int((time.monotonic() - started) * 1000))
+            self._steps(m, Direction.UP, int((time.monotonic() - started) * 1000))
         ms = int((time.monotonic() - started) * 1000)
         self.log(f"{m.label}: applied in {ms} ms")
         return Outcome(m.version, m.name, "applied", ms, tuple(notes))
@@ -423,7 +437,7 @@ class Engine:
         if to is not None:
             return [m for m in reversed(applied) if to == BASE or int(m.version) > int(to)], None
         last = applied[-1:]
-        chosen = [m for m in last if m.version not in FOUNDATION or done[m.version].state == "reverting"]
+        chosen = [m for m in last if m.version not in FOUNDATION or done[m.version].state == ledger.State.REVERTING]
         if last and not chosen:
             below = [m.version for m in applied[:-1]]
             return [], (
@@ -522,13 +536,13 @@ class Engine:
         ledger.ensure(self.conn)
         started = time.monotonic()
         notes: list[str] = []
-        if entry.state == "reverting":
+        if entry.state == ledger.State.REVERTING:
             self.log(f"{m.label}: down's drops already committed; resuming its steps")
         else:
             self.log(f"{m.label}: reverting")
-            notes = self._transactional(m, "down", allow_data_loss)
+            notes = self._transactional(m, Direction.DOWN, allow_data_loss)
         if m.down.steps:
-            self._steps(m, "down")
+            self._steps(m, Direction.DOWN)
         ms = int((time.monotonic() - started) * 1000)
         self.log(f"{m.label}: reverted in {ms} ms")
         return Outcome(m.version, m.name, "reverted", ms, tuple(notes))

@@ -25,6 +25,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from .. import SQL_DIR
@@ -34,6 +35,14 @@ from . import sqlparse
 _NAME = re.compile(r"^(?P<version>\d{3})_(?P<name>[a-z0-9_]+)\.up\.sql$")
 _DIRECTIVE = re.compile(r"^--\s*x402:(?P<key>[a-z-]+(?: [a-z-]+)?):?\s*(?P<value>.*)$")
 NO_TRANSACTION = "-- x402:no-transaction"
+
+
+class Direction(StrEnum):
+    """Which of a migration's two scripts runs: its up (apply) or its down (revert). The values
+    are the commands' names and appear in the plan's JSON."""
+
+    UP = "up"
+    DOWN = "down"
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,9 @@ class Migration:
     def stale_supersedes(self) -> bool:
         """The file was edited after its x402:supersedes was written: the directive is void."""
         return bool(self.up.supersedes) and not self.up.supersedes_pinned
+
+    def script(self, direction: Direction) -> Script:
+        return self.up if direction == Direction.UP else self.down
 
     def applies_to(self, target: str) -> bool:
         return self.up.targets is None or target in self.up.targets

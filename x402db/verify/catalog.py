@@ -425,7 +425,7 @@ def check_ledger(conn, c: Checklist) -> None:
     else:
         # A half-finished run commits its ledger row with the work it did: say which half.
         hint = ledger.HINTS.get(entry.state, f"unknown ledger state {entry.state!r}")
-        c.add("ledger.005", entry.state == "applied", f"migration 005 is {entry.state}: {hint}")
+        c.add("ledger.005", entry.state == ledger.State.APPLIED, f"migration 005 is {entry.state}: {hint}")
 
 
 def run(conn: psycopg.Connection, c: Checklist) -> None:
