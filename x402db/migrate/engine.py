@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pgerr
@@ -32,6 +34,7 @@ from .target import Target
 FOUNDATION = ("000", "001")
 # Any fixed bigint works; it only has to be the same for every runner of this bundle.
 ADVISORY_LOCK_KEY = 402_005_000_001
+_O = TypeVar("_O", bound="Outcome | None")
 _CONCURRENT_INDEX = re.compile(
     r"CREATE\s+INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS\s+(?P<index>\w+)\s+ON\s+(?:ONLY\s+)?(?P<table>[\w.]+)", re.I
 )
@@ -70,8 +73,15 @@ class State:
         return ledger.HINTS.get(self.state)
 
 
+def _value(conn: psycopg.Connection, query: str, params: tuple[object, ...] | None = None) -> Any:
+    """The first column of a query that always returns one row (a SELECT without FROM, an aggregate)."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
 def _applied_by(conn: psycopg.Connection) -> str:
-    db_user = conn.execute("SELECT current_user").fetchone()[0]
+    db_user = _value(conn, "SELECT current_user")
     return f"{db_user} ({getpass.getuser()}@{socket.gethostname()})"
 
 
@@ -157,7 +167,7 @@ class Engine:
     def locked(self) -> Iterator[None]:
         deadline = time.monotonic() + self.settings.lock_wait_s
         said = False
-        while not self.conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()[0]:
+        while not _value(self.conn, "SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)):
             if time.monotonic() > deadline:
                 raise BundleError(
                     f"another migration run has held the migration lock for over {self.settings.lock_wait_s:.0f}s; "
@@ -230,7 +240,7 @@ class Engine:
         self.conn.execute(sql.SQL(scope + " statement_timeout = {}").format(sql.Literal(statement_timeout)))
 
     def _holds(self, condition_sql: str) -> bool:
-        return bool(self.conn.execute(f"SELECT ({condition_sql})").fetchone()[0])
+        return bool(_value(self.conn, f"SELECT ({condition_sql})"))
 
     # ---- the two places that change the database -------------------------------------------
 
@@ -298,7 +308,7 @@ class Engine:
         try:
             for i, step in enumerate(script.steps, 1):
                 label = f"{m.label}{' down' if direction == Direction.DOWN else ''} step {i}/{len(script.steps)}"
-                self._retrying(label, lambda s=step: self._run_step(s), committed)
+                self._retrying(label, partial(self._run_step, step), committed)
         finally:
             if not self.conn.closed:
                 self.conn.execute("RESET lock_timeout; RESET statement_timeout")
@@ -329,15 +339,15 @@ class Engine:
         self.conn.execute(step)
 
     @staticmethod
-    def _each(todo: list[Migration], run: Callable[[Migration], Outcome | None]) -> list[Outcome | None]:
+    def _each(todo: list[Migration], run: Callable[[Migration], _O]) -> list[_O]:
         """Run migration after migration. When one fails, the error also names what this run
         already committed: "X failed and was rolled back, nothing changed" is about X alone."""
-        outcomes: list[Outcome | None] = []
+        outcomes: list[_O] = []
         for m in todo:
             try:
                 outcomes.append(run(m))
             except BundleError as exc:
-                committed = [f"{o.version}_{o.name} {o.action}" for o in outcomes if o]
+                committed = [f"{o.version}_{o.name} {o.action}" for o in outcomes if isinstance(o, Outcome)]
                 if not committed:
                     raise
                 raise type(exc)(f"this run already committed {', '.join(committed)} (kept); then {exc}") from None
@@ -421,7 +431,8 @@ class Engine:
 
     def down(
         self, to: str | None = None, allow_data_loss: bool = False, accept_edited_down: bool = False
-    ) -> list[Outcome]:
+    ) -> list[Outcome | None]:
+        """The outcomes, latest first; None for a migration whose ledger row was gone when its turn came."""
         to = self.resolve_to(to, allow_base=True)
         with self.locked():
             chosen, note = self.down_selection(ledger.entries(self.conn), to)
@@ -551,7 +562,7 @@ class Engine:
         # Inside the down transaction: a relation or column already gone holds no data to lose.
         try:
             with self.conn.transaction():
-                return int(self.conn.execute(guard_sql).fetchone()[0])
+                return int(_value(self.conn, guard_sql))
         except (pgerr.UndefinedTable, pgerr.UndefinedColumn):
             return 0
 
@@ -559,11 +570,12 @@ class Engine:
         # Writers are held off from the guarded tables until COMMIT, so no row can arrive
         # between the count and the DROP.
         for table in m.down.lock_tables:
-            if self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]:
+            if _value(self.conn, "SELECT to_regclass(%s) IS NOT NULL", (table,)):
                 self.conn.execute(
                     sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(sql.Identifier(*table.split(".")))
                 )
-        always, lossy = [], []
+        always: list[str] = []
+        lossy: list[str] = []
         for guard in m.down.guards:
             n = self._count(guard.sql)
             if n:

@@ -120,7 +120,7 @@ def checksum(text: str) -> str:
 
 def _is_supersedes(line: str) -> bool:
     m = _DIRECTIVE.match(line.strip())
-    return bool(m) and m["key"] == "supersedes"
+    return m is not None and m["key"] == "supersedes"
 
 
 def pin_checksum(text: str) -> str:
@@ -137,7 +137,13 @@ def _split_condition(value: str, path: Path) -> tuple[str, str]:
 
 
 def parse_script(text: str, path: Path) -> Script:
-    requires, guards, adopt_if, targets, lock_tables, supersedes, pins = [], [], None, None, (), [], []
+    requires: list[Condition] = []
+    guards: list[Guard] = []
+    adopt_if: str | None = None
+    targets: frozenset[str] | None = None
+    lock_tables: tuple[str, ...] = ()
+    supersedes: list[str] = []
+    pins: list[str] = []
     for line in text.splitlines():
         m = _DIRECTIVE.match(line.strip())
         if not m or line.strip() == NO_TRANSACTION:

@@ -113,17 +113,18 @@ def ensure(conn: psycopg.Connection) -> None:
 
 def exists(conn: psycopg.Connection) -> bool:
     row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (LEDGER_TABLE,)).fetchone()
+    assert row is not None  # a SELECT without FROM returns one row
     return bool(row[0])
 
 
 def _evolved(conn: psycopg.Connection) -> bool:
     # Reading must not write: `status` on a ledger an older bundle wrote reads it as it is.
-    return bool(
-        conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'state' AND NOT attisdropped)",
-            (LEDGER_TABLE,),
-        ).fetchone()[0]
-    )
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'state' AND NOT attisdropped)",
+        (LEDGER_TABLE,),
+    ).fetchone()
+    assert row is not None  # a SELECT without FROM returns one row
+    return bool(row[0])
 
 
 def entries(conn: psycopg.Connection) -> dict[str, Entry]:
