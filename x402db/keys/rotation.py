@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, TypeGuard
 
 import psycopg
 from psycopg import sql
@@ -102,6 +103,13 @@ class Report:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
         }
+
+
+def _value(conn: psycopg.Connection, query: str | sql.Composed, params: tuple[object, ...]) -> Any:
+    """The first column of a statement that returns one row (a SELECT without FROM, an INSERT of one row)."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
 
 
 def _is_format(token: str, fmt: str) -> bool:
@@ -223,7 +231,9 @@ class Rotator:
             report.already_current += len(current)
         return planned, fps
 
-    def _account(self, planned, fps, written: set[str], report: Report) -> list[str]:
+    def _account(
+        self, planned: list[tuple[str, str, str]], fps: dict[str, str], written: set[str], report: Report
+    ) -> list[str]:
         with self._lock:
             report.rotated += len(written)
             report.by_key.update(fps[uid] for uid in written)
@@ -248,7 +258,7 @@ class Rotator:
             rows = self._reread(missed)
         raise BundleError(f"{len(rows)} rows kept changing under rotation after {MAX_CAS_ROUNDS} attempts; run again")
 
-    def _batches(self):
+    def _batches(self) -> Iterator[list[tuple[str, str]]]:
         after = None
         while rows := self._read(after):
             yield rows
@@ -259,7 +269,7 @@ class Rotator:
 
         missed: list[str] = []
 
-        def write_and_account(planned, fps, n: int) -> None:
+        def write_and_account(planned: list[tuple[str, str, str]], fps: dict[str, str], n: int) -> None:
             # Accounted by the writer thread itself, right after its commit: Ctrl-C reaches only
             # the main thread, so no interrupt can fall between a committed batch and its count.
             written = self._write(planned, self.write_conn)
@@ -292,7 +302,7 @@ class Rotator:
             self.new_fp,
             [fp for fp in self.keyring.fingerprints if fp != self.new_fp],
         )
-        if not self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (INTEGRATIONS,)).fetchone()[0]:
+        if not _value(self.conn, "SELECT to_regclass(%s) IS NOT NULL", (INTEGRATIONS,)):
             raise BundleError(f"{INTEGRATIONS} does not exist: deploy migration 005 first")
         if apply:
             self._begin_audit(report)
@@ -329,22 +339,23 @@ class Rotator:
     # -- audit --------------------------------------------------------------------------------
 
     def _begin_audit(self, report: Report) -> None:
-        if not self.conn.execute("SELECT pg_try_advisory_lock(%s)", (ROTATION_LOCK_KEY,)).fetchone()[0]:
+        if not _value(self.conn, "SELECT pg_try_advisory_lock(%s)", (ROTATION_LOCK_KEY,)):
             raise BundleError("another key rotation is running on this database; wait for it to finish")
         with self.conn.transaction():
             private.ensure(self.conn)
             self.conn.execute(_AUDIT_DDL)
             # We hold the rotation lock, so any run still marked running was killed.
             self.conn.execute(sql.SQL("UPDATE {} SET status = 'interrupted' WHERE status = 'running'").format(AUDIT))
-            report.run_id = self.conn.execute(
+            report.run_id = _value(
+                self.conn,
                 sql.SQL(
                     "INSERT INTO {} (to_format, new_fingerprint, old_fingerprints) VALUES (%s, %s, %s) RETURNING id"
                 ).format(AUDIT),
                 (report.to_format, report.new_fingerprint, report.old_fingerprints),
-            ).fetchone()[0]
+            )
 
     @staticmethod
-    def _usable(conn: psycopg.Connection | None) -> bool:
+    def _usable(conn: psycopg.Connection | None) -> TypeGuard[psycopg.Connection]:
         # After Ctrl-C in the middle of a query, libpq may still be busy with it (ACTIVE).
         return (
             conn is not None
