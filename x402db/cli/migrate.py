@@ -24,9 +24,10 @@ INCOMPLETE = (FileState.DRIFTED, FileState.MISSING_FILE, State.STEPS_PENDING, St
 def build_parser() -> Parser:
     parser = Parser(prog="migrate.py", description="Apply, revert or inspect the bundle's migrations.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    # Plain strings: argparse names an invalid command's choices by their repr().
     for name, help_ in (
-        (Direction.UP, "apply pending migrations (and finish any left steps-pending)"),
-        (Direction.DOWN, "revert the latest (or down to --to); finishes one left reverting"),
+        (Direction.UP.value, "apply pending migrations (and finish any left steps-pending)"),
+        (Direction.DOWN.value, "revert the latest (or down to --to); finishes one left reverting"),
         ("status", "list migrations and their state"),
         ("plan", "show what up (or --down) would run, lock and refuse; changes nothing"),
     ):
