@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
 from .. import db
 from ..errors import UsageError
 from ..migrate import files as migrations
-from ..migrate.engine import Engine, FileState
+from ..migrate.engine import Engine, FileState, Outcome
 from ..migrate.files import BASE, Direction
 from ..migrate.ledger import State
 from ..migrate.settings import Settings
@@ -74,7 +76,7 @@ def build_parser() -> Parser:
     return parser
 
 
-def engine_for(args, log) -> Engine:
+def engine_for(args: argparse.Namespace, log: Callable[[str], None]) -> Engine:
     # Everything the user typed is checked before connecting: a bad value exits 2 at once.
     settings = (
         Settings(lock_timeout=args.lock_timeout, statement_timeout=args.statement_timeout, retries=args.retries)
@@ -154,13 +156,14 @@ def main(argv: list[str]) -> int:
                             "unless --accept-edited-down: restore the file, or review the edit first"
                         )
             return 1 if any(s.state in INCOMPLETE or s.down_edited for s in states) else 0
-        if args.command == Direction.UP:
-            outcomes = engine.up(to=args.to)
-        else:
-            outcomes = engine.down(
+        ran: Sequence[Outcome | None] = (
+            engine.up(to=args.to)
+            if args.command == Direction.UP
+            else engine.down(
                 to=args.to, allow_data_loss=args.allow_data_loss, accept_edited_down=args.accept_edited_down
             )
-        outcomes = [o for o in outcomes if o]
+        )
+        outcomes = [o for o in ran if o]
         # `up --to` below a pending migration changes nothing, yet the database is not up to date.
         pending = (
             [s.version for s in engine.status() if s.state in (FileState.PENDING, State.STEPS_PENDING)]

@@ -124,7 +124,7 @@ class Rotator:
         to_format: str = "legacy",
         batch_size: int = 1000,
         shape: Shape = OPENROUTER_KEY,
-        progress: Callable[[int], None] = lambda n: None,
+        progress: Callable[[int], object] = lambda n: None,
         on_batch_read: Callable[[list[tuple]], None] | None = None,
         write_conn: psycopg.Connection | None = None,
     ) -> None:
