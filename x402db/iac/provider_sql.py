@@ -13,7 +13,9 @@ in a transaction that is always rolled back, before `pulumi up` changes anything
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 
@@ -77,11 +79,11 @@ class Session:
         cur = self.conn.execute(stmt, params or None)
         return cur.fetchall() if cur.description else []
 
-    def one(self, query: str, params: tuple = ()):
+    def one(self, query: str, params: tuple = ()) -> Any:
         rows = self.conn.execute(query, params).fetchall()
         return rows[0][0] if rows else None
 
-    def transaction(self):
+    def transaction(self) -> AbstractContextManager[psycopg.Transaction]:
         return self.conn.transaction()
 
 

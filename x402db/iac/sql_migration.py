@@ -10,7 +10,7 @@ else (no connection, no module object, no secret). The DSN travels as a secret p
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 from pulumi.dynamic import (
@@ -27,6 +27,10 @@ from pulumi.dynamic import (
 from ..errors import DriftError
 from .oneline import one_line_methods
 
+if TYPE_CHECKING:  # at run time imported by _engine: the provider host loads them only to run one
+    from ..migrate.engine import Engine
+    from ..migrate.files import Migration
+
 # Properties whose change needs no database work: they only steer the next operation. A new
 # down_sql is stored too, so that destroy runs the checkout's down; the engine refuses it if it
 # differs from the down recorded in the ledger at apply time (an edited down).
@@ -34,7 +38,7 @@ _STEERING = ("dsn", "allow_data_loss", "lock_timeout", "target", "down_sql")
 _REQUIRED = ("dsn", "version", "name", "checksum", "up_sql", "down_sql", "target")
 
 
-def _engine(props: dict[str, Any]):
+def _engine(props: dict[str, Any]) -> tuple[Engine, Migration]:
     # Imported here: the provider host only needs them when an operation really runs.
     from .. import db
     from ..migrate import files as migrations
