@@ -5,9 +5,10 @@ Transcribed from the provider's upstream, cyrilgdn/terraform-provider-postgresql
 (v1.26.0+3, the `upstream` submodule of pulumi/pulumi-postgresql 3.18): postgresql/
 resource_postgresql_role.go, resource_postgresql_grant.go, resource_postgresql_grant_role.go and
 helpers.go (pgLockRole, withRolesGranted, getRolesToGrant). Each operation is one transaction, as
-there. No Pulumi plugin can run on our machines, so this is how the tests run the provider's
-statements against a real server, and how the preflight (iac/preflight.py) tries them
-in a transaction that is always rolled back, before `pulumi up` changes anything.
+there. The preflight (iac/preflight.py) tries these statements in a transaction that is always
+rolled back, before `pulumi up` changes anything, so that a statement the server would refuse is
+refused first. The real provider plugin (`make pulumi-tools`) is the judge of its own behaviour
+in the tests; they also run this transcription against real servers, to keep it matching.
 """
 
 from __future__ import annotations
