@@ -10,16 +10,19 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+# The benches run as scripts from bench/: the repository root goes on the path before anything of
+# ours is imported, hence the imports below the statement (noqa: E402).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg  # noqa: E402
 
 from x402db import db  # noqa: E402
+from x402db.local.server import LocalServer, embedded_bindir  # noqa: E402
 from x402db.migrate import files as migrations  # noqa: E402
 from x402db.migrate.engine import Engine  # noqa: E402
 from x402db.migrate.settings import Settings  # noqa: E402
-from x402db.local.server import LocalServer, embedded_bindir  # noqa: E402
 from x402db.migrate.target import detect  # noqa: E402
 
 
@@ -37,12 +40,19 @@ def throwaway_server():
         shutil.rmtree(base, ignore_errors=True)
 
 
+def value(conn: psycopg.Connection, query: str) -> Any:
+    """The first column of a statement's one row (the benches make sure there is one)."""
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return row[0]
+
+
 def baseline_with_rows(server: LocalServer, name: str, rows: int) -> str:
     """A database at migration 001 whose x402_resources holds `rows` rows."""
     dsn = server.ensure_database(name)
     with db.connect(dsn) as conn:
         Engine(conn, migrations.load(), detect(conn)).up(to="001")
-        uid = conn.execute("INSERT INTO auth.users (email) VALUES ('bench@example.invalid') RETURNING id").fetchone()[0]
+        uid = value(conn, "INSERT INTO auth.users (email) VALUES ('bench@example.invalid') RETURNING id")
         conn.execute(
             "INSERT INTO public.x402_resources (user_id, resource_type, name) "
             "SELECT %s, (ARRAY['external','proxy','prompt','static','prompt_template'])[1 + g %% 5], 'r' || g "
@@ -59,7 +69,7 @@ class Writer(threading.Thread):
     def __init__(self, dsn: str) -> None:
         super().__init__(daemon=True)
         self.conn = psycopg.connect(dsn, autocommit=True)
-        self.uid = self.conn.execute("SELECT id FROM auth.users LIMIT 1").fetchone()[0]
+        self.uid = value(self.conn, "SELECT id FROM auth.users LIMIT 1")
         self.samples: list[tuple[float, float]] = []  # (start, seconds)
         self.stop_flag = threading.Event()
 
@@ -82,6 +92,6 @@ class Writer(threading.Thread):
         return max(window) * 1000 if window else float("nan")
 
 
-def engine(dsn: str, **settings) -> Engine:
+def engine(dsn: str, **settings: Any) -> Engine:
     conn = db.connect(dsn)
     return Engine(conn, migrations.load(), detect(conn), Settings(**settings))

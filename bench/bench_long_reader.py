@@ -9,16 +9,17 @@ retries to success after the reader ends or gives up leaving the schema unchange
 import threading
 import time
 
-from _common import Writer, baseline_with_rows, engine, throwaway_server
+from _common import Writer, baseline_with_rows, engine, throwaway_server, value
 
 from x402db import db
 from x402db.errors import BundleError
+from x402db.local.server import LocalServer
 
 LOCK_TIMEOUT_MS = 200
 READER_S = 10.0
 
 
-def run(server, name: str, retries: int) -> None:
+def run(server: LocalServer, name: str, retries: int) -> None:
     dsn = baseline_with_rows(server, name, 100_000)
     reader = db.connect(dsn, autocommit=False)
     reader.execute("SELECT count(*) FROM public.x402_resources")  # ACCESS SHARE held until rollback
@@ -33,7 +34,7 @@ def run(server, name: str, retries: int) -> None:
         outcome = f"applied after {time.perf_counter() - t0:.1f}s"
     except BundleError as exc:
         outcome = f"gave up after {time.perf_counter() - t0:.1f}s: {str(exc)[:60]}..."
-    applied = e.conn.execute("SELECT to_regclass('public.user_openrouter_integrations') IS NOT NULL").fetchone()[0]
+    applied = value(e.conn, "SELECT to_regclass('public.user_openrouter_integrations') IS NOT NULL")
     time.sleep(0.3)
     writer.stop()
     worst = writer.worst_ms()

@@ -16,14 +16,14 @@ import threading
 import time
 
 import psycopg
-
 from _common import Writer, baseline_with_rows, engine, throwaway_server
 
 from x402db import ROOT
+from x402db.migrate.files import Direction
 from x402db.plan.planner import Planner
 
 
-def plan_times(dsn: str, direction: str, n: int = 5) -> list[float]:
+def plan_times(dsn: str, direction: Direction, n: int = 5) -> list[float]:
     e = engine(dsn)
     out = []
     with e.conn:
@@ -72,7 +72,7 @@ class LockWaits(threading.Thread):
         self.conn.close()
 
 
-def writer_window(dsn: str, seconds: float, direction: str | None) -> tuple[float, float, int, int, str]:
+def writer_window(dsn: str, seconds: float, direction: Direction | None) -> tuple[float, float, int, int, str]:
     """(worst ms, p99 ms, inserts, plans, lock-wait samples) of one writer over `seconds`, with plans
     back to back or none."""
     writer = Writer(dsn)
@@ -110,8 +110,8 @@ def main() -> None:
             e.up()
         print(f"x402_resources: {args.rows:,} rows")
         for label, dsn, direction, cli_args in (
-            ("plan (up, 005 pending)", up_dsn, "up", ()),
-            ("plan --down (guards count)", down_dsn, "down", ("--down",)),
+            ("plan (up, 005 pending)", up_dsn, Direction.UP, ()),
+            ("plan --down (guards count)", down_dsn, Direction.DOWN, ("--down",)),
         ):
             times = plan_times(dsn, direction)
             print(
@@ -122,13 +122,14 @@ def main() -> None:
             f"{'writer, ' + str(args.seconds) + ' s window':<28} {'worst':>9} {'p99':>9} {'inserts':>8} {'plans':>6}"
             f"  {'samples waiting on a lock':>26}"
         )
-        for label, dsn, direction in (
+        windows: list[tuple[str, str, Direction | None]] = [
             ("no plan", down_dsn, None),
-            ("plans back to back (up)", up_dsn, "up"),
-            ("plans back to back (down)", down_dsn, "down"),
+            ("plans back to back (up)", up_dsn, Direction.UP),
+            ("plans back to back (down)", down_dsn, Direction.DOWN),
             ("no plan (again)", down_dsn, None),
-        ):
-            worst, q99, n, plans, waited = writer_window(dsn, args.seconds, direction)
+        ]
+        for label, dsn, window in windows:
+            worst, q99, n, plans, waited = writer_window(dsn, args.seconds, window)
             print(f"{label:<28} {worst:7.2f}ms {q99:7.2f}ms {n:>8} {plans:>6}  {waited:>26}")
 
 

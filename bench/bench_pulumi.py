@@ -16,17 +16,21 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from _common import throwaway_server
 
 from x402db import ROOT
+from x402db.local.server import LocalServer
 
+# The real-CLI harness lives in tests/, which a script in bench/ cannot import until the root is on
+# the path (noqa: E402).
 sys.path.insert(0, str(ROOT))
 from tests.real_pulumi import Project, find_tools  # noqa: E402
 
 
-def timed(fn, runs: int) -> float:
+def timed(fn: Callable[[], object], runs: int) -> float:
     samples = []
     for _ in range(runs):
         t0 = time.perf_counter()
@@ -39,6 +43,7 @@ def launch(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, subpr
     """Start a plugin and time it until it prints its port."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None  # stdout=PIPE
     port = proc.stdout.readline().strip()
     took = time.perf_counter() - t0
     if not port.isdigit():
@@ -47,7 +52,7 @@ def launch(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, subpr
     return took, proc, port
 
 
-def configure_time(port: str, server, database: str) -> float:
+def configure_time(port: str, server: LocalServer, database: str) -> float:
     import grpc
     from pulumi.runtime import proto, rpc
     from pulumi.runtime.proto import provider_pb2_grpc

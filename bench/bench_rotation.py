@@ -11,10 +11,10 @@ import uuid
 from _common import throwaway_server
 
 from x402db import db
-from x402db.migrate import files as migrations
 from x402db.keys.crypto import Context, Keyring
-from x402db.migrate.engine import Engine
 from x402db.keys.rotation import Rotator
+from x402db.migrate import files as migrations
+from x402db.migrate.engine import Engine
 from x402db.migrate.target import detect
 
 OLD, NEW = "bench-old-secret", "bench-new-secret"

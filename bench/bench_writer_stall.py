@@ -10,7 +10,10 @@ Usage: bench_writer_stall.py [--rows N ...]   (default: 1,000,000 and 5,000,000)
 import argparse
 import re
 import time
+from collections.abc import Callable
+from functools import partial
 
+import psycopg
 from _common import Writer, baseline_with_rows, engine, throwaway_server
 
 from x402db import db
@@ -24,7 +27,12 @@ def naive_sql() -> str:
     return body + "\n" + "\n".join(re.sub(r"CONCURRENTLY\s+", "", s) for s in steps)
 
 
-def measure(dsn: str, apply) -> tuple[float, float]:
+def apply_in_one_transaction(conn: psycopg.Connection, sql: str) -> None:
+    with conn.transaction():
+        conn.execute(sql)
+
+
+def measure(dsn: str, apply: Callable[[], object]) -> tuple[float, float]:
     writer = Writer(dsn)
     writer.start()
     time.sleep(1.0)
@@ -49,12 +57,7 @@ def main() -> None:
             ours, idle = measure(ours_dsn, e.up)
             e.conn.close()
             conn = db.connect(naive_dsn)
-
-            def naive() -> None:
-                with conn.transaction():
-                    conn.execute(naive_sql())
-
-            naive_ms, _ = measure(naive_dsn, naive)
+            naive_ms, _ = measure(naive_dsn, partial(apply_in_one_transaction, conn, naive_sql()))
             conn.close()
             print(f"{rows:>10,} {ours:>9.1f}ms {naive_ms:>10.1f}ms {naive_ms / ours:>9.1f}x {idle:>9.1f}ms")
 

@@ -115,28 +115,37 @@ def grant_sql(g: TableGrant) -> sql.Composed:
     return sql.SQL("; ").join(stmts)
 
 
+def _holds(conn: psycopg.Connection, query: str, params: tuple[object, ...]) -> bool:
+    """The answer of a SELECT of one boolean expression (no FROM: it always returns one row)."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return bool(row[0])
+
+
 def _exists(conn: psycopg.Connection, g: TableGrant) -> bool:
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{g.schema}.{g.table}",)).fetchone()[0]
+    return _holds(conn, "SELECT to_regclass(%s) IS NOT NULL", (f"{g.schema}.{g.table}",))
 
 
 def public_holds(conn: psycopg.Connection, schema: str, table: str) -> bool:
     """Whether PUBLIC holds any privilege on the table."""
-    return conn.execute(
+    return _holds(
+        conn,
         "SELECT EXISTS (SELECT 1 FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a"
         " WHERE c.oid = to_regclass(%s) AND a.grantee = 0)",
         (f"{schema}.{table}",),
-    ).fetchone()[0]
+    )
 
 
 def public_by_default(conn: psycopg.Connection, schema: str) -> bool:
     """Whether a table the current role creates in the schema is granted to PUBLIC at CREATE
     (a default privilege of that role, in the schema or global)."""
-    return conn.execute(
+    return _holds(
+        conn,
         "SELECT EXISTS (SELECT 1 FROM pg_default_acl d CROSS JOIN LATERAL aclexplode(d.defaclacl) a"
         " WHERE d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = current_user) AND d.defaclobjtype = 'r'"
         " AND d.defaclnamespace IN (0, coalesce(to_regnamespace(%s), 0)) AND a.grantee = 0)",
         (sql.Identifier(schema).as_string(conn),),
-    ).fetchone()[0]
+    )
 
 
 def revoke_public_sql(schema: str, table: str) -> sql.Composed:
@@ -172,7 +181,7 @@ def apply(conn: psycopg.Connection) -> list[str]:
     changed = []
     with conn.transaction():
         for usage in SCHEMA_USAGE:
-            has = conn.execute("SELECT has_schema_privilege(%s, %s, 'USAGE')", (usage.role, usage.schema)).fetchone()[0]
+            has = _holds(conn, "SELECT has_schema_privilege(%s, %s, 'USAGE')", (usage.role, usage.schema))
             if not has:
                 conn.execute(
                     sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(

@@ -27,7 +27,7 @@ def resolve_dsn(explicit: str | None) -> str:
 def parse(dsn: str) -> dict[str, str]:
     """The DSN's parameters, or a UsageError that does not repeat the DSN (it may hold a password)."""
     try:
-        params = conninfo_to_dict(dsn)
+        params = {k: str(v) for k, v in conninfo_to_dict(dsn).items()}
     except (psycopg.ProgrammingError, TypeError, ValueError):
         raise UsageError(
             "the DSN (--dsn or DATABASE_URL) is not a valid PostgreSQL URL or key=value "
@@ -47,7 +47,7 @@ def parse(dsn: str) -> dict[str, str]:
             "the DSN's database name contains '@': write a / in the password as %2F "
             "(and @ as %40), or keep the password in ~/.pgpass or PGPASSWORD"
         )
-    return {k: str(v) for k, v in params.items()}
+    return params
 
 
 def _url_host(host: str) -> str:
@@ -78,7 +78,8 @@ def redact(dsn: str) -> str:
             params.update(host=hosts, port=ports)  # not expressible in the authority: keep as query
         else:
             netloc += ",".join(
-                _url_host(h) + (f":{p}" if p else "") for h, p in zip(host_list, port_list or [""] * len(host_list))
+                _url_host(h) + (f":{p}" if p else "")
+                for h, p in zip(host_list, port_list or [""] * len(host_list), strict=True)
             )
     else:
         if hosts:

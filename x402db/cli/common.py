@@ -19,7 +19,8 @@ import logging
 import os
 import re
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import psycopg
 
@@ -124,7 +125,9 @@ _QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'")
 class Parser(argparse.ArgumentParser):
     """argparse that exits 2 with one line naming the option, never a value that was typed."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    _typed: ClassVar[list[str]]  # what the user typed last, so that no error message can repeat it
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
@@ -151,7 +154,9 @@ class Parser(argparse.ArgumentParser):
                     opts += sub._option_strings() if isinstance(sub, Parser) else []
         return opts
 
-    def parse_args(self, args: Sequence[str] | None = None, namespace=None):  # type: ignore[override]
+    def parse_args(  # type: ignore[override]  # one signature for argparse's overloads
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
         argv = list(args if args is not None else sys.argv[1:])
         Parser._typed = argv  # what the user typed, so that no error message can repeat it
         ns, extras = self.parse_known_args(argv, namespace)

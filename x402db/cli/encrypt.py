@@ -66,7 +66,8 @@ def main(argv: list[str]) -> int:
     token = keyring.encrypt(plaintext, args.format, context)
     if not keyring.verify(token, plaintext, context):  # never store what cannot be read back
         raise Refused("internal check failed: the new ciphertext does not decrypt to the input")
-    if args.store:
+    if dsn is not None:  # --store
+        assert user_id, "--store without --user-id was refused above"
         with db.connect(dsn, application_name="x402db-encrypt-key") as conn:
             action = store.store(conn, user_id, token)
         doc = {

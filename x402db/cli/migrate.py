@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
 from .. import db
 from ..errors import UsageError
 from ..migrate import files as migrations
-from ..migrate.engine import Engine
-from ..migrate.files import BASE
+from ..migrate.engine import Engine, FileState, Outcome
+from ..migrate.files import BASE, Direction
+from ..migrate.ledger import State
 from ..migrate.settings import Settings
 from ..migrate.target import TARGETS, detect
 from ..plan.catalog import detect_target
@@ -17,16 +20,16 @@ from ..plan.view import print_plan
 from .common import Parser, add_common, int_range, log_to_stderr, print_json, run
 
 # States after which the database is not where any command left it: status exits 1 for them.
-INCOMPLETE = ("drifted", "missing-file", "steps-pending", "reverting")
+INCOMPLETE = (FileState.DRIFTED, FileState.MISSING_FILE, State.STEPS_PENDING, State.REVERTING)
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="migrate.py", description="Apply, revert or inspect the bundle's migrations.")
-    versions = [m.version for m in migrations.load()]
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    # Plain strings: argparse names an invalid command's choices by their repr().
     for name, help_ in (
-        ("up", "apply pending migrations (and finish any left steps-pending)"),
-        ("down", "revert the latest (or down to --to); finishes one left reverting"),
+        (Direction.UP.value, "apply pending migrations (and finish any left steps-pending)"),
+        (Direction.DOWN.value, "revert the latest (or down to --to); finishes one left reverting"),
         ("status", "list migrations and their state"),
         ("plan", "show what up (or --down) would run, lock and refuse; changes nothing"),
     ):
@@ -50,7 +53,7 @@ def build_parser() -> Parser:
                 default=Settings.retries,
                 help="lock-timeout retries (default %(default)s)",
             )
-        if name == "up":
+        if name == Direction.UP:
             p.add_argument("--to", help="apply up to and including this known version (e.g. 1 or 001)")
         if name == "plan":
             p.add_argument("--down", action="store_true", help="plan a revert instead of an apply")
@@ -58,7 +61,7 @@ def build_parser() -> Parser:
             p.add_argument(
                 "--allow-data-loss", action="store_true", help="with --down: plan as if data loss were allowed"
             )
-        if name == "down":
+        if name == Direction.DOWN:
             p.add_argument("--to", help=f"revert every migration above this known version ({BASE}: all)")
             p.add_argument(
                 "--allow-data-loss",
@@ -73,7 +76,7 @@ def build_parser() -> Parser:
     return parser
 
 
-def engine_for(args, log) -> Engine:
+def engine_for(args: argparse.Namespace, log: Callable[[str], None]) -> Engine:
     # Everything the user typed is checked before connecting: a bad value exits 2 at once.
     settings = (
         Settings(lock_timeout=args.lock_timeout, statement_timeout=args.statement_timeout, retries=args.retries)
@@ -82,8 +85,10 @@ def engine_for(args, log) -> Engine:
     )
     files = migrations.load()
     if getattr(args, "to", None) is not None:
-        migrations.resolve_version(files, args.to, allow_base=args.command == "down" or getattr(args, "down", False))
-    if args.command == "down" and args.allow_data_loss and args.to is None:
+        migrations.resolve_version(
+            files, args.to, allow_base=args.command == Direction.DOWN or getattr(args, "down", False)
+        )
+    if args.command == Direction.DOWN and args.allow_data_loss and args.to is None:
         # "The latest" is another migration on a second run: data loss is allowed only for what is named.
         raise UsageError(
             "down --allow-data-loss applies only to what you name: add --to VERSION (every migration "
@@ -103,7 +108,7 @@ def main(argv: list[str]) -> int:
     with engine.conn:
         if args.command == "plan":
             result = Planner(engine).build(
-                "down" if args.down else "up", to=args.to, allow_data_loss=args.allow_data_loss
+                Direction.DOWN if args.down else Direction.UP, to=args.to, allow_data_loss=args.allow_data_loss
             )
             if args.json:
                 print_json(result.as_json())
@@ -151,17 +156,18 @@ def main(argv: list[str]) -> int:
                             "unless --accept-edited-down: restore the file, or review the edit first"
                         )
             return 1 if any(s.state in INCOMPLETE or s.down_edited for s in states) else 0
-        if args.command == "up":
-            outcomes = engine.up(to=args.to)
-        else:
-            outcomes = engine.down(
+        ran: Sequence[Outcome | None] = (
+            engine.up(to=args.to)
+            if args.command == Direction.UP
+            else engine.down(
                 to=args.to, allow_data_loss=args.allow_data_loss, accept_edited_down=args.accept_edited_down
             )
-        outcomes = [o for o in outcomes if o]
+        )
+        outcomes = [o for o in ran if o]
         # `up --to` below a pending migration changes nothing, yet the database is not up to date.
         pending = (
-            [s.version for s in engine.status() if s.state in ("pending", "steps-pending")]
-            if args.command == "up"
+            [s.version for s in engine.status() if s.state in (FileState.PENDING, State.STEPS_PENDING)]
+            if args.command == Direction.UP
             else []
         )
         if args.json:
@@ -169,11 +175,11 @@ def main(argv: list[str]) -> int:
                 {
                     "target": engine.target.name,
                     "changes": [asdict(o) for o in outcomes],
-                    **({"pending": pending} if args.command == "up" else {}),
+                    **({"pending": pending} if args.command == Direction.UP else {}),
                 }
             )
         elif not outcomes:
-            if args.command == "down":
+            if args.command == Direction.DOWN:
                 print("nothing to revert")
             elif pending:
                 print(f"nothing to apply up to {args.to}; still pending: {', '.join(pending)}")

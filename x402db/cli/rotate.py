@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+
+import psycopg
 
 from .. import db
 from ..access import INTEGRATIONS
@@ -40,7 +43,7 @@ def build_parser() -> Parser:
     return p
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool) -> tuple[Callable[[int], object], Callable[[], object]]:
     if not enabled or total == 0:
         return lambda n: None, lambda: None
     import shutil
@@ -52,6 +55,16 @@ def _progress(total: int, enabled: bool):
     size = shutil.get_terminal_size()
     bar = tqdm(total=total, unit="rows", file=sys.stderr, ncols=size.columns, nrows=size.lines)
     return bar.update, bar.close
+
+
+def _rows_to_rotate(conn: psycopg.Connection) -> int:
+    """For the progress bar; 0 when the table is missing (the Rotator refuses that itself)."""
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (INTEGRATIONS,)).fetchone()
+    if not (exists and exists[0]):
+        return 0
+    counted = conn.execute(f"SELECT count(*) FROM {INTEGRATIONS}").fetchone()
+    assert counted is not None  # an aggregate returns one row
+    return int(counted[0])
 
 
 def main(argv: list[str]) -> int:
@@ -74,11 +87,7 @@ def main(argv: list[str]) -> int:
         db.connect(dsn, application_name="x402db-rotate-keys") as conn,
         db.connect(dsn, application_name="x402db-rotate-keys-writer") as writer,
     ):
-        total = (
-            conn.execute(f"SELECT count(*) FROM {INTEGRATIONS}").fetchone()[0]
-            if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (INTEGRATIONS,)).fetchone()[0]
-            else 0
-        )
+        total = _rows_to_rotate(conn)
         update, close = _progress(total, not args.json and not quiet())
         try:
             report = Rotator(

@@ -118,7 +118,6 @@ class OpenRouterIntegration(pulumi.ComponentResource):
         self.grants: list[pulumi.Resource] = []
         for g in declared.grants(cfg.database):
             label = f"usage-{g.schema}-{g.role}" if g.object_type == "schema" else f"grant-{g.role}-{g.objects[0]}"
-            extra = {"objects": list(g.objects)} if g.objects else {}
             self.grants.append(
                 postgresql.Grant(
                     f"{name}-{label}",
@@ -127,7 +126,7 @@ class OpenRouterIntegration(pulumi.ComponentResource):
                     schema=g.schema,
                     object_type=g.object_type,
                     privileges=list(g.privileges),
-                    **extra,
+                    objects=list(g.objects) if g.objects else None,
                     opts=pulumi.ResourceOptions.merge(
                         pg, pulumi.ResourceOptions(depends_on=previous, retain_on_delete=g.retain_on_delete)
                     ),

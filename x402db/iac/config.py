@@ -64,7 +64,7 @@ def load(cfg: ConfigSource) -> StackConfig:
     target = cfg.get("target") or "supabase"
     if target not in TARGETS:
         errors.append(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
-    host = cfg.get("host")
+    host = cfg.get("host") or ""
     if not host:
         errors.append("host is required: pulumi config set host <db host>")
     raw_port = cfg.get("port") or "5432"

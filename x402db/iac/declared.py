@@ -15,7 +15,7 @@ from .provider_sql import GrantArgs, RoleArgs
 BACKEND_MEMBER_OF = ("service_role",)
 
 
-def backend_role(name: str, password=None) -> RoleArgs:
+def backend_role(name: str, password: str | None = None) -> RoleArgs:
     # inherit: so the service_role policy and grants apply to its sessions
     return RoleArgs(name=name, password=password, login=True, inherit=True, roles=BACKEND_MEMBER_OF)
 

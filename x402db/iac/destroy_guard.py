@@ -32,7 +32,7 @@ def refusal(props: dict[str, Any]) -> str | None:
     allow = bool(props.get("allow_data_loss"))
     with db.connect(props["dsn"], application_name="x402db-pulumi-destroy-guard") as conn:
         plan = Planner(Engine(conn, migrations, detect(conn, props["target"]))).build(
-            "down", to="base", allow_data_loss=allow
+            files.Direction.DOWN, to=files.BASE, allow_data_loss=allow
         )
     if plan.verdict != "refused":
         return None

@@ -34,7 +34,8 @@ def preflight(dsn: str, database: str, backend_role: str | None) -> str | None:
 
     from .. import db
     from ..errors import BundleError
-    from . import declared, provider_sql as p
+    from . import declared
+    from . import provider_sql as p
 
     try:
         conn = db.connect(dsn, application_name="x402db-pulumi-preflight")

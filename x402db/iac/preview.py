@@ -12,12 +12,13 @@ def plan_summary(dsn: str, target: str) -> str:
     from .. import db
     from ..migrate import files
     from ..migrate.engine import Engine
+    from ..migrate.files import Direction
     from ..migrate.target import detect
     from ..plan.planner import Planner
     from ..plan.view import summary
 
     with db.connect(dsn, application_name="x402db-pulumi-preview") as conn:
-        return summary(Planner(Engine(conn, files.load(), detect(conn, target))).build("up"))
+        return summary(Planner(Engine(conn, files.load(), detect(conn, target))).build(Direction.UP))
 
 
 def log_plan_summary(dsn: str, target: str, resource: pulumi.Resource) -> None:

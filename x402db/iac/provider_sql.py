@@ -5,15 +5,18 @@ Transcribed from the provider's upstream, cyrilgdn/terraform-provider-postgresql
 (v1.26.0+3, the `upstream` submodule of pulumi/pulumi-postgresql 3.18): postgresql/
 resource_postgresql_role.go, resource_postgresql_grant.go, resource_postgresql_grant_role.go and
 helpers.go (pgLockRole, withRolesGranted, getRolesToGrant). Each operation is one transaction, as
-there. No Pulumi plugin can run on our machines, so this is how the tests run the provider's
-statements against a real server, and how the preflight (iac/preflight.py) tries them
-in a transaction that is always rolled back, before `pulumi up` changes anything.
+there. The preflight (iac/preflight.py) tries these statements in a transaction that is always
+rolled back, before `pulumi up` changes anything, so that a statement the server would refuse is
+refused first. The real provider plugin (`make pulumi-tools`) is the judge of its own behaviour
+in the tests; they also run this transcription against real servers, to keep it matching.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 
@@ -77,11 +80,11 @@ class Session:
         cur = self.conn.execute(stmt, params or None)
         return cur.fetchall() if cur.description else []
 
-    def one(self, query: str, params: tuple = ()):
+    def one(self, query: str, params: tuple = ()) -> Any:
         rows = self.conn.execute(query, params).fetchall()
         return rows[0][0] if rows else None
 
-    def transaction(self):
+    def transaction(self) -> AbstractContextManager[psycopg.Transaction]:
         return self.conn.transaction()
 
 
@@ -335,7 +338,3 @@ def grant_role_create(s: Session, a: GrantRoleArgs) -> None:
 def grant_role_delete(s: Session, a: GrantRoleArgs) -> None:
     with s.transaction():
         s.run(f"REVOKE {ident(a.grant_role)} FROM {ident(a.role)}")
-
-
-def without_password(a: RoleArgs) -> RoleArgs:
-    return replace(a, password=None)

@@ -10,7 +10,7 @@ else (no connection, no module object, no secret). The DSN travels as a secret p
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 from pulumi.dynamic import (
@@ -27,6 +27,10 @@ from pulumi.dynamic import (
 from ..errors import DriftError
 from .oneline import one_line_methods
 
+if TYPE_CHECKING:  # at run time imported by _engine: the provider host loads them only to run one
+    from ..migrate.engine import Engine
+    from ..migrate.files import Migration
+
 # Properties whose change needs no database work: they only steer the next operation. A new
 # down_sql is stored too, so that destroy runs the checkout's down; the engine refuses it if it
 # differs from the down recorded in the ledger at apply time (an edited down).
@@ -34,7 +38,7 @@ _STEERING = ("dsn", "allow_data_loss", "lock_timeout", "target", "down_sql")
 _REQUIRED = ("dsn", "version", "name", "checksum", "up_sql", "down_sql", "target")
 
 
-def _engine(props: dict[str, Any]):
+def _engine(props: dict[str, Any]) -> tuple[Engine, Migration]:
     # Imported here: the provider host only needs them when an operation really runs.
     from .. import db
     from ..migrate import files as migrations
@@ -66,6 +70,8 @@ class MigrationProvider(ResourceProvider):
         return CheckResult(news, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        from ..migrate.ledger import State
+
         superseded = False
         if olds.get("checksum") and news.get("checksum") != olds["checksum"] and news.get("up_sql"):
             from ..migrate.files import from_texts
@@ -84,7 +90,7 @@ class MigrationProvider(ResourceProvider):
         changed = [k for k in _STEERING if olds.get(k) != news.get(k)] + (["checksum"] if superseded else [])
         # `pulumi refresh` read a half-finished run from the ledger: the next `pulumi up` must
         # finish it (or refuse, for a half-reverted one), not report "no changes".
-        if olds.get("ledger_state", "applied") != "applied":
+        if olds.get("ledger_state", State.APPLIED) != State.APPLIED:
             changed.append("ledger_state")
         # Refresh found the catalog changed by hand: the next up repairs it or says why not.
         if olds.get("drift"):
@@ -93,25 +99,28 @@ class MigrationProvider(ResourceProvider):
         return DiffResult(changes=bool(changed), replaces=[], stables=stables, delete_before_replace=False)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
+        from ..migrate.files import Direction
+        from ..migrate.ledger import State
         from ..plan.planner import require_ready
 
         engine, migration = _engine(props)
         with engine.conn:
-            require_ready(engine, "up", what=f"SqlMigration {migration.label} create: up", single=True)
+            require_ready(engine, Direction.UP, what=f"SqlMigration {migration.label} create: up", single=True)
             outcome = engine.apply(migration)
         return CreateResult(
             migration.version,
-            _outs(props, action=outcome.action if outcome else "already-applied", ledger_state="applied", drift=[]),
+            _outs(props, action=outcome.action if outcome else "already-applied", ledger_state=State.APPLIED, drift=[]),
         )
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        from ..migrate.ledger import State
         from . import drift
 
-        if olds.get("ledger_state", "applied") == "applied" and not olds.get("drift"):
-            return UpdateResult(_outs(news, action="unchanged", ledger_state="applied", drift=[]))
+        if olds.get("ledger_state", State.APPLIED) == State.APPLIED and not olds.get("drift"):
+            return UpdateResult(_outs(news, action="unchanged", ledger_state=State.APPLIED, drift=[]))
         engine, migration = _engine(news)
         with engine.conn:
-            if olds.get("ledger_state", "applied") != "applied":
+            if olds.get("ledger_state", State.APPLIED) != State.APPLIED:
                 # What `migrate.py up` does with the same ledger: resume steps-pending, refuse reverting.
                 outcome = engine.apply(migration)
                 action = outcome.action if outcome else "unchanged"
@@ -122,16 +131,21 @@ class MigrationProvider(ResourceProvider):
                 if found:
                     drift.repair(engine.conn, migration.label, found)
                     action = "repaired"
-        return UpdateResult(_outs(news, action=action, ledger_state="applied", drift=[]))
+        return UpdateResult(_outs(news, action=action, ledger_state=State.APPLIED, drift=[]))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
+        from ..migrate.files import Direction
         from ..plan.planner import require_ready
 
         engine, migration = _engine(props)
         allow = bool(props.get("allow_data_loss"))
         with engine.conn:
             require_ready(
-                engine, "down", allow_data_loss=allow, what=f"SqlMigration {migration.label} delete: down", single=True
+                engine,
+                Direction.DOWN,
+                allow_data_loss=allow,
+                what=f"SqlMigration {migration.label} delete: down",
+                single=True,
             )
             engine.revert(migration, allow_data_loss=allow)
 
@@ -144,7 +158,7 @@ class MigrationProvider(ResourceProvider):
             entry = ledger.entries(engine.conn).get(migration.version)
             found = (
                 drift.failing_checks(engine.conn)
-                if entry and entry.state == "applied" and migration.version == drift.CHECKED
+                if entry and entry.state == ledger.State.APPLIED and migration.version == drift.CHECKED
                 else []
             )
         if entry is None:

@@ -15,8 +15,10 @@ import hashlib
 import hmac
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Pattern, Sequence, Union
+from re import Pattern
+from typing import NamedTuple, TypeAlias
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -30,7 +32,14 @@ _V2 = re.compile(r"v2:([0-9a-f]{8}):([0-9a-f]{24}):([0-9a-f]{32,})")
 _VERSIONED = re.compile(r"v\d+:")
 
 # What a decrypted value must look like: a regex (full match), a predicate, or None for any UTF-8.
-Shape = Union[Pattern[str], Callable[[str], bool], None]
+Shape: TypeAlias = Pattern[str] | Callable[[str], bool] | None
+
+
+class _Sealed(NamedTuple):
+    """A legacy ciphertext, parsed, waiting for the batch's CBC decryption."""
+
+    iv: bytes
+    ct: bytes
 
 
 class DecryptError(Exception):
@@ -74,9 +83,9 @@ def _key_id(key: bytes) -> str:
 def shape_ok(text: str, shape: Shape) -> bool:
     if shape is None:
         return True
-    if callable(shape) and not hasattr(shape, "fullmatch"):
-        return bool(shape(text))
-    return shape.fullmatch(text) is not None
+    if isinstance(shape, Pattern):
+        return shape.fullmatch(text) is not None
+    return bool(shape(text))
 
 
 def _pkcs7_pad(data: bytes) -> bytes:
@@ -198,7 +207,7 @@ class Keyring:
             except DecryptError as exc:
                 results[i] = exc
                 continue
-            if isinstance(parsed, tuple) and len(parsed) == 2 and isinstance(parsed[0], bytes):
+            if isinstance(parsed, _Sealed):
                 legacy[i] = parsed
             else:
                 results[i] = parsed
@@ -208,7 +217,7 @@ class Keyring:
                 break
             pending = list(legacy)
             hits = 0
-            for i, raw in zip(pending, _decrypt_legacy_many(self._aes[key], [legacy[i] for i in pending])):
+            for i, raw in zip(pending, _decrypt_legacy_many(self._aes[key], [legacy[i] for i in pending]), strict=True):
                 if raw is None:
                     continue
                 try:
@@ -233,9 +242,9 @@ class Keyring:
                 if i in shaped_wrong
                 else DecryptError("wrong-key", f"no secret in the keyring ({len(self._keys)}) decrypts this ciphertext")
             )
-        return results  # type: ignore[return-value]
+        return results  # type: ignore[return-value]  # every slot was filled above (parse, legacy hit or miss)
 
-    def _parse(self, token: str, context: Context | None, shape: Shape):
+    def _parse(self, token: str, context: Context | None, shape: Shape) -> tuple[str, str] | _Sealed:
         """A v2 token's result, or a legacy token's (iv, ciphertext) to decrypt in the batch."""
         if not isinstance(token, str):
             raise DecryptError("malformed", "ciphertext must be text")
@@ -256,7 +265,7 @@ class Keyring:
                 "malformed",
                 "not a legacy ciphertext: expected iv_hex:ciphertext_hex (32 hex digits, a colon, a multiple of 32 hex digits)",
             )
-        return bytes.fromhex(m[1]), bytes.fromhex(m[2])
+        return _Sealed(bytes.fromhex(m[1]), bytes.fromhex(m[2]))
 
     def _decrypt_v2(self, token: str, context: Context | None, shape: Shape) -> tuple[str, str]:
         # Only the canonical form we write: lowercase hex, whole bytes, nothing else. bytes.fromhex
@@ -300,7 +309,9 @@ class Keyring:
                 _, _, nonce, sealed = token.split(":")
                 try:
                     ok[i] = (
-                        self._aead[key].decrypt(bytes.fromhex(nonce), bytes.fromhex(sealed), context.aad()) == expected
+                        context is not None
+                        and self._aead[key].decrypt(bytes.fromhex(nonce), bytes.fromhex(sealed), context.aad())
+                        == expected
                     )
                 except Exception:
                     ok[i] = False
@@ -308,7 +319,7 @@ class Keyring:
                 iv, ct = token.split(":")
                 legacy.append((i, (bytes.fromhex(iv), bytes.fromhex(ct)), expected))
         raws = _decrypt_legacy_many(self._aes[key], [message for _, message, _ in legacy])
-        for (i, _, expected), raw in zip(legacy, raws):
+        for (i, _, expected), raw in zip(legacy, raws, strict=True):
             ok[i] = raw == expected
         return ok
 

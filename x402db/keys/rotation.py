@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeGuard
 
 import psycopg
 from psycopg import sql
@@ -23,7 +24,7 @@ from psycopg import sql
 from .. import private
 from ..access import INTEGRATIONS
 from ..errors import BundleError, UsageError
-from .crypto import Context, DecryptError, Keyring, Shape, OPENROUTER_KEY
+from .crypto import OPENROUTER_KEY, Context, DecryptError, Keyring, Shape
 
 AUDIT = sql.Identifier(private.PRIVATE_SCHEMA, "key_rotation_runs")
 ROTATION_LOCK_KEY = 402_005_000_002
@@ -75,7 +76,7 @@ class Report:
     undecryptable: list[str] = field(default_factory=list)
     undecryptable_reasons: Counter = field(default_factory=Counter)  # DecryptError.reason -> rows
     run_id: int | None = None
-    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     finished_at: str | None = None
     status: str = "running"
 
@@ -104,6 +105,13 @@ class Report:
         }
 
 
+def _value(conn: psycopg.Connection, query: str | sql.Composed, params: tuple[object, ...]) -> Any:
+    """The first column of a statement that returns one row (a SELECT without FROM, an INSERT of one row)."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
 def _is_format(token: str, fmt: str) -> bool:
     return token.startswith("v2:") == (fmt == "v2")
 
@@ -116,7 +124,7 @@ class Rotator:
         to_format: str = "legacy",
         batch_size: int = 1000,
         shape: Shape = OPENROUTER_KEY,
-        progress: Callable[[int], None] = lambda n: None,
+        progress: Callable[[int], object] = lambda n: None,
         on_batch_read: Callable[[list[tuple]], None] | None = None,
         write_conn: psycopg.Connection | None = None,
     ) -> None:
@@ -162,7 +170,7 @@ class Rotator:
         if not planned:
             return set()
         conn = conn or self.conn
-        ids, olds, news = zip(*planned)
+        ids, olds, news = zip(*planned, strict=True)
         # Three comma-joined strings split server-side: psycopg dumps list elements one by
         # one in Python, which cost more than the crypto on this path. Ciphertexts and uuids
         # never contain a comma (planned rows all decrypted), and the check below keeps it so.
@@ -192,9 +200,11 @@ class Rotator:
         """Records current and undecryptable rows; returns the writes to make and their old keys.
         Every new ciphertext is decrypted back before it is written."""
         contexts = [Context(uid) for uid, _ in rows]
-        results = self.keyring.decrypt_many([(old, ctx) for (_, old), ctx in zip(rows, contexts)], self.shape)
+        results = self.keyring.decrypt_many(
+            [(old, ctx) for (_, old), ctx in zip(rows, contexts, strict=True)], self.shape
+        )
         planned, fps, plaintexts, undecryptable, current = [], {}, [], [], []
-        for (uid, old), ctx, result in zip(rows, contexts, results):
+        for (uid, old), ctx, result in zip(rows, contexts, results, strict=True):
             if isinstance(result, DecryptError):
                 undecryptable.append((uid, result.reason))
                 continue
@@ -205,8 +215,10 @@ class Rotator:
             planned.append((uid, old, self.keyring.encrypt(plaintext, self.to_format, ctx)))
             plaintexts.append((plaintext, ctx))
             fps[uid] = fp
-        verified = self.keyring.verify_many([(new, p, ctx) for (_, _, new), (p, ctx) in zip(planned, plaintexts)])
-        for (uid, _, _), ok in zip(planned, verified):
+        verified = self.keyring.verify_many(
+            [(new, p, ctx) for (_, _, new), (p, ctx) in zip(planned, plaintexts, strict=True)]
+        )
+        for (uid, _, _), ok in zip(planned, verified, strict=True):
             if not ok:
                 raise BundleError(
                     f"verification of the new ciphertext failed for user {uid}; nothing of this batch was written"
@@ -219,7 +231,9 @@ class Rotator:
             report.already_current += len(current)
         return planned, fps
 
-    def _account(self, planned, fps, written: set[str], report: Report) -> list[str]:
+    def _account(
+        self, planned: list[tuple[str, str, str]], fps: dict[str, str], written: set[str], report: Report
+    ) -> list[str]:
         with self._lock:
             report.rotated += len(written)
             report.by_key.update(fps[uid] for uid in written)
@@ -244,7 +258,7 @@ class Rotator:
             rows = self._reread(missed)
         raise BundleError(f"{len(rows)} rows kept changing under rotation after {MAX_CAS_ROUNDS} attempts; run again")
 
-    def _batches(self):
+    def _batches(self) -> Iterator[list[tuple[str, str]]]:
         after = None
         while rows := self._read(after):
             yield rows
@@ -255,7 +269,7 @@ class Rotator:
 
         missed: list[str] = []
 
-        def write_and_account(planned, fps, n: int) -> None:
+        def write_and_account(planned: list[tuple[str, str, str]], fps: dict[str, str], n: int) -> None:
             # Accounted by the writer thread itself, right after its commit: Ctrl-C reaches only
             # the main thread, so no interrupt can fall between a committed batch and its count.
             written = self._write(planned, self.write_conn)
@@ -288,7 +302,7 @@ class Rotator:
             self.new_fp,
             [fp for fp in self.keyring.fingerprints if fp != self.new_fp],
         )
-        if not self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (INTEGRATIONS,)).fetchone()[0]:
+        if not _value(self.conn, "SELECT to_regclass(%s) IS NOT NULL", (INTEGRATIONS,)):
             raise BundleError(f"{INTEGRATIONS} does not exist: deploy migration 005 first")
         if apply:
             self._begin_audit(report)
@@ -311,7 +325,7 @@ class Rotator:
             report.status, failing = "failed", True
             raise
         finally:
-            report.finished_at = datetime.now(timezone.utc).isoformat()
+            report.finished_at = datetime.now(UTC).isoformat()
             if apply:
                 try:
                     self._end_audit(report)
@@ -325,22 +339,23 @@ class Rotator:
     # -- audit --------------------------------------------------------------------------------
 
     def _begin_audit(self, report: Report) -> None:
-        if not self.conn.execute("SELECT pg_try_advisory_lock(%s)", (ROTATION_LOCK_KEY,)).fetchone()[0]:
+        if not _value(self.conn, "SELECT pg_try_advisory_lock(%s)", (ROTATION_LOCK_KEY,)):
             raise BundleError("another key rotation is running on this database; wait for it to finish")
         with self.conn.transaction():
             private.ensure(self.conn)
             self.conn.execute(_AUDIT_DDL)
             # We hold the rotation lock, so any run still marked running was killed.
             self.conn.execute(sql.SQL("UPDATE {} SET status = 'interrupted' WHERE status = 'running'").format(AUDIT))
-            report.run_id = self.conn.execute(
+            report.run_id = _value(
+                self.conn,
                 sql.SQL(
                     "INSERT INTO {} (to_format, new_fingerprint, old_fingerprints) VALUES (%s, %s, %s) RETURNING id"
                 ).format(AUDIT),
                 (report.to_format, report.new_fingerprint, report.old_fingerprints),
-            ).fetchone()[0]
+            )
 
     @staticmethod
-    def _usable(conn: psycopg.Connection | None) -> bool:
+    def _usable(conn: psycopg.Connection | None) -> TypeGuard[psycopg.Connection]:
         # After Ctrl-C in the middle of a query, libpq may still be busy with it (ACTIVE).
         return (
             conn is not None

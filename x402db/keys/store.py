@@ -34,4 +34,5 @@ def store(conn: psycopg.Connection, user_id: str, ciphertext: str) -> str:
         raise Refused(f"user {user_id} does not exist in auth.users; nothing was stored") from None
     except pgerr.UndefinedTable:
         raise Refused(f"{INTEGRATIONS} does not exist; deploy migration 005 first") from None
+    assert row is not None  # an upsert of one row returns it
     return "inserted" if row[0] else "updated"

@@ -4,11 +4,13 @@ from the one access model, then the smoke checks), onto DATABASE_URL or an embed
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from .. import ROOT, access, db
 from ..migrate import files as migrations
 from ..migrate.engine import Engine
+from ..migrate.files import Direction
 from ..migrate.settings import Settings
 from ..migrate.target import detect
 from ..plan.planner import require_ready
@@ -52,7 +54,7 @@ class Report:
         return {**asdict(self), "ok": self.ok}
 
 
-def resolve_target_dsn(log) -> tuple[str, str]:
+def resolve_target_dsn(log: Callable[[str], None]) -> tuple[str, str]:
     """(dsn, description); DATABASE_URL wins, else the embedded server under .local/."""
     if os.environ.get("DATABASE_URL"):
         dsn = os.environ["DATABASE_URL"]
@@ -63,14 +65,19 @@ def resolve_target_dsn(log) -> tuple[str, str]:
     return server.url(LOCAL_DB), f"embedded {server.version()} in {server.base.relative_to(ROOT)}"
 
 
-def deploy(requested_target: str | None, settings: Settings, log, run_smoke=None) -> Report:
+def deploy(
+    requested_target: str | None,
+    settings: Settings,
+    log: Callable[[str], None],
+    run_smoke: Callable[[str, str], dict] | None = None,
+) -> Report:
     dsn, server = resolve_target_dsn(log)
     with db.connect(dsn, application_name="x402db-deploy") as conn:
         target = detect(conn, requested_target)
         log(f"target: {target}")
         engine = Engine(conn, migrations.load(), target, settings, log=log)
         # One line of the plan before anything runs: what will lock which table, how big.
-        log(summary(require_ready(engine, "up", what="deploy")))
+        log(summary(require_ready(engine, Direction.UP, what="deploy")))
         outcomes = engine.up()
         grants = access.apply(conn)
     report = Report(

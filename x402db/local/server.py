@@ -8,8 +8,8 @@ import hashlib
 import importlib.util
 import os
 import pwd
-import shutil
 import secrets
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -264,8 +264,8 @@ class LocalServer:
             "host all all 127.0.0.1/32 scram-sha-256\n"
             "host all all ::1/128 scram-sha-256\n"
         )
-        if _service_user():
-            shutil.chown(hba, _service_user())
+        if user := _service_user():
+            shutil.chown(hba, user)
         os.chmod(hba, 0o600)
 
     def _secure_trust_cluster(self) -> None:

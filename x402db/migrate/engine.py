@@ -11,9 +11,12 @@ import getpass
 import re
 import socket
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from enum import StrEnum
+from functools import partial
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pgerr
@@ -22,7 +25,7 @@ from psycopg import sql
 from .. import access
 from ..errors import BundleError, DriftError, Refused, UsageError
 from . import ledger
-from .files import BASE, Migration, resolve_version
+from .files import BASE, Direction, Migration, resolve_version
 from .settings import Settings
 from .target import Target
 
@@ -31,6 +34,7 @@ from .target import Target
 FOUNDATION = ("000", "001")
 # Any fixed bigint works; it only has to be the same for every runner of this bundle.
 ADVISORY_LOCK_KEY = 402_005_000_001
+_O = TypeVar("_O", bound="Outcome | None")
 _CONCURRENT_INDEX = re.compile(
     r"CREATE\s+INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS\s+(?P<index>\w+)\s+ON\s+(?:ONLY\s+)?(?P<table>[\w.]+)", re.I
 )
@@ -45,11 +49,20 @@ class Outcome:
     notes: tuple[str, ...] = ()  # what the run kept or skipped on purpose (e.g. roles still in use)
 
 
+class FileState(StrEnum):
+    """What `status` reports besides a ledger row's own state (ledger.State): how the file and the
+    ledger disagree. Printed by `status --json`: never change a value."""
+
+    PENDING = "pending"  # the file has no ledger row
+    DRIFTED = "drifted"  # the ledger row records another text of the file
+    MISSING_FILE = "missing-file"  # a ledger row of this target whose file is gone
+
+
 @dataclass(frozen=True)
 class State:
     version: str
     name: str
-    state: str  # applied | pending | steps-pending | reverting | drifted | missing-file
+    state: str  # a ledger.State (the row's) or a FileState
     kind: str | None = None
     down_edited: bool = False  # the down file is not the one recorded: `down` refuses it
     superseded: str | None = None  # the ledger holds this earlier text, accepted by the file's x402:supersedes
@@ -60,8 +73,15 @@ class State:
         return ledger.HINTS.get(self.state)
 
 
+def _value(conn: psycopg.Connection, query: str, params: tuple[object, ...] | None = None) -> Any:
+    """The first column of a query that always returns one row (a SELECT without FROM, an aggregate)."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
 def _applied_by(conn: psycopg.Connection) -> str:
-    db_user = conn.execute("SELECT current_user").fetchone()[0]
+    db_user = _value(conn, "SELECT current_user")
     return f"{db_user} ({getpass.getuser()}@{socket.gethostname()})"
 
 
@@ -102,9 +122,11 @@ class Engine:
         for m in self.migrations:
             entry = recorded.pop(m.version, None)
             if entry is None:
-                states.append(State(m.version, m.name, "pending"))
+                states.append(State(m.version, m.name, FileState.PENDING))
             elif not m.matches(entry.checksum):
-                states.append(State(m.version, m.name, "drifted", entry.kind, stale_supersedes=m.stale_supersedes))
+                states.append(
+                    State(m.version, m.name, FileState.DRIFTED, entry.kind, stale_supersedes=m.stale_supersedes)
+                )
             else:
                 edited = m.down_checksum not in self._expected_down(m, entry)[0]
                 states.append(
@@ -119,11 +141,11 @@ class Engine:
                 )
         for entry in recorded.values():
             if entry.version not in {m.version for m in self.migrations} and entry.target == self.target.name:
-                states.append(State(entry.version, entry.name, "missing-file", entry.kind))
+                states.append(State(entry.version, entry.name, FileState.MISSING_FILE, entry.kind))
         return sorted(states, key=lambda s: s.version)
 
     def validate(self) -> None:
-        bad = [s for s in self.status() if s.state in ("drifted", "missing-file")]
+        bad = [s for s in self.status() if s.state in (FileState.DRIFTED, FileState.MISSING_FILE)]
         if bad:
             what = ", ".join(
                 f"{s.version}_{s.name} ({s.state}"
@@ -145,7 +167,7 @@ class Engine:
     def locked(self) -> Iterator[None]:
         deadline = time.monotonic() + self.settings.lock_wait_s
         said = False
-        while not self.conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()[0]:
+        while not _value(self.conn, "SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)):
             if time.monotonic() > deadline:
                 raise BundleError(
                     f"another migration run has held the migration lock for over {self.settings.lock_wait_s:.0f}s; "
@@ -218,15 +240,15 @@ class Engine:
         self.conn.execute(sql.SQL(scope + " statement_timeout = {}").format(sql.Literal(statement_timeout)))
 
     def _holds(self, condition_sql: str) -> bool:
-        return bool(self.conn.execute(f"SELECT ({condition_sql})").fetchone()[0])
+        return bool(_value(self.conn, f"SELECT ({condition_sql})"))
 
     # ---- the two places that change the database -------------------------------------------
 
-    def _transactional(self, m: Migration, direction: str, allow_data_loss: bool = False) -> list[str]:
+    def _transactional(self, m: Migration, direction: Direction, allow_data_loss: bool = False) -> list[str]:
         """One transaction: the script's transactional SQL, the access model's grants, and the
         ledger row's new state. Whatever kills the run, the ledger says what committed.
         Returns the server's WARNINGs (the down scripts use them to name what they kept)."""
-        script = m.up if direction == "up" else m.down
+        script = m.script(direction)
         warnings: list[str] = []
 
         def collect(diag: psycopg.errors.Diagnostic) -> None:
@@ -237,7 +259,7 @@ class Engine:
             warnings.clear()
             with self.conn.transaction():
                 self._set_timeouts(self.settings.statement_timeout, local=True)
-                if direction == "down":
+                if direction == Direction.DOWN:
                     self._check_guards(m, allow_data_loss)
                 # One statement at a time, split by PostgreSQL's parser: the plan describes this list.
                 for statement in script.statements:
@@ -245,7 +267,7 @@ class Engine:
                 # Before COMMIT: a table the migration just created is never visible to another
                 # session with the platform's default privileges (anon: ALL) still on it.
                 access.apply_table_grants(self.conn)
-                if direction == "up":
+                if direction == Direction.UP:
                     ledger.record(
                         self.conn,
                         version=m.version,
@@ -255,44 +277,46 @@ class Engine:
                         target=self.target.name,
                         applied_by=_applied_by(self.conn),
                         execution_ms=0,
-                        state="steps-pending" if script.steps else "applied",
+                        state=ledger.State.STEPS_PENDING if script.steps else ledger.State.APPLIED,
                         down_checksum=m.down_checksum,
                     )
                 elif script.steps:
-                    ledger.set_state(self.conn, m.version, "reverting")
+                    ledger.set_state(self.conn, m.version, ledger.State.REVERTING)
                 else:
                     ledger.forget(self.conn, m.version)
 
         self.conn.add_notice_handler(collect)
         try:
-            self._retrying(f"{m.label}{' down' if direction == 'down' else ''}", run)
+            self._retrying(f"{m.label}{' down' if direction == Direction.DOWN else ''}", run)
         finally:
             self.conn.remove_notice_handler(collect)
         for w in warnings:
             self.log(f"{m.label}: {w}")
         return list(warnings)
 
-    def _steps(self, m: Migration, direction: str, ms_before: int = 0) -> None:
+    def _steps(self, m: Migration, direction: Direction, ms_before: int = 0) -> None:
         """The no-transaction steps, one by one, then the ledger's final state. Each step is
         idempotent, so a run killed or failed here converges by running the same command again."""
-        script = m.up if direction == "up" else m.down
+        script = m.script(direction)
         committed = (
             f"{m.label}'s transactional part is committed (ledger: steps-pending); fix the cause and run up again to finish"
-            if direction == "up"
+            if direction == Direction.UP
             else f"{m.label}'s down is committed up to its drops (ledger: reverting); fix the cause and run down again to finish"
         )
         started = time.monotonic()
         self._set_timeouts(self.settings.step_timeout, local=False)
         try:
             for i, step in enumerate(script.steps, 1):
-                label = f"{m.label}{' down' if direction == 'down' else ''} step {i}/{len(script.steps)}"
-                self._retrying(label, lambda s=step: self._run_step(s), committed)
+                label = f"{m.label}{' down' if direction == Direction.DOWN else ''} step {i}/{len(script.steps)}"
+                self._retrying(label, partial(self._run_step, step), committed)
         finally:
             if not self.conn.closed:
                 self.conn.execute("RESET lock_timeout; RESET statement_timeout")
         with self.conn.transaction():
-            if direction == "up":
-                ledger.set_state(self.conn, m.version, "applied", ms_before + int((time.monotonic() - started) * 1000))
+            if direction == Direction.UP:
+                ledger.set_state(
+                    self.conn, m.version, ledger.State.APPLIED, ms_before + int((time.monotonic() - started) * 1000)
+                )
             else:
                 ledger.forget(self.conn, m.version)
 
@@ -315,15 +339,15 @@ class Engine:
         self.conn.execute(step)
 
     @staticmethod
-    def _each(todo: list[Migration], run: Callable[[Migration], Outcome | None]) -> list[Outcome | None]:
+    def _each(todo: list[Migration], run: Callable[[Migration], _O]) -> list[_O]:
         """Run migration after migration. When one fails, the error also names what this run
         already committed: "X failed and was rolled back, nothing changed" is about X alone."""
-        outcomes: list[Outcome | None] = []
+        outcomes: list[_O] = []
         for m in todo:
             try:
                 outcomes.append(run(m))
             except BundleError as exc:
-                committed = [f"{o.version}_{o.name} {o.action}" for o in outcomes if o]
+                committed = [f"{o.version}_{o.name} {o.action}" for o in outcomes if isinstance(o, Outcome)]
                 if not committed:
                     raise
                 raise type(exc)(f"this run already committed {', '.join(committed)} (kept); then {exc}") from None
@@ -341,7 +365,7 @@ class Engine:
             todo = [
                 m
                 for m in self.migrations
-                if (m.version not in done or done[m.version].state == "steps-pending")
+                if (m.version not in done or done[m.version].state == ledger.State.STEPS_PENDING)
                 and (to is None or int(m.version) <= int(to))
             ]
             return self._each(todo, lambda m: self._apply_locked(m, done.get(m.version)))
@@ -357,23 +381,23 @@ class Engine:
                         f"{m.label} is applied with a different checksum; applied migrations are immutable, ship a new one"
                     )
                 self._refuse_reverting({m.version: entry})
-                if entry.state == "applied":
+                if entry.state == ledger.State.APPLIED:
                     return None
             return self._apply_locked(m, entry)
 
     def _refuse_reverting(self, done: dict[str, ledger.Entry]) -> None:
-        half = [v for v, e in done.items() if e.state == "reverting"]
+        half = [v for v, e in done.items() if e.state == ledger.State.REVERTING]
         if half:
             raise Refused(
-                f"migration(s) {', '.join(half)} are half-reverted (ledger: reverting): {ledger.HINTS['reverting']}; "
+                f"migration(s) {', '.join(half)} are half-reverted (ledger: reverting): {ledger.HINTS[ledger.State.REVERTING]}; "
                 "then run up"
             )
 
     def _apply_locked(self, m: Migration, entry: ledger.Entry | None = None) -> Outcome:
         ledger.ensure(self.conn)
-        if entry is not None and entry.state == "steps-pending":
+        if entry is not None and entry.state == ledger.State.STEPS_PENDING:
             self.log(f"{m.label}: transactional part already committed; resuming its steps")
-            self._steps(m, "up", entry.execution_ms)
+            self._steps(m, Direction.UP, entry.execution_ms)
             self.log(f"{m.label}: applied")
             return Outcome(m.version, m.name, "resumed", 0)
         started = time.monotonic()
@@ -396,9 +420,9 @@ class Engine:
             if not self._holds(cond.sql):
                 raise Refused(f"{m.label} not applied: {cond.message}")
         self.log(f"{m.label}: applying")
-        notes = self._transactional(m, "up")
+        notes = self._transactional(m, Direction.UP)
         if m.up.steps:
-            self._steps(m, "up", int((time.monotonic() - started) * 1000))
+            self._steps(m, Direction.UP, int((time.monotonic() - started) * 1000))
         ms = int((time.monotonic() - started) * 1000)
         self.log(f"{m.label}: applied in {ms} ms")
         return Outcome(m.version, m.name, "applied", ms, tuple(notes))
@@ -407,7 +431,8 @@ class Engine:
 
     def down(
         self, to: str | None = None, allow_data_loss: bool = False, accept_edited_down: bool = False
-    ) -> list[Outcome]:
+    ) -> list[Outcome | None]:
+        """The outcomes, latest first; None for a migration whose ledger row was gone when its turn came."""
         to = self.resolve_to(to, allow_base=True)
         with self.locked():
             chosen, note = self.down_selection(ledger.entries(self.conn), to)
@@ -423,7 +448,7 @@ class Engine:
         if to is not None:
             return [m for m in reversed(applied) if to == BASE or int(m.version) > int(to)], None
         last = applied[-1:]
-        chosen = [m for m in last if m.version not in FOUNDATION or done[m.version].state == "reverting"]
+        chosen = [m for m in last if m.version not in FOUNDATION or done[m.version].state == ledger.State.REVERTING]
         if last and not chosen:
             below = [m.version for m in applied[:-1]]
             return [], (
@@ -522,13 +547,13 @@ class Engine:
         ledger.ensure(self.conn)
         started = time.monotonic()
         notes: list[str] = []
-        if entry.state == "reverting":
+        if entry.state == ledger.State.REVERTING:
             self.log(f"{m.label}: down's drops already committed; resuming its steps")
         else:
             self.log(f"{m.label}: reverting")
-            notes = self._transactional(m, "down", allow_data_loss)
+            notes = self._transactional(m, Direction.DOWN, allow_data_loss)
         if m.down.steps:
-            self._steps(m, "down")
+            self._steps(m, Direction.DOWN)
         ms = int((time.monotonic() - started) * 1000)
         self.log(f"{m.label}: reverted in {ms} ms")
         return Outcome(m.version, m.name, "reverted", ms, tuple(notes))
@@ -537,7 +562,7 @@ class Engine:
         # Inside the down transaction: a relation or column already gone holds no data to lose.
         try:
             with self.conn.transaction():
-                return int(self.conn.execute(guard_sql).fetchone()[0])
+                return int(_value(self.conn, guard_sql))
         except (pgerr.UndefinedTable, pgerr.UndefinedColumn):
             return 0
 
@@ -545,11 +570,12 @@ class Engine:
         # Writers are held off from the guarded tables until COMMIT, so no row can arrive
         # between the count and the DROP.
         for table in m.down.lock_tables:
-            if self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]:
+            if _value(self.conn, "SELECT to_regclass(%s) IS NOT NULL", (table,)):
                 self.conn.execute(
                     sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(sql.Identifier(*table.split(".")))
                 )
-        always, lossy = [], []
+        always: list[str] = []
+        lossy: list[str] = []
         for guard in m.down.guards:
             n = self._count(guard.sql)
             if n:

@@ -25,6 +25,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from .. import SQL_DIR
@@ -34,6 +35,14 @@ from . import sqlparse
 _NAME = re.compile(r"^(?P<version>\d{3})_(?P<name>[a-z0-9_]+)\.up\.sql$")
 _DIRECTIVE = re.compile(r"^--\s*x402:(?P<key>[a-z-]+(?: [a-z-]+)?):?\s*(?P<value>.*)$")
 NO_TRANSACTION = "-- x402:no-transaction"
+
+
+class Direction(StrEnum):
+    """Which of a migration's two scripts runs: its up (apply) or its down (revert). The values
+    are the commands' names and appear in the plan's JSON."""
+
+    UP = "up"
+    DOWN = "down"
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,9 @@ class Migration:
         """The file was edited after its x402:supersedes was written: the directive is void."""
         return bool(self.up.supersedes) and not self.up.supersedes_pinned
 
+    def script(self, direction: Direction) -> Script:
+        return self.up if direction == Direction.UP else self.down
+
     def applies_to(self, target: str) -> bool:
         return self.up.targets is None or target in self.up.targets
 
@@ -108,7 +120,7 @@ def checksum(text: str) -> str:
 
 def _is_supersedes(line: str) -> bool:
     m = _DIRECTIVE.match(line.strip())
-    return bool(m) and m["key"] == "supersedes"
+    return m is not None and m["key"] == "supersedes"
 
 
 def pin_checksum(text: str) -> str:
@@ -125,7 +137,13 @@ def _split_condition(value: str, path: Path) -> tuple[str, str]:
 
 
 def parse_script(text: str, path: Path) -> Script:
-    requires, guards, adopt_if, targets, lock_tables, supersedes, pins = [], [], None, None, (), [], []
+    requires: list[Condition] = []
+    guards: list[Guard] = []
+    adopt_if: str | None = None
+    targets: frozenset[str] | None = None
+    lock_tables: tuple[str, ...] = ()
+    supersedes: list[str] = []
+    pins: list[str] = []
     for line in text.splitlines():
         m = _DIRECTIVE.match(line.strip())
         if not m or line.strip() == NO_TRANSACTION:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 import psycopg
 from psycopg import sql
@@ -25,12 +26,22 @@ from ..private import PRIVATE_SCHEMA, SCHEMA_DDL
 
 LEDGER_TABLE = f"{PRIVATE_SCHEMA}.schema_migrations"
 LEDGER = sql.Identifier(*LEDGER_TABLE.split("."))
-STATES = ("applied", "steps-pending", "reverting")
+
+
+class State(StrEnum):
+    """A ledger row's `state` column. The values are stored in the table (its CHECK lists them)
+    and printed by `status --json`: never change one."""
+
+    APPLIED = "applied"
+    STEPS_PENDING = "steps-pending"
+    REVERTING = "reverting"
+
+
 # What each ledger state means for the operator, and the command that converges it.
-HINTS = {
-    "steps-pending": "committed, but its no-transaction steps (VALIDATE / CREATE INDEX CONCURRENTLY) did not all "
+HINTS: dict[str, str] = {
+    State.STEPS_PENDING: "committed, but its no-transaction steps (VALIDATE / CREATE INDEX CONCURRENTLY) did not all "
     "finish; run up again (or pulumi up) to finish them",
-    "reverting": "its down's drops are committed, but the down's no-transaction steps did not all finish; run down "
+    State.REVERTING: "its down's drops are committed, but the down's no-transaction steps did not all finish; run down "
     "again (or make revert / pulumi destroy) to finish them",
 }
 
@@ -57,13 +68,13 @@ _EVOLVE = sql.SQL(
     -- Evolved in place: a ledger written by an earlier bundle gains the columns, its rows keep
     -- state 'applied' (they were recorded only once complete) and no down checksum.
     ALTER TABLE {table}
-      ADD COLUMN IF NOT EXISTS state text NOT NULL DEFAULT 'applied',
+      ADD COLUMN IF NOT EXISTS state text NOT NULL DEFAULT {applied},
       ADD COLUMN IF NOT EXISTS down_checksum text;
     DO $$
     BEGIN
       IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = {regclass}::regclass AND conname = 'schema_migrations_state_check') THEN
         ALTER TABLE {table} ADD CONSTRAINT schema_migrations_state_check
-          CHECK (state IN ('applied', 'steps-pending', 'reverting'));
+          CHECK (state IN ({states}));
       END IF;
       IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = {regclass}::regclass AND conname = 'schema_migrations_down_checksum_check') THEN
         ALTER TABLE {table} ADD CONSTRAINT schema_migrations_down_checksum_check
@@ -72,7 +83,12 @@ _EVOLVE = sql.SQL(
     END
     $$;
     """
-).format(table=LEDGER, regclass=sql.Literal(LEDGER_TABLE))
+).format(
+    table=LEDGER,
+    regclass=sql.Literal(LEDGER_TABLE),
+    applied=sql.Literal(State.APPLIED),
+    states=sql.SQL(", ").join(sql.Literal(s) for s in State),
+)
 
 
 @dataclass(frozen=True)
@@ -85,7 +101,7 @@ class Entry:
     applied_at: datetime
     applied_by: str
     execution_ms: int
-    state: str = "applied"
+    state: str = State.APPLIED  # as read: a State value, since the table's CHECK allows no other
     down_checksum: str | None = None
 
 
@@ -97,23 +113,24 @@ def ensure(conn: psycopg.Connection) -> None:
 
 def exists(conn: psycopg.Connection) -> bool:
     row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (LEDGER_TABLE,)).fetchone()
+    assert row is not None  # a SELECT without FROM returns one row
     return bool(row[0])
 
 
 def _evolved(conn: psycopg.Connection) -> bool:
     # Reading must not write: `status` on a ledger an older bundle wrote reads it as it is.
-    return bool(
-        conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'state' AND NOT attisdropped)",
-            (LEDGER_TABLE,),
-        ).fetchone()[0]
-    )
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'state' AND NOT attisdropped)",
+        (LEDGER_TABLE,),
+    ).fetchone()
+    assert row is not None  # a SELECT without FROM returns one row
+    return bool(row[0])
 
 
 def entries(conn: psycopg.Connection) -> dict[str, Entry]:
     if not exists(conn):
         return {}
-    extra = "state, down_checksum" if _evolved(conn) else "'applied', NULL::text"
+    extra = "state, down_checksum" if _evolved(conn) else f"'{State.APPLIED}', NULL::text"
     rows = conn.execute(
         sql.SQL(
             "SELECT version, name, checksum, kind, target, applied_at, applied_by, execution_ms, "
@@ -125,7 +142,17 @@ def entries(conn: psycopg.Connection) -> dict[str, Entry]:
 
 
 def record(
-    conn, *, version, name, checksum, kind, target, applied_by, execution_ms, state="applied", down_checksum=None
+    conn: psycopg.Connection,
+    *,
+    version: str,
+    name: str,
+    checksum: str,
+    kind: str,
+    target: str,
+    applied_by: str,
+    execution_ms: int,
+    state: State = State.APPLIED,
+    down_checksum: str | None = None,
 ) -> None:
     conn.execute(
         sql.SQL(
@@ -136,7 +163,7 @@ def record(
     )
 
 
-def set_state(conn, version: str, state: str, execution_ms: int | None = None) -> None:
+def set_state(conn: psycopg.Connection, version: str, state: State, execution_ms: int | None = None) -> None:
     conn.execute(
         sql.SQL("UPDATE {} SET state = %s, execution_ms = coalesce(%s, execution_ms) WHERE version = %s").format(
             LEDGER
@@ -145,7 +172,9 @@ def set_state(conn, version: str, state: str, execution_ms: int | None = None) -
     )
 
 
-def record_down_checksum(conn, version: str, down_checksum: str, replacing: str | None = None) -> None:
+def record_down_checksum(
+    conn: psycopg.Connection, version: str, down_checksum: str, replacing: str | None = None
+) -> None:
     """Set the down checksum of a row that still holds `replacing` (None: a row written before down
     checksums were recorded); a row someone else changed meanwhile is left as it is."""
     conn.execute(
@@ -156,5 +185,5 @@ def record_down_checksum(conn, version: str, down_checksum: str, replacing: str 
     )
 
 
-def forget(conn, version: str) -> None:
+def forget(conn: psycopg.Connection, version: str) -> None:
     conn.execute(sql.SQL("DELETE FROM {} WHERE version = %s").format(LEDGER), (version,))

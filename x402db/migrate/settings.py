@@ -6,8 +6,8 @@ the engine. A timeout is what PostgreSQL accepts for lock_timeout / statement_ti
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..errors import UsageError
 

@@ -26,7 +26,7 @@ class Statement:
     node: ast.Node = field(compare=False, repr=False)
     # For a DO block: the statements its body runs (IF branches included: the plan assumes
     # every branch runs, which can only over-state its locks), and whether it runs dynamic SQL.
-    inner: tuple["Statement", ...] = ()
+    inner: tuple[Statement, ...] = ()
     dynamic: tuple[str, ...] = ()  # the EXECUTE expressions a DO body holds, as written
 
     @property
@@ -42,8 +42,10 @@ def _parse(text: str, where: str) -> list[tuple[str, ast.Node]]:
     # pglast turns libpg_query's byte offsets into character offsets (a test pins it).
     out = []
     for r in raw:
-        end = r.stmt_location + r.stmt_len if r.stmt_len else len(text)
-        out.append((text[r.stmt_location : end].strip(), r.stmt))
+        assert r.stmt is not None  # libpg_query gives every statement it returns its node
+        start = r.stmt_location or 0
+        end = start + r.stmt_len if r.stmt_len else len(text)
+        out.append((text[start:end].strip(), r.stmt))
     return out
 
 
@@ -102,7 +104,7 @@ def outside_transaction_only(stmt: Statement) -> bool:
     if isinstance(n, ast.AlterTableStmt):
         return any(
             c.subtype == enums.AlterTableType.AT_DetachPartition and c.def_ is not None and c.def_.concurrent
-            for c in n.cmds
+            for c in n.cmds or ()
         )
     return False
 
@@ -131,7 +133,7 @@ def _do_body(node: ast.DoStmt, where: str) -> tuple[tuple[Statement, ...], tuple
     return tuple(inner), tuple(dynamic)
 
 
-def _walk(value, inner: list[Statement], dynamic: list[str], where: str) -> None:
+def _walk(value: object, inner: list[Statement], dynamic: list[str], where: str) -> None:
     if isinstance(value, list):
         for item in value:
             _walk(item, inner, dynamic, where)

@@ -24,7 +24,9 @@ class Target:
 
 
 def detect(conn: psycopg.Connection, requested: str | None = None) -> Target:
-    has_auth = conn.execute("SELECT to_regclass('auth.users') IS NOT NULL").fetchone()[0]
+    row = conn.execute("SELECT to_regclass('auth.users') IS NOT NULL").fetchone()
+    assert row is not None  # a SELECT without FROM returns one row
+    has_auth = row[0]
     roles = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(API_ROLES),))}
     ours = COMPAT_VERSION in ledger.entries(conn)
     if requested:

@@ -11,8 +11,9 @@ Each section runs in its own savepoint, so one that stops early does not stop th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 import psycopg
 
@@ -27,13 +28,22 @@ from .rows import AUTH_USERS, CannotMakeRow, RowMaker
 FAKE_KEY = "sk-or-v1-" + "0123456789abcdef" * 4
 
 
-def _snapshot(conn, user_id: str):
+def _snapshot(conn: psycopg.Connection, user_id: str) -> tuple[Any, ...] | None:
     return conn.execute(
         f"SELECT encrypted_api_key, updated_at, is_enabled FROM {INTEGRATIONS} WHERE user_id = %s", (user_id,)
     ).fetchone()
 
 
-def _ensure_integrations(conn, *pairs: tuple[str, str, str]) -> None:
+def _existing_snapshot(conn: psycopg.Connection, user_id: str) -> tuple[Any, ...]:
+    """The snapshot of a row the section has made sure of. Its absence breaks the section's
+    assumptions: TypeError, which run() reports as the section stopping early."""
+    row = _snapshot(conn, user_id)
+    if row is None:
+        raise TypeError(f"the integration row of test user {user_id} is gone")
+    return row
+
+
+def _ensure_integrations(conn: psycopg.Connection, *pairs: tuple[str, str, str]) -> None:
     """Rows for the given users, as the connecting role, whatever RLS refused earlier."""
     for user, key, updated in pairs:
         conn.execute(
@@ -130,9 +140,9 @@ def _service_role(ctx: SmokeRun) -> None:
 def _integrations(ctx: SmokeRun) -> None:
     conn, c, b = ctx.conn, ctx.checks, ctx.user_b
     _ensure_integrations(conn, (b, "b-cipher", "'2000-01-01'"))
-    before = _snapshot(conn, b)[1]
+    before = _existing_snapshot(conn, b)[1]
     conn.execute(f"UPDATE {INTEGRATIONS} SET is_enabled = false WHERE user_id = %s", (b,))
-    after = _snapshot(conn, b)[1]
+    after = _existing_snapshot(conn, b)[1]
     c.add("trigger.bumps_updated_at", after > before, f"updated_at stayed {after} after an update")
     try:
         with conn.transaction():
@@ -213,9 +223,10 @@ def _resources(ctx: SmokeRun) -> None:
 
 def _secret_roundtrip(ctx: SmokeRun) -> None:
     keyring = ctx.keyring
+    assert keyring is not None, "run() runs the crypto section only with a keyring"
     token = keyring.encrypt(FAKE_KEY)
     ctx.conn.execute(f"INSERT INTO {INTEGRATIONS} (user_id, encrypted_api_key) VALUES (%s, %s)", (ctx.user_c, token))
-    stored = _snapshot(ctx.conn, ctx.user_c)[0]
+    stored = _existing_snapshot(ctx.conn, ctx.user_c)[0]
     try:
         ok = keyring.decrypt(stored) == FAKE_KEY
     except Exception:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
+from psycopg.abc import Params, QueryNoTemplate
 
 from .. import access
 from ..access import INTEGRATIONS, MODELS, RESOURCES
-from ..migrate import ledger, files as migrations
+from ..migrate import files as migrations
+from ..migrate import ledger
 from .checks import Checklist
 
 RESOURCE_TYPES = {"external", "proxy", "prompt", "static", "prompt_template", "openrouter_instant"}
@@ -46,26 +49,38 @@ def _squash(expr: str | None) -> str | None:
     return None if expr is None else re.sub(r"\s+", "", expr).lower()
 
 
-def _one(conn, query, params=()):
+def _one(conn: psycopg.Connection, query: QueryNoTemplate, params: Params = ()) -> tuple[Any, ...] | None:
     return conn.execute(query, params).fetchone()
 
 
-def _oid(conn, name: str) -> int:
-    return _one(conn, "SELECT %s::regclass::oid", (name,))[0]
+def _row(conn: psycopg.Connection, query: QueryNoTemplate, params: Params = ()) -> tuple[Any, ...]:
+    """The row of a query that returns one here: a SELECT of expressions, or the catalog row of
+    a table check_tables found."""
+    row = _one(conn, query, params)
+    assert row is not None
+    return row
+
+
+def _value(conn: psycopg.Connection, query: QueryNoTemplate, params: Params = ()) -> Any:
+    return _row(conn, query, params)[0]
+
+
+def _oid(conn: psycopg.Connection, name: str) -> int:
+    return _value(conn, "SELECT %s::regclass::oid", (name,))
 
 
 def check_tables(conn: psycopg.Connection, c: Checklist) -> bool:
-    present = _one(
+    present = _row(
         conn,
         "SELECT to_regclass(%s), to_regclass(%s), to_regclass('auth.users'), to_regclass(%s)",
         (INTEGRATIONS, RESOURCES, MODELS),
     )
     names = [INTEGRATIONS, RESOURCES, "auth.users", MODELS]
-    missing = [n for n, v in zip(names, present) if v is None]
+    missing = [n for n, v in zip(names, present, strict=True) if v is None]
     return c.add("tables.present", not missing, f"missing: {', '.join(missing)}")
 
 
-def check_columns(conn, c: Checklist) -> None:
+def check_columns(conn: psycopg.Connection, c: Checklist) -> None:
     rows = conn.execute(
         """SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid)
            FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -106,7 +121,7 @@ class Constraint:
         return self.definition + ("" if self.validated else " NOT VALID")
 
 
-def _constraints(conn, table: str) -> list[Constraint]:
+def _constraints(conn: psycopg.Connection, table: str) -> list[Constraint]:
     rows = conn.execute(
         """SELECT c.conname, c.contype,
                   ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
@@ -134,7 +149,7 @@ def _fk_check(
     c.add(name, ok, f"expected one validated FK {want}, found {[f.shown() for f in fks] or 'none'}")
 
 
-def check_keys(conn, c: Checklist) -> None:
+def check_keys(conn: psycopg.Connection, c: Checklist) -> None:
     cons = _constraints(conn, INTEGRATIONS)
     pks = [k for k in cons if k.kind == "p"]
     c.add(
@@ -157,8 +172,8 @@ def check_keys(conn, c: Checklist) -> None:
 POLCMD = {"*": "ALL", "r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
 
 
-def check_rls_and_policies(conn, c: Checklist) -> None:
-    enabled = _one(conn, "SELECT relrowsecurity FROM pg_class WHERE oid = %s::regclass", (INTEGRATIONS,))[0]
+def check_rls_and_policies(conn: psycopg.Connection, c: Checklist) -> None:
+    enabled = _value(conn, "SELECT relrowsecurity FROM pg_class WHERE oid = %s::regclass", (INTEGRATIONS,))
     c.add("integrations.rls_enabled", enabled, "row level security is DISABLED: every granted role sees every key")
     # Roles by oid (0 is PUBLIC); expressions rendered under the fixed search_path, so that
     # auth.uid() is always shown qualified whatever the caller's path.
@@ -187,7 +202,7 @@ def check_rls_and_policies(conn, c: Checklist) -> None:
 TG_ROW, TG_BEFORE, TG_INSERT, TG_DELETE, TG_UPDATE, TG_TRUNCATE, TG_INSTEAD = 1, 2, 4, 8, 16, 32, 64
 
 
-def check_trigger(conn, c: Checklist) -> None:
+def check_trigger(conn: psycopg.Connection, c: Checklist) -> None:
     row = _one(
         conn,
         """SELECT t.tgenabled, t.tgtype, t.tgattr::int2[], p.prosrc, n.nspname, p.proname, p.proconfig
@@ -225,7 +240,7 @@ def check_trigger(conn, c: Checklist) -> None:
     c.add("integrations.updated_at_trigger", not problems, "; ".join(problems))
 
 
-def check_indexes(conn, c: Checklist) -> None:
+def check_indexes(conn: psycopg.Connection, c: Checklist) -> None:
     for name, (table, columns, predicate) in INDEXES.items():
         row = _one(
             conn,
@@ -257,20 +272,20 @@ def check_indexes(conn, c: Checklist) -> None:
         )
 
 
-def check_comments(conn, c: Checklist) -> None:
-    rows = dict(
+def check_comments(conn: psycopg.Connection, c: Checklist) -> None:
+    rows: dict[str, str | None] = dict(
         conn.execute(
             """SELECT a.attname, col_description(a.attrelid, a.attnum) FROM pg_attribute a
            WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped""",
             (INTEGRATIONS,),
         ).fetchall()
     )
-    table_comment = _one(conn, "SELECT obj_description(%s::regclass, 'pg_class')", (INTEGRATIONS,))[0]
+    table_comment = _value(conn, "SELECT obj_description(%s::regclass, 'pg_class')", (INTEGRATIONS,))
     problems = [] if table_comment else ["table comment missing"]
     problems += [f"no comment on {col}" for col in COMMENTED if not rows.get(col)]
     if "iv_hex:ciphertext_hex" not in (rows.get("encrypted_api_key") or ""):
         problems.append("encrypted_api_key comment does not document iv_hex:ciphertext_hex")
-    res = dict(
+    res: dict[str, str | None] = dict(
         conn.execute(
             """SELECT a.attname, col_description(a.attrelid, a.attnum) FROM pg_attribute a
            WHERE a.attrelid = %s::regclass AND a.attname IN ('openrouter_model_id', 'openrouter_config')""",
@@ -286,8 +301,8 @@ def check_comments(conn, c: Checklist) -> None:
     c.add("comments", not problems, "; ".join(problems))
 
 
-def check_resources(conn, c: Checklist) -> None:
-    cols = dict(
+def check_resources(conn: psycopg.Connection, c: Checklist) -> None:
+    cols: dict[str, str] = dict(
         conn.execute(
             """SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
            WHERE attrelid = %s::regclass AND attname IN ('openrouter_model_id', 'openrouter_config') AND NOT attisdropped""",
@@ -337,7 +352,7 @@ def check_resources(conn, c: Checklist) -> None:
     c.add("resources.resource_type_check", not problems, "; ".join(problems))
 
 
-def check_grants(conn, c: Checklist) -> None:
+def check_grants(conn: psycopg.Connection, c: Checklist) -> None:
     for g in access.TABLE_GRANTS:
         held = access.held_privileges(conn, g)
         want = ", ".join(g.privileges) or "nothing"
@@ -350,15 +365,15 @@ def check_grants(conn, c: Checklist) -> None:
     leaked = [
         p
         for p in access.CORE_TABLE_PRIVILEGES
-        if _one(conn, "SELECT has_table_privilege('anon', %s, %s)", (INTEGRATIONS, p))[0]
+        if _value(conn, "SELECT has_table_privilege('anon', %s, %s)", (INTEGRATIONS, p))
     ]
     c.add("grant.anon_effective", not leaked, f"anon can {', '.join(leaked)} on {INTEGRATIONS}")
     for usage in access.SCHEMA_USAGE:
-        ok = _one(conn, "SELECT has_schema_privilege(%s, %s, 'USAGE')", (usage.role, usage.schema))[0]
+        ok = _value(conn, "SELECT has_schema_privilege(%s, %s, 'USAGE')", (usage.role, usage.schema))
         c.add(f"grant.usage_{usage.schema}_{usage.role}", ok, f"{usage.role} lacks USAGE on schema {usage.schema}")
 
 
-def check_roles(conn, c: Checklist) -> None:
+def check_roles(conn: psycopg.Connection, c: Checklist) -> None:
     rows = {
         r[0]: r[1:]
         for r in conn.execute(
@@ -387,7 +402,7 @@ def check_roles(conn, c: Checklist) -> None:
     c.add("platform.roles", not problems, "; ".join(problems))
 
 
-def check_auth_uid(conn, c: Checklist) -> None:
+def check_auth_uid(conn: psycopg.Connection, c: Checklist) -> None:
     """auth.uid() as PostgREST drives it; only set_config, so it is safe in a read-only run."""
     a, b = str(uuid.uuid4()), str(uuid.uuid4())
     cases = [
@@ -402,7 +417,7 @@ def check_auth_uid(conn, c: Checklist) -> None:
             with conn.transaction(force_rollback=True):
                 for k in ("request.jwt.claim.sub", "request.jwt.claims"):
                     conn.execute("SELECT set_config(%s, %s, true)", (k, settings.get(k, "")))
-                got = conn.execute("SELECT auth.uid()::text").fetchone()[0]
+                got = _value(conn, "SELECT auth.uid()::text")
         except psycopg.Error as exc:
             got = f"error: {exc.diag.message_primary}"
         if got != want:
@@ -410,7 +425,7 @@ def check_auth_uid(conn, c: Checklist) -> None:
     c.add("platform.auth_uid", not problems, "; ".join(problems))
 
 
-def check_ledger(conn, c: Checklist) -> None:
+def check_ledger(conn: psycopg.Connection, c: Checklist) -> None:
     entry = ledger.entries(conn).get("005")
     shipped = migrations.find(migrations.load(), "005")
     if entry is None:
@@ -424,7 +439,7 @@ def check_ledger(conn, c: Checklist) -> None:
     else:
         # A half-finished run commits its ledger row with the work it did: say which half.
         hint = ledger.HINTS.get(entry.state, f"unknown ledger state {entry.state!r}")
-        c.add("ledger.005", entry.state == "applied", f"migration 005 is {entry.state}: {hint}")
+        c.add("ledger.005", entry.state == ledger.State.APPLIED, f"migration 005 is {entry.state}: {hint}")
 
 
 def run(conn: psycopg.Connection, c: Checklist) -> None:

@@ -56,6 +56,3 @@ class Checklist:
 
     def names(self) -> set[str]:
         return {c.name for c in self.checks}
-
-    def as_dicts(self) -> list[dict]:
-        return [c.as_dict() for c in self.checks]

@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.abc import Params, QueryNoTemplate
 
 from .. import access
 from .context import SmokeRun
@@ -77,7 +78,7 @@ def count_query(link: str, user: str) -> tuple[sql.Composed, tuple]:
     return query, (user, "openrouter_instant", user, "openrouter_instant")
 
 
-def _run(conn: psycopg.Connection, query, params=()) -> tuple[psycopg.Cursor | None, str]:
+def _run(conn: psycopg.Connection, query: QueryNoTemplate, params: Params = ()) -> tuple[psycopg.Cursor | None, str]:
     """(cursor, "") or (None, "SQLSTATE: message") for a statement that may be refused."""
     try:
         with conn.transaction():
@@ -86,7 +87,7 @@ def _run(conn: psycopg.Connection, query, params=()) -> tuple[psycopg.Cursor | N
         return None, f"{exc.sqlstate}: {exc.diag.message_primary}"
 
 
-def _row(conn, user: str):
+def _row(conn: psycopg.Connection, user: str) -> list[tuple[Any, ...]]:
     """The user's row as the connecting role sees it (not as the role under test)."""
     return conn.execute(
         sql.SQL("SELECT encrypted_api_key, is_enabled FROM {} WHERE user_id = %s").format(_INTEGRATIONS), (user,)
@@ -154,10 +155,10 @@ def run(ctx: SmokeRun) -> None:
             sql.SQL("SELECT is_enabled, encrypted_api_key FROM {} WHERE user_id = %s").format(_INTEGRATIONS),
             (user,),
         )
-        seen = [(key, enabled) for enabled, key in cur.fetchall()] if cur else None
+        seen = [(key, enabled) for enabled, key in cur.fetchall()] if cur else []
     c.add(
         "contract.select_by_user",
-        seen == stored and len(stored) == 1,
+        cur is not None and seen == stored and len(stored) == 1,
         err
         or f"the select returned {len(seen)} rows{'' if len(seen) != 1 else ' that differ from the stored row'}, .single() needs exactly the stored one",
     )
@@ -188,11 +189,12 @@ def run(ctx: SmokeRun) -> None:
             conn, sql.SQL("UPDATE {} SET is_enabled = %s WHERE user_id = %s").format(_INTEGRATIONS), (False, user)
         )
     after = _row(conn, user)
+    updated = cur.rowcount if cur else None
     c.add(
         "contract.toggle_by_update",
-        not err and cur.rowcount == 1 and after == [(stored[0][0], False)],
+        not err and updated == 1 and after == [(stored[0][0], False)],
         err
-        or f"the update affected {cur.rowcount} rows; the row {'kept' if after and after[0][0] == stored[0][0] else 'lost'} its key",
+        or f"the update affected {updated} rows; the row {'kept' if after and after[0][0] == stored[0][0] else 'lost'} its key",
     )
 
     if link is None:
@@ -200,7 +202,8 @@ def run(ctx: SmokeRun) -> None:
     else:
         with acting_as(conn, "service_role", search_path=POSTGREST_SEARCH_PATH):
             cur, err = _run(conn, *count_query(link, user))
-            count = cur.fetchone()[0] if cur else None
+            row = cur.fetchone() if cur else None  # an aggregate: one row when it ran
+            count = row[0] if row else None
         if err or not resource_reason:
             c.add(
                 "contract.affected_resources_count",
@@ -217,8 +220,9 @@ def run(ctx: SmokeRun) -> None:
     with acting_as(conn, "service_role", search_path=POSTGREST_SEARCH_PATH):
         cur, err = _run(conn, sql.SQL("DELETE FROM {} WHERE user_id = %s").format(_INTEGRATIONS), (user,))
     left = _row(conn, user)
+    deleted = cur.rowcount if cur else None
     c.add(
         "contract.delete",
-        not err and cur.rowcount == 1 and not left,
-        err or f"the delete affected {cur.rowcount} rows and {len(left)} remain",
+        not err and deleted == 1 and not left,
+        err or f"the delete affected {deleted} rows and {len(left)} remain",
     )

@@ -9,11 +9,12 @@ request.jwt.claim.sub is never set.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import psycopg
 from psycopg import pq
+from psycopg.abc import Params, QueryNoTemplate
 
 
 @contextmanager
@@ -21,7 +22,9 @@ def acting_as(
     conn: psycopg.Connection, role: str, sub: str | None = None, search_path: str | None = None
 ) -> Iterator[None]:
     claims = {"role": role} | ({"sub": sub} if sub else {})
-    saved = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
+    row = conn.execute("SELECT current_setting('search_path')").fetchone()
+    assert row is not None  # a SELECT without FROM returns one row
+    saved = row[0]
     if search_path is not None:
         conn.execute("SELECT set_config('search_path', %s, true)", (search_path,))
     conn.execute(
@@ -39,7 +42,7 @@ def acting_as(
             )
 
 
-def attempt(conn: psycopg.Connection, query, params=()) -> tuple[int | None, str | None]:
+def attempt(conn: psycopg.Connection, query: QueryNoTemplate, params: Params = ()) -> tuple[int | None, str | None]:
     """(rows affected, None) or (None, SQLSTATE) for a statement that may be refused."""
     try:
         with conn.transaction():

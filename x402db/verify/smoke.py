@@ -55,7 +55,7 @@ class SmokeResult:
                 ET.SubElement(case, "skipped", message=c.detail)
             elif c.status == WARN:
                 ET.SubElement(case, "skipped", message=f"warn: {c.detail}")
-        return ET.tostring(ET.ElementTree(suite).getroot(), encoding="utf-8", xml_declaration=True)
+        return ET.tostring(suite, encoding="utf-8", xml_declaration=True)
 
     def summary(self) -> str:
         n = self.counts()
