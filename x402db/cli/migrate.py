@@ -1,4 +1,4 @@
-"""`scripts/migrate.py up|down|status`."""
+"""`scripts/migrate.py up|down|status|plan|new`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import asdict
 from .. import db
 from ..errors import UsageError
 from ..migrate import files as migrations
+from ..migrate import scaffold
 from ..migrate.engine import Engine, FileState, Outcome
 from ..migrate.files import BASE, Direction
 from ..migrate.ledger import State
@@ -73,7 +74,25 @@ def build_parser() -> Parser:
                 action="store_true",
                 help="run a down script that differs from the one recorded at apply time (review it first)",
             )
+    new = sub.add_parser("new", help="write the files of the next migration (up, down, verify), directives off")
+    new.add_argument("name", help="lowercase letters, digits and underscores, e.g. add_model_catalog_sync")
+    new.add_argument("--no-verify", action="store_true", help="write no verify file")
+    new.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     return parser
+
+
+def new_migration(args: argparse.Namespace) -> int:
+    created = scaffold.create(args.name, verify=not args.no_verify)
+    if args.json:
+        print_json({"version": created.version, "name": created.name, "files": [str(p) for p in created.paths]})
+    else:
+        for path in created.paths:
+            print(f"created {path}")
+        print(
+            f"next: write the change in {created.paths[0].name} and its revert in {created.paths[1].name}, "
+            "then `make plan` and `make deploy` (docs/adding-a-migration.md)"
+        )
+    return 0
 
 
 def engine_for(args: argparse.Namespace, log: Callable[[str], None]) -> Engine:
@@ -103,6 +122,8 @@ def engine_for(args: argparse.Namespace, log: Callable[[str], None]) -> Engine:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "new":  # files only: no database is needed or touched
+        return new_migration(args)
     log = log_to_stderr(not args.json)
     engine = engine_for(args, log)
     with engine.conn:
