@@ -1,6 +1,8 @@
 """Migration files: discovery, checksums and the `-- x402:` directives they carry.
 
-A migration is `sql/NNN_name.up.sql` plus `sql/NNN_name.down.sql`. Directives are SQL comments,
+A migration is `sql/NNN_name.up.sql` plus `sql/NNN_name.down.sql`, and optionally
+`sql/NNN_name.verify.sql`: statements that full smoke runs in a rolled-back transaction, each one
+check that passes when it runs and fails with the exception it raises. Directives are SQL comments,
 so the files stay valid SQL that any client can run:
 
     -- x402:targets: postgres             only on these targets (default: all)
@@ -82,6 +84,7 @@ class Migration:
     up_path: Path = field(compare=False)
     up_text: str = field(default="", compare=False, repr=False)
     down_text: str = field(default="", compare=False, repr=False)
+    verify_text: str = field(default="", compare=False, repr=False)
 
     @property
     def down_checksum(self) -> str:
@@ -208,6 +211,7 @@ def load(sql_dir: Path = SQL_DIR) -> list[Migration]:
         if not m:
             raise UsageError(f"{up_path.name}: migration files are named NNN_name.up.sql")
         down_path = up_path.with_name(up_path.name.replace(".up.sql", ".down.sql"))
+        verify_path = up_path.with_name(up_path.name.replace(".up.sql", ".verify.sql"))
         if not down_path.exists():
             raise UsageError(f"{up_path.name} has no {down_path.name}; every migration needs a revert")
         found.append(
@@ -217,15 +221,21 @@ def load(sql_dir: Path = SQL_DIR) -> list[Migration]:
                 up_path.read_text(encoding="utf-8"),
                 down_path.read_text(encoding="utf-8"),
                 up_path,
+                verify_path.read_text(encoding="utf-8") if verify_path.exists() else "",
             )
         )
+    for verify_path in sorted(sql_dir.glob("*.verify.sql")):
+        if not verify_path.with_name(verify_path.name.replace(".verify.sql", ".up.sql")).exists():
+            raise UsageError(f"{verify_path.name} has no up file beside it; name it after its migration's up file")
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
         raise UsageError(f"duplicate migration versions in {sql_dir}")
     return found
 
 
-def from_texts(version: str, name: str, up_text: str, down_text: str, up_path: Path | None = None) -> Migration:
+def from_texts(
+    version: str, name: str, up_text: str, down_text: str, up_path: Path | None = None, verify_text: str = ""
+) -> Migration:
     """A migration from its texts: the Pulumi resource keeps them in state, so `destroy` runs
     the down script that belongs to what was applied, whatever the checkout holds then."""
     path = up_path or Path(f"{version}_{name}.up.sql")
@@ -238,6 +248,7 @@ def from_texts(version: str, name: str, up_text: str, down_text: str, up_path: P
         up_path=path,
         up_text=up_text,
         down_text=down_text,
+        verify_text=verify_text,
     )
 
 

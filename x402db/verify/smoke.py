@@ -10,7 +10,8 @@ import psycopg
 
 from .. import db
 from ..keys.crypto import Keyring
-from . import behaviour, catalog
+from ..migrate import files as migrations
+from . import behaviour, catalog, scripts
 from .checks import FAILED, SKIPPED, STATUSES, WARN, Check, Checklist
 
 
@@ -81,4 +82,7 @@ def run_checks(dsn: str, read_only: bool = False, keyring: Keyring | None = None
                     False,
                     f"behaviour checks stopped: {exc.diag.message_primary or type(exc).__name__}",
                 )
+            # Each applied migration's own verify file; 005's checks stay in behaviour.py, since
+            # they need the backend's keyring and the application tables' discovered shapes.
+            scripts.run(conn, c, migrations.load())
     return SmokeResult(c.checks, int((time.monotonic() - started) * 1000))
