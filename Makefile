@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 # The checked code: the package, the Pulumi program, the scripts, the tools script, benches, tests.
 CODE   := x402db scripts tests bench tools __main__.py
 
-.PHONY: help venv deploy plan test test-fast lint fmt typecheck lock smoke status stop revert bench clean-local pulumi-tools
+.PHONY: help venv deploy plan test test-fast lint fmt typecheck lock shipped-downs smoke status stop revert bench clean-local pulumi-tools
 .DEFAULT_GOAL := help
 
 help:                        ## list the targets
@@ -54,6 +54,9 @@ fmt: venv                    ## ruff: format and apply the safe lint fixes
 
 typecheck: venv              ## mypy, with the settings in pyproject.toml
 	@$(BIN)/mypy
+
+shipped-downs: venv          ## regenerate x402db/migrate/shipped_downs.json from git's history of sql/*.down.sql
+	@$(BIN)/python -m x402db.migrate.shipped --write
 
 lock:                        ## re-resolve pyproject.toml's dependencies into constraints.txt (needs PyPI)
 	@tmp=$$(mktemp -d) && $(PYTHON) -m venv $$tmp && $$tmp/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' && \
