@@ -19,7 +19,8 @@ from x402db.migrate import files as migrations
 from x402db.migrate import ledger
 from x402db.migrate.engine import Engine
 from x402db.migrate.target import detect
-from x402db.verify.expected import cache
+from x402db.verify.checks import Checklist
+from x402db.verify.expected import cache, checks
 from x402db.verify.expected.compare import differences, owners
 from x402db.verify.expected.derive import derive
 
@@ -299,3 +300,19 @@ def test_a_half_written_cache_file_is_ignored(tmp_path):
     assert second.source == "derived" and second.as_json() == first.as_json()
     assert derive(EmbeddedScratch(), shipped, cache_dir=tmp_path).source == "cache"
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
+
+
+def test_smoke_checks_name_each_judged_migration(server, deployed_any, expectation):
+
+    c = Checklist()
+    with db.connect(deployed_any) as conn:
+        checks.run(conn, c, expectation)
+    names = [k.name for k in c.checks]
+    on_postgres = names == ["expected.000", "expected.001", "expected.005"]
+    assert on_postgres or names == ["expected.005"], names
+    assert all(k.passed for k in c.checks)
+    _drift(server, deployed_any, f"ALTER TABLE {KEYS} DISABLE ROW LEVEL SECURITY")
+    c = Checklist()
+    with db.connect(deployed_any) as conn:
+        checks.run(conn, c, expectation)
+    assert [k.name for k in c.checks if k.failed] == ["expected.005"]

@@ -11,7 +11,9 @@ import pytest
 
 from x402db.migrate import files as migrations
 from x402db.migrate.ledger import Entry
+from x402db.verify.checks import Checklist
 from x402db.verify.expected import cache
+from x402db.verify.expected.checks import add_checks
 from x402db.verify.expected.compare import Difference, judge, migrator_role, owners, shown_pair
 from x402db.verify.expected.derive import MIGRATOR, Expectation, Owned
 from x402db.verify.expected.facts import (
@@ -214,3 +216,15 @@ def test_a_failed_write_leaves_no_file(tmp_path: Path):
     with pytest.raises(TypeError):
         cache.store("k", {"bad": object()}, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_one_smoke_check_per_judged_migration_with_its_lines():
+
+    c = Checklist()
+    found = [
+        Difference("005", "table", T, "owner", "postgres", "anon"),
+        Difference("005", "index", "i", "missing", {}, None),
+    ]
+    add_checks(c, ["000", "005"], found)
+    assert [(k.name, k.status) for k in c.checks] == [("expected.000", "passed"), ("expected.005", "failed")]
+    assert c.checks[1].detail == f"005: table {T}: owner is anon, expected postgres; 005: index i: missing"

@@ -118,13 +118,23 @@ def _compat_roles(conn: psycopg.Connection) -> set[str]:
     return {r[0] for r in conn.execute(f"SELECT identity FROM {table} WHERE kind = 'role'")}
 
 
+def judged(expectation: Expectation, entries: dict[str, ledger.Entry]) -> list[str]:
+    """The versions the ledger records as run (not adopted) that the expectation knows."""
+    return [
+        m.version
+        for m in expectation.migrations
+        if (e := entries.get(m.version)) is not None and e.state in JUDGED_STATES and e.kind == "applied"
+    ]
+
+
 def owners(expectation: Expectation, entries: dict[str, ledger.Entry]) -> dict[Key, tuple[str, dict[str, Any] | None]]:
     """key -> (version, the fact as expected, or None: dropped), for the migrations the ledger
     records as run; the latest one touching a key wins. MIGRATOR resolves to each one's role."""
     owned: dict[Key, tuple[str, dict[str, Any] | None]] = {}
+    run = set(judged(expectation, entries))
     for m in expectation.migrations:
         entry = entries.get(m.version)
-        if entry is None or entry.state not in JUDGED_STATES or entry.kind != "applied":
+        if entry is None or m.version not in run:
             continue
         touched: Facts = rename_role(m.touched, MIGRATOR, migrator_role(entry.applied_by))
         dropped = rename_role({k: {} for k in m.dropped}, MIGRATOR, migrator_role(entry.applied_by))
