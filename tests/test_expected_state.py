@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -316,3 +317,11 @@ def test_smoke_checks_name_each_judged_migration(server, deployed_any, expectati
     with db.connect(deployed_any) as conn:
         checks.run(conn, c, expectation)
     assert [k.name for k in c.checks if k.failed] == ["expected.005"]
+
+
+def test_two_derivations_at_once_both_leave_a_whole_file(tmp_path):
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(lambda _: derive(EmbeddedScratch(), cache_dir=tmp_path), range(2))
+    assert a.key == b.key and a.as_json() == b.as_json()
+    assert [p.name for p in tmp_path.iterdir()] == [f"{a.key}.json"]
+    assert derive(EmbeddedScratch(), cache_dir=tmp_path).source == "cache"

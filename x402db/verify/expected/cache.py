@@ -15,10 +15,18 @@ from typing import Any
 
 from ...migrate.files import Migration
 
-# Bumped when the JSON layout changes; changes to the facts queries change CODE's hash anyway.
+# Bumped when the JSON layout changes. The code that decides what a derivation finds is hashed
+# into the key (CODE): the facts queries, the derivation, the engine that applies the files and
+# the access model whose grants it applies, so an edit to any of them is a miss, not a stale hit.
 FORMAT = 1
 ENV = "X402_EXPECTED_CACHE"
-CODE = tuple(Path(__file__).with_name(n) for n in ("facts.py", "derive.py"))
+_PACKAGE = Path(__file__).resolve().parents[2]
+CODE = (
+    _PACKAGE / "verify" / "expected" / "facts.py",
+    _PACKAGE / "verify" / "expected" / "derive.py",
+    _PACKAGE / "migrate" / "engine.py",
+    _PACKAGE / "access.py",
+)
 
 
 def directory() -> Path:
