@@ -20,7 +20,8 @@ LAYERS = (
     ("", "errors", "access", "private"),
     ("migrate", "db", "keys"),
     ("plan", "verify"),
-    ("iac", "local"),
+    ("local",),
+    ("iac",),
     ("pulumi_migration", "pulumi_preflight"),
     ("cli",),
 )

@@ -28,12 +28,14 @@ def deploy_main(argv: list[str]) -> int:
     log = log_to_stderr(not args.json)
     smoke = None
     if not args.no_smoke:
+        from ..local.scratch import expected_state
         from ..verify.smoke import run_checks
 
         def smoke(dsn: str, target: str) -> dict:
             # On a real Supabase project, inserting test users fires whatever triggers the
             # project hangs on auth.users; catalog checks only, unless asked.
-            return run_checks(dsn, read_only=target == "supabase" and not args.full_smoke).as_dict()
+            read_only = target == "supabase" and not args.full_smoke
+            return run_checks(dsn, read_only=read_only, expectation=expected_state(log)).as_dict()
 
     report = deploy(args.target, Settings(lock_timeout=args.lock_timeout), log, smoke)
     if args.json:

@@ -8,8 +8,9 @@ from .. import db
 from ..errors import UsageError
 from ..keys.crypto import Keyring
 from ..keys.source import SECRET_ENV, env_secret, primary_secret
+from ..local.scratch import expected_state
 from ..verify.smoke import run_checks
-from .common import Parser, add_common, print_json, run
+from .common import Parser, add_common, log_to_stderr, print_json, run
 
 LABELS = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "warn": "WARN"}
 
@@ -24,7 +25,9 @@ def main(argv: list[str]) -> int:
     keyring = None
     if args.secret_file is not None or env_secret(SECRET_ENV):
         keyring = Keyring(primary_secret(args.secret_file))
-    result = run_checks(db.resolve_dsn(args.dsn), read_only=args.read_only, keyring=keyring)
+    dsn = db.resolve_dsn(args.dsn)
+    expectation = expected_state(log=log_to_stderr(not args.json))
+    result = run_checks(dsn, read_only=args.read_only, keyring=keyring, expectation=expectation)
     if args.junit:
         try:
             Path(args.junit).write_bytes(result.junit())

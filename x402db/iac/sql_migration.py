@@ -1,8 +1,8 @@
 """SqlMigration: one Pulumi dynamic resource per migration, wrapping the engine.
 
 create applies up and records the ledger row; diff refuses an edited applied migration;
-delete runs down behind the data-loss guard; read reports drift from the ledger and, for the
-migration whose objects smoke checks, from the catalog (iac/drift.py states the rule). The resource
+delete runs down behind the data-loss guard; read reports drift from the ledger and from the
+catalog, judged against what the migration's own SQL makes (iac/drift.py states the rule). The resource
 keeps its up and down SQL in state, so destroy runs the down that matches what was applied.
 The provider object has no fields: the engine host unpickles a class reference and nothing
 else (no connection, no module object, no secret). The DSN travels as a secret property.
@@ -126,11 +126,10 @@ class MigrationProvider(ResourceProvider):
                 action = outcome.action if outcome else "unchanged"
             else:
                 action = "unchanged"
-            if migration.version == drift.CHECKED:
-                found = drift.failing_checks(engine.conn)
-                if found:
-                    drift.repair(engine.conn, migration.label, found)
-                    action = "repaired"
+            differences = drift.found(engine.conn, migration.version)
+            if differences:
+                drift.repair(engine.conn, migration.version, migration.label, differences)
+                action = "repaired"
         return UpdateResult(_outs(news, action=action, ledger_state=State.APPLIED, drift=[]))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
@@ -157,8 +156,8 @@ class MigrationProvider(ResourceProvider):
         with engine.conn:
             entry = ledger.entries(engine.conn).get(migration.version)
             found = (
-                drift.failing_checks(engine.conn)
-                if entry and entry.state == ledger.State.APPLIED and migration.version == drift.CHECKED
+                drift.lines(drift.found(engine.conn, migration.version))
+                if entry and entry.state == ledger.State.APPLIED
                 else []
             )
         if entry is None:

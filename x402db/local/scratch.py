@@ -9,12 +9,13 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BundleError
+from ..verify.expected.derive import Expectation, derive
 from .server import LocalServer, embedded_bindir
 
 
@@ -43,3 +44,8 @@ class EmbeddedScratch:
         finally:
             server.delete()
             shutil.rmtree(base, ignore_errors=True)
+
+
+def expected_state(log: Callable[[str], None] = lambda _msg: None) -> Expectation:
+    """What the shipped sql/ should leave in a database, derived on the embedded PostgreSQL (cached)."""
+    return derive(EmbeddedScratch(), log=log)

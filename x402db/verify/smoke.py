@@ -13,6 +13,8 @@ from ..keys.crypto import Keyring
 from ..migrate import files as migrations
 from . import behaviour, catalog, scripts
 from .checks import FAILED, SKIPPED, STATUSES, WARN, Check, Checklist
+from .expected import checks as expected_checks
+from .expected.derive import Expectation
 
 
 @dataclass
@@ -64,7 +66,11 @@ class SmokeResult:
         return f"smoke: {n['passed']}/{len(self.checks)} checks passed{extra} in {self.duration_ms} ms"
 
 
-def run_checks(dsn: str, read_only: bool = False, keyring: Keyring | None = None) -> SmokeResult:
+def run_checks(
+    dsn: str, read_only: bool = False, keyring: Keyring | None = None, expectation: Expectation | None = None
+) -> SmokeResult:
+    """Catalog checks, then each applied migration judged against `expectation` (what its own SQL
+    makes, derived by the caller), then, unless read_only, the rolled-back behaviour checks."""
     started = time.monotonic()
     c = Checklist()
     with db.connect(dsn, autocommit=True, application_name="x402db-smoke") as conn:
@@ -73,6 +79,8 @@ def run_checks(dsn: str, read_only: bool = False, keyring: Keyring | None = None
         with conn.transaction(force_rollback=True):
             conn.execute("SET TRANSACTION READ ONLY")
             catalog.run(conn, c)
+            if expectation is not None:
+                expected_checks.run(conn, c, expectation)
         if not read_only and c.checks and c.checks[0].passed:
             try:
                 behaviour.run(conn, c, keyring)

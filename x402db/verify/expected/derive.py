@@ -23,6 +23,7 @@ role is named, and compare.py resolves it to the role in the live ledger's `appl
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,7 +143,11 @@ def build(dsn: str, migrations: list[Migration]) -> list[Owned]:
 
 
 def derive(
-    scratch: Scratch, migrations: list[Migration] | None = None, *, cache_dir: Path | None = None
+    scratch: Scratch,
+    migrations: list[Migration] | None = None,
+    *,
+    cache_dir: Path | None = None,
+    log: Callable[[str], None] = lambda _msg: None,
 ) -> Expectation:
     """The expectation of `migrations` (default: the shipped sql/), from the cache when the same
     files were derived before on the same major version, else built in a scratch database."""
@@ -159,6 +164,10 @@ def derive(
         if found is not None:
             found.source, found.seconds = "cache", time.monotonic() - started
             return found
+    log(
+        f"deriving what {len(migrations)} migrations should leave, on a scratch PostgreSQL {major} "
+        "(once per version of sql/; cached after)"
+    )
     with scratch.database() as dsn:
         owned = build(dsn, migrations)
     expectation = Expectation(cache_key, major, owned)
