@@ -15,8 +15,7 @@ import subprocess
 from pathlib import Path
 
 from .. import ROOT, SQL_DIR
-from ..errors import UsageError
-from .files import SHIPPED_DOWNS_FILE, checksum
+from .files import SHIPPED_DOWNS_FILE, checksum, shipped_downs
 
 ABOUT = (
     "SHA-256 of every down file this bundle ever shipped, oldest first, per version; derived from "
@@ -25,23 +24,33 @@ ABOUT = (
 )
 
 
-def _git(*args: str) -> str:
+def _git(*args: str) -> str | None:
+    """git's output, or None outside a git checkout (a copy of the tree, an unpacked release)."""
     try:
         out = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, check=True)
     except (OSError, subprocess.CalledProcessError):
-        raise UsageError(
-            "make shipped-downs needs git and a git checkout: the list is derived from sql/'s history"
-        ) from None
+        return None
     return out.stdout.decode("utf-8")
 
 
+def _history(rel: str) -> list[str] | None:
+    commits = _git("log", "--format=%H", "--", rel)
+    if commits is None:
+        return None
+    texts = [_git("show", f"{c}:{rel}") for c in reversed(commits.split())]
+    return [checksum(t) for t in texts if t is not None]
+
+
 def derive(sql_dir: Path = SQL_DIR) -> dict[str, list[str]]:
+    """Per version: git's history of the down when there is one, else what the list already
+    holds (never forgotten: an earlier release may have applied rows with it), then the file."""
+    kept = shipped_downs()
     result: dict[str, list[str]] = {}
     for path in sorted(sql_dir.glob("*.down.sql")):
-        rel = path.relative_to(ROOT).as_posix()
+        rel = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.name
+        history = _history(rel)
         sums: list[str] = []
-        for commit in reversed(_git("log", "--format=%H", "--", rel).split()):
-            sha = checksum(_git("show", f"{commit}:{rel}"))
+        for sha in history if history is not None else list(kept.get(path.name[:3], ())):
             if sha not in sums:
                 sums.append(sha)
         current = checksum(path.read_text(encoding="utf-8"))
