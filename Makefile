@@ -64,10 +64,10 @@ lock:                        ## re-resolve pyproject.toml's dependencies into co
 	  mv constraints.txt.new constraints.txt && rm -rf $$tmp && echo "constraints.txt: re-resolved; review with git diff"
 
 smoke: venv                  ## verify the local (or $$DATABASE_URL) database
-	@DATABASE_URL=$${DATABASE_URL:-$$($(BIN)/python scripts/local_db.py url)} $(BIN)/python scripts/smoke.py
+	@DATABASE_URL=$${DATABASE_URL:-$$($(BIN)/python scripts/local_db.py url)} $(BIN)/python scripts/smoke.py $(ARGS)
 
 status: venv                 ## the ledger of the local (or $$DATABASE_URL) database
-	@DATABASE_URL=$${DATABASE_URL:-$$($(BIN)/python scripts/local_db.py url)} $(BIN)/python scripts/migrate.py status
+	@DATABASE_URL=$${DATABASE_URL:-$$($(BIN)/python scripts/local_db.py url)} $(BIN)/python scripts/migrate.py status $(ARGS)
 
 stop: venv                   ## stop the embedded PostgreSQL
 	@$(BIN)/python scripts/local_db.py stop
