@@ -1,5 +1,10 @@
 """Read-only catalog checks: migration 005's objects exist exactly as the bundle defines them.
 
+They name 005 because they state the product's promises about the keys table in words an
+operator can act on (no policy reaches PUBLIC, the key format is documented, a grant's reason);
+that every migration left what its SQL makes is judged apart, derived from the SQL
+(verify/expected), so a check missing here still fails there.
+
 Verdicts must not depend on who connects or on their search_path: objects are compared as
 catalog facts (oids, attnums, confdeltype, polcmd, role oids, tgtype bits), and the few texts
 still rendered (policy and index predicates, CHECK lists, messages) are rendered under a fixed
@@ -426,6 +431,7 @@ def check_auth_uid(conn: psycopg.Connection, c: Checklist) -> None:
 
 
 def check_ledger(conn: psycopg.Connection, c: Checklist) -> None:
+    # 005 is the product's migration: the behaviour checks that follow need it applied.
     entry = ledger.entries(conn).get("005")
     shipped = migrations.find(migrations.load(), "005")
     if entry is None:
