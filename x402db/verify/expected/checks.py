@@ -8,9 +8,10 @@ from collections.abc import Collection
 
 import psycopg
 
+from ... import access
 from ...migrate import ledger
-from ..checks import Checklist
-from .compare import Difference, differences, judged
+from ..checks import SKIPPED, Check, Checklist
+from .compare import Difference, differences, judged, owners
 from .derive import Expectation
 from .facts import read_only
 
@@ -33,3 +34,34 @@ def run(
         found = differences(conn, expectation, foreign_grantees=foreign_grantees)
     add_checks(c, versions, found)
     return found
+
+
+# verify/catalog.py's checks describe 005's tables as 005 left them; the families below are the
+# ones a later migration may legitimately change.
+HAND_WRITTEN = ("tables.", "integrations.", "policy.", "index.", "comments", "resources.")
+PRODUCT_TABLES = (access.INTEGRATIONS, access.RESOURCES, access.MODELS)
+
+
+def later_owners(conn: psycopg.Connection, expectation: Expectation) -> list[str]:
+    """The applied migrations after 005 that own a fact of the product tables."""
+    with read_only(conn):
+        owned = owners(expectation, ledger.entries(conn))
+    return sorted(
+        {
+            version
+            for (_kind, identity), (version, _fact) in owned.items()
+            if version > "005" and any(f"{t}." in f"{identity}." for t in PRODUCT_TABLES)
+        }
+    )
+
+
+def defer_hand_written(c: Checklist, since: int, later: list[str]) -> None:
+    """A hand-written check failing on an object a later migration changed is that migration's
+    to judge (its `expected.<version>` check): skipped with the reason, never passed."""
+    if not later:
+        return
+    for i in range(since, len(c.checks)):
+        check = c.checks[i]
+        if check.failed and check.name.startswith(HAND_WRITTEN):
+            reason = f"{', '.join(later)} changed 005's tables since; judged by expected.{later[-1]} ({check.detail})"
+            c.checks[i] = Check(check.name, SKIPPED, reason)
