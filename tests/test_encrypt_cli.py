@@ -128,7 +128,7 @@ def test_tty_prompt_does_not_echo_the_key():
 
     from x402db import ROOT
 
-    from .tty import run_in_pty
+    from tests.utils.tty import run_in_pty
 
     env = {k: v for k, v in os.environ.items() if k != "CI"} | {"INTEGRATION_ENCRYPTION_SECRET": SECRET}
     code, text = run_in_pty(

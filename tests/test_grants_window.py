@@ -14,7 +14,7 @@ import pytest
 from x402db import access
 
 from .conftest import admin_dsn, drop_database, new_supabase_database, run_script
-from .pulumi_support import by_name, run_program
+from tests.utils.pulumi_mocks import by_name, run_program
 from .test_pulumi_dynamic_host import Host, _unwrap, host  # noqa: F401 (host is a fixture)
 
 TABLE = "public.user_openrouter_integrations"

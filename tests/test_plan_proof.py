@@ -18,7 +18,7 @@ from x402db.plan.locks import ANY, MODES
 from x402db.plan.planner import Planner
 from x402db.migrate.target import detect
 
-from . import lockprobe
+from tests.utils import lockprobe
 
 
 def _plan(dsn: str, direction: str, sql_dir=None):

@@ -231,7 +231,7 @@ def test_preflight_sees_a_table_owner_the_provider_cannot_borrow(server, supa):
 def test_preflight_through_pulumis_dynamic_provider_host(supa, host, server):
     """The Preflight resource the program registers, checked by the real `python -m pulumi.dynamic`
     host over gRPC as `pulumi preview` does: a failure on 16+, none on 15, nothing changed."""
-    from .pulumi_support import run_program
+    from tests.utils.pulumi_mocks import run_program
     from .test_pulumi_dynamic_host import Host, _unwrap
 
     params = psycopg.conninfo.conninfo_to_dict(supa)

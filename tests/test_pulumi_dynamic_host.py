@@ -21,7 +21,7 @@ from pulumi.runtime.proto import provider_pb2_grpc
 from x402db import ROOT, db
 from x402db.migrate import ledger
 
-from .pulumi_support import SECRET_KEY, by_name, run_program
+from tests.utils.pulumi_mocks import SECRET_KEY, by_name, run_program
 
 URN = "urn:pulumi:test::x402-openrouter-db::pulumi-python:dynamic/x402:SqlMigration::m"
 

@@ -22,7 +22,7 @@ from x402db import ROOT
 from x402db.local.server import embedded_bindir
 
 from .conftest import admin_dsn, drop_database, new_database, new_supabase_database, pg_dump_schema, run_script
-from .real_pulumi import Project, find_tools
+from tests.utils.real_pulumi import Project, find_tools
 
 RUNBOOK = ROOT / "docs" / "runbooks" / "deploy.md"
 PROJECT = "x402-openrouter-db"

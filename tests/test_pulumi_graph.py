@@ -14,7 +14,7 @@ import pytest
 
 from x402db import ROOT
 
-from .pulumi_support import run_program
+from tests.utils.pulumi_mocks import run_program
 from .test_pulumi_program import POSTGRES, SUPABASE
 
 STACK, PROJECT = "test", "x402-openrouter-db"

@@ -17,7 +17,7 @@ from x402db import ROOT
 from x402db.iac import config as stack_config
 from x402db.iac.sql_migration import MigrationProvider
 
-from .pulumi_support import by_name, plain, run_program, short
+from tests.utils.pulumi_mocks import by_name, plain, run_program, short
 
 PASSWORD = "s3cret-db-password"
 BACKEND_PASSWORD = "s3cret-backend-password"

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .real_pulumi import TOOLS_SCRIPT
+from tests.utils.real_pulumi import TOOLS_SCRIPT
 from .test_pulumi_engine import pulumi_tools  # noqa: F401  (the session fixture)
 
 

@@ -275,7 +275,7 @@ def test_kill_minus_9_at_random_points_then_resume(server, deployed_db):
 
 
 def test_progress_bar_on_a_terminal_only(deployed_db):
-    from .tty import run_in_pty
+    from tests.utils.tty import run_in_pty
 
     plain = seed(deployed_db, 3000)
     base = {k: v for k, v in os.environ.items() if k not in ("CI", "DATABASE_URL")}

@@ -1,4 +1,4 @@
-"""Runs tests/pulumi_harness.py (the real program under Pulumi's mocks) and reads its report."""
+"""Runs tests/utils/pulumi_harness.py (the real program under Pulumi's mocks) and reads its report."""
 
 from __future__ import annotations
 
