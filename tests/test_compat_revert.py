@@ -31,20 +31,21 @@ from x402db.migrate.engine import Engine
 from x402db.local.server import LocalServer
 from x402db.migrate.target import detect
 
-from .conftest import SERVERS, _bindir, deploy, drop_database, new_database, pg_dump_schema, run_script
-from .test_pulumi_dynamic_host import Host, host, program_inputs  # noqa: F401 (host is a fixture)
+from tests.utils.db import SERVERS, bindir, deploy, drop_database, new_database, pg_dump_schema
+from tests.utils.scripts import run_script
+from tests.utils.dynamic_host import Host, program_inputs
 
 API_ROLES = ("anon", "authenticated", "service_role", "authenticator")
 
 
 @pytest.fixture(scope="module", params=SERVERS)
 def bare_server(request):
-    bindir = _bindir(request.param)
-    if bindir is None:
+    binaries = bindir(request.param)
+    if binaries is None:
         pytest.skip("the system PostgreSQL server is not installed")
     base = Path(tempfile.mkdtemp(prefix=f"x402db-bare-{request.param}-"))
     os.chmod(base, 0o755)
-    server = LocalServer(bindir, base, fast=True)  # superuser `postgres`, like make deploy's server
+    server = LocalServer(binaries, base, fast=True)  # superuser `postgres`, like make deploy's server
     server.start()
     yield server
     server.stop()

@@ -8,16 +8,16 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from x402db.keys.crypto import Context, DecryptError, Keyring, derive_key, encrypt_legacy, fingerprint, generate_secret
+from tests.utils.paths import NODE_DIR
 
 NODE = shutil.which("node")
-BACKEND_JS = Path(__file__).parent / "node" / "backend_crypto.js"
+BACKEND_JS = NODE_DIR / "backend_crypto.js"
 SECRET = "backend-secret-\u00e9-42"
 KEY = "sk-or-v1-" + "5f" * 32
 needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed, so the backend's algorithm cannot be run")
@@ -65,7 +65,7 @@ def test_we_decrypt_backend_ciphertext():
 
 @needs_node
 def test_backend_decrypts_cli_output(tmp_path):
-    from .conftest import run_script
+    from tests.utils.scripts import run_script
 
     r = run_script("encrypt_key.py", input=KEY + "\n", env={"INTEGRATION_ENCRYPTION_SECRET": SECRET})
     assert r.returncode == 0, r.stderr

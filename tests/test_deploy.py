@@ -9,7 +9,7 @@ import psycopg
 
 import pytest
 
-from .conftest import run_script
+from tests.utils.scripts import run_script
 
 
 def test_deploy_then_redeploy(empty_db):

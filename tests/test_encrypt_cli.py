@@ -9,7 +9,7 @@ import re
 from x402db import db
 from x402db.keys.crypto import Context, Keyring, fingerprint
 
-from .conftest import run_script
+from tests.utils.scripts import run_script
 
 SECRET = "cli-test-secret-0123"
 KEY = "sk-or-v1-" + "ab" * 32

@@ -23,7 +23,8 @@ from x402db.migrate import files as migrations
 from x402db.migrate.engine import Engine
 from x402db.migrate.target import detect
 
-from .conftest import drop_database, new_database, pg_dump_schema, run_script
+from tests.utils.db import drop_database, new_database, pg_dump_schema
+from tests.utils.scripts import run_script
 
 ROWS = 400_000  # VALIDATE and the index build each take a few hundred ms: the kill points are observable
 APP = "x402db-migrate"

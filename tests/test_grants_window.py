@@ -13,9 +13,10 @@ import pytest
 
 from x402db import access
 
-from .conftest import admin_dsn, drop_database, new_supabase_database, run_script
+from tests.utils.db import admin_dsn, drop_database, new_supabase_database
+from tests.utils.scripts import run_script
 from tests.utils.pulumi_mocks import by_name, run_program
-from .test_pulumi_dynamic_host import Host, _unwrap, host  # noqa: F401 (host is a fixture)
+from tests.utils.dynamic_host import Host, unwrap
 
 TABLE = "public.user_openrouter_integrations"
 ALLOWED = {"anon": set(), "authenticated": {"SELECT", "INSERT", "UPDATE", "DELETE"}}
@@ -117,7 +118,7 @@ def test_pulumi_create_never_exposes_the_table(server, project, host):
         }
     )
     (inputs,) = [
-        {k: _unwrap(v) for k, v in r["inputs"].items()}
+        {k: unwrap(v) for k, v in r["inputs"].items()}
         for r in by_name(report).values()
         if r["type"].endswith("SqlMigration")
     ]

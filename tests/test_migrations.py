@@ -22,7 +22,8 @@ from x402db.errors import BundleError, DriftError, Refused, UsageError
 from x402db.migrate.target import detect
 from x402db.plan.planner import Planner
 
-from .conftest import FIXTURES, admin_dsn, drop_database, new_database, pg_dump_schema, run_script
+from tests.utils.db import FIXTURES, admin_dsn, drop_database, new_database, pg_dump_schema
+from tests.utils.scripts import run_script
 
 
 def engine(dsn, sql_dir=None, target=None, settings=None, **kw):

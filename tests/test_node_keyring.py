@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -30,9 +29,10 @@ from x402db.keys.crypto import (
 )
 from x402db.errors import UsageError
 from x402db.keys.source import PREVIOUS_ENV, SECRET_ENV, previous_secrets, primary_secret
+from tests.utils.paths import NODE_DIR
 
 NODE = shutil.which("node")
-DRIVER = Path(__file__).parent / "node" / "keyring_driver.js"
+DRIVER = NODE_DIR / "keyring_driver.js"
 KEY = "sk-or-v1-" + "5f" * 32
 OLD, NEW = "old-secret-\u00e9-0001", "new-secret-0002"
 USER = "6f1c1f4e-2a49-4c7e-9b8e-3f0b1f2a9c01"

@@ -23,7 +23,7 @@ from x402db import ROOT, db
 from x402db.keys.crypto import Context, Keyring, fingerprint
 from x402db.keys.rotation import Rotator
 
-from .conftest import run_script
+from tests.utils.scripts import run_script
 
 MARKER = "Zq9-marker-secret-7Hx"  # a secret that must never be printed back
 KEY = "sk-or-v1-" + "ab" * 32

@@ -16,7 +16,8 @@ from x402db.migrate.engine import Engine
 from x402db.plan.planner import Planner
 from x402db.migrate.target import detect
 
-from .conftest import pg_dump_schema, run_script
+from tests.utils.db import pg_dump_schema
+from tests.utils.scripts import run_script
 from .test_migrations import _copy_sql
 
 _STATEMENT_KEYS = {"phase", "sql", "locks", "effect", "rows_estimate", "bytes", "writers"}

@@ -19,8 +19,8 @@ from x402db.migrate.engine import Engine
 from x402db.iac.preflight import preflight
 from x402db.migrate.target import detect
 
-from .conftest import admin_dsn, drop_database, new_supabase_database
-from .test_pulumi_dynamic_host import host  # noqa: F401  (the real dynamic-provider host)
+from tests.utils.db import admin_dsn, drop_database, new_supabase_database
+
 
 BACKEND = "x402_backend"
 
@@ -232,7 +232,7 @@ def test_preflight_through_pulumis_dynamic_provider_host(supa, host, server):
     """The Preflight resource the program registers, checked by the real `python -m pulumi.dynamic`
     host over gRPC as `pulumi preview` does: a failure on 16+, none on 15, nothing changed."""
     from tests.utils.pulumi_mocks import run_program
-    from .test_pulumi_dynamic_host import Host, _unwrap
+    from tests.utils.dynamic_host import Host, unwrap
 
     params = psycopg.conninfo.conninfo_to_dict(supa)
     report = run_program(
@@ -249,7 +249,7 @@ def test_preflight_through_pulumis_dynamic_provider_host(supa, host, server):
         }
     )
     registered = next(r["inputs"] for r in report["resources"] if r["type"].endswith("x402:Preflight"))
-    inputs = {k: _unwrap(v) for k, v in registered.items()}
+    inputs = {k: unwrap(v) for k, v in registered.items()}
     with connect(supa) as conn:
         before, version = memberships(conn), major(conn)
     _, failures = Host(host).check(inputs)
@@ -260,7 +260,7 @@ def test_preflight_through_pulumis_dynamic_provider_host(supa, host, server):
         # What the CLI prints (pulumi/pulumi step_generator.go issueCheckFailures): for a failure
         # on a property, "property <p> value <the registered input> has a problem: <reason>",
         # and a secret input is printed in plaintext there (resource.Secret has no String()).
-        printed = " ".join(f"{_unwrap(registered[f.property]) if f.property else ''} {f.reason}" for f in failures)
+        printed = " ".join(f"{unwrap(registered[f.property]) if f.property else ''} {f.reason}" for f in failures)
         assert "ADMIN OPTION on service_role" in printed
         for secret in ("x-Pa55", "unused-by-trust", inputs["dsn"]):
             assert secret not in printed

@@ -7,104 +7,15 @@ the provider operations one by one, which the CLI only reaches through whole run
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
 
 import grpc
-import psycopg
 import pytest
-from pulumi.runtime import proto, rpc
-from pulumi.runtime.proto import provider_pb2_grpc
+from pulumi.runtime import proto
 
-from x402db import ROOT, db
+from x402db import db
 from x402db.migrate import ledger
 
-from tests.utils.pulumi_mocks import SECRET_KEY, by_name, run_program
-
-URN = "urn:pulumi:test::x402-openrouter-db::pulumi-python:dynamic/x402:SqlMigration::m"
-
-
-@pytest.fixture
-def host():
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pulumi.dynamic"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    port = proc.stdout.readline().decode().strip()
-    assert port.isdigit(), proc.stderr.read().decode()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    stub = provider_pb2_grpc.ResourceProviderStub(channel)
-    stub.Configure(proto.ConfigureRequest(args=_struct({}), acceptSecrets=False))
-    yield stub
-    channel.close()
-    proc.kill()
-    proc.wait()
-
-
-def _struct(props: dict):
-    return asyncio.run(rpc.serialize_properties(props, {}))
-
-
-def _props(struct) -> dict:
-    return rpc.deserialize_properties(struct)
-
-
-def _unwrap(value):
-    # The engine unwraps secrets for a provider that does not accept them (ours does not).
-    return value[SECRET_KEY] if isinstance(value, dict) and SECRET_KEY in value else value
-
-
-def program_inputs(dsn: str) -> dict[str, dict]:
-    params = psycopg.conninfo.conninfo_to_dict(dsn)
-    report = run_program(
-        {
-            "target": "postgres",
-            "host": params["host"],
-            "port": str(params["port"]),
-            "database": params["dbname"],
-            "username": params["user"],
-            "sslmode": "disable",
-            "protect": "false",
-        }
-    )
-    return {
-        r["inputs"]["version"]: {k: _unwrap(v) for k, v in r["inputs"].items()}
-        for r in by_name(report).values()
-        if r["type"].endswith("SqlMigration")
-    }
-
-
-class Host:
-    def __init__(self, stub):
-        self.stub = stub
-
-    def check(self, news, olds=None):
-        r = self.stub.Check(proto.CheckRequest(urn=URN, olds=_struct(olds or {}), news=_struct(news)))
-        return _props(r.inputs), list(r.failures)
-
-    def create(self, props):
-        r = self.stub.Create(proto.CreateRequest(urn=URN, properties=_struct(props)))
-        return r.id, _props(r.properties)
-
-    def diff(self, id_, olds, news):
-        return self.stub.Diff(proto.DiffRequest(id=id_, urn=URN, olds=_struct(olds), news=_struct(news)))
-
-    def update(self, id_, olds, news):
-        return _props(
-            self.stub.Update(proto.UpdateRequest(id=id_, urn=URN, olds=_struct(olds), news=_struct(news))).properties
-        )
-
-    def read(self, id_, props):
-        r = self.stub.Read(proto.ReadRequest(id=id_, urn=URN, properties=_struct(props)))
-        return r.id, _props(r.properties)
-
-    def delete(self, id_, props):
-        self.stub.Delete(proto.DeleteRequest(id=id_, urn=URN, properties=_struct(props)))
+from tests.utils.dynamic_host import Host, program_inputs
 
 
 def _table(dsn) -> bool:

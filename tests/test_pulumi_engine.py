@@ -21,21 +21,12 @@ import pytest
 from x402db import ROOT
 from x402db.local.server import embedded_bindir
 
-from .conftest import admin_dsn, drop_database, new_database, new_supabase_database, pg_dump_schema, run_script
-from tests.utils.real_pulumi import Project, find_tools
+from tests.utils.db import admin_dsn, drop_database, new_database, new_supabase_database, pg_dump_schema
+from tests.utils.scripts import run_script
+from tests.utils.real_pulumi import Project
 
 RUNBOOK = ROOT / "docs" / "runbooks" / "deploy.md"
 PROJECT = "x402-openrouter-db"
-
-
-@pytest.fixture(scope="session")
-def pulumi_tools() -> Path:
-    tools, reason = find_tools()
-    if tools is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the real Pulumi tools are required under CI=true: {reason}")
-        pytest.skip(f"real Pulumi engine unavailable: {reason}")
-    return tools
 
 
 class Target:

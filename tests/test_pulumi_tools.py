@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from tests.utils.real_pulumi import TOOLS_SCRIPT
-from .test_pulumi_engine import pulumi_tools  # noqa: F401  (the session fixture)
 
 
 def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

@@ -20,7 +20,7 @@ from x402db import ROOT, db
 from x402db.keys.crypto import Context, Keyring, fingerprint
 from x402db.keys.rotation import Rotator
 
-from .conftest import run_script
+from tests.utils.scripts import run_script
 
 OLD, NEW = "old-secret-0001", "new-secret-0002"
 T = "public.user_openrouter_integrations"

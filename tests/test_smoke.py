@@ -12,7 +12,7 @@ from x402db import db
 from x402db.private import PRIVATE_SCHEMA
 from x402db.verify.smoke import run_checks
 
-from .conftest import run_script
+from tests.utils.scripts import run_script
 
 T = "public.user_openrouter_integrations"
 OWN_POLICY = '"Users can manage their own OpenRouter integration"'
@@ -278,7 +278,7 @@ def test_each_defect_is_caught(server, deployed_db, defect, sabotage, check):
 
 def test_every_check_can_fail(server):
     """Across the sabotage suite, every check a clean run reports has failed at least once."""
-    from .conftest import deploy, drop_database, new_database
+    from tests.utils.db import deploy, drop_database, new_database
     from x402db.keys.crypto import Keyring
 
     ring = Keyring("smoke-secret")
@@ -426,7 +426,7 @@ def test_smoke_catches_an_undeployed_database(empty_db):
 def test_hand_applied_005_is_taken_over_and_its_differences_reported(supabase_db):
     """Production may already hold 005 pasted by hand: `up` succeeds without losing a row,
     replaces the policies with the bundle's, and smoke names what it cannot reconcile itself."""
-    from .conftest import FIXTURES, deploy
+    from tests.utils.db import FIXTURES, deploy
 
     with db.connect(supabase_db) as c:
         c.execute((FIXTURES / "hand_applied_005.sql").read_text())

@@ -22,11 +22,12 @@ import pytest
 
 from x402db import ROOT
 
-from .conftest import run_script
+from tests.utils.scripts import run_script
 from .test_rotation import NEW, OLD, T, seed
+from tests.utils.paths import NODE_DIR
 
 NODE = shutil.which("node")
-READER = Path(__file__).parent / "node" / "zero_window_reader.js"
+READER = NODE_DIR / "zero_window_reader.js"
 ROWS = 2000
 BATCH = "10"  # 200 short transactions
 
