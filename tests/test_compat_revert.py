@@ -32,6 +32,7 @@ from x402db.local.server import LocalServer
 from x402db.migrate.target import detect
 
 from tests.utils.db import SERVERS, bindir, deploy, drop_database, new_database, pg_dump_schema
+from tests.utils.migrations import PREVIOUS_RELEASE
 from tests.utils.scripts import run_script
 from tests.utils.dynamic_host import Host, program_inputs
 
@@ -194,8 +195,6 @@ def test_business_objects_on_the_compat_auth_users_are_never_dropped(compat_db):
 
 # ---- issue 18 item 7: default privileges, and names in function bodies ------------------------
 
-# The last release whose compat layer did not record the default privileges it grants.
-PREVIOUS_RELEASE = "97bdaba"
 LAYER_ROLES = ("anon", "authenticated", "service_role")
 
 

@@ -15,27 +15,14 @@ import pytest
 
 from x402db import ROOT, db
 from x402db.migrate import ledger, files as migrations
-from x402db.migrate.engine import Engine
 from x402db.migrate.files import BASE
 from x402db.migrate.settings import Settings
 from x402db.errors import BundleError, DriftError, Refused, UsageError
-from x402db.migrate.target import detect
 from x402db.plan.planner import Planner
 
-from tests.utils.db import FIXTURES, admin_dsn, drop_database, new_database, pg_dump_schema
+from tests.utils.db import admin_dsn, drop_database, new_database, pg_dump_schema
+from tests.utils.migrations import OLD_LEDGER, PREVIOUS_COMPAT, copy_sql, copy_sql_down, engine, states
 from tests.utils.scripts import run_script
-
-
-def engine(dsn, sql_dir=None, target=None, settings=None, **kw):
-    conn = db.connect(dsn)
-    ms = migrations.load(sql_dir) if sql_dir else migrations.load()
-    return Engine(conn, ms, detect(conn, target), settings or Settings(**kw))
-
-
-def states(dsn, sql_dir=None):
-    e = engine(dsn, sql_dir)
-    with e.conn:
-        return {s.version: s.state for s in e.status()}
 
 
 def test_up_on_empty_database_applies_all_three(empty_db):
@@ -96,17 +83,8 @@ def test_two_concurrent_runs_apply_once(empty_db):
     assert states(empty_db) == {"000": "applied", "001": "applied", "005": "applied"}
 
 
-def _copy_sql(tmp_path, edit=None):
-    d = tmp_path / "sql"
-    shutil.copytree(ROOT / "sql", d)
-    if edit:
-        p = d / "005_add_openrouter_integration.up.sql"
-        p.write_text(edit(p.read_text()))
-    return d
-
-
 def test_failure_in_the_middle_leaves_nothing(tmp_path, empty_db):
-    broken = _copy_sql(
+    broken = copy_sql(
         tmp_path,
         lambda s: s.replace(
             "ALTER TABLE public.user_openrouter_integrations ENABLE ROW LEVEL SECURITY;",
@@ -131,7 +109,7 @@ def test_failure_in_the_middle_leaves_nothing(tmp_path, empty_db):
 
 
 def test_drift_is_detected_and_up_refuses(tmp_path, deployed_db):
-    edited = _copy_sql(tmp_path, lambda s: s + "\n-- an innocent-looking edit\n")
+    edited = copy_sql(tmp_path, lambda s: s + "\n-- an innocent-looking edit\n")
     assert states(deployed_db, edited)["005"] == "drifted"
     e = engine(deployed_db, edited)
     with e.conn, pytest.raises(DriftError, match="005_add_openrouter_integration"):
@@ -332,22 +310,15 @@ def test_failed_step_of_down_says_the_drops_are_committed_and_down_converges(dep
 
 
 def test_a_failed_transactional_part_is_reported_as_rolled_back(tmp_path, empty_db):
-    broken = _copy_sql(tmp_path, lambda s: s.replace("-- x402:no-transaction", "SELECT 1/0;\n-- x402:no-transaction"))
+    broken = copy_sql(tmp_path, lambda s: s.replace("-- x402:no-transaction", "SELECT 1/0;\n-- x402:no-transaction"))
     e = engine(empty_db, broken)
     with e.conn, pytest.raises(BundleError, match="failed and was rolled back, nothing changed: division by zero"):
         e.up()
 
 
-def _copy_sql_down(tmp_path, edit):
-    d = _copy_sql(tmp_path)
-    p = d / "005_add_openrouter_integration.down.sql"
-    p.write_text(edit(p.read_text()))
-    return d
-
-
 def test_an_edited_down_is_refused_unless_acknowledged(tmp_path, deployed_db):
     # Deleting a data-loss guard line is exactly the edit that must not go unnoticed.
-    edited = _copy_sql_down(
+    edited = copy_sql_down(
         tmp_path,
         lambda s: "\n".join(l for l in s.splitlines() if "user_openrouter_integrations (encrypted" not in l) + "\n",
     )
@@ -374,17 +345,6 @@ def test_cli_refuses_an_edited_down_without_the_flag(deployed_db):
     assert states(deployed_db)["005"] == "applied"
     r = run_script("migrate.py", "down", "--accept-edited-down", "--dsn", deployed_db)
     assert r.returncode == 0, r.stderr
-
-
-OLD_LEDGER = """
-CREATE SCHEMA x402_private;
-CREATE TABLE x402_private.schema_migrations (
-  version text PRIMARY KEY, name text NOT NULL,
-  checksum text NOT NULL CHECK (checksum ~ '^[0-9a-f]{64}$'),
-  kind text NOT NULL DEFAULT 'applied' CHECK (kind IN ('applied', 'adopted')),
-  target text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),
-  applied_by text NOT NULL, execution_ms integer NOT NULL);
-"""
 
 
 def test_a_ledger_written_by_the_previous_bundle_is_evolved_in_place(tmp_path, empty_db):
@@ -416,7 +376,7 @@ def test_a_ledger_written_by_the_previous_bundle_is_evolved_in_place(tmp_path, e
         with pytest.raises(psycopg.errors.CheckViolation):
             e.conn.execute("UPDATE x402_private.schema_migrations SET state = 'half' WHERE version = '005'")
     # From then on an edited down is refused like any other, unless acknowledged.
-    edited = _copy_sql(tmp_path)
+    edited = copy_sql(tmp_path)
     p = edited / "001_baseline.down.sql"
     p.write_text(p.read_text() + "\n-- edited\n")
     e = engine(empty_db, edited)
@@ -434,7 +394,7 @@ def _forget_down_checksums(dsn):
 
 
 def _without_keys_guard(tmp_path):
-    d = _copy_sql(tmp_path)
+    d = copy_sql(tmp_path)
     p = d / "005_add_openrouter_integration.down.sql"
     text = p.read_text()
     guard = next(line for line in text.splitlines() if "FROM public.user_openrouter_integrations |" in line)
@@ -642,7 +602,7 @@ def test_a_failure_after_earlier_migrations_committed_says_what_this_run_committ
     assert "001_baseline down failed and was rolled back" in r.stderr
     assert states(deployed_db) == {"000": "applied", "001": "applied", "005": "pending"}
     # up from empty: 000 and 001 commit, then 005's transactional part fails.
-    broken = _copy_sql(tmp_path, lambda s: s.replace("-- x402:no-transaction", "SELECT 1/0;\n-- x402:no-transaction"))
+    broken = copy_sql(tmp_path, lambda s: s.replace("-- x402:no-transaction", "SELECT 1/0;\n-- x402:no-transaction"))
     fresh = new_database(server)
     try:
         e = engine(fresh, broken)
@@ -683,9 +643,6 @@ def test_up_to_below_the_pending_migrations_does_not_claim_up_to_date(supabase_d
     r = run_script("migrate.py", "up", "--dsn", supabase_db)
     r = run_script("migrate.py", "up", "--json", "--dsn", supabase_db)
     assert json.loads(r.stdout) == {"target": "supabase", "changes": [], "pending": []}
-
-
-PREVIOUS_COMPAT = FIXTURES / "previous_bundle" / "000_platform_compat.up.sql"
 
 
 def test_compat_applied_by_the_previous_bundle_is_not_drift(empty_db):
@@ -819,7 +776,7 @@ def test_an_edit_after_supersedes_is_drift_whatever_the_ledger_holds(tmp_path, d
     r = run_script("migrate.py", "status", "--dsn", dsn)
     assert r.returncode == 0 and "(superseded)" in r.stdout and earlier[:12] in r.stdout, r.stdout
     # The attack: append to 005 after the directive was written, keeping the directive.
-    edited = _copy_sql(
+    edited = copy_sql(
         tmp_path,
         lambda s: (
             s + "\nGRANT SELECT ON public.user_openrouter_integrations TO anon;\n"
@@ -843,6 +800,6 @@ def test_an_edit_after_supersedes_is_drift_whatever_the_ledger_holds(tmp_path, d
 
 
 def test_supersedes_without_a_pin_is_refused(tmp_path):
-    d = _copy_sql(tmp_path, lambda s: re.sub(r" pin [0-9a-f]{64}", "", s))
+    d = copy_sql(tmp_path, lambda s: re.sub(r" pin [0-9a-f]{64}", "", s))
     with pytest.raises(UsageError, match="pin"):
         migrations.load(d)

@@ -18,7 +18,7 @@ from x402db.migrate.target import detect
 
 from tests.utils.db import pg_dump_schema
 from tests.utils.scripts import run_script
-from .test_migrations import _copy_sql
+from tests.utils.migrations import copy_sql
 
 _STATEMENT_KEYS = {"phase", "sql", "locks", "effect", "rows_estimate", "bytes", "writers"}
 _EFFECTS = {"catalog", "scan", "rewrite", "create", "drop", "unknown"}
@@ -139,7 +139,7 @@ def test_always_guard_refuses_even_with_allow_data_loss(deployed_db):
 
 
 def test_drift_refuses(tmp_path, deployed_db):
-    edited = _copy_sql(tmp_path, lambda s: s + "\n-- an innocent-looking edit\n")
+    edited = copy_sql(tmp_path, lambda s: s + "\n-- an innocent-looking edit\n")
     with db.connect(deployed_db) as c:
         e = Engine(c, migrations.load(edited), detect(c))
         down = Planner(e).build("down")
@@ -238,7 +238,7 @@ def test_left_states_resume_and_refuse_as_the_engine_would(deployed_db):
 
 def test_edited_down_refuses(tmp_path, deployed_db):
     edited = tmp_path / "sql"
-    _copy_sql(tmp_path)
+    copy_sql(tmp_path)
     down = edited / "005_add_openrouter_integration.down.sql"
     down.write_text("\n".join(l for l in down.read_text().splitlines() if "guard always" not in l) + "\n")
     with db.connect(deployed_db) as c:

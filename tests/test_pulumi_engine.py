@@ -697,7 +697,7 @@ def test_a_stack_the_previous_release_deployed_takes_this_release_and_destroys(p
     """The previous release's 000 recorded its own down checksum in the ledger. This release's 000
     supersedes that up text and ships a newer down: `up` takes both texts into state and changes
     nothing, and `destroy` runs the newer down, which the ledger row must not refuse as edited."""
-    from .test_compat_revert import PREVIOUS_RELEASE
+    from tests.utils.migrations import PREVIOUS_RELEASE
 
     sql_dir = project.dir / "sql"
     current = {p: (sql_dir / p).read_text() for p in ("000_platform_compat.up.sql", "000_platform_compat.down.sql")}
