@@ -1,3 +1,43 @@
-"""The suite's fixtures live in plugins (tests/fix_*.py) and its helpers in tests/utils/."""
+"""The suite's fixtures live in plugins (tests/fix_*.py), its helpers in tests/utils/.
+
+Every test module lives in one tier folder, and the folder is its marker: `pytest -m unit` (or
+`pytest tests/unit`) runs what needs no server, no Pulumi CLI and no Node. A test that asks for a
+fixture of a heavier tier than its folder's fails at collection, and a unit or node test that
+starts a PostgreSQL server fails when it does (tests/fix_db.py), so no test sits in the wrong
+tier silently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
 
 pytest_plugins = ["tests.fix_db", "tests.fix_pulumi"]
+
+TESTS = Path(__file__).resolve().parent
+# tier folder -> the fixtures (with everything they need) that make a test belong to a heavier tier
+TIERS = {
+    "unit": {"server", "pulumi_tools"},
+    "node": {"server", "pulumi_tools"},
+    "database": {"pulumi_tools"},
+    "engine": set(),
+}
+HEAVIER = {"server": "database", "pulumi_tools": "engine"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wrong = []
+    for item in items:
+        parts = Path(item.path).resolve().relative_to(TESTS).parts
+        tier = parts[0] if len(parts) > 1 else None
+        if tier not in TIERS:
+            wrong.append(f"{item.nodeid}: not in a tier folder ({', '.join(f'tests/{t}/' for t in TIERS)})")
+            continue
+        for fixture in sorted(TIERS[tier] & set(item.fixturenames)):
+            wrong.append(f"{item.nodeid}: uses `{fixture}`, so it belongs in tests/{HEAVIER[fixture]}/")
+        for marker in item.iter_markers():
+            if marker.name in TIERS and marker.name != tier:
+                wrong.append(f"{item.nodeid}: marked {marker.name} but lives in tests/{tier}/")
+        item.add_marker(tier)
+    if wrong:
+        raise pytest.UsageError("tests in the wrong tier:\n  " + "\n  ".join(wrong))

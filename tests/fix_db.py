@@ -27,6 +27,15 @@ from tests.utils.db import (
 )
 from x402db.local.server import LocalServer
 
+# Tiers whose tests must not start a server (the markers conftest.py gives by folder).
+NO_SERVER_TIERS = ("unit", "node")
+_running: dict[str, str | None] = {"tier": None}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _running["tier"] = next((m.name for m in item.iter_markers() if m.name in NO_SERVER_TIERS), None)
+
 
 @pytest.fixture(scope="session")
 def _servers(tmp_path_factory):
@@ -88,6 +97,10 @@ def _passwords_through_pgpassfile():
     original = LocalServer.start
 
     def start(self, *args, **kwargs):
+        if _running["tier"]:
+            raise RuntimeError(
+                f"a test of the {_running['tier']} tier started a PostgreSQL server: move it to tests/database/"
+            )
         dsn = original(self, *args, **kwargs)
         _export_password(self)
         return dsn
