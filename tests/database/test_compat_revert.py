@@ -193,7 +193,7 @@ def test_business_objects_on_the_compat_auth_users_are_never_dropped(compat_db):
     assert "column tenant" in r.stdout
 
 
-# ---- issue 18 item 7: default privileges, and names in function bodies ------------------------
+# ---- default privileges, and names in function bodies -----------------------------------------
 
 LAYER_ROLES = ("anon", "authenticated", "service_role")
 
@@ -540,7 +540,7 @@ def _the_operator_replaces_a_kept_auth_uid(dsn: str) -> None:
 
 
 def test_an_object_the_operator_made_under_a_kept_objects_name_is_theirs(compat_db):
-    """Found by attacking item 7 (older than it): a revert kept auth.uid() (a function called it),
+    """Found by attacking the default-privileges fix (older than it): a revert kept auth.uid() (a function called it),
     so its record stayed. The operator replaced it with a function of their own; the next up
     overwrote that body and the next revert dropped it, by the name the stale record held."""
     deploy(compat_db)

@@ -41,8 +41,8 @@ def test_deploy_json_on_supabase_runs_catalog_smoke_only(supabase_db):
 
 
 def test_deploy_prints_a_url_without_any_credential(server, empty_db, monkeypatch):
-    """Finding 4 of issue 10: with a password (and an sslpassword) in DATABASE_URL, the final line
-    was key=value and carried the sslpassword; --json did too. Now: a URL, no credential, and
+    """With a password (and an sslpassword) in DATABASE_URL, the final line (and --json) is a
+    URL, never key=value carrying the sslpassword: no credential, and
     it still connects for the user who ran it (the local server's passfile is in the URL)."""
     from urllib.parse import quote
 

@@ -21,9 +21,6 @@ from tests.utils.migrations import OLD_LEDGER, copy_sql, copy_sql_down, engine, 
 from tests.utils.scripts import run_script
 
 
-# ---- issue 9: a revert you can trust ----------------------------------------------------------
-
-
 def _rows(conn, n):
     uid = conn.execute("INSERT INTO auth.users (email) VALUES ('m@example.invalid') RETURNING id").fetchone()[0]
     conn.execute(
@@ -166,8 +163,8 @@ def _without_keys_guard(tmp_path):
 
 
 def test_edited_down_on_a_row_without_down_checksum_is_refused_until_recorded(tmp_path, deployed_any):
-    """Issue 18 item 1: the down of a row an earlier bundle wrote was compared with the running
-    checkout's own sql/, so deleting the keys guard from 005's down dropped the stored keys."""
+    """The down of a row an earlier bundle wrote is not taken on trust from the running checkout's
+    own sql/: a 005 down without its keys guard must never drop the stored keys."""
     dsn = deployed_any
     edited = _without_keys_guard(tmp_path)
     with db.connect(dsn) as c:
@@ -226,8 +223,8 @@ def test_a_failure_after_earlier_migrations_committed_says_what_this_run_committ
 
 
 def test_a_repeated_down_never_reverts_more_than_was_named(deployed_any):
-    """Issue 18 item 6: `down --allow-data-loss`, reviewed for 005 and run again because the first
-    output was missed, reverted 001 and dropped x402_resources with its rows."""
+    """`down --allow-data-loss`, reviewed for 005 and run again because the first output was
+    missed, must not revert 001 and drop x402_resources with its rows."""
     dsn = deployed_any
     with db.connect(dsn) as c:
         resources = c.execute("SELECT count(*) FROM public.x402_resources").fetchone()[0]

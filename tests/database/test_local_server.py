@@ -1,4 +1,4 @@
-"""Issue 10, findings 7 and 8: the embedded server asks every connection for a password that only
+"""The embedded server asks every connection for a password that only
 the checkout's owner can read, and `make deploy` works as root from a checkout inside a 0700
 directory (such as /root) and as an ordinary user."""
 

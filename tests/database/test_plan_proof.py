@@ -198,7 +198,7 @@ def test_a_wrong_map_entry_fails_the_proof(empty_db, monkeypatch):
     assert len(errors) == 10
 
 
-# ---- a second session: does it wait exactly when the plan says? (issue 18) -----------------
+# ---- a second session: does it wait exactly when the plan says? ----------------------------
 
 _PROBE_TIMEOUT = "300ms"
 

@@ -66,7 +66,7 @@ def migrate_up(conn):
 
 def test_migration_then_the_providers_grants_give_the_access_model(supa):
     # The provider's Grant revokes only the privileges it lists; the model holds because 005
-    # applies the access model's grants in its own transaction (issue 9 C).
+    # applies the access model's grants in its own transaction.
     with connect(supa) as conn:
         migrate_up(conn)  # what SqlMigration's create runs; the Grants come after it
         s = p.Session(conn)

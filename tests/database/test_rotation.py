@@ -124,7 +124,7 @@ def test_wrong_old_secret_changes_nothing_with_a_clear_error(deployed_db):
     before = snapshot(deployed_db)
     r = rotate(deployed_db, "--apply", old="not-the-old-secret")
     assert r.returncode == 1
-    # The reason from the decryption, with its hint, not a guess (issue 10, finding 6).
+    # The reason from the decryption, with its hint, not a guess.
     assert "wrong-key" in r.stderr and "INTEGRATION_ENCRYPTION_SECRET_PREVIOUS" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     reasons = json.loads(r.stdout)["undecryptable_by_reason"]

@@ -101,9 +101,6 @@ def test_connection_dropped_mid_run_says_why_without_credentials(server, deploye
     assert line.startswith("error: lost the connection to the database: ") and "OperationalError" not in line, line
 
 
-# -- finding 6: rotation tells the truth ----------------------------------------------------
-
-
 def _seed(dsn: str, n: int, secret: str = OLD, plaintext=lambda i: KEY) -> list[str]:
     ring, ids = Keyring(secret), [str(uuid.uuid4()) for _ in range(n)]
     with psycopg.connect(dsn, autocommit=True) as c:

@@ -233,7 +233,7 @@ def statuses(result) -> dict[str, str]:
 
 
 def test_clean_deploy_passes_every_check(request, deployed_any):
-    """Finding 1 of issue 9: on Supabase-shaped application tables every behaviour check runs
+    """On Supabase-shaped application tables every behaviour check runs
     and passes; nothing is skipped, only the backend's toggle hazard is a warn."""
     result = run_checks(deployed_any)
     got = statuses(result)
@@ -304,7 +304,7 @@ def test_every_check_can_fail(server):
 
 @pytest.mark.parametrize("change", ["RESET search_path", "SET search_path = public, pg_temp", "RESET ALL"])
 def test_trigger_function_search_path_is_checked_on_both_targets(deployed_any, change):
-    """Issue 18 item 11: with the function's SET search_path = '' reset, smoke passed 49/49."""
+    """A reset of the function's SET search_path = '' fails smoke (it once passed 49/49)."""
     with db.connect(deployed_any) as c:
         c.execute(f"ALTER FUNCTION public.update_openrouter_integration_updated_at() {change}")
     detail = failing(run_checks(deployed_any)).get("integrations.updated_at_trigger", "")
@@ -312,7 +312,7 @@ def test_trigger_function_search_path_is_checked_on_both_targets(deployed_any, c
 
 
 def test_toggle_hazard_is_a_warn_and_smoke_passes(deployed_any):
-    """Issue 12: the backend's toggle-only upsert is refused by encrypted_api_key NOT NULL; smoke
+    """The backend's toggle-only upsert is refused by encrypted_api_key NOT NULL; smoke
     says so as a warn with the backend's fix, and passes. Its replacement, the update, passes."""
     result = run_checks(deployed_any)
     toggle = next(c for c in result.checks if c.name == "contract.toggle_upsert")

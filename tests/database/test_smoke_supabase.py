@@ -1,8 +1,8 @@
-"""Smoke on real Supabase projects (issue 9, part B): foreign-shaped application tables, the
+"""Smoke on real Supabase projects: foreign-shaped application tables, the
 non-superuser `postgres`, any search_path, any connecting role.
 
 Written against the check record's `passed` too, so that the same file runs against the code
-before statuses existed (findings 1 and 2 fail there)."""
+before statuses existed (the first two tests below fail there)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def deployed_supabase(supabase_db):
 
 
 def test_full_smoke_script_runs_every_behaviour_check(deployed_supabase):
-    """Finding 1: scripts/smoke.py on foreign-shaped tables runs every behaviour check, and passes."""
+    """scripts/smoke.py on foreign-shaped tables runs every behaviour check, and passes."""
     r = run_script("smoke.py", "--json", "--dsn", deployed_supabase, env=SECRET)
     assert r.returncode == 0, r.stdout + r.stderr
     checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
@@ -77,7 +77,7 @@ def test_full_smoke_script_runs_every_behaviour_check(deployed_supabase):
 
 
 def test_verdicts_do_not_depend_on_search_path_or_role(server, deployed_supabase):
-    """Finding 2: the same verdict for every check whoever connects, whatever their search_path."""
+    """The same verdict for every check whoever connects, whatever their search_path."""
     for read_only in (True, False):  # the catalog alone first, then with the behaviour checks
         seen = {
             label: verdicts(run_checks(dsn, read_only=read_only))

@@ -55,8 +55,8 @@ def test_005_applied_by_the_previous_text_is_not_drift(deployed_db):
 
 
 def test_an_edit_after_supersedes_is_drift_whatever_the_ledger_holds(tmp_path, deployed_any):
-    """Issue 18 item 5: once a ledger held the superseded checksum, any later edit of the file that
-    kept the directive line was `applied` for status, plan and up alike."""
+    """Once a ledger holds the superseded checksum, a later edit of the file that keeps the
+    directive line is drift for status, plan and up alike, not `applied`."""
     dsn = deployed_any
     m005 = migrations.find(migrations.load(), "005")
     earlier = m005.up.supersedes[0]

@@ -314,7 +314,7 @@ def test_environment_is_read_the_same_way(js, primary, previous):
 
 @pytest.mark.parametrize("previous", ["old1, old2", " old1", "old1 ", "old1,\told2", "old1\n", "old1\ufeff"])
 def test_previous_entry_with_edge_whitespace_is_refused_in_both_languages(js, previous):
-    # Issue 18 item 10: "old1, old2" silently yielded the secret " old2" in both keyrings.
+    # "old1, old2" once silently yielded the secret " old2" in both keyrings.
     saved = os.environ.get(PREVIOUS_ENV)
     os.environ[PREVIOUS_ENV] = previous
     try:

@@ -1,4 +1,4 @@
-"""Issue 10: a fuzz test over the argv of every script in scripts/. Random options (real ones,
+"""A fuzz test over the argv of every script in scripts/. Random options (real ones,
 abbreviations, unknown ones, `--opt=value` forms) and values that contain a marker secret, with
 the marker also in the environment's secrets and DSN. No output may ever contain the marker,
 and no run may end in a traceback: every run exits 0, 1 or 2, and a failure is one `error:` line.

@@ -157,7 +157,7 @@ def test_error_reasons_are_specific():
 
 
 def test_legacy_decryption_uses_the_librarys_cbc_mode_and_no_hand_written_mode(monkeypatch):
-    """Issue 10, finding 9: legacy decryption was an ECB context plus a hand-written XOR chain.
+    """Legacy decryption is not an ECB context plus a hand-written XOR chain (it once was).
     Every legacy decryption (and the verification after encryption) now goes through
     cryptography's CBC mode, and no module of the package builds an ECB context."""
     import ast
@@ -200,8 +200,8 @@ def test_legacy_decryption_uses_the_librarys_cbc_mode_and_no_hand_written_mode(m
     ids=["tab", "newline", "space", "uppercase", "trailing-newline", "leading-space", "odd-length"],
 )
 def test_only_canonical_v2_tokens_are_accepted(mangle):
-    """Issue 10, finding 6: bytes.fromhex skips whitespace, so a v2 token with a tab or newline
-    inside its hex decrypted. Only the exact form we write is accepted now."""
+    """bytes.fromhex skips whitespace, so a v2 token with a tab or newline inside its hex would
+    decrypt. Only the exact form we write is accepted now."""
     ring = Keyring(SECRET)
     ctx = Context("6c0d6f4e-3a0e-4b7e-9f4b-5b0a7d2f1c11")
     token = ring.encrypt(KEY, "v2", ctx)

@@ -24,7 +24,7 @@ LAYERS = (
     ("pulumi_migration", "pulumi_preflight"),
     ("cli",),
 )
-# Found by the review of issue 17; each entry leaves with the commit that fixes it.
+# Known violations, if any; each entry leaves with the commit that fixes it.
 KNOWN_WRONG_WAY: set[str] = set()
 KNOWN_CIRCLES: list[list[str]] = []
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}

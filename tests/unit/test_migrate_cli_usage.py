@@ -47,7 +47,7 @@ def test_bad_versions_and_timeouts_exit_2_before_connecting(args):
 @pytest.mark.parametrize("value", ["2147483648", "2147483648ms", "2147484s", "35792min", "596524h"])
 @pytest.mark.parametrize("command", ["up", "down", "plan"])
 def test_statement_timeout_above_postgres_maximum_exits_2_before_connecting(command, value):
-    # Issue 18 item 9: it passed the checks, connected, and failed with exit 1.
+    # Above PostgreSQL's maximum: refused as usage, not let through to connect and fail with exit 1.
     r = run_script("migrate.py", command, "--statement-timeout", value, "--dsn", "postgresql://nobody@127.0.0.1:1/x")
     assert r.returncode == 2 and "cannot connect" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "statement_timeout" in r.stderr

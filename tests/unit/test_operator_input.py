@@ -1,4 +1,4 @@
-"""Issue 10: operator input and secrets. Every finding, attacked the way a tired operator or a
+"""Operator input and secrets, attacked the way a tired operator or a
 hostile input would: nothing echoed, nothing guessed, one line (no traceback) for every mistake,
 and the exit code the contract names (2 usage/input/environment/connection, 1 refused/failed)."""
 
@@ -40,7 +40,7 @@ def secret_file(tmp_path, content: bytes | str, mode: int = 0o600, name: str = "
     return f
 
 
-# -- finding 1: a secret typed on argv is never echoed --------------------------------------
+# -- a secret typed on argv is never echoed --------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,7 @@ def test_abbreviations_are_off_and_the_message_names_the_option():
     assert "--new-secret-file" in assert_one_line_error(r, 2)
 
 
-# -- finding 2: a secret file must be ours, private and regular -----------------------------
+# -- a secret file must be ours, private and regular -----------------------------------------
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another user")
@@ -114,7 +114,7 @@ def test_secret_file_mode_link_and_kind(tmp_path):
     )
 
 
-# -- finding 3: a secret file's content is exact, never guessed -----------------------------
+# -- a secret file's content is exact, never guessed -----------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -165,7 +165,7 @@ def test_stdin_key_with_extra_whitespace_is_refused_not_trimmed():
         assert "stdin" in assert_one_line_error(r, 2, KEY)
 
 
-# -- finding 4: DSN credentials never printed --------------------------------------------------
+# -- DSN credentials never printed ------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -216,7 +216,7 @@ def test_deploy_with_an_at_sign_in_the_password_names_the_fix():
     assert "%40" in assert_one_line_error(r, 2)
 
 
-# -- finding 5: one line, never a traceback, and the right exit code ------------------------
+# -- one line, never a traceback, and the right exit code ------------------------------------
 
 
 def test_non_utf8_environment_secret_is_refused():
