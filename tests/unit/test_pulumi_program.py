@@ -90,7 +90,7 @@ def test_inputs(supabase, postgres):
     }
     res = by_name(postgres)
     # The membership is the Role's own `roles`: a separate GrantRole would be revoked by the
-    # Role's next update (provider_sql.role_update; tests/test_provider_sql.py shows it).
+    # Role's next update (provider_sql.role_update; tests/database/test_provider_sql.py shows it).
     assert plain(res["openrouter-backend-role"]["inputs"]) == {
         "name": "x402_backend",
         "login": True,
