@@ -6,6 +6,7 @@ its own, so it starts its own servers on free ports and writes its own pgpass fi
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -25,7 +26,7 @@ from tests.utils.db import (
     new_database,
     new_supabase_database,
 )
-from x402db.local.server import LocalServer
+from x402db.local.server import LocalServer, _service_user
 
 # Tiers whose tests must not start a server (the markers conftest.py gives by folder).
 NO_SERVER_TIERS = ("unit", "node")
@@ -101,6 +102,13 @@ def _passwords_through_pgpassfile():
             raise RuntimeError(
                 f"a test of the {_running['tier']} tier started a PostgreSQL server: move it to tests/database/"
             )
+        if os.geteuid() == 0:
+            # As root the server runs as the service user, made by `useradd` on first use; under
+            # pytest-xdist two workers may start their first servers at once, and the second
+            # `useradd` would fail. One process at a time makes it.
+            with open(Path(tempfile.gettempdir()) / "x402db-tests-service-user.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                _service_user()
         dsn = original(self, *args, **kwargs)
         _export_password(self)
         return dsn
