@@ -4,25 +4,9 @@ from __future__ import annotations
 
 import json
 
-
+from tests.utils.encrypt import KEY, SECRET, assert_no_leak, enc
 from x402db import db
 from x402db.keys.crypto import Keyring
-
-from tests.utils.scripts import run_script
-
-SECRET = "cli-test-secret-0123"
-KEY = "sk-or-v1-" + "ab" * 32
-ENV = {"INTEGRATION_ENCRYPTION_SECRET": SECRET}
-
-
-def enc(*args, input=KEY + "\n", env=ENV):
-    return run_script("encrypt_key.py", *args, input=input, env=env)
-
-
-def assert_no_leak(r, *also):
-    for s in (SECRET, *also):
-        assert s not in r.stderr
-    assert SECRET not in r.stdout
 
 
 def test_store_upserts_and_refuses_unknown_users(deployed_db):

@@ -3,22 +3,9 @@ of range are reported in one line, without echoing them."""
 
 from __future__ import annotations
 
+from tests.utils.scripts import MARKER, assert_one_line_error, run_script
 
-from tests.utils.scripts import run_script
-
-MARKER = "Zq9-marker-secret-7Hx"  # a secret that must never be printed back
 NEW = "new-secret-0002"
-
-
-def assert_one_line_error(r, code: int, *secrets: str) -> str:
-    out = r.stdout + r.stderr
-    assert r.returncode == code, (r.returncode, out)
-    assert "Traceback" not in out and "Exception ignored" not in out, out
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for s in (MARKER, *secrets):
-        assert s not in out, out
-    return lines[0]
 
 
 def test_unwritable_junit_path_is_not_echoed(deployed_db):

@@ -18,27 +18,14 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from tests.utils.scripts import assert_one_line_error, run_script
 from x402db import ROOT, db
 from x402db.keys.crypto import Keyring
 from x402db.keys.rotation import Rotator
 
-from tests.utils.scripts import run_script
-
-MARKER = "Zq9-marker-secret-7Hx"  # a secret that must never be printed back
 KEY = "sk-or-v1-" + "ab" * 32
 OLD, NEW = "old-secret-0001", "new-secret-0002"
 T = "public.user_openrouter_integrations"
-
-
-def assert_one_line_error(r, code: int, *secrets: str) -> str:
-    out = r.stdout + r.stderr
-    assert r.returncode == code, (r.returncode, out)
-    assert "Traceback" not in out and "Exception ignored" not in out, out
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for s in (MARKER, *secrets):
-        assert s not in out, out
-    return lines[0]
 
 
 class CuttableProxy:

@@ -5,24 +5,9 @@ from __future__ import annotations
 import json
 import re
 
-
-from x402db.keys.crypto import Context, Keyring, fingerprint
-
+from tests.utils.encrypt import ENV, KEY, SECRET, assert_no_leak, enc
 from tests.utils.scripts import run_script
-
-SECRET = "cli-test-secret-0123"
-KEY = "sk-or-v1-" + "ab" * 32
-ENV = {"INTEGRATION_ENCRYPTION_SECRET": SECRET}
-
-
-def enc(*args, input=KEY + "\n", env=ENV):
-    return run_script("encrypt_key.py", *args, input=input, env=env)
-
-
-def assert_no_leak(r, *also):
-    for s in (SECRET, *also):
-        assert s not in r.stderr
-    assert SECRET not in r.stdout
+from x402db.keys.crypto import Context, Keyring, fingerprint
 
 
 def test_encrypt_prints_backend_format_and_nothing_else():
@@ -105,9 +90,8 @@ def test_generate_secret():
 def test_tty_prompt_does_not_echo_the_key():
     import os
 
-    from x402db import ROOT
-
     from tests.utils.tty import run_in_pty
+    from x402db import ROOT
 
     env = {k: v for k, v in os.environ.items() if k != "CI"} | {"INTEGRATION_ENCRYPTION_SECRET": SECRET}
     code, text = run_in_pty(

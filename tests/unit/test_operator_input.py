@@ -11,26 +11,13 @@ import sys
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from tests.utils.scripts import MARKER, assert_one_line_error, run_script
 from x402db import ROOT, db
 from x402db.keys.crypto import Keyring
 
-from tests.utils.scripts import run_script
-
-MARKER = "Zq9-marker-secret-7Hx"  # a secret that must never be printed back
 KEY = "sk-or-v1-" + "ab" * 32
 NEW = "new-secret-0002"
 SCRIPTS = sorted(p.name for p in (ROOT / "scripts").glob("*.py"))
-
-
-def assert_one_line_error(r, code: int, *secrets: str) -> str:
-    out = r.stdout + r.stderr
-    assert r.returncode == code, (r.returncode, out)
-    assert "Traceback" not in out and "Exception ignored" not in out, out
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for s in (MARKER, *secrets):
-        assert s not in out, out
-    return lines[0]
 
 
 def secret_file(tmp_path, content: bytes | str, mode: int = 0o600, name: str = "secret"):
