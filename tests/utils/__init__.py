@@ -1,0 +1,1 @@
+"""Helpers the tests import: databases, scripts, terminals, Pulumi (mocked, hosted, real)."""

@@ -1,0 +1,91 @@
+"""Databases on the suite's servers: make, drop, deploy, dump. The servers themselves are the
+fixtures of tests/fix_db.py."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from x402db import access, db
+from x402db.local.server import LocalServer, embedded_bindir, system_bindir
+from x402db.migrate import files as migrations
+from x402db.migrate.engine import Engine
+from x402db.migrate.settings import Settings
+from x402db.migrate.target import detect
+
+from .paths import FIXTURES
+
+SERVERS = ["pg18", "pg15"]
+# Two application-table shapes, so that no code can pass by matching one of them.
+APP_SHAPES = ["shape_a", "shape_b"]
+# Supabase's bootstrap superuser; `postgres` is an ordinary role there, as in production.
+SUPERUSER = "supabase_admin"
+
+__all__ = [
+    "APP_SHAPES",
+    "FIXTURES",
+    "SERVERS",
+    "SUPERUSER",
+    "admin_dsn",
+    "bindir",
+    "deploy",
+    "drop_database",
+    "new_database",
+    "new_supabase_database",
+    "pg_dump_schema",
+]
+
+
+def bindir(label: str) -> Path | None:
+    """The binaries of server `label` (one of SERVERS), or None when it is not installed."""
+    return embedded_bindir() if label == "pg18" else system_bindir()
+
+
+def new_database(server: LocalServer) -> str:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    return server.ensure_database(name)
+
+
+def drop_database(server: LocalServer, dsn: str) -> None:
+    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def new_supabase_database(server: LocalServer, shape: str = "shape_a") -> str:
+    """A database built the way Supabase builds one, before migration 005, with the application's
+    tables in the given shape. Returns a DSN that connects as the non-superuser `postgres`."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    server.ensure_database(name, owner="postgres")
+    with psycopg.connect(server.dsn(name), autocommit=True) as conn:  # as supabase_admin
+        conn.execute((FIXTURES / "supabase_platform.sql").read_text())
+    dsn = server.dsn(name, user="postgres")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute((FIXTURES / f"app_{shape}.sql").read_text())
+    return dsn
+
+
+def admin_dsn(server: LocalServer, dsn: str) -> str:
+    """The same database, as the cluster's superuser (for setup a test needs and Supabase forbids)."""
+    return server.dsn(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"])
+
+
+def deploy(dsn: str, target: str | None = None, settings: Settings | None = None) -> None:
+    with db.connect(dsn) as conn:
+        Engine(conn, migrations.load(), detect(conn, target), settings).up()
+        access.apply(conn)
+
+
+def pg_dump_schema(server: LocalServer, dsn: str) -> str:
+    out = subprocess.run(
+        [str(server.bindir / "pg_dump"), "--schema-only", "--no-owner", "--dbname", dsn],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    # pg_dump >= 17.6 prints a random \restrict token per run.
+    return "\n".join(l for l in out.splitlines() if not l.startswith(("\\restrict", "\\unrestrict")))
