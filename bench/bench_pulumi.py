@@ -27,7 +27,7 @@ from x402db.local.server import LocalServer
 # The real-CLI harness lives in tests/, which a script in bench/ cannot import until the root is on
 # the path (noqa: E402).
 sys.path.insert(0, str(ROOT))
-from tests.real_pulumi import Project, find_tools  # noqa: E402
+from tests.utils.real_pulumi import Project, find_tools  # noqa: E402
 
 
 def timed(fn: Callable[[], object], runs: int) -> float:

@@ -24,17 +24,17 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from x402db import ROOT, access, db
-from x402db.cli import deploy as deploy_cli
-from x402db.migrate import ledger, files as migrations
-from x402db.migrate.engine import Engine
-from x402db.local.server import LocalServer
-from x402db.migrate.target import detect
-
 from tests.utils.db import SERVERS, bindir, deploy, drop_database, new_database, pg_dump_schema
+from tests.utils.dynamic_host import Host, program_inputs
 from tests.utils.migrations import PREVIOUS_RELEASE
 from tests.utils.scripts import run_script
-from tests.utils.dynamic_host import Host, program_inputs
+from x402db import ROOT, access, db
+from x402db.cli import deploy as deploy_cli
+from x402db.local.server import LocalServer
+from x402db.migrate import files as migrations
+from x402db.migrate import ledger
+from x402db.migrate.engine import Engine
+from x402db.migrate.target import detect
 
 API_ROLES = ("anon", "authenticated", "service_role", "authenticator")
 

@@ -7,8 +7,6 @@ import json
 
 import psycopg
 
-import pytest
-
 from tests.utils.scripts import run_script
 
 
@@ -19,7 +17,7 @@ def test_deploy_then_redeploy(empty_db):
     assert lines[-1] == f"DATABASE_URL={empty_db}"
     assert "000_platform_compat (applied)" in r.stdout and "smoke:" in r.stdout
     # The plan's one-line summary comes before anything is applied.
-    [summary] = [l for l in r.stderr.splitlines() if l.startswith("plan: ")]
+    [summary] = [line for line in r.stderr.splitlines() if line.startswith("plan: ")]
     assert summary.startswith("plan: up 000 apply, 001 apply, 005 apply on postgres: ready; strongest locks: ")
     assert "public.x402_resources AccessExclusiveLock" in summary
     assert r.stderr.index(summary) < r.stderr.index("000_platform_compat: applying")

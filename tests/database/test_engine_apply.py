@@ -11,14 +11,14 @@ import threading
 import psycopg
 import pytest
 
-from x402db import ROOT, db
-from x402db.migrate import ledger, files as migrations
-from x402db.migrate.settings import Settings
-from x402db.errors import BundleError, DriftError, Refused, UsageError
-
 from tests.utils.db import admin_dsn, pg_dump_schema
 from tests.utils.migrations import copy_sql, engine, states
 from tests.utils.scripts import run_script
+from x402db import ROOT, db
+from x402db.errors import BundleError, DriftError, Refused, UsageError
+from x402db.migrate import files as migrations
+from x402db.migrate import ledger
+from x402db.migrate.settings import Settings
 
 
 def test_up_on_empty_database_applies_all_three(empty_db):

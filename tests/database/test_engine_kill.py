@@ -18,13 +18,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.utils.db import drop_database, new_database, pg_dump_schema
+from tests.utils.scripts import run_script
 from x402db import ROOT, db
 from x402db.migrate import files as migrations
 from x402db.migrate.engine import Engine
 from x402db.migrate.target import detect
-
-from tests.utils.db import drop_database, new_database, pg_dump_schema
-from tests.utils.scripts import run_script
 
 ROWS = 400_000  # VALIDATE and the index build each take a few hundred ms: the kill points are observable
 APP = "x402db-migrate"

@@ -9,16 +9,16 @@ import json
 import psycopg
 import pytest
 
-from x402db import db
-from x402db.migrate import ledger, files as migrations
-from x402db.migrate.files import BASE
-from x402db.migrate.settings import Settings
-from x402db.errors import BundleError, DriftError
-from x402db.plan.planner import Planner
-
 from tests.utils.db import drop_database, new_database
 from tests.utils.migrations import OLD_LEDGER, copy_sql, copy_sql_down, engine, states
 from tests.utils.scripts import run_script
+from x402db import db
+from x402db.errors import BundleError, DriftError
+from x402db.migrate import files as migrations
+from x402db.migrate import ledger
+from x402db.migrate.files import BASE
+from x402db.migrate.settings import Settings
+from x402db.plan.planner import Planner
 
 
 def _rows(conn, n):
@@ -80,7 +80,9 @@ def test_an_edited_down_is_refused_unless_acknowledged(tmp_path, deployed_db):
     # Deleting a data-loss guard line is exactly the edit that must not go unnoticed.
     edited = copy_sql_down(
         tmp_path,
-        lambda s: "\n".join(l for l in s.splitlines() if "user_openrouter_integrations (encrypted" not in l) + "\n",
+        lambda s: (
+            "\n".join(line for line in s.splitlines() if "user_openrouter_integrations (encrypted" not in line) + "\n"
+        ),
     )
     with db.connect(deployed_db) as c:
         assert ledger.entries(c)["005"].down_checksum == migrations.find(migrations.load(), "005").down_checksum

@@ -11,12 +11,11 @@ import threading
 import psycopg
 import pytest
 
-from x402db import access
-
 from tests.utils.db import admin_dsn, drop_database, new_supabase_database
-from tests.utils.scripts import run_script
-from tests.utils.pulumi_mocks import by_name, run_program
 from tests.utils.dynamic_host import Host, unwrap
+from tests.utils.pulumi_mocks import by_name, run_program
+from tests.utils.scripts import run_script
+from x402db import access
 
 TABLE = "public.user_openrouter_integrations"
 ALLOWED = {"anon": set(), "authenticated": {"SELECT", "INSERT", "UPDATE", "DELETE"}}
@@ -45,14 +44,14 @@ class Watcher(threading.Thread):
                     if row is None:
                         continue
                     self.seen += 1
-                    held = [f"{role} {p}" for (role, p), has in zip(checks, row) if has]
+                    held = [f"{role} {p}" for (role, p), has in zip(checks, row, strict=True) if has]
                     if held:
                         self.violations.append(held)
         except Exception as exc:  # reported by finish(), never swallowed
             self.error = exc
             self.ready.set()
 
-    def __enter__(self) -> "Watcher":
+    def __enter__(self) -> Watcher:
         self.start()
         self.ready.wait(10)
         return self

@@ -9,7 +9,6 @@ import pwd
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -205,7 +204,13 @@ def test_deploy_as_an_ordinary_user():
         )
     # The checkout first: the venv's editable install points at the original tree, which this user
     # may not reach, and the copy must run its own code.
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "PYTHONPATH": f"{checkout}:{site}", "CI": "1", "LC_ALL": "C.UTF-8"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "PYTHONPATH": f"{checkout}:{site}",
+        "CI": "1",
+        "LC_ALL": "C.UTF-8",
+    }
 
     def as_nobody(*args: str, **kw) -> subprocess.CompletedProcess:
         return subprocess.run(

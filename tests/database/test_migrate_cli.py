@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 
-
-from x402db import db
-
 from tests.utils.migrations import states
 from tests.utils.scripts import run_script
+from x402db import db
 
 
 def test_status_json_lists_states(deployed_db):

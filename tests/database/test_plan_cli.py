@@ -8,17 +8,16 @@ import threading
 import time
 
 import psycopg
-import pytest
-
-from x402db import db
-from x402db.migrate import ledger, files as migrations
-from x402db.migrate.engine import Engine
-from x402db.plan.planner import Planner
-from x402db.migrate.target import detect
 
 from tests.utils.db import pg_dump_schema
-from tests.utils.scripts import run_script
 from tests.utils.migrations import copy_sql
+from tests.utils.scripts import run_script
+from x402db import db
+from x402db.migrate import files as migrations
+from x402db.migrate import ledger
+from x402db.migrate.engine import Engine
+from x402db.migrate.target import detect
+from x402db.plan.planner import Planner
 
 _STATEMENT_KEYS = {"phase", "sql", "locks", "effect", "rows_estimate", "bytes", "writers"}
 _EFFECTS = {"catalog", "scan", "rewrite", "create", "drop", "unknown"}
@@ -240,7 +239,7 @@ def test_edited_down_refuses(tmp_path, deployed_db):
     edited = tmp_path / "sql"
     copy_sql(tmp_path)
     down = edited / "005_add_openrouter_integration.down.sql"
-    down.write_text("\n".join(l for l in down.read_text().splitlines() if "guard always" not in l) + "\n")
+    down.write_text("\n".join(line for line in down.read_text().splitlines() if "guard always" not in line) + "\n")
     with db.connect(deployed_db) as c:
         plan_ = Planner(Engine(c, migrations.load(edited), detect(c))).build("down")
     assert plan_.verdict == "refused" and plan_.migrations[0].reasons[0].startswith("edited down:")
@@ -264,8 +263,8 @@ def test_unknown_statements_are_shown_with_the_strongest_lock_never_dropped(tmp_
         p = Planner(Engine(c, migrations.load(tmp_path), detect(c))).build("up")
     statements = p.migrations[0].statements
     assert len(statements) == 3 and [s.effect for s in statements] == ["create", "unknown", "unknown"]
-    assert {(l.relation, l.mode) for l in statements[2].locks} == {("*", "AccessExclusiveLock")}
-    assert statements[1].locks and all(l.mode == "AccessExclusiveLock" for l in statements[1].locks)
+    assert {(lock.relation, lock.mode) for lock in statements[2].locks} == {("*", "AccessExclusiveLock")}
+    assert statements[1].locks and all(lock.mode == "AccessExclusiveLock" for lock in statements[1].locks)
     assert "unknown statement" in statements[2].writers and "format('ALTER TABLE %I" in statements[2].writers
 
 

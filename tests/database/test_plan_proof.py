@@ -8,17 +8,16 @@ A new migration whose statements the lock map gets wrong fails here."""
 from __future__ import annotations
 
 import psycopg
-import pytest
 
+from tests.utils import lockprobe
 from x402db import db
-from x402db.migrate import ledger, files as migrations, sqlparse
+from x402db.migrate import files as migrations
+from x402db.migrate import ledger, sqlparse
 from x402db.migrate.engine import BASE, Engine
+from x402db.migrate.target import detect
 from x402db.plan import locks
 from x402db.plan.locks import ANY, MODES
 from x402db.plan.planner import Planner
-from x402db.migrate.target import detect
-
-from tests.utils import lockprobe
 
 
 def _plan(dsn: str, direction: str, sql_dir=None):
@@ -279,7 +278,7 @@ def _prove_live(dsn: str, setup: str, cases, tmp_path) -> tuple[list, list[str]]
     assert len(steps) == len(cases), [st.sql for st in steps]
     errors = []
     with db.connect(dsn) as conn:
-        for st, (_sql, probes) in zip(steps, cases):
+        for st, (_sql, probes) in zip(steps, cases, strict=True):
             with conn.transaction():
                 errors += _check("900", st, lockprobe.in_open_transaction(conn, st.sql))
                 errors += _second_session(dsn, "900", st, probes)

@@ -12,15 +12,14 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from tests.utils.db import admin_dsn, drop_database, new_supabase_database
 from x402db import access
-from x402db.iac import declared, provider_sql as p
+from x402db.iac import declared
+from x402db.iac import provider_sql as p
+from x402db.iac.preflight import preflight
 from x402db.migrate import files as migrations
 from x402db.migrate.engine import Engine
-from x402db.iac.preflight import preflight
 from x402db.migrate.target import detect
-
-from tests.utils.db import admin_dsn, drop_database, new_supabase_database
-
 
 BACKEND = "x402_backend"
 
@@ -231,8 +230,8 @@ def test_preflight_sees_a_table_owner_the_provider_cannot_borrow(server, supa):
 def test_preflight_through_pulumis_dynamic_provider_host(supa, host, server):
     """The Preflight resource the program registers, checked by the real `python -m pulumi.dynamic`
     host over gRPC as `pulumi preview` does: a failure on 16+, none on 15, nothing changed."""
-    from tests.utils.pulumi_mocks import run_program
     from tests.utils.dynamic_host import Host, unwrap
+    from tests.utils.pulumi_mocks import run_program
 
     params = psycopg.conninfo.conninfo_to_dict(supa)
     report = run_program(

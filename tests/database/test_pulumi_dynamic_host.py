@@ -7,15 +7,13 @@ the provider operations one by one, which the CLI only reaches through whole run
 
 from __future__ import annotations
 
-
 import grpc
 import pytest
 from pulumi.runtime import proto
 
+from tests.utils.dynamic_host import Host, program_inputs
 from x402db import db
 from x402db.migrate import ledger
-
-from tests.utils.dynamic_host import Host, program_inputs
 
 
 def _table(dsn) -> bool:

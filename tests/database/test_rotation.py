@@ -16,11 +16,10 @@ import uuid
 import psycopg
 import pytest
 
+from tests.utils.scripts import run_script
 from x402db import ROOT, db
 from x402db.keys.crypto import Context, Keyring, fingerprint
 from x402db.keys.rotation import Rotator
-
-from tests.utils.scripts import run_script
 
 OLD, NEW = "old-secret-0001", "new-secret-0002"
 T = "public.user_openrouter_integrations"

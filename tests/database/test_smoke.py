@@ -8,11 +8,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from tests.utils.scripts import run_script
 from x402db import db
 from x402db.private import PRIVATE_SCHEMA
 from x402db.verify.smoke import run_checks
-
-from tests.utils.scripts import run_script
 
 T = "public.user_openrouter_integrations"
 OWN_POLICY = '"Users can manage their own OpenRouter integration"'
@@ -383,11 +382,11 @@ def test_cli_outputs_and_exit_codes(deployed_db, tmp_path):
     lines = r.stdout.splitlines()
     assert lines[0].startswith("PASS ") and "checks passed, 1 warn in" in lines[-1]
     # The toggle hazard is a WARN line with the backend's fix, not a failure.
-    assert [l for l in lines if not l.startswith("PASS ")][:-1] == [
+    assert [line for line in lines if not line.startswith("PASS ")][:-1] == [
         next(
-            l
-            for l in lines
-            if l.startswith("WARN  contract.toggle_upsert: ") and '.update({is_enabled}).eq("user_id"' in l
+            line
+            for line in lines
+            if line.startswith("WARN  contract.toggle_upsert: ") and '.update({is_enabled}).eq("user_id"' in line
         )
     ]
     suite = ET.parse(junit).getroot()

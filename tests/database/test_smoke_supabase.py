@@ -11,11 +11,11 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from tests.utils.db import admin_dsn, deploy, drop_database, new_supabase_database
+from tests.utils.scripts import run_script
 from x402db import db
 from x402db.verify.smoke import run_checks
 
-from tests.utils.db import admin_dsn, deploy, drop_database, new_supabase_database
-from tests.utils.scripts import run_script
 from .test_smoke import SABOTAGE
 
 T = "public.user_openrouter_integrations"

@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from x402db import db
-from x402db.migrate import ledger, files as migrations
-from x402db.errors import DriftError
-from x402db.plan.planner import Planner
-
 from tests.utils.migrations import OLD_LEDGER, PREVIOUS_COMPAT, copy_sql, engine, states
 from tests.utils.scripts import run_script
+from x402db import db
+from x402db.errors import DriftError
+from x402db.migrate import files as migrations
+from x402db.migrate import ledger
+from x402db.plan.planner import Planner
 
 
 def test_compat_applied_by_the_previous_bundle_is_not_drift(empty_db):

@@ -20,11 +20,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.utils.paths import NODE_DIR
+from tests.utils.scripts import run_script
 from x402db import ROOT
 
-from tests.utils.scripts import run_script
 from .test_rotation import NEW, OLD, T, seed
-from tests.utils.paths import NODE_DIR
 
 NODE = shutil.which("node")
 READER = NODE_DIR / "zero_window_reader.js"

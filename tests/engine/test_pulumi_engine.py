@@ -18,12 +18,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.utils.db import admin_dsn, drop_database, new_database, new_supabase_database, pg_dump_schema
+from tests.utils.real_pulumi import Project
+from tests.utils.scripts import run_script
 from x402db import ROOT
 from x402db.local.server import embedded_bindir
-
-from tests.utils.db import admin_dsn, drop_database, new_database, new_supabase_database, pg_dump_schema
-from tests.utils.scripts import run_script
-from tests.utils.real_pulumi import Project
 
 RUNBOOK = ROOT / "docs" / "runbooks" / "deploy.md"
 PROJECT = "x402-openrouter-db"
@@ -282,7 +281,7 @@ class RunbookReader:
             env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
         )
         self.deployed_url = next(
-            (l.split("=", 1)[1] for l in r.stdout.splitlines() if l.startswith("DATABASE_URL=")), None
+            (line.split("=", 1)[1] for line in r.stdout.splitlines() if line.startswith("DATABASE_URL=")), None
         )
         return r
 
@@ -348,7 +347,7 @@ def supabase_target(server):
 def test_runbook_production_stack_from_its_text(project, supabase_target):
     target = supabase_target
     lines = runbook_block("## First deployment")
-    with_role = [l for l in lines if "backendRole" not in l]
+    with_role = [line for line in lines if "backendRole" not in line]
     on_16_plus = target.server_version >= 160000
     reader = RunbookReader(
         project, target, {"password": target.server.password, "backendRolePassword": "b4ckend-Pw-for-tests"}
@@ -361,14 +360,16 @@ def test_runbook_production_stack_from_its_text(project, supabase_target):
         assert "preflight refused, nothing was changed" in failed.output
         # The runbook quotes the refusal (from a PostgreSQL 17 project): it is what the engine prints.
         quoted = next(
-            l for l in RUNBOOK.read_text().splitlines() if l.startswith("preflight refused, nothing was changed")
+            line
+            for line in RUNBOOK.read_text().splitlines()
+            if line.startswith("preflight refused, nothing was changed")
         )
         pattern = re.escape(quoted).replace("PostgreSQL\\ 17", r"PostgreSQL\ \d+")
         assert re.search(pattern, failed.output), (quoted, failed.output)
         assert target.snapshot() == before
         project.run("config", "rm", "backendRole").ok()
         project.run("config", "rm", "backendRolePassword").ok()
-        failed = reader.run([l for l in with_role if l.startswith(("pulumi preview", "pulumi up", ".venv"))])
+        failed = reader.run([line for line in with_role if line.startswith(("pulumi preview", "pulumi up", ".venv"))])
     assert failed is None, failed.output if failed else ""
     smoke = reader.results[-1][1]
     assert smoke.returncode == 0, smoke.stdout + smoke.stderr
@@ -454,7 +455,6 @@ def test_kill_9_during_create_index_concurrently_then_refresh_and_up_converge(pr
         assert _ledger(target)["005"] == expected and expected in ("steps-pending", "applied")
         pending = project.export()["deployment"].get("pending_operations", [])
         assert [op["resource"]["urn"].split("::")[-1] for op in pending] == ["openrouter-migration-005"], pending
-        urn = pending[0]["resource"]["urn"]
 
         # Pulumi's own words: a killed run leaves the stack locked (the file backend's lock is
         # taken by up, refresh and destroy, not by preview), and the message names `pulumi cancel`.
@@ -517,11 +517,11 @@ def test_connection_problems_get_one_line_from_the_preflight(project, target, ca
     for command in (("preview",), ("up", "--yes")):
         r = project.run(*command)
         assert r.returncode != 0
-        lines = [l.strip() for l in r.output.splitlines() if "preflight: cannot connect" in l]
+        lines = [line.strip() for line in r.output.splitlines() if "preflight: cannot connect" in line]
         assert lines, r.output
         reason = "password authentication failed" if case == "wrong-password" else "Connection refused"
-        assert all(reason in l for l in lines), lines
-        assert all(len(l) < 400 for l in lines)
+        assert all(reason in line for line in lines), lines
+        assert all(len(line) < 400 for line in lines)
         assert password not in r.output
         _no_traceback(r.output)
     assert target.snapshot() == before
@@ -602,7 +602,7 @@ def test_runbook_dev_stack_from_its_text(project, server):
         rest = lines[1:]
         if port != "54329":  # "If `make deploy` printed a port other than 54329 ..., also run"
             assert "pulumi config set port <that port>" in RUNBOOK.read_text()
-            at = next(i for i, l in enumerate(rest) if l.startswith("pulumi config set --secret password")) + 1
+            at = next(i for i, line in enumerate(rest) if line.startswith("pulumi config set --secret password")) + 1
             rest = rest[:at] + [f"pulumi config set port {port}"] + rest[at:]
         failed = reader.run(rest)
         assert failed is None, failed.output

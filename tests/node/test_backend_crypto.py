@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from x402db.keys.crypto import Keyring
 from tests.utils.paths import NODE_DIR
+from x402db.keys.crypto import Keyring
 
 NODE = shutil.which("node")
 BACKEND_JS = NODE_DIR / "backend_crypto.js"

@@ -16,7 +16,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from tests.utils.paths import NODE_DIR
 from x402db import ROOT
+from x402db.errors import UsageError
 from x402db.keys.crypto import (
     FORMATS,
     OPENROUTER_KEY,
@@ -27,9 +29,7 @@ from x402db.keys.crypto import (
     derive_key,
     fingerprint,
 )
-from x402db.errors import UsageError
 from x402db.keys.source import PREVIOUS_ENV, SECRET_ENV, previous_secrets, primary_secret
-from tests.utils.paths import NODE_DIR
 
 NODE = shutil.which("node")
 DRIVER = NODE_DIR / "keyring_driver.js"

@@ -218,7 +218,7 @@ def test_a_failed_write_leaves_no_file(tmp_path: Path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_one_smoke_check_per_judged_migration_with_its_lines():
+def test_one_passed_check_per_clean_migration_and_one_failed_check_per_difference():
 
     c = Checklist()
     found = [
@@ -226,5 +226,13 @@ def test_one_smoke_check_per_judged_migration_with_its_lines():
         Difference("005", "index", "i", "missing", {}, None),
     ]
     add_checks(c, ["000", "005"], found)
-    assert [(k.name, k.status) for k in c.checks] == [("expected.000", "passed"), ("expected.005", "failed")]
-    assert c.checks[1].detail == f"005: table {T}: owner is anon, expected postgres; 005: index i: missing"
+    assert [(k.name, k.status) for k in c.checks] == [
+        ("expected.000", "passed"),
+        ("expected.005", "failed"),
+        ("expected.005", "failed"),
+    ]
+    # Each difference is its own line: the migration, the object, what differs, expected and found.
+    assert [k.detail for k in c.checks[1:]] == [
+        f"005: table {T}: owner is anon, expected postgres",
+        "005: index i: missing",
+    ]

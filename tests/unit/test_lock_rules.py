@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from pglast import ast, enums, parse_sql
 
+from tests.utils.fake_catalog import FakeCatalog
 from x402db.plan import rules
 from x402db.plan.lockmap import Prediction, predict
 from x402db.plan.locks import (
@@ -34,8 +35,6 @@ from x402db.plan.rules.dml import DML, LOCKING, ROW_LOCK
 from x402db.plan.rules.drop import DROP
 from x402db.plan.rules.index import CREATE_INDEX, DROP_INDEX
 from x402db.plan.rules.table_objects import COMMENT, GRANT, LOCK, ON_TABLE
-
-from .fake_catalog import FakeCatalog
 
 AT = enums.AlterTableType
 OT = enums.ObjectType

@@ -3,9 +3,7 @@ connecting; a missing or unreachable database is exit 2 too."""
 
 from __future__ import annotations
 
-
 import pytest
-
 
 from tests.utils.scripts import run_script
 

@@ -9,12 +9,11 @@ import subprocess
 
 import pytest
 
+from tests.utils.migrations import copy_sql
 from x402db import ROOT
+from x402db.errors import UsageError
 from x402db.migrate import files as migrations
 from x402db.migrate.settings import Settings
-from x402db.errors import UsageError
-
-from tests.utils.migrations import copy_sql
 
 
 def test_shipped_downs_list_every_down_this_repository_shipped():
@@ -39,8 +38,8 @@ def test_shipped_downs_list_every_down_this_repository_shipped():
 
 
 def test_timeouts_are_bounded_in_engine_and_pulumi_config():
-    from x402db.iac import config
     from x402db.errors import UsageError
+    from x402db.iac import config
 
     for bad in ("0", "0s", "61s", "2min", "1h"):
         with pytest.raises(UsageError):

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 from graphlib import TopologicalSorter
+from itertools import pairwise
 
 import pytest
 
+from tests.utils.pulumi_mocks import run_program
 from x402db import ROOT
 
-from tests.utils.pulumi_mocks import run_program
 from .test_pulumi_program import POSTGRES, SUPABASE
 
 STACK, PROJECT = "test", "x402-openrouter-db"
@@ -75,7 +76,7 @@ def destroy_order(report: dict) -> list[str]:
     custom = {u: r for u, r in by_urn.items() if r["custom"] and not r["type"].startswith("pulumi:providers:")}
     deps = {u: {to_engine[d] for d in r["dependencies"] if to_engine.get(d) in custom} for u, r in custom.items()}
     order = list(TopologicalSorter(deps).static_order())
-    for before, after in zip(order, order[1:]):
+    for before, after in pairwise(order):
         assert _reaches(deps, after, before), (
             f"{custom[after]['name']} and {custom[before]['name']} may be deleted in either order"
         )

@@ -9,15 +9,15 @@ import base64
 import json
 import subprocess
 import sys
+from itertools import pairwise
 
 import dill
 import pytest
 
+from tests.utils.pulumi_mocks import by_name, plain, run_program, short
 from x402db import ROOT
 from x402db.iac import config as stack_config
 from x402db.iac.sql_migration import MigrationProvider
-
-from tests.utils.pulumi_mocks import by_name, plain, run_program, short
 
 PASSWORD = "s3cret-db-password"
 BACKEND_PASSWORD = "s3cret-backend-password"
@@ -151,7 +151,7 @@ def test_order_preflight_then_roles_then_migrations_then_grants(postgres, supaba
     assert short(res["openrouter-migration-005"]["dependencies"]) == ["openrouter-migration-001"]
     assert short(by_name(supabase)["openrouter-migration-005"]["dependencies"]) == ["openrouter-preflight"]
     chain = ["openrouter-migration-005", *GRANTS]
-    for before, after in zip(chain, chain[1:]):  # one at a time: each grant waits for the previous one
+    for before, after in pairwise(chain):  # one at a time: each grant waits for the previous one
         assert short(res[after]["dependencies"]) == [before]
     assert short(by_name(supabase)[GRANTS[0]]["dependencies"]) == ["openrouter-migration-005"]
     for r in postgres["resources"][2:]:

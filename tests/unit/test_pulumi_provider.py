@@ -3,12 +3,10 @@ takes a superseding text into state without touching the database."""
 
 from __future__ import annotations
 
-
 import pytest
 
-from x402db.migrate import files as migrations
-
 from tests.utils.migrations import PREVIOUS_COMPAT
+from x402db.migrate import files as migrations
 
 
 def test_pulumi_provider_check_bounds_lock_timeout():

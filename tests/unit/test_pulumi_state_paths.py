@@ -11,11 +11,10 @@ import base64
 from pulumi.dynamic.dynamic import serialize_provider
 from pulumi.runtime import proto
 
+from tests.utils.dynamic_host import Host
 from x402db.iac.preflight import PreflightProvider
 from x402db.iac.sql_migration import MigrationProvider
 from x402db.migrate.files import checksum
-
-from tests.utils.dynamic_host import Host
 
 # `__provider` exactly as `pulumi up` stored it at 751bb62, before the move.
 OLD_MIGRATION = "gASVNAAAAAAAAACMF3g0MDJkYi5wdWx1bWlfbWlncmF0aW9ulIwRTWlncmF0aW9uUHJvdmlkZXKUk5QpgZQu"

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from x402db.migrate import files as migrations, sqlparse
 from x402db.errors import UsageError
+from x402db.migrate import files as migrations
+from x402db.migrate import sqlparse
 
 
 def test_split_respects_dollar_quotes_strings_and_comments():

@@ -88,4 +88,4 @@ def pg_dump_schema(server: LocalServer, dsn: str) -> str:
         check=True,
     ).stdout
     # pg_dump >= 17.6 prints a random \restrict token per run.
-    return "\n".join(l for l in out.splitlines() if not l.startswith(("\\restrict", "\\unrestrict")))
+    return "\n".join(line for line in out.splitlines() if not line.startswith(("\\restrict", "\\unrestrict")))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from x402db.plan.locks import MODES, strongest
+from x402db.plan.locks import strongest
 
 _RELATIONS = """
 SELECT c.oid, format('%s.%s', n.nspname, c.relname), c.relfilenode,

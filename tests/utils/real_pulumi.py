@@ -16,6 +16,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from x402db import ROOT
 
@@ -59,7 +60,7 @@ class Result:
     def output(self) -> str:
         return self.stdout + self.stderr
 
-    def ok(self) -> "Result":
+    def ok(self) -> Result:
         assert self.returncode == 0, f"pulumi {' '.join(self.args)} exited {self.returncode}:\n{self.output[-6000:]}"
         return self
 
@@ -126,7 +127,7 @@ class Project:
         )
         return Result(args, proc.returncode, proc.stdout, proc.stderr)
 
-    def popen(self, *args: str, **kwargs) -> subprocess.Popen:
+    def popen(self, *args: str, **kwargs: Any) -> subprocess.Popen:
         return subprocess.Popen(
             [str(self.tools / "pulumi"), *args, "--non-interactive"],
             cwd=self.dir,

@@ -13,6 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.utils.db import admin_dsn, deploy, drop_database, new_database, new_supabase_database
+from tests.utils.paths import FIXTURES
 from x402db import SQL_DIR, access, db
 from x402db.local.scratch import EmbeddedScratch
 from x402db.local.server import LocalServer, system_bindir
@@ -24,8 +26,6 @@ from x402db.verify.checks import Checklist
 from x402db.verify.expected import cache, checks
 from x402db.verify.expected.compare import differences, owners
 from x402db.verify.expected.derive import derive
-
-from .conftest import FIXTURES, admin_dsn, deploy, drop_database, new_database, new_supabase_database
 
 KEYS = "public.user_openrouter_integrations"
 FUNCTION = "public.update_openrouter_integration_updated_at()"
