@@ -6,12 +6,14 @@ what it left in state, or what the database holds."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import psycopg
 import pytest
 
 from tests.utils.db import admin_dsn, drop_database, new_database, new_supabase_database, pg_dump_schema
+from tests.utils.paths import FIXTURES
 from tests.utils.real_pulumi import Project
 from tests.utils.scripts import run_script
 from x402db import ROOT
@@ -580,6 +583,103 @@ def test_dropping_the_user_policy_by_hand_shows_in_refresh_and_up_refuses_with_t
     assert "no longer matches the database, so pulumi up changed nothing" in r.output and "policy" in r.output, r.output
     _no_traceback(r.output)
     assert target.snapshot() == before
+
+
+def test_an_owner_changed_by_hand_shows_in_refresh_and_up_refuses_it(project, target):
+    """A table's owner bypasses its RLS: handing the keys table to authenticated lets any signed-in
+    user read every key. No grant repairs that, so up refuses, names it, and changes nothing."""
+    deployed(project, target)
+    target.query("ALTER TABLE public.user_openrouter_integrations OWNER TO authenticated")
+    r = project.run("preview", "--refresh")
+    assert "openrouter-migration-005" in r.output and "update" in r.output, r.output
+    before = target.snapshot()
+    r = project.run("up", "--yes", "--refresh", "--skip-preview")
+    assert r.returncode != 0, r.output
+    assert "005: table public.user_openrouter_integrations: owner is authenticated, expected " in r.output, r.output
+    _no_traceback(r.output)
+    assert target.snapshot() == before
+    assert project.run("preview", "--refresh", "--expect-no-changes").returncode != 0
+
+
+LEAKY_TRIGGER = """
+CREATE TABLE public.leaked_keys (k text);
+GRANT SELECT ON public.leaked_keys TO anon;
+CREATE OR REPLACE FUNCTION public.update_openrouter_integration_updated_at() RETURNS trigger
+  LANGUAGE plpgsql SET search_path = '' AS $$
+BEGIN
+  INSERT INTO public.leaked_keys VALUES (NEW.encrypted_api_key);
+  NEW.updated_at := now();
+  RETURN NEW;
+END
+$$;
+"""
+
+
+def test_a_trigger_body_rewritten_to_leak_keys_shows_in_refresh_and_up_refuses_it(project, target):
+    """The function still sets updated_at, so every behaviour check passes; its body is what differs."""
+    deployed(project, target)
+    target.query(LEAKY_TRIGGER)
+    r = project.run("preview", "--refresh")
+    assert "openrouter-migration-005" in r.output and "update" in r.output, r.output
+    before = target.snapshot()
+    r = project.run("up", "--yes", "--refresh", "--skip-preview")
+    assert r.returncode != 0, r.output
+    assert "005: function public.update_openrouter_integration_updated_at(): body is" in r.output, r.output
+    assert target.snapshot() == before
+
+
+TEST_MIGRATIONS = FIXTURES / "migrations"
+
+
+def _smoke_of(project: Project, dsn: str) -> subprocess.CompletedProcess:
+    """Read-only smoke from the project's own copy of the bundle (its sql/ holds 006)."""
+    return subprocess.run(
+        [sys.executable, "-c", "from x402db.cli.smoke import cli; cli()", "--read-only", "--json", "--dsn", dsn],
+        cwd=project.dir,
+        env={**os.environ, "PYTHONPATH": str(project.dir)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _updated(output: str) -> set[str]:
+    """The resources a preview would update or replace."""
+    return set(re.findall(r"^\s*[~+-]+\s+\S+ (\S+) (?:update|replace)", output, re.M))
+
+
+def test_a_new_migration_is_its_files_plan_up_smoke_refresh_and_down(project, target):
+    """A migration that no Python names, added as files to a copy of the tree: plan lists it, up
+    makes its resource and applies it, read-only smoke judges it from its own SQL, refresh shows
+    drift in its objects on its own resource, and destroy reverts it."""
+    for path in TEST_MIGRATIONS.glob("006_*.sql"):
+        shutil.copy2(path, project.dir / "sql" / path.name)
+    project.init("test", target.config(), target.server.password)
+    r = project.run("preview").ok()
+    assert "openrouter-migration-006" in r.output and "006 apply" in r.output, r.output
+    project.run("up", "--yes", "--skip-preview").ok()
+    assert target.query("SELECT version FROM x402_private.schema_migrations WHERE version = '006'") == [("006",)]
+    smoke = _smoke_of(project, target.dsn)
+    assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+    doc = json.loads(smoke.stdout)
+    assert {"name": "expected.006", "status": "passed"}.items() <= next(
+        c for c in doc["checks"] if c["name"] == "expected.006"
+    ).items()
+    assert "openrouter-migration-006" not in _updated(project.run("preview", "--refresh").ok().output)
+    # Drift in 006's own table is 006's, named by smoke and shown on 006's resource.
+    target.query("GRANT SELECT ON public.openrouter_usage TO anon")
+    smoke = _smoke_of(project, target.dsn)
+    assert smoke.returncode == 1 and "006: table_acl public.openrouter_usage to anon" in smoke.stdout, smoke.stdout
+    r = project.run("preview", "--refresh")
+    assert "openrouter-migration-006" in _updated(r.output), r.output
+    # A privilege, but not one the access model governs: re-granting cannot prove it repaired.
+    r = project.run("up", "--yes", "--refresh", "--skip-preview")
+    assert r.returncode != 0 and "would not repair it" in r.output and "006:" in r.output, r.output
+    assert target.query("SELECT has_table_privilege('anon', 'public.openrouter_usage', 'SELECT')") == [(True,)]
+    target.query("REVOKE SELECT ON public.openrouter_usage FROM anon")
+    assert "openrouter-migration-006" not in _updated(project.run("preview", "--refresh").ok().output)
+    project.run("destroy", "--yes", "--skip-preview").ok()
+    assert target.query("SELECT to_regclass('public.openrouter_usage')") == [(None,)]
 
 
 def test_runbook_dev_stack_from_its_text(project, server):
