@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from tests.utils.db import admin_dsn, drop_database, new_database, new_supabase_database, pg_dump_schema
+from tests.utils.drifts import DRIFTS
 from tests.utils.paths import FIXTURES
 from tests.utils.real_pulumi import Project
 from tests.utils.scripts import run_script
@@ -680,6 +681,28 @@ def test_a_new_migration_is_its_files_plan_up_smoke_refresh_and_down(project, ta
     assert "openrouter-migration-006" not in _updated(project.run("preview", "--refresh").ok().output)
     project.run("destroy", "--yes", "--skip-preview").ok()
     assert target.query("SELECT to_regclass('public.openrouter_usage')") == [(None,)]
+
+
+def test_every_drift_class_fails_read_only_smoke_and_shows_in_refresh(project, target):
+    """Each kind of drift the derived comparison covers, made by hand on one deployed stack: read-only
+    smoke names every object, refresh shows 005's resource changed, and up refuses with the same
+    lines and changes nothing. (Three trigger states exclude each other: replica stands for them.)"""
+    deployed(project, target)
+    drifts = [d for d in DRIFTS if d[0] not in ("always trigger", "disabled trigger")]
+    for _label, statement, _line in drifts:
+        target.query(statement)
+    lines = [line.format(owner=target.user) for _label, _statement, line in drifts]
+    smoke = _smoke_of(project, target.dsn)
+    assert smoke.returncode == 1, smoke.stdout + smoke.stderr
+    reported = "\n".join(c["detail"] for c in json.loads(smoke.stdout)["checks"] if c["status"] == "failed")
+    assert [line for line in lines if line not in reported] == [], reported
+    r = project.run("preview", "--refresh")
+    assert "openrouter-migration-005" in _updated(r.output), r.output
+    before = target.snapshot()
+    r = project.run("up", "--yes", "--refresh", "--skip-preview")
+    assert r.returncode != 0 and "pulumi up changed nothing" in r.output, r.output
+    assert [line for line in lines if line not in r.output] == [], r.output
+    assert target.snapshot() == before
 
 
 def test_runbook_dev_stack_from_its_text(project, server):

@@ -15,7 +15,6 @@ from x402db.errors import UsageError
 from x402db.migrate import files as migrations
 from x402db.migrate.settings import Settings
 
-
 STALE = "x402db/migrate/shipped_downs.json is stale: run `make shipped-downs` and commit it"
 
 
