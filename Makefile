@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.txt require
 # make runs this checkout's package, even when .venv is another checkout's (its editable install
 # points there): a copy of the tree must never deploy or revert with the original's code.
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+# pytest-xdist workers: each starts its own PostgreSQL servers; 2 suits the 2-core CI machines.
+WORKERS ?= 2
 # The checked code: the package, the Pulumi program, the scripts, the tools script, benches, tests.
 CODE   := x402db scripts tests bench tools __main__.py
 
@@ -39,10 +41,10 @@ test: venv                   ## the whole suite, against real PostgreSQL 18 (and
 	@if command -v node >/dev/null; then echo "node --test clients/node/"; node --test --test-reporter=dot clients/node/ && echo; \
 	  else echo "note: node is not installed; the Node keyring's tests are skipped (.ci/run installs it)"; fi
 	@bin=$${PULUMI_BIN:-$$($(PYTHON) tools/pulumi/pulumi_tools.py --optional | tail -n 1 | sed -n 's/^PULUMI_BIN=//p')}; \
-	  PULUMI_BIN=$$bin X402_NODE_TESTS_DONE=$$(command -v node >/dev/null && echo 1) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	  PULUMI_BIN=$$bin X402_NODE_TESTS_DONE=$$(command -v node >/dev/null && echo 1) $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: venv              ## the tier that needs no server, no Pulumi and no node (well under a minute)
-	@$(BIN)/python -m pytest -m unit -q $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest -n $(WORKERS) -m unit -q $(PYTEST_ARGS)
 
 lint: venv                   ## ruff: formatting and lint rules (pyproject.toml), changing nothing
 	@$(BIN)/ruff format --check $(CODE)

@@ -177,8 +177,10 @@ def test_make_deploy_as_root_from_a_checkout_inside_a_0700_directory():
             psycopg.connect(url, connect_timeout=3).close()
     finally:
         if home is not None and (home / "data").exists():  # the test failed before clean-local
-            subprocess.run(
-                [str(ROOT / ".venv/bin/python"), str(checkout / "scripts/local_db.py"), "delete"], capture_output=True
+            subprocess.run(  # the copy's own package, so that it deletes the copy's server
+                [str(ROOT / ".venv/bin/python"), str(checkout / "scripts/local_db.py"), "delete"],
+                capture_output=True,
+                env={**os.environ, "PYTHONPATH": str(checkout)},
             )
             shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(private, ignore_errors=True)

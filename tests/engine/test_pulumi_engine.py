@@ -282,7 +282,8 @@ class RunbookReader:
             capture_output=True,
             text=True,
             timeout=600,
-            env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+            # As the Makefile does: the checkout's own package first, whichever checkout the venv installed.
+            env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"PYTHONPATH": str(self.project.dir)},
         )
         self.deployed_url = next(
             (line.split("=", 1)[1] for line in r.stdout.splitlines() if line.startswith("DATABASE_URL=")), None
@@ -741,6 +742,7 @@ def test_runbook_dev_stack_from_its_text(project, server):
         subprocess.run(
             [str(project.dir / ".venv/bin/python"), "scripts/local_db.py", "delete"],
             cwd=project.dir,
+            env={**os.environ, "PYTHONPATH": str(project.dir)},  # the copy's server, not the checkout's
             capture_output=True,
             timeout=120,
         )
