@@ -3,7 +3,7 @@
 The rules are tables, one module per statement family under rules/, following PostgreSQL's
 documentation ("Explicit Locking", and each command's page: ALTER TABLE's per-subcommand levels,
 CREATE INDEX [CONCURRENTLY], CREATE TRIGGER, COMMENT, ...) and tablecmds.c's
-AlterTableGetLockLevel. tests/test_plan_proof.py runs every statement of sql/ on PostgreSQL 15
+AlterTableGetLockLevel. tests/database/test_plan_proof.py runs every statement of sql/ on PostgreSQL 15
 and 18 and compares pg_locks with what the map says, so a wrong entry fails; tests/unit checks
 each row without a server.
 

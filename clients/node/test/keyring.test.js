@@ -1,5 +1,5 @@
 // node --test clients/node/ : the keyring on its own, and against the backend's current algorithm.
-// Cross-language checks (Python <-> Node) live in tests/test_node_keyring.py.
+// Cross-language checks (Python <-> Node) live in tests/node/test_node_keyring.py.
 "use strict";
 
 const test = require("node:test");

@@ -81,7 +81,7 @@ def page() -> str:
         f"Generated from `x402db/plan/rules/` by `{COMMAND}`; do not edit by hand.",
         "",
         "What `migrate.py plan` predicts each statement locks, and what it does to the rows already there",
-        "(effect: catalog < create < drop < scan < rewrite < unknown). tests/test_plan_proof.py checks the",
+        "(effect: catalog < create < drop < scan < rewrite < unknown). tests/database/test_plan_proof.py checks the",
         "predictions against pg_locks on PostgreSQL 15 and 18; tests/unit/test_lock_rules.py checks every row.",
         "A statement no table maps is unknown: AccessExclusiveLock on every relation it names, or on any.",
         "",
