@@ -11,12 +11,16 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from x402db import ROOT
 
 PAGE = ROOT / "docs" / "adding-a-migration.md"
 CHECKOUT = ["x402db", "scripts", "sql", "Makefile", "pyproject.toml", "requirements.txt", "requirements-dev.txt"]
 
 
+# The local path prefers port 54329: its deploys run on one xdist worker, one at a time.
+@pytest.mark.xdist_group("local-deploy")
 def test_the_page_runs_verbatim_from_new_to_revert():
     text = PAGE.read_text()
     assert "tests/database/test_adding_a_migration.py" in text

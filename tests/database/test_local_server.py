@@ -139,6 +139,8 @@ def _final_url(stdout: str) -> str:
     return last.removeprefix("DATABASE_URL=")
 
 
+# The local path prefers port 54329: its deploys run on one xdist worker, one at a time.
+@pytest.mark.xdist_group("local-deploy")
 @as_root
 @pytest.mark.slow
 def test_make_deploy_as_root_from_a_checkout_inside_a_0700_directory():
@@ -186,6 +188,8 @@ def test_make_deploy_as_root_from_a_checkout_inside_a_0700_directory():
         shutil.rmtree(private, ignore_errors=True)
 
 
+# The local path prefers port 54329: its deploys run on one xdist worker, one at a time.
+@pytest.mark.xdist_group("local-deploy")
 @as_root
 @pytest.mark.slow
 def test_deploy_as_an_ordinary_user():

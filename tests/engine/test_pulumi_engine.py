@@ -706,6 +706,8 @@ def test_every_drift_class_fails_read_only_smoke_and_shows_in_refresh(project, t
     assert target.snapshot() == before
 
 
+# The local path prefers port 54329: its deploys run on one xdist worker, one at a time.
+@pytest.mark.xdist_group("local-deploy")
 def test_runbook_dev_stack_from_its_text(project, server):
     """The local dev stack exactly as the runbook builds it: `make deploy` starts the embedded
     server in the checkout, the committed Pulumi.dev.yaml, the password from .local/password."""

@@ -204,6 +204,17 @@ def parse_script(text: str, path: Path) -> Script:
     )
 
 
+def _check_verify(path: Path) -> None:
+    """Smoke runs a verify file inside a transaction it rolls back against the live database: a
+    COMMIT (or BEGIN, SAVEPOINT...) would end that transaction and commit what came before it."""
+    for s in sqlparse.statements(path.read_text(encoding="utf-8"), path.name):
+        if sqlparse.controls_transaction(s):
+            raise UsageError(
+                f"{path.name}: {s.sql.split()[0].upper()} would end the transaction smoke rolls back and "
+                "commit to the database; remove it (the whole file already runs in one transaction)"
+            )
+
+
 def load(sql_dir: Path = SQL_DIR) -> list[Migration]:
     found = []
     for up_path in sorted(sql_dir.glob("*.up.sql")):
@@ -227,6 +238,7 @@ def load(sql_dir: Path = SQL_DIR) -> list[Migration]:
     for verify_path in sorted(sql_dir.glob("*.verify.sql")):
         if not verify_path.with_name(verify_path.name.replace(".verify.sql", ".up.sql")).exists():
             raise UsageError(f"{verify_path.name} has no up file beside it; name it after its migration's up file")
+        _check_verify(verify_path)
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
         raise UsageError(f"duplicate migration versions in {sql_dir}")

@@ -11,10 +11,15 @@ JWT claims PostgREST sets, stay in force for the statements after it, as in a ps
 from __future__ import annotations
 
 import psycopg
+from psycopg import pq
 
+from ..errors import BundleError
 from ..migrate import ledger, sqlparse
 from ..migrate.files import Migration
 from .checks import Checklist
+
+# A verify file never waits behind the application's locks, nor runs long.
+_BOUNDS = b"SET LOCAL lock_timeout = '2s'; SET LOCAL statement_timeout = '10s'"
 
 
 def _first_line(sql: str) -> str:
@@ -28,10 +33,12 @@ def run(conn: psycopg.Connection, c: Checklist, migrations: list[Migration]) -> 
             continue
         statements = sqlparse.statements(m.verify_text, f"{m.label}.verify.sql")
         with conn.transaction(force_rollback=True):
-            # A verify file must never wait behind the application's locks, nor run long.
-            conn.execute("SET LOCAL lock_timeout = '2s'; SET LOCAL statement_timeout = '10s'")
             for n, statement in enumerate(statements, 1):
                 name = f"verify.{m.version}.{n}"
+                if sqlparse.controls_transaction(statement):  # load() refuses these; never run one
+                    raise BundleError(f"{m.label}.verify.sql: statement {n} controls the transaction; not run")
+                # Before every statement: an earlier one may have lifted the bounds (SET, set_config).
+                conn.execute(_BOUNDS)
                 try:
                     with conn.transaction():
                         conn.execute(statement.sql.encode())
@@ -40,3 +47,6 @@ def run(conn: psycopg.Connection, c: Checklist, migrations: list[Migration]) -> 
                     c.add(name, False, f"{m.version}: {reason} (statement {n}: {_first_line(statement.sql)})")
                 else:
                     c.add(name, True, success=f"{m.version}: {_first_line(statement.sql)}")
+                if conn.info.transaction_status != pq.TransactionStatus.INTRANS:
+                    # Whatever ended the transaction, nothing after it may run outside one.
+                    raise BundleError(f"{m.label}.verify.sql: statement {n} left the rolled-back transaction")

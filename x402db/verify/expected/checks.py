@@ -11,7 +11,7 @@ import psycopg
 from ... import access
 from ...migrate import ledger
 from ..checks import SKIPPED, Check, Checklist
-from .compare import Difference, differences, judged, owners
+from .compare import JUDGED_STATES, Difference, differences, judged, owners
 from .derive import Expectation
 from .facts import read_only
 
@@ -28,12 +28,47 @@ def add_checks(c: Checklist, versions: list[str], found: list[Difference]) -> No
 def run(
     conn: psycopg.Connection, c: Checklist, expectation: Expectation, *, foreign_grantees: Collection[str] = ()
 ) -> list[Difference]:
-    """Add one check per judged migration to `c`; returns the differences. Reads only."""
+    """Add one check per judged migration to `c`, and a skipped one per applied migration that
+    cannot be judged, saying why; returns the differences. Reads only."""
     with read_only(conn):
-        versions = judged(expectation, ledger.entries(conn))
+        entries = ledger.entries(conn)
+        versions = judged(expectation, entries)
         found = differences(conn, expectation, foreign_grantees=foreign_grantees)
+    unjudged = unjudged_reasons(expectation, entries, versions)
+    for version, reason in unjudged.items():
+        c.skip(f"{PREFIX}{version}", f"{version}: not judged: {reason}")
+    underivable = [v for v in unjudged if entries[v].kind != "adopted"]
+    if underivable:
+        # What an underivable migration made may sit on an object a judged one owns: an extra found
+        # there cannot be told apart from that migration's own work, so it is not called drift.
+        extras = [d for d in found if d.what == "unexpected"]
+        found = [d for d in found if d.what != "unexpected"]
+        if extras:
+            c.skip(
+                f"{PREFIX}extras",
+                f"{len(extras)} objects no judged migration made (e.g. {extras[0].kind} {extras[0].identity}) are not "
+                f"judged while {', '.join(underivable)} cannot be",
+            )
     add_checks(c, versions, found)
     return found
+
+
+def unjudged_reasons(expectation: Expectation, entries: dict[str, ledger.Entry], versions: list[str]) -> dict[str, str]:
+    """Applied migrations the comparison cannot judge, and why: never silently."""
+    derived = {m.version for m in expectation.migrations}
+    out = {}
+    for version, entry in sorted(entries.items()):
+        if version in versions or entry.state not in JUDGED_STATES:
+            continue
+        if entry.kind == "adopted":
+            out[version] = (
+                "adopted (recorded as already present, it ran no SQL here), so nothing is compared against it"
+            )
+        elif version not in derived:
+            out[version] = (
+                "its SQL cannot be derived on the scratch database (its targets exclude postgres, or sql/ lacks it)"
+            )
+    return out
 
 
 # verify/catalog.py's checks describe 005's tables as 005 left them; the families below are the

@@ -149,9 +149,13 @@ def _fields(version: str, key: Key, expected: dict[str, Any], found: dict[str, A
     at_least = _at_least_grants().get(key)
     if at_least is not None:
         held = set(found.get("privileges", []))
-        if ALL in held or at_least <= held:
-            return []
-        return [Difference(version, *key, "privileges", sorted(at_least), found.get("privileges"))]
+        out = []
+        if not (ALL in held or at_least <= held):
+            out.append(Difference(version, *key, "privileges", sorted(at_least), found.get("privileges")))
+        # More privileges may be held, never the right to hand them on.
+        if found.get("grantable") != expected.get("grantable"):
+            out.append(Difference(version, *key, "grantable", expected.get("grantable"), found.get("grantable")))
+        return out
     return [
         Difference(version, *key, f, expected.get(f), found.get(f))
         for f in sorted(set(expected) | set(found))

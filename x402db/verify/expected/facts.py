@@ -133,6 +133,7 @@ def snapshot(conn: psycopg.Connection, roles: Iterable[str] = ()) -> Facts:
             _indexes,
             _policies,
             _triggers,
+            _rules,
             _functions,
             _types,
         ):
@@ -206,14 +207,40 @@ def _relations(conn: psycopg.Connection, facts: Facts, every: dict[str, frozense
                    c.relrowsecurity, c.relforcerowsecurity, obj_description(c.oid, 'pg_class'),
                    CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END,
                    {_ACL.format(acl="c.relacl", code="r", owner="c.relowner")},
-                   c.relkind = 'S'
+                   c.relkind = 'S',
+                   ARRAY(SELECT o FROM unnest(c.reloptions) o ORDER BY o), c.relpersistence::text,
+                   c.relreplident::text, s.seqtypid::regtype::text, s.seqstart, s.seqincrement, s.seqmax,
+                   s.seqmin, s.seqcache, s.seqcycle,
+                   (SELECT format('%%I.%%I.%%I', dn.nspname, dc.relname, da.attname)
+                      FROM pg_depend d JOIN pg_class dc ON dc.oid = d.refobjid
+                      JOIN pg_namespace dn ON dn.oid = dc.relnamespace
+                      JOIN pg_attribute da ON da.attrelid = d.refobjid AND da.attnum = d.refobjsubid
+                     WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')
+                       AND d.refclassid = 'pg_class'::regclass AND c.relkind = 'S' LIMIT 1)
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            LEFT JOIN pg_sequence s ON s.seqrelid = c.oid
             WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm', 'S', 'c') AND {_USER_SCHEMA}
               AND {_not_extension("pg_class", "c.oid")}""",
     )
-    for name, relkind, owner, rls, force, comment, viewdef, acl, is_sequence in rows:
+    for name, relkind, owner, rls, force, comment, viewdef, acl, is_sequence, options, persistence, *rest in rows:
+        replident, seqtype, start, increment, maximum, minimum, seqcache, cycle, owned_by = rest
         kind = RELKINDS[relkind]
-        value: dict[str, Any] = {"owner": owner, "comment": comment}
+        # Options matter: a view's security_invoker=false runs it with its owner's rights, past RLS.
+        value: dict[str, Any] = {"owner": owner, "comment": comment, "options": list(options or [])}
+        value["persistence"] = {"p": "permanent", "u": "unlogged", "t": "temporary"}.get(persistence, persistence)
+        if kind == "table":
+            value["replica_identity"] = replident
+        if is_sequence:
+            value |= {
+                "type": seqtype,
+                "start": start,
+                "increment": increment,
+                "max": maximum,
+                "min": minimum,
+                "cache": seqcache,
+                "cycle": cycle,
+                "owned_by": owned_by,
+            }
         if kind == "table":
             value |= {"partitioned": relkind == "p", "row_security": rls, "force_row_security": force}
         if viewdef is not None:
@@ -365,6 +392,22 @@ def _triggers(conn: psycopg.Connection, facts: Facts, _every: dict[str, frozense
             "definition": squash(definition),
             "enabled": TGENABLED.get(enabled, enabled),
             "comment": comment,
+        }
+
+
+def _rules(conn: psycopg.Connection, facts: Facts, _every: dict[str, frozenset[str]]) -> None:
+    rows = _rows(
+        conn,
+        f"""SELECT format('%%I.%%I', n.nspname, c.relname), c.relkind::text, quote_ident(r.rulename),
+                   pg_get_ruledef(r.oid), r.ev_enabled::text
+            FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE r.rulename <> '_RETURN' AND {_USER_SCHEMA} AND {_not_extension("pg_class", "c.oid")}""",
+    )
+    for table, relkind, name, definition, enabled in rows:
+        facts[("rule", f"{table}.{name}")] = {
+            "on": [RELKINDS[relkind], table],
+            "definition": squash(definition),
+            "enabled": TGENABLED.get(enabled, enabled),
         }
 
 
