@@ -171,3 +171,37 @@ def test_a_verify_file_that_controls_the_transaction_is_refused(tmp_path):
     (sql_dir / "006_v.verify.sql").write_text("CREATE TABLE public.leaked (x int);\nCOMMIT;\n")
     with pytest.raises(UsageError, match="COMMIT would end the transaction smoke rolls back"):
         migrations.load(sql_dir)
+
+
+CHILD = """
+import sys, time
+from x402db.local.scratch import EmbeddedScratch
+with EmbeddedScratch().database() as dsn:
+    print(dsn, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_killed_derivation_leaves_a_server_that_the_next_one_stops_and_deletes():
+    import signal
+    import subprocess
+    import sys
+
+    from x402db.local.scratch import PREFIX, sweep_abandoned
+
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
+    try:
+        dsn = child.stdout.readline().strip()
+        assert dsn.startswith("postgresql://"), dsn
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        with psycopg.connect(dsn, connect_timeout=5) as conn:  # kill -9: nothing stopped the server
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        passfile = dict(p.split("=", 1) for p in dsn.split("?", 1)[1].split("&"))["passfile"]
+        base = next(p for p in Path(passfile).parents if p.name.startswith(PREFIX))
+        sweep_abandoned()
+        assert not base.exists()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(dsn, connect_timeout=3).close()
+    finally:
+        child.kill()

@@ -62,3 +62,20 @@ def test_an_orphan_verify_file_is_refused(sql_dir):
     (sql_dir / "009_lost.verify.sql").write_text("SELECT 1;\n")
     with pytest.raises(UsageError, match="no up file"):
         migrations.load(sql_dir)
+
+
+def test_two_news_at_once_never_leave_two_migrations_of_one_version(sql_dir):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(name: str) -> str:
+        try:
+            return scaffold.create(name, sql_dir).version
+        except UsageError:
+            return "refused"
+
+    for round_ in range(5):
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = list(pool.map(attempt, (f"first_{round_}", f"second_{round_}")))
+        versions = [m.version for m in migrations.load(sql_dir)]  # load() refuses duplicate versions
+        assert len(versions) == len(set(versions)), outcomes
+        assert any(o != "refused" for o in outcomes) or outcomes == ["refused", "refused"]

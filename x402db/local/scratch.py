@@ -19,6 +19,39 @@ from ..errors import BundleError
 from ..verify.expected.derive import Expectation, derive
 from .server import LocalServer, embedded_bindir
 
+PREFIX = "x402db-expected-"
+OWNER_FILE = "owner.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_abandoned() -> None:
+    """Stop and delete the scratch clusters of derivations that were killed (kill -9, a CI
+    timeout): each records the pid that made it, and one whose maker is gone is abandoned. Only
+    this user's own directories are touched."""
+    for base in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        try:
+            if base.stat().st_uid != os.geteuid():
+                continue
+            pid = int((base / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(pid):
+            continue
+        try:
+            LocalServer(embedded_bindir(), base, fast=True).delete()
+        except (BundleError, OSError):
+            pass
+        shutil.rmtree(base, ignore_errors=True)
+
 
 @functools.cache
 def _major(bindir: Path) -> int:
@@ -41,9 +74,11 @@ class EmbeddedScratch:
 
     @contextmanager
     def database(self) -> Iterator[str]:
+        sweep_abandoned()
         # Not under a 0700 directory: as root, the server runs as the postgres OS user.
-        base = Path(tempfile.mkdtemp(prefix="x402db-expected-"))
+        base = Path(tempfile.mkdtemp(prefix=PREFIX))
         os.chmod(base, 0o755)
+        (base / OWNER_FILE).write_text(str(os.getpid()))
         server = LocalServer(self.bindir, base, fast=True)
         try:
             server.start()

@@ -119,4 +119,13 @@ def create(name: str, sql_dir: Path = SQL_DIR, verify: bool = True) -> Created:
         for path in written:
             path.unlink(missing_ok=True)
         raise
+    # A second `new` under another name may have taken the same number at the same instant:
+    # the one that finds a rival removes its own files, so sql/ never holds two of one version.
+    rivals = [p for p in sql_dir.glob(f"{version}_*.up.sql") if p != written[0]]
+    if rivals:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise UsageError(
+            f"another migration took version {version} at the same time; nothing was written, run new again"
+        )
     return Created(version, name, tuple(written))
