@@ -83,7 +83,7 @@ test("configuration errors: missing or empty secret, empty PREVIOUS entries, unk
     { [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: "a," },
     { [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: "," },
     { [K.SECRET_ENV]: NEW, [K.FORMAT_ENV]: "V2" },
-    // issue 18 item 10: "old1, old2" yielded the secret " old2"
+    // a space after the comma once became part of the next secret: "old1, old2" gave " old2"
     { [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: `${OLD}, ${NEW}` },
     { [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: ` ${OLD}` },
     { [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: `${OLD}\n` },
