@@ -247,3 +247,30 @@ def test_deploy_as_an_ordinary_user():
     finally:
         as_nobody("scripts/local_db.py", "delete")
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_port_taken_between_its_choice_and_the_start_is_replaced_on_a_new_cluster(monkeypatch):
+    """Under load a port found free can be bound by someone else (another server, a client's
+    ephemeral port) before the new server binds it: a new cluster takes another port."""
+    import socket
+
+    from x402db.local import server as server_module
+    from x402db.local.server import embedded_bindir
+
+    hold = socket.socket()
+    hold.bind(("127.0.0.1", 0))
+    hold.listen()
+    taken = hold.getsockname()[1]
+    real = server_module._free_port
+    monkeypatch.setattr(server_module, "_free_port", lambda preferred=None: taken if preferred else real(None))
+    base = Path(tempfile.mkdtemp(prefix="x402db-port-"))
+    base.chmod(0o755)
+    server = LocalServer(embedded_bindir(), base, fast=True, preferred_port=taken)
+    try:
+        server.start()
+        assert server.port() != taken
+        with psycopg.connect(server.url()) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        hold.close()
+        server.delete()

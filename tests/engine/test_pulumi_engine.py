@@ -587,49 +587,6 @@ def test_dropping_the_user_policy_by_hand_shows_in_refresh_and_up_refuses_with_t
     assert target.snapshot() == before
 
 
-def test_an_owner_changed_by_hand_shows_in_refresh_and_up_refuses_it(project, target):
-    """A table's owner bypasses its RLS: handing the keys table to authenticated lets any signed-in
-    user read every key. No grant repairs that, so up refuses, names it, and changes nothing."""
-    deployed(project, target)
-    target.query("ALTER TABLE public.user_openrouter_integrations OWNER TO authenticated")
-    r = project.run("preview", "--refresh")
-    assert "openrouter-migration-005" in r.output and "update" in r.output, r.output
-    before = target.snapshot()
-    r = project.run("up", "--yes", "--refresh", "--skip-preview")
-    assert r.returncode != 0, r.output
-    assert "005: table public.user_openrouter_integrations: owner is authenticated, expected " in r.output, r.output
-    _no_traceback(r.output)
-    assert target.snapshot() == before
-    assert project.run("preview", "--refresh", "--expect-no-changes").returncode != 0
-
-
-LEAKY_TRIGGER = """
-CREATE TABLE public.leaked_keys (k text);
-GRANT SELECT ON public.leaked_keys TO anon;
-CREATE OR REPLACE FUNCTION public.update_openrouter_integration_updated_at() RETURNS trigger
-  LANGUAGE plpgsql SET search_path = '' AS $$
-BEGIN
-  INSERT INTO public.leaked_keys VALUES (NEW.encrypted_api_key);
-  NEW.updated_at := now();
-  RETURN NEW;
-END
-$$;
-"""
-
-
-def test_a_trigger_body_rewritten_to_leak_keys_shows_in_refresh_and_up_refuses_it(project, target):
-    """The function still sets updated_at, so every behaviour check passes; its body is what differs."""
-    deployed(project, target)
-    target.query(LEAKY_TRIGGER)
-    r = project.run("preview", "--refresh")
-    assert "openrouter-migration-005" in r.output and "update" in r.output, r.output
-    before = target.snapshot()
-    r = project.run("up", "--yes", "--refresh", "--skip-preview")
-    assert r.returncode != 0, r.output
-    assert "005: function public.update_openrouter_integration_updated_at(): body is" in r.output, r.output
-    assert target.snapshot() == before
-
-
 TEST_MIGRATIONS = FIXTURES / "migrations"
 
 
@@ -687,7 +644,10 @@ def test_a_new_migration_is_its_files_plan_up_smoke_refresh_and_down(project, ta
 def test_every_drift_class_fails_read_only_smoke_and_shows_in_refresh(project, target):
     """Each kind of drift the derived comparison covers, made by hand on one deployed stack: read-only
     smoke names every object, refresh shows 005's resource changed, and up refuses with the same
-    lines and changes nothing. (Three trigger states exclude each other: replica stands for them.)"""
+    lines and changes nothing. Among them the two that passed every check before: the keys table
+    handed to authenticated (an owner bypasses RLS, so any signed-in user read every key; no grant
+    repairs it) and the trigger function rewritten to copy each key into a table anon can read while
+    still setting updated_at. (Three trigger states exclude each other: replica stands for them.)"""
     deployed(project, target)
     drifts = [d for d in DRIFTS if d[0] not in ("always trigger", "disabled trigger")]
     for _label, statement, _line in drifts:

@@ -292,8 +292,15 @@ class LocalServer:
         self._write_hba()
         self._run("pg_ctl", "reload", "-D", str(self.datadir))
 
+    def _pg_start(self) -> None:
+        opts = f"-c listen_addresses=127.0.0.1 -c unix_socket_directories='' -p {self.port()}"
+        if self.fast:
+            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        self._run("pg_ctl", "start", "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60", "-o", opts)
+
     def start(self) -> str:
         self.base.mkdir(parents=True, exist_ok=True)
+        fresh_port = not (self.base / "port").exists()
         user = _service_user()
         self._choose_home(user)
         if not (self.datadir / "PG_VERSION").exists():
@@ -302,10 +309,18 @@ class LocalServer:
             self.logfile.touch()
             shutil.chown(self.logfile, user)
         if not self.running():
-            opts = f"-c listen_addresses=127.0.0.1 -c unix_socket_directories='' -p {self.port()}"
-            if self.fast:
-                opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            self._run("pg_ctl", "start", "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60", "-o", opts)
+            try:
+                self._pg_start()
+            except BundleError as exc:
+                # The port was free when chosen and taken before the server bound it (another
+                # server, or a client's ephemeral port). A cluster whose port nobody has been told
+                # yet takes another one; a port already handed out stays, and the error says why.
+                if not fresh_port or "Address already in use" not in str(exc):
+                    raise
+                (self.base / "port").write_text(str(_free_port(None)))
+                if self.password:  # the passfile names the port
+                    self._write_passfile(self.password)
+                self._pg_start()
         if not self.passfile.exists():
             self._secure_trust_cluster()
         return self.dsn()

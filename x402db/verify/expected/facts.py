@@ -17,6 +17,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from pglast import ast, parse_sql
+from pglast.parser import ParseError
+from pglast.stream import RawStream
+from pglast.visitors import Visitor
 from psycopg.pq import TransactionStatus
 
 from ...private import PRIVATE_SCHEMA
@@ -61,6 +65,39 @@ def squash(text: str | None) -> str | None:
     breaks and indentation are layout, not meaning. Measured: the bundle's migrations render the
     same text on PostgreSQL 15 and 18 once squashed this way (and, today, even unsquashed)."""
     return None if text is None else " ".join(text.split())
+
+
+class _Relations(Visitor):
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def visit_RangeVar(self, _ancestors: Any, node: ast.RangeVar) -> None:
+        if node.alias is None and node.relname:
+            self.names.add(node.relname)
+
+
+class _Unqualified(Visitor):
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+
+    def visit_ColumnRef(self, _ancestors: Any, node: ast.ColumnRef) -> ast.ColumnRef | None:
+        fields = node.fields or ()
+        if len(fields) == 2 and isinstance(fields[0], ast.String) and (fields[0].sval or "") in self.names:
+            return ast.ColumnRef(fields=(fields[1],), location=node.location)
+        return None
+
+
+def view_definition(text: str) -> str | None:
+    """A view's query in one form whatever the server: PostgreSQL 15 prints `t.col` where 16 and
+    later print `col` for an unaliased relation, so those qualifiers go, through the parser."""
+    try:
+        statements = parse_sql(text)
+    except ParseError:
+        return squash(text)
+    relations = _Relations()
+    relations(statements)
+    _Unqualified(relations.names)(statements)
+    return str(RawStream()(statements))
 
 
 def tgtype_words(tgtype: int) -> tuple[str, list[str], str]:
@@ -244,7 +281,7 @@ def _relations(conn: psycopg.Connection, facts: Facts, every: dict[str, frozense
         if kind == "table":
             value |= {"partitioned": relkind == "p", "row_security": rls, "force_row_security": force}
         if viewdef is not None:
-            value["definition"] = squash(viewdef)
+            value["definition"] = view_definition(viewdef)
         facts[(kind, name)] = value
         if kind != "composite type":
             acl_kind = "sequence" if is_sequence else "table"
