@@ -79,3 +79,17 @@ def test_two_news_at_once_never_leave_two_migrations_of_one_version(sql_dir):
         versions = [m.version for m in migrations.load(sql_dir)]  # load() refuses duplicate versions
         assert len(versions) == len(set(versions)), outcomes
         assert any(o != "refused" for o in outcomes) or outcomes == ["refused", "refused"]
+
+
+def test_the_command_never_echoes_a_refused_name(sql_dir, monkeypatch, capsys):
+    from x402db.cli import migrate as cli
+
+    monkeypatch.setattr(scaffold, "SQL_DIR", sql_dir)
+    monkeypatch.setattr(scaffold.create, "__defaults__", (sql_dir, True))
+    marker = "mK7-fuzz-SECRET-q2W"
+    with pytest.raises(UsageError) as refused:
+        cli.main(["new", f"Bad {marker}"])
+    assert marker not in str(refused.value)
+    assert cli.main(["new", "fine_name", "--json"]) == 0
+    assert "006_fine_name.up.sql" in capsys.readouterr().out
+    assert (sql_dir / "006_fine_name.up.sql").exists() and not list(SQL_DIR.glob("006_*"))
