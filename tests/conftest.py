@@ -41,3 +41,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(tier)
     if wrong:
         raise pytest.UsageError("tests in the wrong tier:\n  " + "\n  ".join(wrong))
+    off = [item for item in items if item.get_closest_marker("diagonal") and not _on_diagonal(item)]
+    if off:
+        config.hook.pytest_deselected(items=off)
+        items[:] = [item for item in items if item not in off]
+
+
+# Each server version with one target: every version and every target still runs the scenario.
+DIAGONAL = {("pg15", "postgres"), ("pg18", "supabase")}
+
+
+def _on_diagonal(item: pytest.Item) -> bool:
+    params = getattr(item, "callspec", None)
+    params = params.params if params else {}
+    return (params.get("server"), params.get("target")) in DIAGONAL

@@ -15,7 +15,8 @@ from pulumi.runtime import proto
 from pulumi.runtime.proto import provider_pb2_grpc
 
 from tests.utils.dynamic_host import struct
-from tests.utils.real_pulumi import find_tools
+from tests.utils.real_pulumi import Project, find_tools
+from tests.utils.targets import Target
 from x402db import ROOT
 
 
@@ -47,3 +48,17 @@ def host():
     channel.close()
     proc.kill()
     proc.wait()
+
+
+@pytest.fixture(params=["postgres", "supabase"])
+def target(request, server):
+    t = Target(server, request.param)
+    yield t
+    t.drop()
+
+
+@pytest.fixture
+def project(pulumi_tools):
+    p = Project(pulumi_tools)
+    yield p
+    p.cleanup()

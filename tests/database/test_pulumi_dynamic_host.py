@@ -25,27 +25,28 @@ def test_create_diff_update_read_delete_over_grpc(host, empty_db):
     h = Host(host)
     inputs = program_inputs(empty_db)
     assert sorted(inputs) == ["000", "001", "005"]
-    outs = {}
+    outs, ids = {}, {}
     for version in ("000", "001", "005"):
         checked, failures = h.check(inputs[version])
         assert failures == []
-        id_, outs[version] = h.create(checked)
-        assert id_ == version and outs[version]["action"] == "applied"
+        ids[version], outs[version] = h.create(checked)
+        # One id per resource, not per version: a replacement on the same database is another holder.
+        assert ids[version].startswith(f"{version}-") and outs[version]["action"] == "applied"
     assert _table(empty_db)
     with db.connect(empty_db) as c:
         assert set(ledger.entries(c)) == {"000", "001", "005"}
 
     # Identical inputs: no change.
-    assert h.diff("005", outs["005"], inputs["005"]).changes == proto.DiffResponse.DIFF_NONE
+    assert h.diff(ids["005"], outs["005"], inputs["005"]).changes == proto.DiffResponse.DIFF_NONE
     # A steering property (lock_timeout) changes in place, touching nothing.
     steered = {**inputs["005"], "lock_timeout": "2s"}
-    assert h.diff("005", outs["005"], steered).changes == proto.DiffResponse.DIFF_SOME
-    assert h.update("005", outs["005"], steered)["lock_timeout"] == "2s"
+    assert h.diff(ids["005"], outs["005"], steered).changes == proto.DiffResponse.DIFF_SOME
+    assert h.update(ids["005"], outs["005"], steered)["lock_timeout"] == "2s"
     # Read reports the ledger; a drifted ledger shows up as a different checksum.
-    assert h.read("005", outs["005"])[1]["checksum"] == outs["005"]["checksum"]
+    assert h.read(ids["005"], outs["005"])[1]["checksum"] == outs["005"]["checksum"]
     with db.connect(empty_db) as c:
         c.execute("UPDATE x402_private.schema_migrations SET checksum = repeat('a', 64) WHERE version = '005'")
-    assert h.read("005", outs["005"])[1]["checksum"] == "a" * 64
+    assert h.read(ids["005"], outs["005"])[1]["checksum"] == "a" * 64
     with db.connect(empty_db) as c:
         c.execute(
             "UPDATE x402_private.schema_migrations SET checksum = %s WHERE version = '005'", (outs["005"]["checksum"],)
@@ -57,7 +58,7 @@ def test_create_diff_update_read_delete_over_grpc(host, empty_db):
     edited_sql = inputs["005"]["up_sql"] + "\n-- edited\n"
     edited = {**inputs["005"], "up_sql": edited_sql, "checksum": checksum(edited_sql)}
     with pytest.raises(grpc.RpcError) as err:
-        h.diff("005", outs["005"], edited)
+        h.diff(ids["005"], outs["005"], edited)
     assert "immutable" in err.value.details()
 
     # Delete with data present is refused and changes nothing.
@@ -67,19 +68,19 @@ def test_create_diff_update_read_delete_over_grpc(host, empty_db):
             "INSERT INTO public.user_openrouter_integrations (user_id, encrypted_api_key) VALUES (%s, 'x')", (uid,)
         )
     with pytest.raises(grpc.RpcError) as err:
-        h.delete("005", outs["005"])
+        h.delete(ids["005"], outs["005"])
     assert "down refused" in err.value.details() and "allowDataLoss" in err.value.details()
     assert _table(empty_db)
 
     # Without data, delete reverts.
     with db.connect(empty_db) as c:
         c.execute("DELETE FROM public.user_openrouter_integrations")
-    h.delete("005", outs["005"])
+    h.delete(ids["005"], outs["005"])
     assert not _table(empty_db)
     with db.connect(empty_db) as c:
         assert "005" not in ledger.entries(c)
     # Read of a reverted migration reports it gone.
-    assert h.read("005", outs["005"])[0] == ""
+    assert h.read(ids["005"], outs["005"])[0] == ""
 
 
 def test_check_rejects_a_checksum_that_does_not_match(host, empty_db):
@@ -101,7 +102,8 @@ def test_create_and_delete_refuse_what_the_plan_refuses_with_its_reasons(host, e
     assert "SqlMigration 005_add_openrouter_integration create: up refused by its plan" in details
     assert "precondition fails: auth.users is missing" in details
     assert not _table(empty_db)
-    outs = {v: h.create(h.check(inputs[v])[0])[1] for v in ("000", "001", "005")}
+    created = {v: h.create(h.check(inputs[v])[0]) for v in ("000", "001", "005")}
+    ids, outs = {v: c[0] for v, c in created.items()}, {v: c[1] for v, c in created.items()}
     with db.connect(empty_db) as c:
         uid = c.execute("INSERT INTO auth.users (email) VALUES ('d@example.invalid') RETURNING id").fetchone()[0]
         c.execute(
@@ -109,7 +111,7 @@ def test_create_and_delete_refuse_what_the_plan_refuses_with_its_reasons(host, e
             (uid,),
         )
     with pytest.raises(grpc.RpcError) as err:
-        h.delete("005", {**outs["005"], "allow_data_loss": True})
+        h.delete(ids["005"], {**outs["005"], "allow_data_loss": True})
     details = err.value.details()
     assert "delete: down refused by its plan" in details and "guard (always): 1 x402_resources row(s)" in details
     assert _table(empty_db)
@@ -123,24 +125,24 @@ def test_refresh_reads_a_cut_off_run_and_the_next_up_finishes_or_refuses_it(host
     then Update) must finish the steps, or refuse a half-reverted migration with the way out."""
     h = Host(host)
     inputs = program_inputs(empty_db)
-    outs = {}
+    outs, ids = {}, {}
     for version in ("000", "001", "005"):
-        _id, outs[version] = h.create(h.check(inputs[version])[0])
+        ids[version], outs[version] = h.create(h.check(inputs[version])[0])
     assert outs["005"]["ledger_state"] == "applied"
     with db.connect(empty_db) as c:  # as a kill during CREATE INDEX CONCURRENTLY leaves it
         c.execute("DROP INDEX public.idx_x402_resources_openrouter_model")
         c.execute("UPDATE x402_private.schema_migrations SET state = 'steps-pending' WHERE version = '005'")
-    _id, refreshed = h.read("005", outs["005"])
+    _id, refreshed = h.read(ids["005"], outs["005"])
     assert refreshed["ledger_state"] == "steps-pending"
-    assert h.diff("005", refreshed, inputs["005"]).changes == proto.DiffResponse.DIFF_SOME
-    assert h.update("005", refreshed, inputs["005"])["ledger_state"] == "applied"
+    assert h.diff(ids["005"], refreshed, inputs["005"]).changes == proto.DiffResponse.DIFF_SOME
+    assert h.update(ids["005"], refreshed, inputs["005"])["ledger_state"] == "applied"
     with db.connect(empty_db) as c:
         assert ledger.entries(c)["005"].state == "applied"
         assert c.execute("SELECT to_regclass('public.idx_x402_resources_openrouter_model')").fetchone()[0] is not None
     with db.connect(empty_db) as c:
         c.execute("UPDATE x402_private.schema_migrations SET state = 'reverting' WHERE version = '005'")
-    _id, refreshed = h.read("005", outs["005"])
+    _id, refreshed = h.read(ids["005"], outs["005"])
     assert refreshed["ledger_state"] == "reverting"
     with pytest.raises(grpc.RpcError) as err:
-        h.update("005", refreshed, inputs["005"])
+        h.update(ids["005"], refreshed, inputs["005"])
     assert "half-reverted" in err.value.details()

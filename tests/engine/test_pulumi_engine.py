@@ -20,96 +20,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.utils.db import admin_dsn, drop_database, new_database, new_supabase_database, pg_dump_schema
 from tests.utils.drifts import DRIFTS
 from tests.utils.paths import FIXTURES
 from tests.utils.real_pulumi import Project
 from tests.utils.scripts import run_script
+from tests.utils.targets import Target, deployed, refused_unchanged
 from x402db import ROOT
 from x402db.local.server import embedded_bindir
 
 RUNBOOK = ROOT / "docs" / "runbooks" / "deploy.md"
 PROJECT = "x402-openrouter-db"
-
-
-class Target:
-    """One database to deploy to, and the stack config that reaches it."""
-
-    def __init__(self, server, kind: str):
-        self.server, self.kind = server, kind
-        if kind == "postgres":
-            self.dsn = new_database(server)
-            self.user = server.superuser
-        else:
-            self.dsn = new_supabase_database(server, "shape_a")
-            self.user = "postgres"
-        self.database = psycopg.conninfo.conninfo_to_dict(self.dsn)["dbname"]
-
-    @property
-    def admin(self) -> str:
-        return admin_dsn(self.server, self.dsn)
-
-    def config(self, **extra: str) -> dict[str, str]:
-        base = {
-            "target": self.kind,
-            "host": "127.0.0.1",
-            "port": str(self.server.port()),
-            "database": self.database,
-            "username": self.user,
-            "sslmode": "disable",
-            "protect": "false",
-        }
-        if self.kind == "postgres":
-            base["superuser"] = "true"
-        return base | extra
-
-    def query(self, sql: str, params=None):
-        with psycopg.connect(self.admin, autocommit=True) as conn:
-            cur = conn.execute(sql, params)
-            return cur.fetchall() if cur.description else []
-
-    def snapshot(self) -> str:
-        ledger = self.query("SELECT to_regclass('x402_private.schema_migrations') IS NOT NULL")[0][0]
-        rows = (
-            self.query("SELECT version, checksum, state FROM x402_private.schema_migrations ORDER BY 1")
-            if ledger
-            else []
-        )
-        return pg_dump_schema(self.server, self.admin) + repr(rows)
-
-    @property
-    def server_version(self) -> int:
-        return int(self.query("SHOW server_version_num")[0][0])
-
-    def drop(self) -> None:
-        drop_database(self.server, self.dsn)
-
-
-@pytest.fixture(params=["postgres", "supabase"])
-def target(request, server):
-    t = Target(server, request.param)
-    yield t
-    t.drop()
-
-
-@pytest.fixture
-def project(pulumi_tools):
-    p = Project(pulumi_tools)
-    yield p
-    p.cleanup()
-
-
-def refused_unchanged(target: Target, before: str, result, *says: str) -> None:
-    """The command failed, said each of `says`, and the database is as it was."""
-    assert result.returncode != 0, result.output
-    for words in says:
-        assert words in result.output, result.output
-    assert target.snapshot() == before
-
-
-def deployed(project: Project, target: Target, stack: str = "test", **config: str) -> None:
-    project.init(stack, target.config(**config), target.server.password)
-    project.run("up", "--yes", "--skip-preview").ok()
 
 
 def plan_summary(target: Target, *args: str) -> str:
@@ -175,11 +95,11 @@ def test_edited_applied_migration_is_refused_and_changes_nothing(project, target
     up = project.dir / "sql" / "005_add_openrouter_integration.up.sql"
     up.write_text(up.read_text() + "\nGRANT SELECT ON public.user_openrouter_integrations TO anon;\n")
     before = target.snapshot()
-    r = project.run("preview")
-    assert r.returncode != 0
-    assert "Applied migrations are immutable" in r.output, r.output
-    r = project.run("up", "--yes")
-    assert r.returncode != 0 and "Applied migrations are immutable" in r.output
+    # The preflight runs the plan before anything, and the plan names the edited file.
+    for r in (project.run("preview"), project.run("up", "--yes")):
+        assert r.returncode != 0
+        assert "005_add_openrouter_integration is drifted" in r.output, r.output
+        assert "until the original file is restored" in r.output, r.output
     assert target.snapshot() == before
 
 

@@ -146,9 +146,19 @@ def test_order_preflight_then_roles_then_migrations_then_grants(postgres, supaba
     res = by_name(postgres)
     assert short(res["openrouter-preflight"]["dependencies"]) == []
     assert short(res["openrouter-backend-role"]["dependencies"]) == ["openrouter-preflight"]
-    assert short(res["openrouter-migration-000"]["dependencies"]) == ["openrouter-backend-role"]
-    assert short(res["openrouter-migration-001"]["dependencies"]) == ["openrouter-migration-000"]
-    assert short(res["openrouter-migration-005"]["dependencies"]) == ["openrouter-migration-001"]
+    # Every migration also reads the deployment id the preflight gives the stack.
+    assert sorted(short(res["openrouter-migration-000"]["dependencies"])) == [
+        "openrouter-backend-role",
+        "openrouter-preflight",
+    ]
+    assert sorted(short(res["openrouter-migration-001"]["dependencies"])) == [
+        "openrouter-migration-000",
+        "openrouter-preflight",
+    ]
+    assert sorted(short(res["openrouter-migration-005"]["dependencies"])) == [
+        "openrouter-migration-001",
+        "openrouter-preflight",
+    ]
     assert short(by_name(supabase)["openrouter-migration-005"]["dependencies"]) == ["openrouter-preflight"]
     chain = ["openrouter-migration-005", *GRANTS]
     for before, after in pairwise(chain):  # one at a time: each grant waits for the previous one

@@ -49,6 +49,11 @@ def dsn_output(cfg: StackConfig) -> pulumi.Output[str]:
     return pulumi.Output.secret(pulumi.Output.from_input(cfg.password).apply(build))
 
 
+def identity(cfg: StackConfig) -> str:
+    """Where a migration resource lives: changing it deploys anew there (a replace)."""
+    return f"{cfg.host}:{cfg.port}/{cfg.database}"
+
+
 def build_provider(name: str, cfg: StackConfig) -> postgresql.Provider:
     return postgresql.Provider(
         name,
@@ -70,11 +75,19 @@ class OpenRouterIntegration(pulumi.ComponentResource):
         pg = pulumi.ResourceOptions(parent=self, provider=args.provider)
         dsn = dsn_output(cfg)
 
+        stack = {"project": pulumi.get_project(), "stack": pulumi.get_stack(), "take_over_from": cfg.take_over_from}
         self.preflight = Preflight(
             f"{name}-preflight",
-            {"dsn": dsn, "database": cfg.database, "backend_role": cfg.backend_role or ""},
+            {
+                "dsn": dsn,
+                "database": cfg.database,
+                "backend_role": cfg.backend_role or "",
+                "target": cfg.target,
+                "owner": stack,
+            },
             pulumi.ResourceOptions(parent=self),
         )
+        owner = self.preflight.deployment.apply(lambda deployment: {**stack, "deployment": deployment})
         previous: list[pulumi.Resource] = [self.preflight]
 
         self.backend_role = None
@@ -109,6 +122,8 @@ class OpenRouterIntegration(pulumi.ComponentResource):
                     "target": cfg.target,
                     "allow_data_loss": cfg.allow_data_loss,
                     "lock_timeout": cfg.lock_timeout,
+                    "identity": identity(cfg),
+                    "owner": owner,
                 },
                 pulumi.ResourceOptions(parent=self, protect=cfg.protect, depends_on=previous),
             )
@@ -141,6 +156,7 @@ class OpenRouterIntegration(pulumi.ComponentResource):
                 "dsn": dsn,
                 "target": cfg.target,
                 "allow_data_loss": cfg.allow_data_loss,
+                "owner": owner,
                 "migrations": [
                     {"version": m.version, "name": m.name, "up_sql": m.up_text, "down_sql": m.down_text}
                     for m in migrations.load()

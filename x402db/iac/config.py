@@ -11,6 +11,7 @@ from ..migrate.settings import timeout_problems
 from ..migrate.target import API_ROLES, TARGETS
 
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_DEPLOYMENT = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 RESERVED_ROLES = set(API_ROLES) | {"authenticator", "postgres", "supabase_admin", "supabase_auth_admin", "public"}
 
@@ -47,6 +48,7 @@ class StackConfig:
     lock_timeout: str
     backend_role: str | None
     backend_role_password: Any
+    take_over_from: str = ""  # the deployment id of another stack's database this stack takes over
 
 
 def _bool(raw: str | None, key: str, default: bool, errors: list[str]) -> bool:
@@ -96,6 +98,12 @@ def load(cfg: ConfigSource) -> StackConfig:
             errors.append(
                 "backendRolePassword is required with backendRole: pulumi config set --secret backendRolePassword"
             )
+    take_over_from = (cfg.get("takeOverFrom") or "").strip()
+    if take_over_from and not _DEPLOYMENT.match(take_over_from):
+        errors.append(
+            "takeOverFrom must be the deployment id a refusal named (a UUID such as "
+            "1b4e28ba-2fa1-41d2-883f-0016d3cca427), not another value"
+        )
     if errors:
         raise ConfigError("invalid stack config:\n  - " + "\n  - ".join(errors))
     return StackConfig(
@@ -112,4 +120,5 @@ def load(cfg: ConfigSource) -> StackConfig:
         lock_timeout=lock_timeout,
         backend_role=backend_role,
         backend_role_password=backend_password,
+        take_over_from=take_over_from,
     )

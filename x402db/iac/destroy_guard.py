@@ -11,7 +11,7 @@ the checkout's, and the DSN only as a secret.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
@@ -19,11 +19,15 @@ from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider,
 from ..errors import Refused
 from .oneline import one_line_methods
 
+if TYPE_CHECKING:
+    from ..migrate.owner import Owner
+
 
 def refusal(props: dict[str, Any]) -> str | None:
     """None when the whole revert would run, else the plan's reasons in one sentence."""
     from .. import db
     from ..migrate import files
+    from ..migrate import owner as owners
     from ..migrate.engine import Engine
     from ..migrate.target import detect
     from ..plan.planner import Planner
@@ -31,6 +35,14 @@ def refusal(props: dict[str, Any]) -> str | None:
     migrations = [files.from_texts(m["version"], m["name"], m["up_sql"], m["down_sql"]) for m in props["migrations"]]
     allow = bool(props.get("allow_data_loss"))
     with db.connect(props["dsn"], application_name="x402db-pulumi-destroy-guard") as conn:
+        mine, found = _owner(props), owners.recorded(conn)
+        if mine is not None and found is not None and found.deployment != mine.deployment:
+            # Another stack took this database over: reverting here would drop its deployment.
+            return (
+                f"pulumi destroy refused, nothing changed: this database is now deployed by {found.describe()}, not "
+                f"by this stack ({mine.label}). To drop this stack's state without touching the database: "
+                f"pulumi stack rm --force {mine.stack}"
+            )
         plan = Planner(Engine(conn, migrations, detect(conn, props["target"]))).build(
             files.Direction.DOWN, to=files.BASE, allow_data_loss=allow
         )
@@ -41,6 +53,15 @@ def refusal(props: dict[str, Any]) -> str | None:
     if plan.verdict_with_allow_data_loss == "ready" and not allow:
         hint = ". Back the data up, then `pulumi config set allowDataLoss true && pulumi up` before `pulumi destroy`"
     return f"pulumi destroy refused by the revert's plan, nothing changed: {reasons}{hint}"
+
+
+def _owner(props: dict[str, Any]) -> Owner | None:
+    from ..migrate.owner import Owner
+
+    o = props.get("owner") or {}
+    if not o.get("deployment"):
+        return None  # a guard written before owners were recorded
+    return Owner(o["project"], o["stack"], o["deployment"])
 
 
 @one_line_methods

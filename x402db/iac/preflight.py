@@ -4,15 +4,28 @@ the exact statements pulumi-postgresql will run (iac/provider_sql.py) in one tra
 is always rolled back. If the server would refuse one, the run stops there with one sentence
 saying why and what to do, and nothing has changed: never a `pulumi up` that fails halfway.
 
+Before the provider's statements it runs every other refusal `pulumi up` could meet, so that
+none of them comes after the backend role exists: the database belongs to another stack
+(migrate/owner.py), the ledger records another target, or the plan of the migrations refuses.
+
+It also gives the stack its deployment id, the one the database records as its owner: made
+once, at the stack's first check, and kept from the previous inputs ever after.
+
 It needs the database reachable at preview time, as the provider does for refresh.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from ..migrate.owner import Owner
 
 
 def _advice(stmt: str, user: str, version: int) -> str:
@@ -28,7 +41,41 @@ def _advice(stmt: str, user: str, version: int) -> str:
     return f"grant {user} the privilege this statement needs, or leave out the resource that runs it"
 
 
-def preflight(dsn: str, database: str, backend_role: str | None) -> str | None:
+def refusal_before_any_change(conn: psycopg.Connection, target: str, owner: Owner | None) -> str | None:
+    """What would stop `pulumi up` on its migrations, found before anything is created."""
+    from ..errors import BundleError
+    from ..migrate import files, ledger
+    from ..migrate import owner as owners
+    from ..migrate.engine import Engine
+    from ..migrate.files import Direction
+    from ..migrate.target import detect
+    from ..plan.planner import Planner
+
+    found = owners.recorded(conn)
+    reason = owners.foreign(owner, found) if owner else None
+    if reason:
+        return f"preflight refused, nothing was changed: {reason}"
+    others = sorted({e.target for e in ledger.entries(conn).values()} - {target})
+    if others:
+        return (
+            f"preflight refused, nothing was changed: this database's ledger records migrations of target "
+            f"{', '.join(others)}, and this stack says target {target}; a target is fixed once deployed. Set it back "
+            f"(pulumi config set target {others[0]}), or deploy this target to another database"
+        )
+    try:
+        engine = Engine(conn, files.load(), detect(conn, target))
+        plan = Planner(engine).build(Direction.UP)
+    except BundleError as exc:
+        return f"preflight refused, nothing was changed: the migrations' plan cannot be made: {exc}"
+    if plan.verdict == "refused":
+        reasons = "; ".join(f"{m.version}_{m.name}: {r}" for m in plan.migrations for r in m.reasons)
+        return f"preflight refused, nothing was changed: the migrations' plan refuses: {reasons}"
+    return None
+
+
+def preflight(
+    dsn: str, database: str, backend_role: str | None, target: str = "", owner: Owner | None = None
+) -> str | None:
     """None when every statement would succeed, else the one sentence to stop on."""
     import psycopg
 
@@ -42,6 +89,10 @@ def preflight(dsn: str, database: str, backend_role: str | None) -> str | None:
     except BundleError as exc:
         return f"preflight: {exc}"
     with conn:
+        if target:
+            refused = refusal_before_any_change(conn, target, owner)
+            if refused:
+                return refused
         s = p.Session(conn)
         version = conn.info.server_version
         user = s.one("SELECT current_user")
@@ -76,15 +127,29 @@ def preflight(dsn: str, database: str, backend_role: str | None) -> str | None:
     return None
 
 
+def _owner(props: dict[str, Any]) -> Owner | None:
+    from ..migrate.owner import Owner
+
+    o = props.get("owner") or {}
+    if not o.get("project"):
+        return None
+    return Owner(o["project"], o["stack"], props["deployment"], o.get("take_over_from") or "")
+
+
 class PreflightProvider(ResourceProvider):
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        failure = preflight(news["dsn"], news["database"], news.get("backend_role") or None)
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        news = {**news, "deployment": olds.get("deployment") or news.get("deployment") or str(uuid.uuid4())}
+        failure = preflight(
+            news["dsn"], news["database"], news.get("backend_role") or None, news.get("target") or "", _owner(news)
+        )
         # No property: the CLI prints a failing property's value next to the reason, and the secret
         # dsn would be printed in plaintext there (issueCheckFailures formats it with %v).
         return CheckResult(news, [CheckFailure("", failure)] if failure else [])
 
-    def diff(self, _id: str, _olds: dict[str, Any], _news: dict[str, Any]) -> DiffResult:
-        return DiffResult(changes=False)  # nothing to change in the database, ever
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        # Nothing to change in the database, ever; only what the resources after it read from it.
+        keys = ("deployment", "owner", "target")
+        return DiffResult(changes=any(olds.get(k) != news.get(k) for k in keys))
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         return CreateResult("preflight", props)
@@ -97,6 +162,8 @@ class PreflightProvider(ResourceProvider):
 
 
 class Preflight(Resource, module="x402", name="Preflight"):
+    deployment: pulumi.Output[str]
+
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["dsn"]))
-        super().__init__(PreflightProvider(), name, props, opts)
+        super().__init__(PreflightProvider(), name, {"deployment": None, **props}, opts)

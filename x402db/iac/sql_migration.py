@@ -6,10 +6,17 @@ catalog, judged against what the migration's own SQL makes (iac/drift.py states 
 keeps its up and down SQL in state, so destroy runs the down that matches what was applied.
 The provider object has no fields: the engine host unpickles a class reference and nothing
 else (no connection, no module object, no secret). The DSN travels as a secret property.
+
+The database, not state, says what is deployed: a migration belongs to one stack's deployment
+(migrate/owner.py, recorded with the ledger row). diff reads the ledger, so a revert made behind
+Pulumi's back shows as a change that up applies again; read reports a migration another stack
+took over, or a database emptied, as gone. Where the resource points (host, port, database) and
+its target are its identity: a change of either replaces it, on the new database first.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import pulumi
@@ -28,32 +35,91 @@ from ..errors import DriftError
 from .oneline import one_line_methods
 
 if TYPE_CHECKING:  # at run time imported by _engine: the provider host loads them only to run one
+    import psycopg
+
     from ..migrate.engine import Engine
     from ..migrate.files import Migration
+    from ..migrate.owner import Owner
 
 # Properties whose change needs no database work: they only steer the next operation. A new
 # down_sql is stored too, so that destroy runs the checkout's down; the engine refuses it if it
 # differs from the down recorded in the ledger at apply time (an edited down).
-_STEERING = ("dsn", "allow_data_loss", "lock_timeout", "target", "down_sql")
+_STEERING = ("dsn", "allow_data_loss", "lock_timeout", "down_sql", "owner")
+# Which database, and as what: a change is a new deployment there, never an edit of this one.
+_IDENTITY = ("identity", "target")
 _REQUIRED = ("dsn", "version", "name", "checksum", "up_sql", "down_sql", "target")
 
 
-def _engine(props: dict[str, Any]) -> tuple[Engine, Migration]:
-    # Imported here: the provider host only needs them when an operation really runs.
+def _owner(props: dict[str, Any]) -> Owner | None:
+    from ..migrate.owner import Owner
+
+    o = props.get("owner") or {}
+    # State written before owners were recorded has none: such a resource judges by the ledger alone.
+    if not o.get("deployment"):
+        return None
+    return Owner(o["project"], o["stack"], o["deployment"], o.get("take_over_from") or "")
+
+
+def _connect(props: dict[str, Any], purpose: str) -> psycopg.Connection:
     from .. import db
+
+    # The session that changes the database is plain `x402db-pulumi`, the name the runbook tells
+    # operators to look for in pg_stat_activity; the reading ones say what they read for.
+    name = "x402db-pulumi" if purpose == "migration" else f"x402db-pulumi-{purpose}"
+    return db.connect(props["dsn"], application_name=name)
+
+
+def _engine(props: dict[str, Any], resource: str = "") -> tuple[Engine, Migration]:
+    # Imported here: the provider host only needs them when an operation really runs.
     from ..migrate import files as migrations
-    from ..migrate.engine import Engine
+    from ..migrate.engine import Engine, applied_by
+    from ..migrate.owner import StackRecorder
     from ..migrate.settings import Settings
     from ..migrate.target import detect
 
-    conn = db.connect(props["dsn"], application_name="x402db-pulumi")
+    conn = _connect(props, "migration")
     migration = migrations.from_texts(props["version"], props["name"], props["up_sql"], props["down_sql"])
     settings = Settings(lock_timeout=props.get("lock_timeout") or Settings.lock_timeout)
-    return Engine(conn, [migration], detect(conn, props["target"]), settings), migration
+    owner = _owner(props)
+    recorder = StackRecorder(owner, resource, applied_by(conn)) if owner and resource else None
+    return Engine(conn, [migration], detect(conn, props["target"]), settings, recorder=recorder), migration
 
 
 def _outs(props: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {k: props[k] for k in (*_REQUIRED, "allow_data_loss", "lock_timeout") if k in props} | extra
+    keep = (*_REQUIRED, "allow_data_loss", "lock_timeout", "identity", "owner")
+    return {k: props[k] for k in keep if k in props} | extra
+
+
+def _claim_applied(engine: Engine, migration: Migration) -> None:
+    """Record this resource as the holder of a migration the ledger holds, or refuse. The apply
+    claims what it runs, but not a row it found applied (by this stack before a replace, by
+    migrate.py, by a release that recorded no owner) nor one a killed create left to resume."""
+    from ..migrate.files import Direction
+
+    recorder = engine.recorder
+    if recorder is None:
+        return
+    with engine.conn.transaction():
+        recorder.before(engine.conn, migration, Direction.UP)
+        recorder.after(engine.conn, migration, Direction.UP)
+
+
+def where_it_is(props: dict[str, Any], id_: str) -> tuple[str | None, str | None]:
+    """(why this resource no longer holds its migration there, or None; the ledger state)."""
+    from ..migrate import ledger, owner
+
+    with _connect(props, "read") as conn:
+        entry = ledger.entries(conn).get(props["version"])
+        found = owner.recorded(conn)
+        holder = owner.holders(conn).get(props["version"])
+    mine = _owner(props)
+    if entry is None:
+        return "the ledger there does not record it", None
+    if mine is not None and found is not None and found.deployment != mine.deployment:
+        return f"that database is now deployed by {found.describe()}", entry.state
+    if holder is not None and holder != id_:
+        return "another resource of this stack holds it there now", entry.state
+    return None, entry.state
 
 
 @one_line_methods
@@ -69,7 +135,7 @@ class MigrationProvider(ResourceProvider):
             failures += [CheckFailure("lock_timeout", p) for p in timeout_problems(lock_timeout=news["lock_timeout"])]
         return CheckResult(news, failures)
 
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         from ..migrate.ledger import State
 
         superseded = False
@@ -87,6 +153,11 @@ class MigrationProvider(ResourceProvider):
                 f"{olds['checksum'][:12]}, but its up file now hashes to {str(news.get('checksum'))[:12]}. "
                 "Applied migrations are immutable: restore the file and ship the change as a new migration."
             )
+        stables = ["version", "name"] + ([] if superseded else ["checksum"])
+        # State written before identities were recorded has none: it keeps its place.
+        moved = [k for k in _IDENTITY if k in olds and olds.get(k) != news.get(k)]
+        if moved:
+            return DiffResult(changes=True, replaces=moved, stables=stables, delete_before_replace=False)
         changed = [k for k in _STEERING if olds.get(k) != news.get(k)] + (["checksum"] if superseded else [])
         # `pulumi refresh` read a half-finished run from the ledger: the next `pulumi up` must
         # finish it (or refuse, for a half-reverted one), not report "no changes".
@@ -95,7 +166,12 @@ class MigrationProvider(ResourceProvider):
         # Refresh found the catalog changed by hand: the next up repairs it or says why not.
         if olds.get("drift"):
             changed.append("drift")
-        stables = ["version", "name"] + ([] if superseded else ["checksum"])
+        # State is not the judge: a revert behind Pulumi's back (migrate.py down, make revert) or a
+        # database emptied since is a change, so up applies it again instead of saying "unchanged".
+        if not changed:
+            gone, state = where_it_is(news, id_)
+            if gone is not None or state != State.APPLIED:
+                changed.append("ledger_state")
         return DiffResult(changes=bool(changed), replaces=[], stables=stables, delete_before_replace=False)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -103,40 +179,57 @@ class MigrationProvider(ResourceProvider):
         from ..migrate.ledger import State
         from ..plan.planner import require_ready
 
-        engine, migration = _engine(props)
+        resource = f"{props['version']}-{uuid.uuid4().hex[:12]}"
+        engine, migration = _engine(props, resource)
         with engine.conn:
             require_ready(engine, Direction.UP, what=f"SqlMigration {migration.label} create: up", single=True)
             outcome = engine.apply(migration)
+            _claim_applied(engine, migration)
         return CreateResult(
-            migration.version,
+            resource,
             _outs(props, action=outcome.action if outcome else "already-applied", ledger_state=State.APPLIED, drift=[]),
         )
 
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         from ..migrate.ledger import State
         from . import drift
 
-        if olds.get("ledger_state", State.APPLIED) == State.APPLIED and not olds.get("drift"):
-            return UpdateResult(_outs(news, action="unchanged", ledger_state=State.APPLIED, drift=[]))
-        engine, migration = _engine(news)
+        engine, migration = _engine(news, id_)
         with engine.conn:
-            if olds.get("ledger_state", State.APPLIED) != State.APPLIED:
-                # What `migrate.py up` does with the same ledger: resume steps-pending, refuse reverting.
-                outcome = engine.apply(migration)
-                action = outcome.action if outcome else "unchanged"
-            else:
-                action = "unchanged"
-            differences = drift.found(engine.conn, migration.version)
+            # What `migrate.py up` does with the same ledger: apply a missing row, resume
+            # steps-pending, refuse reverting; a row already applied is only claimed.
+            outcome = engine.apply(migration)
+            _claim_applied(engine, migration)
+            action = outcome.action if outcome else "unchanged"
+            differences = drift.found(engine.conn, migration.version) if olds.get("drift") else []
             if differences:
                 drift.repair(engine.conn, migration.version, migration.label, differences)
                 action = "repaired"
         return UpdateResult(_outs(news, action=action, ledger_state=State.APPLIED, drift=[]))
 
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        from ..errors import ConnectError, Refused
         from ..migrate.files import Direction
         from ..plan.planner import require_ready
 
-        engine, migration = _engine(props)
+        label = f"{props['version']}_{props['name']}"
+        try:
+            gone, _state = where_it_is(props, id_)
+        except ConnectError as exc:
+            raise Refused(
+                f"SqlMigration {label} delete refused, nothing reverted: the database it was deployed to "
+                f"({props.get('identity') or 'its old address'}) cannot be reached ({exc}). If that database is gone "
+                "for good, drop the resource from state: pulumi state delete <its URN> (pulumi stack --show-urns)"
+            ) from None
+        mine = _owner(props)
+        if gone is not None and mine is not None:
+            from ..migrate.owner import recorded, require_owned
+
+            with _connect(props, "delete") as conn, conn.transaction():
+                if recorded(conn) is not None:
+                    require_owned(conn, mine, f"SqlMigration {label} delete")
+            return  # not there, or held by this stack's replacement: nothing of it to revert
+        engine, migration = _engine(props, id_)
         allow = bool(props.get("allow_data_loss"))
         with engine.conn:
             require_ready(
@@ -152,16 +245,13 @@ class MigrationProvider(ResourceProvider):
         from ..migrate import ledger
         from . import drift
 
+        gone, state = where_it_is(props, id_)
+        if gone is not None:
+            return ReadResult(None, {})  # Pulumi drops it from state: the next up deploys it again
         engine, migration = _engine(props)
         with engine.conn:
-            entry = ledger.entries(engine.conn).get(migration.version)
-            found = (
-                drift.lines(drift.found(engine.conn, migration.version))
-                if entry and entry.state == ledger.State.APPLIED
-                else []
-            )
-        if entry is None:
-            return ReadResult(None, {})  # gone from the ledger: Pulumi drops it from state
+            entry = ledger.entries(engine.conn)[migration.version]
+            found = drift.lines(drift.found(engine.conn, migration.version)) if state == ledger.State.APPLIED else []
         # A checksum that differs from state shows up in `pulumi refresh` as drift.
         # So is a run that was cut off: the ledger's state (steps-pending, reverting) is read back.
         return ReadResult(id_, _outs(props, checksum=entry.checksum, ledger_state=entry.state, drift=found))

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import psycopg
 from psycopg import errors as pgerr
@@ -73,6 +73,15 @@ class State:
         return ledger.HINTS.get(self.state)
 
 
+class Recorder(Protocol):
+    """Who else is written with the ledger, in its transaction (the Pulumi stack's claim on the
+    database, migrate/owner.py). `before` runs first, so a refusal takes no lock; `after` runs once
+    the ledger row is written. Either may raise to roll the whole transaction back."""
+
+    def before(self, conn: psycopg.Connection, m: Migration, direction: Direction) -> None: ...
+    def after(self, conn: psycopg.Connection, m: Migration, direction: Direction) -> None: ...
+
+
 def _value(conn: psycopg.Connection, query: str, params: tuple[object, ...] | None = None) -> Any:
     """The first column of a query that always returns one row (a SELECT without FROM, an aggregate)."""
     row = conn.execute(query, params).fetchone()
@@ -80,7 +89,7 @@ def _value(conn: psycopg.Connection, query: str, params: tuple[object, ...] | No
     return row[0]
 
 
-def _applied_by(conn: psycopg.Connection) -> str:
+def applied_by(conn: psycopg.Connection) -> str:
     db_user = _value(conn, "SELECT current_user")
     return f"{db_user} ({getpass.getuser()}@{socket.gethostname()})"
 
@@ -100,6 +109,7 @@ class Engine:
         settings: Settings | None = None,
         log: Callable[[str], None] = lambda _msg: None,
         shipped_downs: dict[str, tuple[str, ...]] | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         if not conn.autocommit:
             raise UsageError("the engine needs an autocommit connection: it runs non-transactional steps")
@@ -113,6 +123,7 @@ class Engine:
         # ledger rows written before down checksums were recorded. Default: the package's list
         # (migrate/shipped_downs.json), never the checkout's sql/, which is what may be edited.
         self._shipped_downs = shipped_downs
+        self.recorder = recorder
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -259,6 +270,7 @@ class Engine:
             warnings.clear()
             with self.conn.transaction():
                 self._set_timeouts(self.settings.statement_timeout, local=True)
+                self._recorded(m, direction, "before")
                 if direction == Direction.DOWN:
                     self._check_guards(m, allow_data_loss)
                 # One statement at a time, split by PostgreSQL's parser: the plan describes this list.
@@ -275,7 +287,7 @@ class Engine:
                         checksum=m.checksum,
                         kind="applied",
                         target=self.target.name,
-                        applied_by=_applied_by(self.conn),
+                        applied_by=applied_by(self.conn),
                         execution_ms=0,
                         state=ledger.State.STEPS_PENDING if script.steps else ledger.State.APPLIED,
                         down_checksum=m.down_checksum,
@@ -284,6 +296,7 @@ class Engine:
                     ledger.set_state(self.conn, m.version, ledger.State.REVERTING)
                 else:
                     ledger.forget(self.conn, m.version)
+                self._recorded(m, direction, "after")
 
         self.conn.add_notice_handler(collect)
         try:
@@ -319,6 +332,11 @@ class Engine:
                 )
             else:
                 ledger.forget(self.conn, m.version)
+                self._recorded(m, direction, "after")
+
+    def _recorded(self, m: Migration, direction: Direction, when: str) -> None:
+        if self.recorder is not None:
+            getattr(self.recorder, when)(self.conn, m, direction)
 
     def _run_step(self, step: str) -> None:
         idx = _CONCURRENT_INDEX.search(step)
@@ -403,6 +421,7 @@ class Engine:
         started = time.monotonic()
         if m.up.adopt_if and self._holds(m.up.adopt_if):
             with self.conn.transaction():
+                self._recorded(m, Direction.UP, "before")
                 ledger.record(
                     self.conn,
                     version=m.version,
@@ -410,10 +429,11 @@ class Engine:
                     checksum=m.checksum,
                     kind="adopted",
                     target=self.target.name,
-                    applied_by=_applied_by(self.conn),
+                    applied_by=applied_by(self.conn),
                     execution_ms=0,
                     down_checksum=m.down_checksum,
                 )
+                self._recorded(m, Direction.UP, "after")
             self.log(f"{m.label}: already present, adopted without running it")
             return Outcome(m.version, m.name, "adopted", 0)
         for cond in m.up.requires:
@@ -530,19 +550,33 @@ class Engine:
             "scripts/migrate.py down --accept-edited-down"
         )
 
+    def _refuse_under_higher(self, m: Migration, done: dict[str, ledger.Entry]) -> None:
+        """A migration may build on any one below it, so none is reverted while one above it is
+        recorded: a target changed under a deployed stack must not drop 001's tables under 005."""
+        above = sorted(v for v in done if int(v) > int(m.version))
+        if above:
+            raise Refused(
+                f"{m.label} down refused, nothing changed: migration(s) {', '.join(above)} above it are still "
+                "recorded in the ledger and may depend on it; revert them first (latest first)"
+            )
+
     def _revert_locked(self, m: Migration, allow_data_loss: bool, accept_edited_down: bool = False) -> Outcome | None:
-        entry = ledger.entries(self.conn).get(m.version)
+        done = ledger.entries(self.conn)
+        entry = done.get(m.version)
         if entry is None:
             return None
         if entry.kind == "adopted":
             with self.conn.transaction():
+                self._recorded(m, Direction.DOWN, "before")
                 ledger.forget(self.conn, m.version)
+                self._recorded(m, Direction.DOWN, "after")
             self.log(f"{m.label}: was adopted, not created here; forgotten, nothing dropped")
             return Outcome(m.version, m.name, "forgotten", 0)
         if not m.matches(entry.checksum):
             raise DriftError(
                 f"{m.label} drifted (its file changed since it was applied); refusing to run a down script that may not match"
             )
+        self._refuse_under_higher(m, done)
         self._check_down_integrity(m, entry, accept_edited_down)
         ledger.ensure(self.conn)
         started = time.monotonic()
