@@ -3,9 +3,11 @@
 -- anyone else's is ever dropped, whatever flags are given. An object that something else
 -- depends on, or that a function body names (PL/pgSQL and SQL string bodies record no
 -- dependency), and a role that still owns, is named in, or holds privileges on anything else
--- (here or in another database of the cluster), or is granted to another role, is kept, and a
--- WARNING names what holds it; the engine prints those warnings. Of the default privileges, only
--- the entries the up recorded as its own are revoked.
+-- (here or in another database of the cluster), is granted to another role, or that an operator
+-- has since set up (a membership, a setting, a password: DROP ROLE would take them without a
+-- word), is kept, and a WARNING names what holds it; the engine prints those warnings. Of the
+-- default privileges, only the entries the up recorded as its own are revoked; when it recorded
+-- none (a layer applied by an earlier release), those naming the API roles are kept and named.
 -- x402:lock: auth.users
 -- x402:guard data-loss: SELECT count(*) FROM auth.users WHERE EXISTS (SELECT 1 FROM x402_private.compat_objects WHERE kind = 'table' AND identity = 'auth.users') | row(s) in auth.users would be dropped
 
@@ -25,13 +27,43 @@ DECLARE
   role_oid oid;
   detail text;
   uses text;
+  server_path text;
+  has_password boolean;
 BEGIN
   IF to_regclass('x402_private.compat_objects') IS NULL THEN
-    RAISE WARNING 'kept the roles anon, authenticated, service_role, authenticator and schema auth: this compat layer was applied before it recorded what it created, so none of it is dropped';
+    RAISE WARNING 'kept the roles anon, authenticated, service_role, authenticator, schema auth and the default privileges in schema public: this compat layer was applied before it recorded what it created, so none of it is dropped';
     RETURN;
   END IF;
   -- Recorded by the previous release, the table has no OIDs yet: its rows are taken by name.
   ALTER TABLE x402_private.compat_objects ADD COLUMN IF NOT EXISTS object_oid oid;
+
+  -- A layer applied by an earlier release recorded no default privileges: none can be told from an
+  -- operator's, so none is revoked, and the ones naming the API roles are said to be kept.
+  IF NOT EXISTS (SELECT 1 FROM x402_private.compat_objects WHERE kind = 'default_acl') THEN
+    SELECT string_agg(format('%s ON %s TO %s (defaults of role %s)', g.privs, g.o, g.t, g.r), '; '
+                      ORDER BY g.r, g.o, g.t) INTO detail
+    FROM (SELECT d.defaclrole::regrole::text r, acl.grantee::regrole::text t,
+                 CASE d.defaclobjtype WHEN 'r' THEN 'TABLES' WHEN 'S' THEN 'SEQUENCES' WHEN 'f' THEN 'FUNCTIONS'
+                                      WHEN 'T' THEN 'TYPES' ELSE 'SCHEMAS' END o,
+                 string_agg(acl.privilege_type, ', ' ORDER BY acl.privilege_type) privs
+          FROM pg_default_acl d, aclexplode(d.defaclacl) acl
+          WHERE d.defaclnamespace = 'public'::regnamespace
+            AND acl.grantee IN (SELECT oid FROM pg_roles WHERE rolname IN ('anon', 'authenticated', 'service_role'))
+          GROUP BY 1, 2, 3) g;
+    IF detail IS NOT NULL THEN
+      RAISE WARNING 'kept the default privileges in schema public: %; the compat layer recorded none of them as its own (a layer applied by an earlier release records none), so none is revoked; if they are the layer''s, revoke them yourself: ALTER DEFAULT PRIVILEGES FOR ROLE <role> IN SCHEMA public REVOKE ALL ON TABLES (then SEQUENCES, FUNCTIONS) FROM anon, authenticated, service_role', detail;
+    END IF;
+  END IF;
+
+  -- The server's own search_path (postgresql.conf, ALTER SYSTEM): what a session starts with, and
+  -- the files' value where this role may read them (a session of this role may override it).
+  server_path := (SELECT reset_val FROM pg_settings WHERE name = 'search_path');
+  BEGIN
+    server_path := concat_ws(', ', server_path, (SELECT string_agg(setting, ', ') FROM pg_file_settings
+                                                 WHERE name = 'search_path' AND error IS NULL));
+  EXCEPTION WHEN insufficient_privilege THEN
+    NULL;
+  END;
 
   -- Default privileges: exactly the entries the up recorded, each revoked from the defaults of
   -- the role that ran it. The entries it found, and other roles' entries, stay as they are.
@@ -119,8 +151,8 @@ BEGIN
     END IF;
     -- A PL/pgSQL or SQL string body records no dependency, so RESTRICT cannot see that a project
     -- function calls auth.uid(): search the bodies for the qualified name, and for the bare name
-    -- where the schema is on the function's search_path (its own SET, else the database's or a
-    -- role's). A schema is not searched for: RESTRICT keeps it while it holds anything, and
+    -- where the schema is on the function's search_path (its own SET, else the database's, a
+    -- role's or the server's). A schema is not searched for: RESTRICT keeps it while it holds anything, and
     -- once it is empty no body can use it.
     uses := NULL;
     IF o.kind <> 'schema' THEN
@@ -131,7 +163,8 @@ BEGIN
       path_names_auth := EXISTS (
         SELECT 1 FROM pg_db_role_setting rs, unnest(rs.setconfig) s
         WHERE rs.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
-          AND s ~* ('^search_path=(.*[ ,"])?' || nsp || '([ ,"]|$)'));
+          AND s ~* ('^search_path=(.*[ ,"])?' || nsp || '([ ,"]|$)'))
+        OR server_path ~* ('(^|[ ,"])' || nsp || '([ ,"]|$)');
       SELECT string_agg(DISTINCT quote_ident(n.nspname) || '.' || quote_ident(p.proname)
                         || '(' || pg_get_function_identity_arguments(p.oid) || ')', ', ') INTO uses
       FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang JOIN pg_namespace n ON n.oid = p.pronamespace
@@ -181,8 +214,15 @@ BEGIN
       RAISE WARNING 'kept role authenticator: the roles it logs in as are still used in database %', other_dbs;
       CONTINUE;
     END IF;
+    -- A password set since is the operator's (the up creates none). Only pg_authid says, and only
+    -- to a role that may read it; one that may not cannot tell, so a role that can log in stays.
+    has_password := NULL;
+    IF has_table_privilege('pg_catalog.pg_authid', 'SELECT') THEN
+      has_password := (SELECT rolpassword IS NOT NULL FROM pg_catalog.pg_authid WHERE oid = role_oid);
+    END IF;
     -- Anything that still refers to it, but the USAGE on public the up granted: owned objects,
-    -- privileges, default privileges, policies, memberships. A role kept keeps all of them.
+    -- privileges, default privileges, policies, memberships either way (but authenticator's in the
+    -- API roles, the up's own), settings, a password. A role kept keeps all of them.
     SELECT string_agg(u, '; ' ORDER BY u) INTO uses FROM (
       SELECT DISTINCT CASE
           WHEN d.dbid IN (0, (SELECT oid FROM pg_database WHERE datname = current_database())) THEN
@@ -200,6 +240,25 @@ BEGIN
       SELECT 'is granted to role ' || m.member::regrole::text
       FROM pg_auth_members m
       WHERE m.roleid = role_oid AND m.member::regrole::text <> 'authenticator'
+      UNION
+      SELECT 'is a member of role ' || m.roleid::regrole::text
+      FROM pg_auth_members m
+      WHERE m.member = role_oid
+        AND NOT (r = 'authenticator' AND m.roleid::regrole::text IN ('anon', 'authenticated', 'service_role'))
+      UNION
+      -- The settings' names only: a value is the operator's to read, not the revert's to print.
+      SELECT 'has settings (' || (SELECT string_agg(split_part(s, '=', 1), ', ' ORDER BY s) FROM unnest(rs.setconfig) s)
+             || CASE WHEN rs.setdatabase = 0 THEN ') in every database'
+                     ELSE ') in database ' || coalesce((SELECT datname FROM pg_database WHERE oid = rs.setdatabase),
+                                                       rs.setdatabase::text) END
+      FROM pg_db_role_setting rs
+      WHERE rs.setrole = role_oid
+      UNION
+      SELECT 'has a password' WHERE has_password
+      UNION
+      SELECT format('may have a password (role %s may not read pg_authid to tell); drop it yourself if it has none',
+                    current_user)
+      WHERE has_password IS NULL AND (SELECT rolcanlogin FROM pg_roles WHERE oid = role_oid)
     ) refs;
     SELECT string_agg(DISTINCT db.datname, ', ') INTO detail
     FROM pg_shdepend d JOIN pg_database db ON db.oid = d.dbid

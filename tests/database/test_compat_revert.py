@@ -362,6 +362,11 @@ def test_a_layer_applied_by_the_previous_release_is_reverted_by_this_one(tmp_pat
     assert "revoked the default privileges" not in out
     for role in LAYER_ROLES:
         assert f"kept role {role}: it still holds privileges on default privileges" in out, out
+    # The default privileges themselves are said to be kept, each named, as the README says.
+    said = next((line for line in out.splitlines() if "kept the default privileges in schema public: " in line), out)
+    for role in LAYER_ROLES:
+        assert f"ON TABLES TO {role} (defaults of role postgres)" in said, said
+    assert "revoke them yourself: ALTER DEFAULT PRIVILEGES" in said, said
     with psycopg.connect(compat_db) as c:
         assert c.execute("SELECT to_regnamespace('auth')").fetchone()[0] is None
 
@@ -614,3 +619,59 @@ def test_a_kept_object_the_previous_release_recorded_by_name_is_then_known_by_oi
         Engine(conn, migrations.load(old_sql), detect(conn)).up()
         access.apply(conn)
     _the_operator_replaces_a_kept_auth_uid(compat_db)
+
+
+def test_a_role_the_operator_has_since_set_up_is_kept_and_named(bare_server, compat_db):
+    """Found by attacking the revert: a role the layer created was dropped, and with it what an
+    operator had since given it (DROP ROLE takes memberships, settings and the password without a
+    word). A membership, a setting (everywhere or in one database) or a password keeps it now."""
+    deploy(compat_db)
+    dbname = psycopg.conninfo.conninfo_to_dict(compat_db)["dbname"]
+    with psycopg.connect(bare_server.dsn(), autocommit=True) as c:
+        c.execute("CREATE ROLE app_reader NOLOGIN")
+        c.execute("GRANT app_reader TO anon")
+        c.execute("ALTER ROLE authenticated SET statement_timeout = '5s'")
+        c.execute(sql.SQL("ALTER ROLE service_role IN DATABASE {} SET work_mem = '8MB'").format(sql.Identifier(dbname)))
+        c.execute("ALTER ROLE authenticator PASSWORD 'operator-set-pw-41'")
+    try:
+        r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+        assert r.returncode == 0, r.stderr
+        out = r.stdout + r.stderr
+        assert "operator-set-pw-41" not in out
+        with psycopg.connect(compat_db) as c:
+            roles = {
+                x[0] for x in c.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(API_ROLES),))
+            }
+            assert roles == set(API_ROLES), out
+            assert c.execute("SELECT pg_has_role('anon', 'app_reader', 'MEMBER')").fetchone() == (True,)
+            assert c.execute("SELECT to_regnamespace('auth')").fetchone()[0] is None  # the rest of the layer went
+        assert "kept role anon: it still is a member of role app_reader" in out, out
+        assert "kept role authenticated: it still has settings (statement_timeout) in every database" in out, out
+        assert f"kept role service_role: it still has settings (work_mem) in database {dbname}" in out, out
+        assert "kept role authenticator: it still has a password" in out, out
+    finally:
+        with psycopg.connect(bare_server.dsn(), autocommit=True) as c:
+            c.execute("DROP ROLE app_reader")  # the API roles go with compat_db
+
+
+def test_a_bare_name_on_the_servers_search_path_is_found(bare_server, compat_db):
+    """Found by attacking the revert: the search_path of the database and of roles was read, not the
+    server's own (ALTER SYSTEM, reloaded), so auth.uid() was dropped under a function calling uid()."""
+    deploy(compat_db)
+    with psycopg.connect(bare_server.dsn(), autocommit=True) as c:
+        c.execute('ALTER SYSTEM SET search_path = "$user", public, auth')
+        c.execute("SELECT pg_reload_conf()")
+    try:
+        with psycopg.connect(compat_db, autocommit=True) as c:
+            c.execute(
+                "CREATE FUNCTION public.my_id() RETURNS uuid LANGUAGE plpgsql STABLE AS $$ BEGIN RETURN uid(); END $$"
+            )
+        r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+        assert r.returncode == 0, r.stderr
+        assert "kept function auth.uid(): the body of function public.my_id() refers to it" in r.stdout, r.stdout
+        with psycopg.connect(compat_db) as c:
+            assert c.execute("SELECT public.my_id()").fetchone() == (None,)
+    finally:
+        with psycopg.connect(bare_server.dsn(), autocommit=True) as c:
+            c.execute("ALTER SYSTEM RESET search_path")
+            c.execute("SELECT pg_reload_conf()")

@@ -274,3 +274,68 @@ def test_a_port_taken_between_its_choice_and_the_start_is_replaced_on_a_new_clus
     finally:
         hold.close()
         server.delete()
+
+
+def test_a_port_taken_before_the_first_start_is_not_kept_and_a_failed_start_is_one_sentence(monkeypatch, capsys):
+    """The local path saved the port it chose before the server had started: when another
+    program took it first (here, every port chosen, as under load), every later `make deploy`
+    insisted on that port and printed pg_ctl's raw log, until `local_db.py delete`. A port is
+    now kept once the server has listened on it; any failure is one sentence naming the log."""
+    import socket
+
+    from x402db.cli.common import run
+    from x402db.cli.deploy import local_main
+    from x402db.local import deploy as local_deploy
+    from x402db.local import server as server_module
+
+    def hold(port: int = 0) -> socket.socket:
+        s = socket.socket()
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        return s
+
+    def local_db(*argv: str) -> tuple[int, list[str], str]:
+        with pytest.raises(SystemExit) as exit_:
+            run(local_main, list(argv))
+        out = capsys.readouterr()
+        return exit_.value.code, out.err.splitlines(), out.out
+
+    holders = [hold(), hold()]
+    taken = [h.getsockname()[1] for h in holders]
+    base = Path(tempfile.mkdtemp(prefix="x402db-taken-"))
+    base.chmod(0o755)
+    monkeypatch.setattr(local_deploy, "LOCAL_BASE", base / "pg18")
+    monkeypatch.setattr(local_deploy, "LOCAL_PORT", taken[0])
+    monkeypatch.setattr(local_deploy, "LOCAL_PASSWORD", base / "password")
+    real = server_module._free_port
+    monkeypatch.setattr(server_module, "_free_port", lambda preferred=None: taken[0] if preferred else taken[1])
+    server = local_deploy.local_server()
+    try:
+        code, err, _ = local_db("start")
+        assert code == 1 and len(err) == 1, err
+        assert f"the server's log is {server.logfile}" in err[0] and "LOG:" not in err[0], err
+        assert "Address already in use" in server.logfile.read_text()  # the raw lines stay in the log
+        assert not (server.base / "port").exists()
+
+        # Both ports still taken: the next run chooses again and just works.
+        monkeypatch.setattr(server_module, "_free_port", real)
+        code, err, out = local_db("start")
+        assert code == 0, err
+        url = out.strip().splitlines()[-1].removeprefix("DATABASE_URL=")
+        port = int(conninfo_to_dict(url)["port"])
+        assert port not in taken and (server.base / "port").read_text().strip() == str(port)
+        with psycopg.connect(url) as conn:  # the passfile names the port the server took
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+
+        # A port the server has listened on is kept: taken, one sentence; freed, it starts there.
+        assert local_db("stop")[0] == 0
+        holders.append(hold(port))
+        code, err, _ = local_db("start")
+        assert code == 1 and len(err) == 1 and f"port {port} " in err[0] and str(server.logfile) in err[0], err
+        holders.pop().close()
+        code, err, out = local_db("start")
+        assert code == 0 and out.strip().splitlines()[-1] == f"DATABASE_URL={url}", err
+    finally:
+        for h in holders:
+            h.close()
+        server.delete()

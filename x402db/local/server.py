@@ -8,12 +8,13 @@ import hashlib
 import importlib.util
 import os
 import pwd
+import re
 import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -69,6 +70,10 @@ def _service_user() -> str | None:
 # home such as /root), the data directory lives here instead, owned by that user, mode 0700.
 EXTERNAL_ROOT = Path("/var/lib/x402db")
 PASSFILE = "pgpass"  # libpq's password file: 127.0.0.1:<port>:*:*:<password>, mode 0600
+# In base: the port the server has listened on, written only once a start succeeded. A port that
+# was only chosen is nobody's yet: a failed start leaves nothing a later run must keep to.
+PORT_FILE = "port"
+BIND_FAILED = "Address already in use"  # the server's log line when another program has its port
 POINTER = "datadir"  # in base: where the data directory is, when it is not base/data
 
 
@@ -103,6 +108,8 @@ class LocalServer:
     # The bootstrap superuser. Test clusters use Supabase's name (supabase_admin), so that the
     # role `postgres` can be created NOSUPERUSER exactly as Supabase builds it.
     superuser: str = "postgres"
+    # The port chosen for a server that has not listened yet: in memory until a start succeeds.
+    _chosen_port: int | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def home(self) -> Path:
@@ -174,17 +181,76 @@ class LocalServer:
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         user = _service_user()
         bindir = self.runnable_bindir(user)
+        log_from = self._log_size()
         proc = subprocess.run([str(bindir / args[0]), *args[1:]], capture_output=True, text=True, user=user, cwd="/")
         if check and proc.returncode != 0:
-            tail = self.logfile.read_text(errors="replace")[-800:] if self.logfile.exists() else ""
-            raise BundleError(f"{args[0]} failed: {(proc.stderr or proc.stdout).strip()[-400:]} {tail}".strip())
+            raise BundleError(self._failure(args, proc, log_from))
         return proc
 
+    def _log_size(self) -> int:
+        try:
+            return self.logfile.stat().st_size
+        except OSError:
+            return 0
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with self.logfile.open("rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def _failure(self, args: tuple[str, ...], proc: subprocess.CompletedProcess, log_from: int) -> str:
+        """One sentence for a failed server tool: its own output and the server's lines of this
+        run go to the log (appended, never echoed), and the sentence names the log and the one
+        line that says why."""
+        output = "\n".join(part.strip() for part in (proc.stdout, proc.stderr) if part and part.strip())
+        server_lines = self._log_since(log_from)
+        try:
+            with self.logfile.open("a") as f:
+                f.write(f"x402db: {' '.join(args[:2])} exited with {proc.returncode}:\n{output}\n")
+        except OSError:
+            pass
+        what = " ".join(a for a in args[:2] if not a.startswith("-"))
+        if args[:2] == ("pg_ctl", "start") and BIND_FAILED in server_lines:
+            return (
+                f"the local PostgreSQL could not start: another program listens on port {self.port()} of "
+                f"127.0.0.1, the port this server was given; stop that program and start again "
+                f"(the server's log is {self.logfile})"
+            )
+        reasons = [
+            line for line in (server_lines + "\n" + output).splitlines() if re.search(r"\b(FATAL|PANIC|ERROR):", line)
+        ]
+        reason = (reasons or [line for line in output.splitlines() if line.strip()] or ["no output"])[-1]
+        reason = re.sub(r"^.*?\b(FATAL|PANIC|ERROR):\s*", "", reason).strip().rstrip(".")
+        return f"{what} failed ({reason}); the log is {self.logfile}"
+
     def port(self) -> int:
-        port_file = self.base / "port"
-        if not port_file.exists():
-            port_file.write_text(str(_free_port(self.preferred_port)))
-        return int(port_file.read_text())
+        port_file = self.base / PORT_FILE
+        if port_file.exists():
+            return int(port_file.read_text())
+        if self._chosen_port is None:
+            self._chosen_port = _free_port(self.preferred_port)
+        return self._chosen_port
+
+    def _record_port(self) -> None:
+        """Once the server listens: its port is the one handed out from now on (read from the
+        server itself, in case a run that started it stopped before recording it), and the
+        passfile (written with the password before initdb, perhaps naming a port given up
+        since) names it."""
+        port = self._listening_port() or self.port()
+        write_private(self.base / PORT_FILE, f"{port}\n")
+        password = self.password
+        if password and not self.passfile.read_text().startswith(f"127.0.0.1:{port}:"):
+            self._write_passfile(password)
+
+    def _listening_port(self) -> int | None:
+        """The port of the running server, from its postmaster.pid (line 4)."""
+        try:
+            return int(((self.datadir / "postmaster.pid").read_text().splitlines() + [""] * 4)[3])
+        except (OSError, ValueError):
+            return None
 
     def dsn(self, dbname: str = "postgres", user: str | None = None) -> str:
         return f"postgresql://{quote(user or self.superuser, safe='')}@127.0.0.1:{self.port()}/{quote(dbname, safe='')}"
@@ -300,7 +366,9 @@ class LocalServer:
 
     def start(self) -> str:
         self.base.mkdir(parents=True, exist_ok=True)
-        fresh_port = not (self.base / "port").exists()
+        # A port is kept once the server has listened on it (DATABASE_URL lines, the dev stack's
+        # config name it); one only chosen is given up when another program takes it first.
+        handed_out = (self.base / PORT_FILE).exists()
         user = _service_user()
         self._choose_home(user)
         if not (self.datadir / "PG_VERSION").exists():
@@ -309,18 +377,18 @@ class LocalServer:
             self.logfile.touch()
             shutil.chown(self.logfile, user)
         if not self.running():
-            try:
-                self._pg_start()
-            except BundleError as exc:
-                # The port was free when chosen and taken before the server bound it (another
-                # server, or a client's ephemeral port). A cluster whose port nobody has been told
-                # yet takes another one; a port already handed out stays, and the error says why.
-                if not fresh_port or "Address already in use" not in str(exc):
-                    raise
-                (self.base / "port").write_text(str(_free_port(None)))
-                if self.password:  # the passfile names the port
-                    self._write_passfile(self.password)
-                self._pg_start()
+            for attempt in range(3):
+                log_from = self._log_size()
+                try:
+                    self._pg_start()
+                    break
+                except BundleError:
+                    # The port was free when chosen and taken before the server bound it
+                    # (another server, or a client's ephemeral port): choose again.
+                    if handed_out or attempt == 2 or BIND_FAILED not in self._log_since(log_from):
+                        raise
+                    self._chosen_port = _free_port(None)
+        self._record_port()
         if not self.passfile.exists():
             self._secure_trust_cluster()
         return self.dsn()
