@@ -29,19 +29,22 @@ def _advice(stmt: str, user: str, version: int) -> str:
 
 
 def preflight(dsn: str, database: str, backend_role: str | None) -> str | None:
-    """None when every statement would succeed, else the one sentence to stop on."""
+    """None when every statement would succeed, else the one sentence to stop on; bounded.Blocked
+    when one would wait on another session's lock."""
     import psycopg
+    from psycopg import errors as pgerr
 
     from .. import db
     from ..errors import BundleError
     from . import declared
     from . import provider_sql as p
+    from .bounded import reads
 
     try:
         conn = db.connect(dsn, application_name="x402db-pulumi-preflight")
     except BundleError as exc:
         return f"preflight: {exc}"
-    with conn:
+    with conn, reads(conn, "the preflight"):
         s = p.Session(conn)
         version = conn.info.server_version
         user = s.one("SELECT current_user")
@@ -66,6 +69,8 @@ def preflight(dsn: str, database: str, backend_role: str | None) -> str | None:
                         with conn.transaction():
                             p.lock_role(s, g.role)
                             p.with_roles_granted(s, p.roles_to_grant(s, g), lambda: None)
+        except pgerr.LockNotAvailable:
+            raise  # not a refusal: reads() names the session to wait for
         except psycopg.Error as exc:
             stmt = s.log[-1] if s.log else "?"
             reason = (exc.diag.message_primary or str(exc)).rstrip(".")
@@ -78,7 +83,12 @@ def preflight(dsn: str, database: str, backend_role: str | None) -> str | None:
 
 class PreflightProvider(ResourceProvider):
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        failure = preflight(news["dsn"], news["database"], news.get("backend_role") or None)
+        from .bounded import Blocked
+
+        try:
+            failure = preflight(news["dsn"], news["database"], news.get("backend_role") or None)
+        except Blocked as exc:
+            failure = str(exc)  # a check failure too: preview and up stop on it, nothing changed
         # No property: the CLI prints a failing property's value next to the reason, and the secret
         # dsn would be printed in plaintext there (issueCheckFailures formats it with %v).
         return CheckResult(news, [CheckFailure("", failure)] if failure else [])

@@ -151,9 +151,10 @@ class MigrationProvider(ResourceProvider):
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         from ..migrate import ledger
         from . import drift
+        from .bounded import reads
 
         engine, migration = _engine(props)
-        with engine.conn:
+        with engine.conn, reads(engine.conn, f"pulumi refresh of migration {migration.label}"):
             entry = ledger.entries(engine.conn).get(migration.version)
             found = (
                 drift.lines(drift.found(engine.conn, migration.version))
