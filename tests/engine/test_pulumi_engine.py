@@ -741,3 +741,83 @@ def test_a_stack_the_previous_release_deployed_takes_this_release_and_destroys(p
         assert target.query("SELECT count(*) FROM x402_private.schema_migrations")[0][0] == 0
     finally:
         target.drop()
+
+
+# --- a lock held by another session ------------------------------------------------------------
+
+BLOCKED_BOUND_S = 30  # the attack saw preview still waiting after 45 s
+KEYS_TABLE = "public.user_openrouter_integrations"
+
+
+def _waiting(target: Target) -> list[tuple]:
+    """Who of ours waits on a lock, and on which statement: what a hung run is stuck on."""
+    return target.query(
+        "SELECT application_name, left(query, 120) FROM pg_stat_activity"
+        " WHERE datname = %s AND wait_event_type = 'Lock' AND application_name LIKE 'x402db%%'",
+        (target.database,),
+    )
+
+
+def _bounded(project: Project, target: Target, *args: str):
+    started = time.monotonic()
+    try:
+        r = project.run(*args, timeout=BLOCKED_BOUND_S + 15)
+    except subprocess.TimeoutExpired:
+        waiting = _waiting(target)
+        _kill_tree(project)
+        raise AssertionError(
+            f"pulumi {' '.join(args)} still waited after {BLOCKED_BOUND_S + 15} s: {waiting}"
+        ) from None
+    return r, time.monotonic() - started
+
+
+def _outputs(project: Project) -> dict[str, dict]:
+    """Each resource's outputs in state, secrets left out (each save encrypts them anew)."""
+    return {
+        name: {k: v for k, v in r.get("outputs", {}).items() if not (isinstance(v, dict) and "ciphertext" in v)}
+        for name, r in project.resources().items()
+    }
+
+
+def _grant_locks_the_table(target: Target) -> bool:
+    """Whether this server's GRANT on a table takes a lock on it (18 does, 15 does not): only then
+    has the preflight, which tries the provider's GRANTs, anything to wait for."""
+    with psycopg.connect(target.admin) as conn:
+        conn.execute(f"GRANT SELECT ON {KEYS_TABLE} TO PUBLIC")
+        held = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND relation = %s::regclass", (KEYS_TABLE,)
+        ).fetchone()[0]
+        conn.rollback()
+    return bool(held)
+
+
+def test_a_lock_held_on_the_keys_table_stops_preview_refresh_and_destroy_at_once(project, supabase_target):
+    """A session holding ACCESS EXCLUSIVE on the keys table in an open transaction (a migration by
+    hand, a VACUUM FULL): preview, refresh and destroy each stop within seconds with one sentence
+    naming the session, never queue behind it, and change nothing; once it ends, preview passes.
+    On the Supabase target only: the reads are the same on plain postgres, and each run costs a deploy."""
+    target = supabase_target
+    deployed(project, target)
+    before = target.snapshot()
+    state = _outputs(project)
+    preview_reads_it = _grant_locks_the_table(target)
+    try:
+        with psycopg.connect(target.admin) as holder:  # not autocommit: the transaction stays open
+            holder.execute(f"LOCK TABLE {KEYS_TABLE} IN ACCESS EXCLUSIVE MODE")
+            pid = holder.info.backend_pid
+            for args in (("preview",), ("refresh", "--yes"), ("destroy", "--yes")):
+                r, took = _bounded(project, target, *args)
+                assert took < BLOCKED_BOUND_S, (args, took)
+                if args == ("preview",) and not preview_reads_it:
+                    r.ok()  # nothing it runs touches the table, so nothing waits
+                    continue
+                assert r.returncode != 0, r.output
+                for words in (f"pid {pid}", "AccessExclusiveLock", KEYS_TABLE, "run it again when that session ends"):
+                    assert words in r.output, (args, r.output)
+                _no_traceback(r.output)
+            holder.rollback()
+    finally:
+        _kill_tree(project)
+    assert target.snapshot() == before
+    assert _outputs(project) == state
+    project.run("preview", "--expect-no-changes").ok()

@@ -31,10 +31,12 @@ def refusal(props: dict[str, Any]) -> str | None:
     from ..migrate.engine import Engine
     from ..migrate.target import detect
     from ..plan.planner import Planner
+    from .bounded import Blocked, reads, sentence
 
     migrations = [files.from_texts(m["version"], m["name"], m["up_sql"], m["down_sql"]) for m in props["migrations"]]
     allow = bool(props.get("allow_data_loss"))
-    with db.connect(props["dsn"], application_name="x402db-pulumi-destroy-guard") as conn:
+    what = "pulumi destroy's check of the revert"
+    with db.connect(props["dsn"], application_name="x402db-pulumi-destroy-guard") as conn, reads(conn, what):
         mine, found = _owner(props), owners.recorded(conn)
         if mine is not None and found is not None and found.deployment != mine.deployment:
             # Another stack took this database over: reverting here would drop its deployment.
@@ -46,6 +48,10 @@ def refusal(props: dict[str, Any]) -> str | None:
         plan = Planner(Engine(conn, migrations, detect(conn, props["target"]))).build(
             files.Direction.DOWN, to=files.BASE, allow_data_loss=allow
         )
+        if plan.blocked_reads:
+            # A guard's count not read is no count: refusing for data loss would send the operator
+            # to back up data that may not exist, when the cure is to wait for the holder.
+            raise Blocked(sentence(conn, what))
     if plan.verdict != "refused":
         return None
     reasons = "; ".join(f"{m.version}_{m.name}: {r}" for m in plan.migrations for r in m.reasons)

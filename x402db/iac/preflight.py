@@ -76,19 +76,22 @@ def refusal_before_any_change(conn: psycopg.Connection, target: str, owner: Owne
 def preflight(
     dsn: str, database: str, backend_role: str | None, target: str = "", owner: Owner | None = None
 ) -> str | None:
-    """None when every statement would succeed, else the one sentence to stop on."""
+    """None when every statement would succeed, else the one sentence to stop on; bounded.Blocked
+    when one would wait on another session's lock."""
     import psycopg
+    from psycopg import errors as pgerr
 
     from .. import db
     from ..errors import BundleError
     from . import declared
     from . import provider_sql as p
+    from .bounded import reads
 
     try:
         conn = db.connect(dsn, application_name="x402db-pulumi-preflight")
     except BundleError as exc:
         return f"preflight: {exc}"
-    with conn:
+    with conn, reads(conn, "the preflight"):
         if target:
             refused = refusal_before_any_change(conn, target, owner)
             if refused:
@@ -117,6 +120,8 @@ def preflight(
                         with conn.transaction():
                             p.lock_role(s, g.role)
                             p.with_roles_granted(s, p.roles_to_grant(s, g), lambda: None)
+        except pgerr.LockNotAvailable:
+            raise  # not a refusal: reads() names the session to wait for
         except psycopg.Error as exc:
             stmt = s.log[-1] if s.log else "?"
             reason = (exc.diag.message_primary or str(exc)).rstrip(".")
@@ -138,10 +143,15 @@ def _owner(props: dict[str, Any]) -> Owner | None:
 
 class PreflightProvider(ResourceProvider):
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        from .bounded import Blocked
+
         news = {**news, "deployment": olds.get("deployment") or news.get("deployment") or str(uuid.uuid4())}
-        failure = preflight(
-            news["dsn"], news["database"], news.get("backend_role") or None, news.get("target") or "", _owner(news)
-        )
+        try:
+            failure = preflight(
+                news["dsn"], news["database"], news.get("backend_role") or None, news.get("target") or "", _owner(news)
+            )
+        except Blocked as exc:
+            failure = str(exc)  # a check failure too: preview and up stop on it, nothing changed
         # No property: the CLI prints a failing property's value next to the reason, and the secret
         # dsn would be printed in plaintext there (issueCheckFailures formats it with %v).
         return CheckResult(news, [CheckFailure("", failure)] if failure else [])

@@ -16,8 +16,9 @@ def plan_summary(dsn: str, target: str) -> str:
     from ..migrate.target import detect
     from ..plan.planner import Planner
     from ..plan.view import summary
+    from .bounded import reads
 
-    with db.connect(dsn, application_name="x402db-pulumi-preview") as conn:
+    with db.connect(dsn, application_name="x402db-pulumi-preview") as conn, reads(conn, "the preview's plan"):
         return summary(Planner(Engine(conn, files.load(), detect(conn, target))).build(Direction.UP))
 
 

@@ -107,8 +107,9 @@ def _claim_applied(engine: Engine, migration: Migration) -> None:
 def where_it_is(props: dict[str, Any], id_: str) -> tuple[str | None, str | None]:
     """(why this resource no longer holds its migration there, or None; the ledger state)."""
     from ..migrate import ledger, owner
+    from .bounded import reads
 
-    with _connect(props, "read") as conn:
+    with _connect(props, "read") as conn, reads(conn, f"the ledger read of migration {props['version']}"):
         entry = ledger.entries(conn).get(props["version"])
         found = owner.recorded(conn)
         holder = owner.holders(conn).get(props["version"])
@@ -244,12 +245,13 @@ class MigrationProvider(ResourceProvider):
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         from ..migrate import ledger
         from . import drift
+        from .bounded import reads
 
         gone, state = where_it_is(props, id_)
         if gone is not None:
             return ReadResult(None, {})  # Pulumi drops it from state: the next up deploys it again
         engine, migration = _engine(props)
-        with engine.conn:
+        with engine.conn, reads(engine.conn, f"pulumi refresh of migration {migration.label}"):
             entry = ledger.entries(engine.conn)[migration.version]
             found = drift.lines(drift.found(engine.conn, migration.version)) if state == ledger.State.APPLIED else []
         # A checksum that differs from state shows up in `pulumi refresh` as drift.
