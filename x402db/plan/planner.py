@@ -335,11 +335,7 @@ class Planner:
             rel = f"{g.schema}.{g.table}"
             if not catalog.exists(rel):
                 continue
-            if (
-                rel not in new
-                and rel not in catalog.created
-                and access.satisfied(access.held_privileges(self.conn, g), g)
-            ):
+            if rel not in new and rel not in catalog.created and access.satisfied(self.conn, g):
                 continue
             out.append(access.grant_sql(g).as_string(self.conn))
         return out
