@@ -153,7 +153,10 @@ class Planner:
             and (to is None or int(m.version) <= int(to))
         ]
         plans = []
-        if not todo:  # nothing to apply, yet up refuses a drifted ledger: so does its plan
+        if not todo:  # nothing to apply, yet up refuses a half-reverted or drifted ledger: so does its plan
+            for v in half:
+                reason = f"migration {v} is half-reverted (ledger: reverting): {ledger.HINTS['reverting']}; then run up"
+                plans.append(self._finish(MigrationPlan(v, done[v].name, "ready", [reason], [], [], action="refuse")))
             for s in (s for s in drift if s.state == "drifted"):
                 plans.append(
                     self._finish(
