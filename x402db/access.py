@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-CORE_TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+# Every privilege a table has on the server at hand, as GRANT ALL gives it: the set grows with
+# PostgreSQL (17 added MAINTAIN), so it is read from the server (table_privileges), never listed.
+ALL = "ALL"
 
 
 @dataclass(frozen=True)
@@ -19,8 +21,7 @@ class TableGrant:
     role: str
     schema: str
     table: str
-    privileges: tuple[str, ...]  # the exact set; () is an explicit revoke of everything
-    at_least: bool = False  # True: the set must be held, extras (e.g. PG17's MAINTAIN) are fine
+    privileges: tuple[str, ...]  # the exact set; () is an explicit revoke of everything; (ALL,)
     why: str = ""
 
     @property
@@ -67,8 +68,7 @@ TABLE_GRANTS: tuple[TableGrant, ...] = (
         "service_role",
         "public",
         TABLE,
-        CORE_TABLE_PRIVILEGES,
-        at_least=True,
+        (ALL,),
         why="the backend decrypts keys for execution",
     ),
 )
@@ -93,21 +93,38 @@ def held_privileges(conn: psycopg.Connection, g: TableGrant) -> set[str]:
     return {r[0] for r in rows}
 
 
-def satisfied(held: set[str], g: TableGrant) -> bool:
-    want = set(g.privileges)
-    return want <= held if g.at_least else held == want
+def table_privileges(conn: psycopg.Connection) -> tuple[str, ...]:
+    """Every privilege a table has on this server, in the server's order: what its owner holds
+    by default (acldefault), which is what GRANT ALL gives."""
+    rows = conn.execute(
+        "SELECT a.privilege_type FROM pg_catalog.aclexplode(pg_catalog.acldefault('r', 10)) a WHERE a.grantee = 10"
+    ).fetchall()
+    return tuple(r[0] for r in rows)
+
+
+def resolved(privileges: tuple[str, ...], every: tuple[str, ...]) -> tuple[str, ...]:
+    """`privileges` with ALL spelled out as `every`, a server's table_privileges."""
+    return every if ALL in privileges else privileges
+
+
+def wanted(conn: psycopg.Connection, g: TableGrant) -> set[str]:
+    return set(resolved(g.privileges, table_privileges(conn)))
+
+
+def satisfied(conn: psycopg.Connection, g: TableGrant) -> bool:
+    return held_privileges(conn, g) == wanted(conn, g)
 
 
 def diff(conn: psycopg.Connection) -> list[TableGrant]:
     """The grants whose privileges differ from the model."""
-    return [g for g in TABLE_GRANTS if not satisfied(held_privileges(conn, g), g)]
+    return [g for g in TABLE_GRANTS if not satisfied(conn, g)]
 
 
 def grant_sql(g: TableGrant) -> sql.Composed:
     table = sql.Identifier(g.schema, g.table)
     role = sql.Identifier(g.role)
     stmts = [sql.SQL("REVOKE ALL ON {} FROM {}").format(table, role)]
-    if g.at_least:
+    if ALL in g.privileges:
         stmts = [sql.SQL("GRANT ALL ON {} TO {}").format(table, role)]
     elif g.privileges:
         privs = sql.SQL(", ").join(sql.SQL(p) for p in g.privileges)
@@ -170,7 +187,7 @@ def apply_table_grants(conn: psycopg.Connection) -> list[str]:
             conn.execute(revoke_public_sql(schema, table))
             changed.append(f"PUBLIC on {schema}.{table}: nothing")
     for g in TABLE_GRANTS:
-        if _exists(conn, g) and not satisfied(held_privileges(conn, g), g):
+        if _exists(conn, g) and not satisfied(conn, g):
             conn.execute(grant_sql(g))
             changed.append(f"{g.role} on {g.schema}.{g.table}: {', '.join(g.privileges) or 'nothing'}")
     return changed

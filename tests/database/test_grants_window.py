@@ -32,9 +32,7 @@ class Watcher(threading.Thread):
     def run(self) -> None:
         try:
             with psycopg.connect(self.dsn, autocommit=True) as c:
-                privileges = list(access.CORE_TABLE_PRIVILEGES) + (
-                    ["MAINTAIN"] if c.info.server_version >= 170000 else []
-                )
+                privileges = access.table_privileges(c)
                 checks = [(role, p) for role in ALLOWED for p in privileges if p not in ALLOWED[role]]
                 cols = ", ".join(f"has_table_privilege('{role}', t, '{p}')" for role, p in checks)
                 query = f"SELECT {cols} FROM (SELECT to_regclass('{TABLE}') AS t) s WHERE t IS NOT NULL"

@@ -3,6 +3,7 @@ and a plan that changes nothing and never waits on a lock."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -309,3 +310,57 @@ def test_plan_lists_the_revoke_from_public_the_engine_runs(supabase_db):
             ).fetchone()[0]
             == 0
         )
+
+
+@contextlib.contextmanager
+def _validate_fails(dsn: str):
+    """A migration's no-transaction VALIDATE fails, for real, after its transaction committed:
+    the ledger state a kill during that step leaves (test_engine_kill.py kills one)."""
+    with db.connect(dsn) as c:
+        c.execute(
+            "CREATE FUNCTION public.stop_validate() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " IF current_query() ILIKE '%VALIDATE CONSTRAINT%' THEN RAISE EXCEPTION 'killed'; END IF; END $$;"
+            " CREATE EVENT TRIGGER stop_validate ON ddl_command_start EXECUTE FUNCTION public.stop_validate()"
+        )
+    try:
+        yield
+    finally:
+        with db.connect(dsn) as c:
+            c.execute("DROP EVENT TRIGGER stop_validate; DROP FUNCTION public.stop_validate()")
+
+
+def _state(dsn: str) -> str:
+    with db.connect(dsn) as c:
+        return ledger.entries(c)["005"].state
+
+
+def test_plan_of_a_half_reverted_or_steps_pending_migration_says_what_up_does(deployed_db):
+    with _validate_fails(deployed_db):
+        assert run_script("migrate.py", "down", "--dsn", deployed_db).returncode != 0
+    assert _state(deployed_db) == "reverting"
+    up = run_script("migrate.py", "up", "--dsn", deployed_db)
+    assert up.returncode == 1 and "half-reverted" in up.stderr, up.stderr
+    hint = ledger.HINTS[ledger.State.REVERTING]
+    code, doc = plan(deployed_db)
+    assert (code, doc["verdict"]) == (up.returncode, "refused"), doc
+    assert [(m["version"], m["action"], m["verdict"]) for m in doc["migrations"]] == [("005", "refuse", "refused")]
+    assert any("005" in r and hint in r for r in doc["migrations"][0]["reasons"]), doc
+    human = run_script("migrate.py", "plan", "--dsn", deployed_db)
+    assert human.returncode == up.returncode and hint in human.stdout, human.stdout
+    # The last line is the one the Pulumi preview prints.
+    assert human.stdout.strip().splitlines()[-1].startswith("plan: up 005 refuse on postgres: refused"), human.stdout
+    # Down finishes it, and its plan says so.
+    code, doc = plan(deployed_db, "--down")
+    assert (code, [(m["version"], m["action"]) for m in doc["migrations"]]) == (0, [("005", "finish-revert")]), doc
+    assert run_script("migrate.py", "down", "--dsn", deployed_db).returncode == 0
+
+    # Up's steps cut off: the plan says up resumes them, and up does.
+    with _validate_fails(deployed_db):
+        assert run_script("migrate.py", "up", "--dsn", deployed_db).returncode != 0
+    assert _state(deployed_db) == "steps-pending"
+    code, doc = plan(deployed_db)
+    assert (code, doc["verdict"]) == (0, "ready"), doc
+    assert [(m["version"], m["action"]) for m in doc["migrations"]] == [("005", "resume")], doc
+    assert {st["phase"] for st in doc["migrations"][0]["statements"]} == {"no-transaction"}
+    assert run_script("migrate.py", "up", "--dsn", deployed_db).returncode == 0
+    assert _state(deployed_db) == "applied"

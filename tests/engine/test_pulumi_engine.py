@@ -63,11 +63,19 @@ def test_preview_changes_nothing_and_shows_the_plan(project, target):
     assert "x402:SqlMigration" in r.output and "postgresql:index/grant:Grant" in r.output
 
 
-def test_up_deploys_what_smoke_verifies_then_preview_sees_no_change(project, target):
+def test_up_deploys_what_smoke_verifies_then_refresh_and_preview_see_no_change(project, target):
+    """A clean deployment refreshes clean on every server: on 17+ GRANT ALL gives MAINTAIN too,
+    and the Grant the program declares must say so, or refresh reads it back as a change."""
     deployed(project, target)
+    project.run("preview", "--refresh", "--expect-no-changes").ok()
+    project.run("refresh", "--yes").ok()
+    project.run("preview", "--expect-no-changes").ok()
+    grant = project.resources()["openrouter-grant-service_role-user_openrouter_integrations"]
+    every = [p for (p,) in target.query("SELECT privilege_type FROM aclexplode(acldefault('r', 10))")]
+    assert sorted(grant["outputs"]["privileges"]) == sorted(every)
+    assert ("MAINTAIN" in every) == (target.server_version >= 170000)
     smoke = run_script("smoke.py", "--dsn", target.dsn, env={"PGPASSFILE": os.environ["PGPASSFILE"]})
     assert smoke.returncode == 0, smoke.stdout + smoke.stderr
-    project.run("preview", "--expect-no-changes").ok()
     status = run_script("migrate.py", "status", "--dsn", target.dsn, env={"PGPASSFILE": os.environ["PGPASSFILE"]})
     assert status.returncode == 0, status.stdout + status.stderr
     resources = project.resources()
@@ -447,6 +455,7 @@ def test_connection_problems_get_one_line_from_the_preflight(project, target, ca
         reason = "password authentication failed" if case == "wrong-password" else "Connection refused"
         assert all(reason in line for line in lines), lines
         assert all(len(line) < 400 for line in lines)
+        assert "table privileges" not in r.output, r.output  # the program's own lookup stays silent
         assert password not in r.output
         _no_traceback(r.output)
     assert target.snapshot() == before

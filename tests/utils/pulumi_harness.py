@@ -1,7 +1,8 @@
 """Runs the real __main__.py under Pulumi's own mocks (pulumi.runtime.set_mocks) in a fresh
 process and prints, as JSON, every resource registration the program made as the engine would
-receive it: type, name, parent, dependencies, protect, secret outputs, inputs with secrets
-marked, plus the stack exports and Output.is_secret of the secrets the program builds.
+receive it at a preview (a value the program cannot compute there is unknown): type, name,
+parent, dependencies, protect, secret outputs, inputs with secrets marked, plus the stack
+exports and Output.is_secret of the secrets the program builds.
 Usage: python pulumi_harness.py '<config json>' (keys without the project prefix)."""
 
 import json
@@ -58,7 +59,7 @@ def main() -> None:
     secret_keys = [f"{PROJECT}:{k}" for k in ("password", "backendRolePassword") if k in config]
     pulumi.runtime.set_all_config({f"{PROJECT}:{k}": v for k, v in config.items()}, secret_keys)
     spy = SpyMonitor(Mocks())
-    pulumi.runtime.set_mocks(Mocks(), project=PROJECT, stack="test", preview=False, monitor=spy)
+    pulumi.runtime.set_mocks(Mocks(), project=PROJECT, stack="test", preview=True, monitor=spy)
     secrets = {}
 
     @pulumi.runtime.test

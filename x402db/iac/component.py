@@ -13,12 +13,16 @@ provider run (provider_sql.py) are what the preflight and the tests run for real
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_postgresql as postgresql
 from psycopg.conninfo import make_conninfo
 
+from ..errors import BundleError
 from ..migrate import files as migrations
 from ..migrate.target import API_ROLES
 from . import declared
@@ -26,6 +30,7 @@ from .config import StackConfig
 from .destroy_guard import DestroyGuard
 from .preflight import Preflight
 from .preview import log_plan_summary
+from .provider_sql import GrantArgs
 from .sql_migration import SqlMigration
 
 PLATFORM_ROLES = (*API_ROLES, "authenticator")
@@ -66,6 +71,40 @@ def build_provider(name: str, cfg: StackConfig) -> postgresql.Provider:
         superuser=cfg.superuser,
         connect_timeout=15,
     )
+
+
+def _done(value: object) -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_event_loop().create_future()
+    future.set_result(value)
+    return future
+
+
+def _spelled_out(g: GrantArgs, every: tuple[str, ...]) -> list[str]:
+    return list(declared.spelled_out(g, every).privileges)
+
+
+def _server_table_privileges(dsn: pulumi.Output[str], preflight: Preflight) -> pulumi.Output[tuple[str, ...]]:
+    """What ALL means on the stack's server, read when the program runs (preview included).
+    Unreachable, the preflight's check says so in one sentence and stops the run; waiting for the
+    preflight keeps that the only message. Should it pass and the server go away just after, the
+    run stops here, with the same kind of sentence."""
+
+    def read(value: str) -> tuple[str, ...] | pulumi.Output[tuple[str, ...]]:
+        try:
+            return declared.server_table_privileges(value)
+        except BundleError as exc:
+            if pulumi.runtime.is_dry_run():
+                # A preview shows them as unknown, as any value it cannot compute.
+                return pulumi.Output(set(), _done(()), _done(False))
+            message = f"the table privileges of the server are unknown, so nothing was changed: {exc}"
+
+            def stop(_id: str) -> tuple[str, ...]:
+                raise pulumi.RunError(message)
+
+            return preflight.id.apply(stop)
+
+    # Read through the secret DSN, but no secret itself: a secret list would hide the diff.
+    return pulumi.Output.unsecret(dsn.apply(read))
 
 
 class OpenRouterIntegration(pulumi.ComponentResource):
@@ -130,8 +169,12 @@ class OpenRouterIntegration(pulumi.ComponentResource):
             self.migrations.append(resource)
             previous = [resource]
 
+        table_privileges = _server_table_privileges(dsn, self.preflight)
         self.grants: list[pulumi.Resource] = []
         for g in declared.grants(cfg.database):
+            privileges: pulumi.Input[list[str]] = list(g.privileges)
+            if declared.needs_server(g):
+                privileges = table_privileges.apply(functools.partial(_spelled_out, g))
             label = f"usage-{g.schema}-{g.role}" if g.object_type == "schema" else f"grant-{g.role}-{g.objects[0]}"
             self.grants.append(
                 postgresql.Grant(
@@ -140,7 +183,7 @@ class OpenRouterIntegration(pulumi.ComponentResource):
                     role=g.role,
                     schema=g.schema,
                     object_type=g.object_type,
-                    privileges=list(g.privileges),
+                    privileges=privileges,
                     objects=list(g.objects) if g.objects else None,
                     opts=pulumi.ResourceOptions.merge(
                         pg, pulumi.ResourceOptions(depends_on=previous, retain_on_delete=g.retain_on_delete)

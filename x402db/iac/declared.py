@@ -9,6 +9,8 @@ Role update runs `revokeRoles` (REVOKE every role it is a member of) then grants
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .. import access
 from .provider_sql import GrantArgs, RoleArgs
 
@@ -21,7 +23,9 @@ def backend_role(name: str, password: str | None = None) -> RoleArgs:
 
 
 def grants(database: str) -> list[GrantArgs]:
-    """The access model as the program's Grant resources, in creation order."""
+    """The access model as the program's Grant resources, in creation order. A grant of ALL is
+    left as ALL, which the provider also takes (GRANT ALL); the program spells it out per server
+    (spelled_out), since the provider reads a table's privileges back one by one."""
     out = [
         GrantArgs(database, u.role, u.schema, "schema", ("USAGE",), retain_on_delete=u.retain_on_delete)
         for u in access.SCHEMA_USAGE
@@ -34,3 +38,22 @@ def grants(database: str) -> list[GrantArgs]:
         for g in access.TABLE_GRANTS
     ]
     return out
+
+
+def needs_server(g: GrantArgs) -> bool:
+    return access.ALL in g.privileges
+
+
+def spelled_out(g: GrantArgs, table_privileges: tuple[str, ...]) -> GrantArgs:
+    """The grant with ALL as the privileges a table has on the server (access.table_privileges):
+    declared as ALL with the list of an older server, a refresh on 17+ would read MAINTAIN back
+    as a change, and the next up would revoke it."""
+    return replace(g, privileges=access.resolved(g.privileges, table_privileges))
+
+
+def server_table_privileges(dsn: str) -> tuple[str, ...]:
+    """Every privilege a table has on the stack's server; raises ConnectError when unreachable."""
+    from .. import db
+
+    with db.connect(dsn, application_name="x402db-pulumi-program") as conn:
+        return access.table_privileges(conn)

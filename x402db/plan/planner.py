@@ -153,7 +153,10 @@ class Planner:
             and (to is None or int(m.version) <= int(to))
         ]
         plans = []
-        if not todo:  # nothing to apply, yet up refuses a drifted ledger: so does its plan
+        if not todo:  # nothing to apply, yet up refuses a half-reverted or drifted ledger: so does its plan
+            for v in half:
+                reason = f"migration {v} is half-reverted (ledger: reverting): {ledger.HINTS['reverting']}; then run up"
+                plans.append(self._finish(MigrationPlan(v, done[v].name, "ready", [reason], [], [], action="refuse")))
             for s in (s for s in drift if s.state == "drifted"):
                 plans.append(
                     self._finish(
@@ -335,11 +338,7 @@ class Planner:
             rel = f"{g.schema}.{g.table}"
             if not catalog.exists(rel):
                 continue
-            if (
-                rel not in new
-                and rel not in catalog.created
-                and access.satisfied(access.held_privileges(self.conn, g), g)
-            ):
+            if rel not in new and rel not in catalog.created and access.satisfied(self.conn, g):
                 continue
             out.append(access.grant_sql(g).as_string(self.conn))
         return out

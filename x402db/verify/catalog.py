@@ -358,20 +358,17 @@ def check_resources(conn: psycopg.Connection, c: Checklist) -> None:
 
 
 def check_grants(conn: psycopg.Connection, c: Checklist) -> None:
+    every = access.table_privileges(conn)
     for g in access.TABLE_GRANTS:
         held = access.held_privileges(conn, g)
-        want = ", ".join(g.privileges) or "nothing"
+        want = access.resolved(g.privileges, every)
         c.add(
             f"grant.{g.role}",
-            access.satisfied(held, g),
-            f"{g.role} holds {sorted(held) or 'nothing'} on {g.table}, expected {'at least ' if g.at_least else ''}{want}",
+            held == set(want),
+            f"{g.role} holds {sorted(held) or 'nothing'} on {g.table}, expected {', '.join(want) or 'nothing'}",
         )
     # Effective privileges, so a grant to PUBLIC or through a membership is caught too.
-    leaked = [
-        p
-        for p in access.CORE_TABLE_PRIVILEGES
-        if _value(conn, "SELECT has_table_privilege('anon', %s, %s)", (INTEGRATIONS, p))
-    ]
+    leaked = [p for p in every if _value(conn, "SELECT has_table_privilege('anon', %s, %s)", (INTEGRATIONS, p))]
     c.add("grant.anon_effective", not leaked, f"anon can {', '.join(leaked)} on {INTEGRATIONS}")
     for usage in access.SCHEMA_USAGE:
         ok = _value(conn, "SELECT has_schema_privilege(%s, %s, 'USAGE')", (usage.role, usage.schema))

@@ -9,7 +9,9 @@ function or schema) that no migration made is a difference of the object's owner
 Supabase project, where the application's tables have columns the bundle never wrote, only what
 005 added to them is judged; its own table is judged whole.
 
-Grants: the access model's `at_least` grants may hold more (PostgreSQL 17's MAINTAIN). A grant to
+Grants: a privilege list is compared as read, the whole set of the object's kind as ALL
+(facts.privileges), so the access model's GRANT ALL (MAINTAIN included on 17+) is ALL on the
+scratch server and on the live one, whatever their majors. A grant to
 a role the scratch cluster never had is a difference like any other, unless the caller names the
 role in `foreign_grantees` (a role another tool grants to on purpose): the bundle's own backend
 role gets its rights through membership of service_role, never through a grant on a table.
@@ -29,11 +31,10 @@ from typing import Any
 
 import psycopg
 
-from ... import access
 from ...migrate import ledger
 from ...private import PRIVATE_SCHEMA
 from .derive import MIGRATOR, Expectation
-from .facts import ALL, Facts, Key, acl_key, read_only, rename_role, snapshot
+from .facts import Facts, Key, read_only, rename_role, snapshot
 
 JUDGED_STATES = ("applied", "steps-pending")
 ACL_KINDS = ("table_acl", "column_acl", "function_acl", "schema_acl")
@@ -102,14 +103,6 @@ def migrator_role(applied_by: str) -> str:
     return applied_by.split(" (", 1)[0]
 
 
-def _at_least_grants() -> dict[Key, set[str]]:
-    return {
-        acl_key("table_acl", f"{g.schema}.{g.table}", g.role): set(g.privileges)
-        for g in access.TABLE_GRANTS
-        if g.at_least
-    }
-
-
 def _compat_roles(conn: psycopg.Connection) -> set[str]:
     table = f"{PRIVATE_SCHEMA}.compat_objects"
     row = conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (table,)).fetchone()
@@ -146,16 +139,6 @@ def owners(expectation: Expectation, entries: dict[str, ledger.Entry]) -> dict[K
 
 
 def _fields(version: str, key: Key, expected: dict[str, Any], found: dict[str, Any]) -> list[Difference]:
-    at_least = _at_least_grants().get(key)
-    if at_least is not None:
-        held = set(found.get("privileges", []))
-        out = []
-        if not (ALL in held or at_least <= held):
-            out.append(Difference(version, *key, "privileges", sorted(at_least), found.get("privileges")))
-        # More privileges may be held, never the right to hand them on.
-        if found.get("grantable") != expected.get("grantable"):
-            out.append(Difference(version, *key, "grantable", expected.get("grantable"), found.get("grantable")))
-        return out
     return [
         Difference(version, *key, f, expected.get(f), found.get(f))
         for f in sorted(set(expected) | set(found))
