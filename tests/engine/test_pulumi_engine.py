@@ -461,6 +461,25 @@ def test_connection_problems_get_one_line_from_the_preflight(project, target, ca
     assert target.snapshot() == before
 
 
+def test_a_preview_that_cannot_plan_fails_and_up_creates_nothing(project, server):
+    """The default target is supabase: a newcomer pointing it at a plain PostgreSQL, with a backend
+    role, once saw a preview say "+12 to create" and an up that made the LOGIN role and then failed."""
+    target = Target(server, "postgres")
+    try:
+        config = target.config(target="supabase", superuser="false", backendRole="x402_backend")
+        project.init("test", config, target.server.password)
+        project.run("config", "set", "--secret", "backendRolePassword", input="Backend-secret-1").ok()
+        before = target.snapshot()
+        for command in (("preview",), ("up", "--yes")):
+            r = project.run(*command)
+            refused_unchanged(target, before, r, "preflight refused, nothing was changed", "auth.users")
+            assert "created" not in r.stdout.split("Resources:")[-1], r.output
+            _no_traceback(r.output)
+        assert target.query("SELECT count(*) FROM pg_roles WHERE rolname = 'x402_backend'")[0][0] == 0
+    finally:
+        target.drop()
+
+
 def test_a_config_rule_is_refused_without_a_traceback(project, target):
     project.init("test", target.config(port="6543"), target.server.password)
     before = target.snapshot()
