@@ -254,3 +254,18 @@ def test_a_repeated_down_never_reverts_more_than_was_named(deployed_any):
             assert e.down() == []  # 000 still needs its own --to
             assert [o.version for o in e.down(to=BASE)] == ["000"]
     assert states(dsn)["005"] == "pending"
+
+
+def test_no_migration_is_reverted_while_one_above_it_is_recorded(deployed_db):
+    """The path a target changed under a deployed stack took: Pulumi deleted 001's resource, and
+    its down dropped x402_resources under an applied 005. Every path reverts through here."""
+    e = engine(deployed_db)
+    baseline = next(m for m in e.migrations if m.version == "001")
+    before = states(deployed_db)
+    with e.conn, pytest.raises(BundleError) as err:
+        e.revert(baseline, allow_data_loss=True)
+    assert "001_baseline down refused, nothing changed" in str(err.value)
+    assert "005 above it" in str(err.value)
+    assert states(deployed_db) == before
+    with db.connect(deployed_db) as conn:
+        assert conn.execute("SELECT to_regclass('public.x402_resources') IS NOT NULL").fetchone()[0]
