@@ -290,6 +290,9 @@ def test_a_port_taken_before_the_first_start_is_not_kept_and_a_failed_start_is_o
 
     def hold(port: int = 0) -> socket.socket:
         s = socket.socket()
+        # The stopped server's own connections may leave its port in TIME_WAIT: a listener that
+        # holds the port still keeps PostgreSQL out, which is all this needs.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
         s.listen()
         return s

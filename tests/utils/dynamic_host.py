@@ -5,6 +5,7 @@ tests/fix_pulumi.py."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import psycopg
 from pulumi.runtime import proto, rpc
@@ -40,8 +41,11 @@ def program_inputs(dsn: str) -> dict[str, dict]:
             "protect": "false",
         }
     )
+    # A preview leaves the owner unknown (the preflight makes the deployment id at its create):
+    # here, one stack's, as the engine passes it once the preflight exists.
+    owner = {"project": "x402-openrouter-db", "stack": "test", "deployment": str(uuid.uuid4()), "take_over_from": ""}
     return {
-        r["inputs"]["version"]: {k: unwrap(v) for k, v in r["inputs"].items()}
+        r["inputs"]["version"]: {k: unwrap(v) for k, v in r["inputs"].items()} | {"owner": owner}
         for r in by_name(report).values()
         if r["type"].endswith("SqlMigration")
     }
