@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(tier)
     if wrong:
         raise pytest.UsageError("tests in the wrong tier:\n  " + "\n  ".join(wrong))
-    off = [item for item in items if item.get_closest_marker("diagonal") and not _on_diagonal(item)]
+    off = [item for item in items if (m := item.get_closest_marker("diagonal")) and not _on_diagonal(item, m)]
     if off:
         config.hook.pytest_deselected(items=off)
         items[:] = [item for item in items if item not in off]
@@ -51,7 +51,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 DIAGONAL = {("pg15", "postgres"), ("pg18", "supabase")}
 
 
-def _on_diagonal(item: pytest.Item) -> bool:
+def _on_diagonal(item: pytest.Item, marker: pytest.Mark) -> bool:
+    """`@pytest.mark.diagonal` pairs the server with the target; `diagonal(param=..., pairs=...)`
+    with another parameter, so each of its values still runs on one of the two servers."""
     params = getattr(item, "callspec", None)
     params = params.params if params else {}
-    return (params.get("server"), params.get("target")) in DIAGONAL
+    other, pairs = marker.kwargs.get("param", "target"), marker.kwargs.get("pairs", DIAGONAL)
+    return (params.get("server"), params.get(other)) in pairs

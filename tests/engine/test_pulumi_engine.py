@@ -84,6 +84,7 @@ def test_up_deploys_what_smoke_verifies_then_refresh_and_preview_see_no_change(p
     assert versions == ledger
 
 
+@pytest.mark.diagonal
 def test_no_secret_in_state_or_backend_files(project, target):
     deployed(project, target)
     password = target.server.password
@@ -120,6 +121,7 @@ def test_destroy_refuses_while_protected(project, target):
     refused_unchanged(target, before, project.run("destroy", "--yes"), "protected")
 
 
+@pytest.mark.diagonal
 def test_destroy_refuses_while_a_key_is_stored_then_reverts_in_runbook_order(project, target):
     deployed(project, target)
     user = target.query("INSERT INTO auth.users (id) VALUES (gen_random_uuid()) RETURNING id")[0][0]
@@ -351,6 +353,7 @@ def _kill_tree(project: Project) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.diagonal(param="killed", pairs={("pg15", "cli"), ("pg18", "everything")})
 @pytest.mark.parametrize("killed", ["cli", "everything"])
 def test_kill_9_during_create_index_concurrently_then_refresh_and_up_converge(project, server, killed):
     target = Target(server, "postgres")
@@ -425,6 +428,7 @@ def _no_traceback(output: str) -> None:
     assert "Traceback" not in output and "Exception:" not in output, output
 
 
+@pytest.mark.diagonal
 def test_wrong_passphrase_is_refused_and_changes_nothing(project, target):
     project.init("test", target.config(), target.server.password)
     before = target.snapshot()
@@ -437,6 +441,7 @@ def test_wrong_passphrase_is_refused_and_changes_nothing(project, target):
     assert target.snapshot() == before
 
 
+@pytest.mark.diagonal
 @pytest.mark.parametrize("case", ["wrong-password", "unreachable-host"])
 def test_connection_problems_get_one_line_from_the_preflight(project, target, case):
     config = target.config()
@@ -480,6 +485,7 @@ def test_a_preview_that_cannot_plan_fails_and_up_creates_nothing(project, server
         target.drop()
 
 
+@pytest.mark.diagonal
 def test_a_config_rule_is_refused_without_a_traceback(project, target):
     project.init("test", target.config(port="6543"), target.server.password)
     before = target.snapshot()
@@ -489,6 +495,7 @@ def test_a_config_rule_is_refused_without_a_traceback(project, target):
         _no_traceback(r.output)
 
 
+@pytest.mark.diagonal
 def test_missing_plugin_is_named_and_changes_nothing(project, target, tmp_path):
     partial = tmp_path / "bin"
     partial.mkdir()
@@ -506,6 +513,7 @@ def test_missing_plugin_is_named_and_changes_nothing(project, target, tmp_path):
 # --- hand drift --------------------------------------------------------------------------------
 
 
+@pytest.mark.diagonal
 @pytest.mark.parametrize("grantee", ["anon", "PUBLIC"])
 def test_granting_anon_by_hand_shows_in_refresh_and_up_repairs_it(project, target, grantee):
     """Directly, or through PUBLIC (no ACL entry of anon's own): up revokes it either way."""
@@ -518,6 +526,7 @@ def test_granting_anon_by_hand_shows_in_refresh_and_up_repairs_it(project, targe
     project.run("preview", "--refresh", "--expect-no-changes").ok()
 
 
+@pytest.mark.diagonal
 def test_dropping_the_user_policy_by_hand_shows_in_refresh_and_up_refuses_with_the_reason(project, target):
     deployed(project, target)
     policy = target.query(
@@ -555,6 +564,7 @@ def _updated(output: str) -> set[str]:
     return set(re.findall(r"^\s*[~+-]+\s+\S+ (\S+) (?:update|replace)", output, re.M))
 
 
+@pytest.mark.diagonal
 def test_a_new_migration_is_its_files_plan_up_smoke_refresh_and_down(project, target):
     """A migration that no Python names, added as files to a copy of the tree: plan lists it, up
     makes its resource and applies it, read-only smoke judges it from its own SQL, refresh shows
@@ -589,6 +599,7 @@ def test_a_new_migration_is_its_files_plan_up_smoke_refresh_and_down(project, ta
     assert target.query("SELECT to_regclass('public.openrouter_usage')") == [(None,)]
 
 
+@pytest.mark.diagonal
 def test_every_drift_class_fails_read_only_smoke_and_shows_in_refresh(project, target):
     """Each kind of drift the derived comparison covers, made by hand on one deployed stack: read-only
     smoke names every object, refresh shows 005's resource changed, and up refuses with the same
@@ -693,6 +704,7 @@ def test_config_rules_of_the_real_cli_and_of_the_program(project, supabase_targe
     assert target.snapshot() == before
 
 
+@pytest.mark.diagonal
 def test_a_key_stored_after_the_destroy_guard_checked_leaves_every_grant_in_place(project, target):
     """The guard checks once; a key stored after that and before 005's own down must still find
     destroy refused with nothing changed: the grants are forgotten by destroy, never revoked."""
