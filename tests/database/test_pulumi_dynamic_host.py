@@ -7,6 +7,8 @@ the provider operations one by one, which the CLI only reaches through whole run
 
 from __future__ import annotations
 
+import uuid
+
 import grpc
 import pytest
 from pulumi.runtime import proto
@@ -146,3 +148,27 @@ def test_refresh_reads_a_cut_off_run_and_the_next_up_finishes_or_refuses_it(host
     with pytest.raises(grpc.RpcError) as err:
         h.update(ids["005"], refreshed, inputs["005"])
     assert "half-reverted" in err.value.details()
+
+
+def test_a_delete_reverts_only_a_migration_its_resource_holds(host, empty_db):
+    """A stack the previous release deployed has no owner in state, and its ids are the versions.
+    Another stack that took the database in since holds its migrations: the old stack's destroy,
+    or a moved stack's delete on a database taken over from it, must revert nothing there."""
+    h = Host(host)
+    inputs = program_inputs(empty_db)
+
+    def stack(name: str, deployment: str, take_over_from: str = "") -> dict:
+        owner = {"project": "p", "stack": name, "deployment": deployment, "take_over_from": take_over_from}
+        return {v: h.create(h.check({**inputs[v], "owner": owner})[0]) for v in ("000", "001", "005")}
+
+    previous = {v: {k: x for k, x in inputs[v].items() if k not in ("owner", "identity")} for v in inputs}
+    old = {v: h.create(h.check(previous[v])[0])[1] for v in ("000", "001", "005")}
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    taken = stack("first", first)
+    h.delete("005", old["005"])
+    assert _table(empty_db)
+    stack("second", second, take_over_from=first)
+    h.delete(taken["005"][0], taken["005"][1])  # the first stack moved away: its replace's old half
+    assert _table(empty_db)
+    with db.connect(empty_db) as c:
+        assert set(ledger.entries(c)) == {"000", "001", "005"}
