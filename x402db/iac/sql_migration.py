@@ -99,7 +99,9 @@ def _claim_applied(engine: Engine, migration: Migration) -> None:
     recorder = engine.recorder
     if recorder is None:
         return
-    with engine.conn.transaction():
+    # Under the migration lock, as the apply's own claim is: two stacks' first `up` on one
+    # database take turns, and the second meets the first's owner row, never its uncommitted one.
+    with engine.locked(), engine.conn.transaction():
         recorder.before(engine.conn, migration, Direction.UP)
         recorder.after(engine.conn, migration, Direction.UP)
 
