@@ -7,13 +7,19 @@ the provider operations one by one, which the CLI only reaches through whole run
 
 from __future__ import annotations
 
+import threading
+import time
+import uuid
+
 import grpc
 import pytest
 from pulumi.runtime import proto
 
 from tests.utils.dynamic_host import Host, program_inputs
 from x402db import db
+from x402db.iac.sql_migration import _claim_applied, _engine
 from x402db.migrate import ledger
+from x402db.migrate import owner as owners
 
 
 def _table(dsn) -> bool:
@@ -146,3 +152,67 @@ def test_refresh_reads_a_cut_off_run_and_the_next_up_finishes_or_refuses_it(host
     with pytest.raises(grpc.RpcError) as err:
         h.update(ids["005"], refreshed, inputs["005"])
     assert "half-reverted" in err.value.details()
+
+
+def test_a_delete_reverts_only_a_migration_its_resource_holds(host, empty_db):
+    """A stack the previous release deployed has no owner in state, and its ids are the versions.
+    Another stack that took the database in since holds its migrations: the old stack's destroy,
+    or a moved stack's delete on a database taken over from it, must revert nothing there."""
+    h = Host(host)
+    inputs = program_inputs(empty_db)
+
+    def stack(name: str, deployment: str, take_over_from: str = "") -> dict:
+        owner = {"project": "p", "stack": name, "deployment": deployment, "take_over_from": take_over_from}
+        return {v: h.create(h.check({**inputs[v], "owner": owner})[0]) for v in ("000", "001", "005")}
+
+    previous = {v: {k: x for k, x in inputs[v].items() if k not in ("owner", "identity")} for v in inputs}
+    old = {v: h.create(h.check(previous[v])[0])[1] for v in ("000", "001", "005")}
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    taken = stack("first", first)
+    h.delete("005", old["005"])
+    assert _table(empty_db)
+    stack("second", second, take_over_from=first)
+    h.delete(taken["005"][0], taken["005"][1])  # the first stack moved away: its replace's old half
+    assert _table(empty_db)
+    with db.connect(empty_db) as c:
+        assert set(ledger.entries(c)) == {"000", "001", "005"}
+
+
+def test_two_stacks_claiming_one_database_at_once_one_owns_it_the_other_is_refused(host, empty_db):
+    """Two new stacks' first `up` on a database the previous release deployed (no owner yet): each
+    claims the migrations it finds applied. Whoever comes second must meet the first's owner row and
+    be refused by name, not fail on the first's uncommitted insert or catalog write."""
+
+    h = Host(host)
+    inputs = program_inputs(empty_db)
+    for v in ("000", "001", "005"):
+        h.create(h.check({k: x for k, x in inputs[v].items() if k not in ("owner", "identity")})[0])
+
+    def claim(stack: str, outcome: list) -> None:
+        owner = {"project": "p", "stack": stack, "deployment": str(uuid.uuid4()), "take_over_from": ""}
+        engine, migration = _engine({**inputs["000"], "owner": owner}, f"000-{stack}")
+        with engine.conn:
+            try:
+                _claim_applied(engine, migration)
+                outcome.append("claimed")
+            except Exception as exc:  # what the provider would report
+                outcome.append(f"{type(exc).__name__}: {exc}")
+
+    with db.connect(empty_db) as c:  # as a stack destroyed before leaves them: tables, no owner
+        c.execute(owners._DDL)
+    with db.connect(empty_db) as blocker, blocker.transaction():
+        # The first claim stops with its owner row written but not committed: the window.
+        blocker.execute("LOCK TABLE x402_private.stack_holds IN EXCLUSIVE MODE")
+        first, second = [], []
+        a = threading.Thread(target=claim, args=("a", first))
+        a.start()
+        time.sleep(1)
+        b = threading.Thread(target=claim, args=("b", second))
+        b.start()
+        time.sleep(1)
+    a.join(30)
+    b.join(30)
+    assert first == ["claimed"], first
+    assert len(second) == 1 and second[0].startswith("Refused: ") and "Pulumi stack p/a " in second[0], second
+    with db.connect(empty_db) as c:
+        assert c.execute("SELECT stack FROM x402_private.stack_owner").fetchall() == [("a",)]

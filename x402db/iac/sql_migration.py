@@ -99,7 +99,9 @@ def _claim_applied(engine: Engine, migration: Migration) -> None:
     recorder = engine.recorder
     if recorder is None:
         return
-    with engine.conn.transaction():
+    # Under the migration lock, as the apply's own claim is: two stacks' first `up` on one
+    # database take turns, and the second meets the first's owner row, never its uncommitted one.
+    with engine.locked(), engine.conn.transaction():
         recorder.before(engine.conn, migration, Direction.UP)
         recorder.after(engine.conn, migration, Direction.UP)
 
@@ -222,14 +224,12 @@ class MigrationProvider(ResourceProvider):
                 f"({props.get('identity') or 'its old address'}) cannot be reached ({exc}). If that database is gone "
                 "for good, drop the resource from state: pulumi state delete <its URN> (pulumi stack --show-urns)"
             ) from None
-        mine = _owner(props)
-        if gone is not None and mine is not None:
-            from ..migrate.owner import recorded, require_owned
-
-            with _connect(props, "delete") as conn, conn.transaction():
-                if recorded(conn) is not None:
-                    require_owned(conn, mine, f"SqlMigration {label} delete")
-            return  # not there, or held by this stack's replacement: nothing of it to revert
+        if gone is not None:
+            # Not there, held by another resource (this stack's replacement, or a stack that took
+            # the database in since: state written before owners has no owner to compare), or the
+            # database is another stack's now: nothing of this resource's to revert, as read says.
+            # `pulumi destroy` of a database taken over stops earlier, at the destroy guard.
+            return
         engine, migration = _engine(props, id_)
         allow = bool(props.get("allow_data_loss"))
         with engine.conn:

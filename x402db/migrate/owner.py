@@ -122,7 +122,10 @@ def foreign(owner: Owner, found: Recorded | None) -> str | None:
 def claim(conn: psycopg.Connection, owner: Owner, version: str, resource: str, claimed_by: str) -> None:
     """Inside the caller's transaction: record `owner` as the database's (refusing another's) and
     `resource` as the holder of `version`'s ledger row."""
-    conn.execute(_DDL)
+    if not (_exists(conn, OWNER_TABLE) and _exists(conn, HOLDS_TABLE)):
+        # Once only: its REVOKEs rewrite catalog rows, and a session rewriting the same ones (a key
+        # rotation's schema check) would fail one of the two with "tuple concurrently updated".
+        conn.execute(_DDL)
     found = recorded(conn, for_update=True)
     reason = foreign(owner, found)
     if reason:
