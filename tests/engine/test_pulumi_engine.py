@@ -66,6 +66,15 @@ def test_preview_changes_nothing_and_shows_the_plan(project, target):
 def test_up_deploys_what_smoke_verifies_then_refresh_and_preview_see_no_change(project, target):
     """A clean deployment refreshes clean on every server: on 17+ GRANT ALL gives MAINTAIN too,
     and the Grant the program declares must say so, or refresh reads it back as a change."""
+    _deploys_and_refreshes_clean(project, target)
+
+
+@pytest.mark.parametrize("server", ["pg17"], indirect=True)
+def test_a_clean_deployment_refreshes_clean_on_17_the_version_supabase_runs(project, target):
+    _deploys_and_refreshes_clean(project, target)
+
+
+def _deploys_and_refreshes_clean(project, target) -> None:
     deployed(project, target)
     project.run("preview", "--refresh", "--expect-no-changes").ok()
     project.run("refresh", "--yes").ok()

@@ -41,7 +41,12 @@ __all__ = [
 
 
 def bindir(label: str) -> Path | None:
-    """The binaries of server `label` (one of SERVERS), or None when it is not installed."""
+    """The binaries of server `label` (one of SERVERS, or pg17 for the tests that ask for it), or
+    None when it is not installed."""
+    if label == "pg17":
+        from . import pg17
+
+        return pg17.bindir()
     return embedded_bindir() if label == "pg18" else system_bindir()
 
 
