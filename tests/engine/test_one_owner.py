@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -149,3 +151,38 @@ def test_a_target_changed_under_a_deployed_stack_changes_nothing(project, target
     project.run("refresh", "--yes").ok()
     project.run("preview", "--refresh", "--expect-no-changes").ok()
     assert target.snapshot() == before
+
+
+# The runbook's way out, run as written: the old resources wait in state as pending deletes that
+# share their replacements' URNs, so `pulumi state delete` cannot name them.
+FORGET_OLD = (
+    "import json,sys; s=json.load(open(sys.argv[1])); d=s['deployment'];"
+    " d['resources']=[r for r in d['resources'] if not r.get('delete')];"
+    " json.dump(s, open(sys.argv[1], 'w'))"
+)
+
+
+@pytest.mark.parametrize("server", ["pg18"], indirect=True)
+@pytest.mark.parametrize("target", ["supabase"], indirect=True)
+def test_a_stack_moved_off_a_database_that_is_gone_refuses_then_the_runbook_way_out_works(project, target):
+    deployed(project, target, "dev")
+    moved = Target(target.server, target.kind)
+    try:
+        project.run("config", "set", "database", moved.database).ok()
+        target.drop()  # the old database is gone for good
+        up = project.run("up", "--yes")
+        assert up.returncode != 0 and "cannot be reached" in up.output and "pulumi stack export" in up.output, up.output
+        assert target.server.password not in up.output
+
+        state = project.base / "state.json"
+        project.run("stack", "export", "--file", str(state)).ok()
+        subprocess.run([sys.executable, "-c", FORGET_OLD, str(state)], check=True)
+        project.run("stack", "import", "--file", str(state)).ok()
+        state.unlink()
+        project.run("up", "--yes").ok()
+        project.run("preview", "--refresh", "--expect-no-changes").ok()
+        assert _ledger(moved) == _migrations_of(moved.kind)
+        assert _owner(moved) == ("x402-openrouter-db", "dev")
+        assert FORGET_OLD in RUNBOOK.read_text()
+    finally:
+        moved.drop()

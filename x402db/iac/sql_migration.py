@@ -222,7 +222,9 @@ class MigrationProvider(ResourceProvider):
             raise Refused(
                 f"SqlMigration {label} delete refused, nothing reverted: the database it was deployed to "
                 f"({props.get('identity') or 'its old address'}) cannot be reached ({exc}). If that database is gone "
-                "for good, drop the resource from state: pulumi state delete <its URN> (pulumi stack --show-urns)"
+                "for good, remove the old resources from state: pulumi stack export --file state.json, delete the "
+                'resources marked "delete": true, pulumi stack import --file state.json (docs/runbooks/deploy.md, '
+                '"A moved stack")'
             ) from None
         if gone is not None:
             # Not there, held by another resource (this stack's replacement, or a stack that took
