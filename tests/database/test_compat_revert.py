@@ -129,14 +129,14 @@ def test_make_revert_keeps_business_objects(monkeypatch, capsys, bare_server, co
 def test_pulumi_delete_of_compat_keeps_business_objects(host, compat_db):
     h = Host(host)
     inputs = program_inputs(compat_db)
-    outs = {}
+    outs, ids = {}, {}
     for version in ("000", "001", "005"):
         checked, failures = h.check({**inputs[version], "allow_data_loss": True})
         assert failures == []
-        _, outs[version] = h.create(checked)
+        ids[version], outs[version] = h.create(checked)
     _business_objects(compat_db)
     for version in ("005", "001", "000"):
-        h.delete(version, outs[version])
+        h.delete(ids[version], outs[version])
     _assert_business_objects_survive(compat_db, None)
 
 

@@ -479,8 +479,9 @@ def test_a_preview_that_cannot_plan_fails_and_up_creates_nothing(project, server
     """The default target is supabase: a newcomer pointing it at a plain PostgreSQL, with a backend
     role, once saw a preview say "+12 to create" and an up that made the LOGIN role and then failed."""
     target = Target(server, "postgres")
+    role = f"x402_backend_{target.database}"  # roles are the cluster's: other tests make x402_backend
     try:
-        config = target.config(target="supabase", superuser="false", backendRole="x402_backend")
+        config = target.config(target="supabase", superuser="false", backendRole=role)
         project.init("test", config, target.server.password)
         project.run("config", "set", "--secret", "backendRolePassword", input="Backend-secret-1").ok()
         before = target.snapshot()
@@ -489,7 +490,7 @@ def test_a_preview_that_cannot_plan_fails_and_up_creates_nothing(project, server
             refused_unchanged(target, before, r, "preflight refused, nothing was changed", "auth.users")
             assert "created" not in r.stdout.split("Resources:")[-1], r.output
             _no_traceback(r.output)
-        assert target.query("SELECT count(*) FROM pg_roles WHERE rolname = 'x402_backend'")[0][0] == 0
+        assert target.query("SELECT count(*) FROM pg_roles WHERE rolname = %s", (role,))[0][0] == 0
     finally:
         target.drop()
 
