@@ -108,6 +108,7 @@ def test_no_secret_in_state_or_backend_files(project, target):
 # --- an edited migration -----------------------------------------------------------------------
 
 
+@pytest.mark.diagonal
 def test_edited_applied_migration_is_refused_and_changes_nothing(project, target):
     deployed(project, target)
     up = project.dir / "sql" / "005_add_openrouter_integration.up.sql"
@@ -124,6 +125,7 @@ def test_edited_applied_migration_is_refused_and_changes_nothing(project, target
 # --- destroy -----------------------------------------------------------------------------------
 
 
+@pytest.mark.diagonal
 def test_destroy_refuses_while_protected(project, target):
     deployed(project, target, protect="true")
     before = target.snapshot()
@@ -388,6 +390,13 @@ def test_kill_9_during_create_index_concurrently_then_refresh_and_up_converge(pr
             else:
                 _kill_tree(project)
             proc.wait()
+            if killed == "cli":
+                # The runbook's command names what is left of the run: at least the provider
+                # that is still building the index.
+                find = RUNBOOK.read_text().split("<!-- leftover-processes -->", 1)[1].split("```sh\n")[1]
+                find = find.split("\n```")[0]
+                left = subprocess.run(["bash", "-c", find], cwd=project.dir, capture_output=True, text=True)
+                assert "pulumi.dynamic" in left.stdout, left.stdout + left.stderr
             # The backend ends once its statement ends or aborts; the dynamic provider, which
             # Pulumi started in its own process group, outlives a killed CLI and may finish.
             while watcher.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (row[0],)).fetchone():
