@@ -23,6 +23,7 @@ from x402db.migrate import ledger
 from x402db.migrate.settings import Settings
 from x402db.plan.locks import blocks_writes
 from x402db.plan.planner import Planner, require_ready
+from x402db.plan.view import print_plan
 
 
 def test_up_on_empty_database_applies_all_three(empty_db):
@@ -187,7 +188,11 @@ def test_a_refused_down_blocks_no_writer_and_names_every_guard_with_rows(deploye
             require_ready(e, "down", allow_data_loss=True)
         writer.rollback()
         # The plan says so too: before the engine's LOCK, only the guards count, and nothing blocks a writer.
-        steps = Planner(e).build("down").migrations[0].statements
+        plan = Planner(e).build("down")
+        shown: list[str] = []
+        print_plan(plan, shown.append)
+        assert any("stops by the guards' first count, before any lock that blocks writers" in line for line in shown)
+        steps = plan.migrations[0].statements
         first = steps[: next(i for i, st in enumerate(steps) if st.source == "engine")]
         assert first and {st.source for st in first} == {"guard"}
         assert not [lk.mode for st in first for lk in st.locks if blocks_writes(lk.mode)]
