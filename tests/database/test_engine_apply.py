@@ -4,9 +4,11 @@ atomicity, drift, the data-loss guard and lock timeouts."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
+import time
 
 import psycopg
 import pytest
@@ -19,6 +21,9 @@ from x402db.errors import BundleError, DriftError, Refused, UsageError
 from x402db.migrate import files as migrations
 from x402db.migrate import ledger
 from x402db.migrate.settings import Settings
+from x402db.plan.locks import blocks_writes
+from x402db.plan.planner import Planner, require_ready
+from x402db.plan.view import print_plan
 
 
 def test_up_on_empty_database_applies_all_three(empty_db):
@@ -154,19 +159,83 @@ def test_down_refuses_when_resources_use_openrouter_columns(deployed_db):
         assert "openrouter_config" in _columns(e.conn)
 
 
-def test_openrouter_instant_rows_block_down_even_with_allow_data_loss(deployed_db):
+def test_a_refused_down_blocks_no_writer_and_names_every_guard_with_rows(deployed_db):
+    """openrouter_instant rows refuse the down even with --allow-data-loss. The refusal names the
+    stored keys too, and it never waits for a lock a writer holds: a writer's open transaction on
+    each guarded table stays in place while the down counts and refuses."""
     with db.connect(deployed_db) as c:
         uid = c.execute("INSERT INTO auth.users (email) VALUES ('a@example.invalid') RETURNING id").fetchone()[0]
         c.execute(
             "INSERT INTO public.x402_resources (user_id, resource_type, name) VALUES (%s, 'openrouter_instant', 'r')",
             (uid,),
         )
-    e = engine(deployed_db)
-    with e.conn:
-        with pytest.raises(Refused, match="delete them or convert them"):
-            e.down(allow_data_loss=True)
+        c.execute(
+            "INSERT INTO public.user_openrouter_integrations (user_id, encrypted_api_key) VALUES (%s, 'x')", (uid,)
+        )
+    keys = "1 row(s) in user_openrouter_integrations"
+    e = engine(deployed_db, retries=0, lock_timeout="100ms")
+    with e.conn, db.connect(deployed_db, autocommit=False) as writer:
+        # RowExclusiveLock on both tables until rollback: any lock that blocks writers would wait here.
+        writer.execute("UPDATE public.x402_resources SET name = 'w'")
+        writer.execute("UPDATE public.user_openrouter_integrations SET encrypted_api_key = 'y'")
+        for allow in (False, True):
+            with pytest.raises(Refused) as err:
+                e.down(allow_data_loss=allow)
+            msg = str(err.value)
+            assert "delete them or convert them" in msg and keys in msg and "lock" not in msg, msg
+        # Pulumi's delete refuses through the plan; with data loss allowed it still names the keys.
+        with pytest.raises(Refused, match=re.escape(keys)):
+            require_ready(e, "down", allow_data_loss=True)
+        writer.rollback()
+        # The plan says so too: before the engine's LOCK, only the guards count, and nothing blocks a writer.
+        plan = Planner(e).build("down")
+        shown: list[str] = []
+        print_plan(plan, shown.append)
+        assert any("stops by the guards' first count, before any lock that blocks writers" in line for line in shown)
+        steps = plan.migrations[0].statements
+        first = steps[: next(i for i, st in enumerate(steps) if st.source == "engine")]
+        assert first and {st.source for st in first} == {"guard"}
+        assert not [lk.mode for st in first for lk in st.locks if blocks_writes(lk.mode)]
         assert "openrouter_model_id" in _columns(e.conn)
         assert e.conn.execute("SELECT count(*) FROM public.x402_resources").fetchone()[0] == 1
+        assert e.conn.execute("SELECT count(*) FROM public.user_openrouter_integrations").fetchone()[0] == 1
+
+
+def test_a_down_that_proceeds_counts_again_under_its_lock(deployed_db):
+    """A row committed after the first count, while the down waits for its lock, is counted."""
+    with db.connect(deployed_db) as c:
+        uid = c.execute("INSERT INTO auth.users (email) VALUES ('a@example.invalid') RETURNING id").fetchone()[0]
+    e = engine(deployed_db, retries=0, lock_timeout="30s")
+    pid = e.conn.info.backend_pid
+    outcome: list[BaseException | object] = []
+
+    def down() -> None:
+        try:
+            outcome.append(e.down(allow_data_loss=True))
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+
+    with e.conn, db.connect(deployed_db, autocommit=False) as writer, db.connect(deployed_db) as watch:
+        # Uncommitted, so the first count cannot see it; its RowExclusiveLock makes the down's LOCK wait.
+        writer.execute(
+            "INSERT INTO public.x402_resources (user_id, resource_type, name) VALUES (%s, 'openrouter_instant', 'r')",
+            (uid,),
+        )
+        t = threading.Thread(target=down)
+        t.start()
+        deadline = time.monotonic() + 30
+        while not watch.execute(
+            "SELECT EXISTS (SELECT FROM pg_locks WHERE pid = %s AND NOT granted"
+            " AND relation = 'public.x402_resources'::regclass)",
+            (pid,),
+        ).fetchone()[0]:
+            assert time.monotonic() < deadline and t.is_alive(), outcome
+            time.sleep(0.02)
+        writer.commit()
+        t.join(30)
+        assert len(outcome) == 1 and isinstance(outcome[0], Refused), outcome
+        assert "1 x402_resources row(s) have resource_type 'openrouter_instant'" in str(outcome[0])
+    assert states(deployed_db)["005"] == "applied"
 
 
 def test_lock_timeout_gives_up_cleanly_then_retries_to_success(empty_db):

@@ -30,7 +30,7 @@ def refusal(props: dict[str, Any]) -> str | None:
     from ..migrate import owner as owners
     from ..migrate.engine import Engine
     from ..migrate.target import detect
-    from ..plan.planner import Planner
+    from ..plan.planner import Planner, refusal_reasons
     from .bounded import Blocked, reads, sentence
 
     migrations = [files.from_texts(m["version"], m["name"], m["up_sql"], m["down_sql"]) for m in props["migrations"]]
@@ -54,7 +54,7 @@ def refusal(props: dict[str, Any]) -> str | None:
             raise Blocked(sentence(conn, what))
     if plan.verdict != "refused":
         return None
-    reasons = "; ".join(f"{m.version}_{m.name}: {r}" for m in plan.migrations for r in m.reasons)
+    reasons = "; ".join(refusal_reasons(plan))
     hint = ""
     if plan.verdict_with_allow_data_loss == "ready" and not allow:
         hint = ". Back the data up, then `pulumi config set allowDataLoss true && pulumi up` before `pulumi destroy`"

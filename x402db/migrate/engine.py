@@ -25,7 +25,7 @@ from psycopg import sql
 from .. import access
 from ..errors import BundleError, DriftError, Refused, UsageError
 from . import ledger
-from .files import BASE, Direction, Migration, resolve_version
+from .files import BASE, Direction, Guard, Migration, resolve_version
 from .settings import Settings
 from .target import Target
 
@@ -600,27 +600,51 @@ class Engine:
         except (pgerr.UndefinedTable, pgerr.UndefinedColumn):
             return 0
 
-    def _check_guards(self, m: Migration, allow_data_loss: bool) -> None:
-        # Writers are held off from the guarded tables until COMMIT, so no row can arrive
-        # between the count and the DROP.
+    def _guard_counts(self, m: Migration) -> list[tuple[Guard, int]]:
+        """Every guard that counts rows, with its count."""
+        return [(g, n) for g in m.down.guards if (n := self._count(g.sql))]
+
+    def _lock_guarded_tables(self, m: Migration) -> None:
+        """Hold writers off the guarded tables until COMMIT, so that no row arrives between the
+        guards' last count and the DROP. The only place the down locks them."""
         for table in m.down.lock_tables:
             if _value(self.conn, "SELECT to_regclass(%s) IS NOT NULL", (table,)):
                 self.conn.execute(
                     sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(sql.Identifier(*table.split(".")))
                 )
-        always: list[str] = []
-        lossy: list[str] = []
-        for guard in m.down.guards:
-            n = self._count(guard.sql)
-            if n:
-                (always if guard.always else lossy).append(f"{n} {guard.message}")
+
+    def _check_guards(self, m: Migration, allow_data_loss: bool) -> None:
+        # First a plain count: its AccessShareLock blocks no writer, so a refused down, which
+        # changes nothing, stalls nobody while it reads every row. Counted in the down's own
+        # transaction, so its timeouts and retries apply and the owner check before it still goes first.
+        if m.down.guards:
+            self._refuse_on(m, self._guard_counts(m), allow_data_loss)
+        # The revert will proceed: writers are held off from here to COMMIT, and the guards count
+        # again, since rows may have arrived since the first count.
+        self._lock_guarded_tables(m)
+        fired = self._guard_counts(m)
+        self._refuse_on(m, fired, allow_data_loss)
+        for g, n in fired:
+            self.log(f"{m.label}: allowed data loss: {n} {g.message}")
+
+    def _refuse_on(self, m: Migration, fired: list[tuple[Guard, int]], allow_data_loss: bool) -> None:
+        """Refuse when a guard forbids the down. The refusal names every guard that counted rows,
+        data-loss ones included, so the operator also sees what a later --allow-data-loss would drop."""
+        always = [f"{n} {g.message}" for g, n in fired if g.always]
+        lossy = [f"{n} {g.message}" for g, n in fired if not g.always]
         if always:
-            raise Refused(f"{m.label} down refused, nothing changed: " + "; ".join(always))
+            loss = ""
+            if lossy:
+                loss = (
+                    ". Reverting would also lose data"
+                    + (" (allowed by --allow-data-loss)" if allow_data_loss else ", which needs --allow-data-loss")
+                    + ": "
+                    + "; ".join(lossy)
+                )
+            raise Refused(f"{m.label} down refused, nothing changed: " + "; ".join(always) + loss)
         if lossy and not allow_data_loss:
             raise Refused(
                 f"{m.label} down refused, nothing changed: "
                 + "; ".join(lossy)
                 + ". Back the data up, then allow data loss explicitly (--allow-data-loss, or Pulumi config allowDataLoss)"
             )
-        for msg in lossy:
-            self.log(f"{m.label}: allowed data loss: {msg}")

@@ -10,7 +10,7 @@ so the files stay valid SQL that any client can run:
     -- x402:require: <boolean SQL> | why  refuse up unless true
     -- x402:guard data-loss: <count SQL> | what   refuse down if > 0, unless data loss is allowed
     -- x402:guard always: <count SQL> | what      refuse down if > 0, always
-    -- x402:lock: schema.table, ...       down: lock these against writes before the guards count
+    -- x402:lock: schema.table, ...       down: lock these against writes once the guards pass, then recount
     -- x402:no-transaction                statements below run one by one, outside a transaction
     -- x402:supersedes: <sha256> pin <sha256> | why
                                           an earlier text of this file whose applied result this

@@ -39,7 +39,9 @@ class Step:
     bytes: int | None
     writers: str
     kind: str = ""
-    source: str = "file"  # file | engine (LOCK before the guards) | guard (its count query) | access (grants)
+    source: str = (
+        "file"  # file | engine (the LOCK between the guards' two counts) | guard (its count query) | access (grants)
+    )
     note: str = ""
     row_locks: list[RowLock] = field(default_factory=list)
 

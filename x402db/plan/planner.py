@@ -304,6 +304,12 @@ class Planner:
 
         if not steps_only:
             if down:
+                # The engine's order (Engine._check_guards): the guards count first under no lock
+                # that blocks a writer, and a refused down stops there; only a down that proceeds
+                # locks the guarded tables against writes and counts again before its drops.
+                for g in script.guards:
+                    for s in sqlparse.statements(g.sql, m.label):
+                        add(s, "transaction", "guard")
                 for table in script.lock_tables:
                     if catalog.exists(table):
                         for s in sqlparse.statements(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE", m.label):
@@ -344,6 +350,18 @@ class Planner:
         return out
 
 
+def refusal_reasons(plan: Plan) -> list[str]:
+    """Why a refused plan refuses, then what --allow-data-loss already allows: a refusal names
+    every guard that counted rows, so the operator sees all that a revert would lose."""
+    reasons = [f"{m.version}_{m.name}: {r}" for m in plan.migrations for r in m.reasons]
+    return reasons + [
+        f"{m.version}_{m.name}: guard ({g.kind}, allowed): {g.count} {g.message}"
+        for m in plan.migrations
+        for g in m.guards
+        if g.verdict == "allowed"
+    ]
+
+
 def require_ready(
     engine: Engine, direction: str, allow_data_loss: bool = False, what: str = "", single: bool = False
 ) -> Plan:
@@ -351,7 +369,7 @@ def require_ready(
     delete and `make deploy` stop here, before the engine takes any lock."""
     plan = Planner(engine, single).build(direction, allow_data_loss=allow_data_loss)
     if plan.verdict == "refused":
-        reasons = [f"{m.version}_{m.name}: {r}" for m in plan.migrations for r in m.reasons]
+        reasons = refusal_reasons(plan)
         hint = ""
         if direction == "down" and plan.verdict_with_allow_data_loss == "ready" and not allow_data_loss:
             hint = ". Back the data up, then allow data loss explicitly (--allow-data-loss, or Pulumi config allowDataLoss)"

@@ -184,6 +184,8 @@ def print_plan(plan: Plan, out: Callable[[str], None] = print) -> None:
         )
         for reason in m.reasons:
             out(f"  refused: {reason}")
+        if m.reasons and m.action == "revert":
+            out("  refused: the down stops by the guards' first count, before any lock that blocks writers")
         for r in m.requires:
             mark = {True: "ok", False: "FAILS", None: "not read"}[r["holds"]]
             out(f"  require {mark:<8} {r['sql']}" + ("" if r["holds"] else f"  ({r['message']})"))
