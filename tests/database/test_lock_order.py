@@ -59,6 +59,38 @@ def test_a_revert_waits_for_the_apps_model_delete_instead_of_deadlocking(deploye
     assert states(deployed_db)["005"] == "pending"
 
 
+def test_a_revert_lets_the_apps_resource_write_finish_its_foreign_key_check(deployed_db):
+    """The other direction: a write to x402_resources locks it first and ai_models last (its
+    foreign key check). The revert's lock on ai_models must not stop that check."""
+    with db.connect(deployed_db) as c:
+        uid = c.execute("INSERT INTO auth.users (email) VALUES ('w@example.invalid') RETURNING id").fetchone()[0]
+        c.execute("INSERT INTO public.ai_models (id, slug, display_name) VALUES (%s, 'm/1', 'M')", (MODEL,))
+        rid = c.execute(
+            "INSERT INTO public.x402_resources (user_id, resource_type, name) VALUES (%s, 'proxy', 'r') RETURNING id",
+            (uid,),
+        ).fetchone()[0]
+    holder = db.connect(deployed_db, autocommit=False)
+    app = db.connect(deployed_db)
+    revert = engine(deployed_db, settings=Settings(lock_timeout="20s"))
+    try:
+        holder.execute("SELECT FROM public.x402_resources WHERE id = %s FOR UPDATE", (rid,))
+        with ThreadPoolExecutor(2) as pool:
+            write = pool.submit(
+                app.execute, "UPDATE public.x402_resources SET openrouter_model_id = %s WHERE id = %s", (MODEL, rid)
+            )
+            _wait_for_lock(deployed_db, app.info.backend_pid, "the app's write")
+            down = pool.submit(revert.down, allow_data_loss=True)
+            _wait_for_lock(deployed_db, revert.conn.info.backend_pid, "the revert")
+            time.sleep(1.5)
+            holder.commit()
+            write.result()
+            assert [(o.version, o.action) for o in down.result() if o] == [("005", "reverted")]
+    finally:
+        for c in (holder, app, revert.conn):
+            c.close()
+    assert states(deployed_db)["005"] == "pending"
+
+
 def test_a_deadlock_the_engine_loses_is_retried_whole(tmp_path, deployed_db):
     edited = copy_sql_down(
         tmp_path,
