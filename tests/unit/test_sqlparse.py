@@ -96,3 +96,24 @@ def test_a_statement_that_cannot_run_in_a_transaction_must_be_a_step(tmp_path: P
         migrations.load(tmp_path)
     (tmp_path / "900_x.up.sql").write_text(f"SELECT 1;\n-- x402:no-transaction\n{statement};\n")
     assert migrations.load(tmp_path)[0].up.steps == (statement,)
+
+
+def test_foreign_key_uses_name_what_a_statement_adds_or_may_drop():
+    text = """
+    CREATE TABLE "Shop".lines (order_id int REFERENCES "Shop"."Orders" (id), note text);
+    ALTER TABLE shop.items ADD COLUMN cat int REFERENCES cats, DROP COLUMN old_cat, DROP CONSTRAINT items_fk;
+    DROP TABLE shop.a, b;
+    DO $$ BEGIN ALTER TABLE t ADD CONSTRAINT t_fk FOREIGN KEY (x) REFERENCES public.u (id) NOT VALID; END $$;
+    DROP INDEX shop.i;
+    """
+    uses = [u for s in sqlparse.statements(text) for u in sqlparse.foreign_key_uses(s)]
+    U = sqlparse.ForeignKeyUse
+    assert uses == [
+        U('"Shop"."Orders"', added=True),
+        U('"cats"', added=True),
+        U('"shop"."items"', column="old_cat"),
+        U('"shop"."items"', constraint="items_fk"),
+        U('"shop"."a"'),
+        U('"b"'),
+        U('"public"."u"', added=True),  # from inside the DO block; DROP INDEX drops no key
+    ]

@@ -24,8 +24,8 @@ from psycopg import sql
 
 from .. import access
 from ..errors import BundleError, DriftError, Refused, UsageError
-from . import ledger
-from .files import BASE, Direction, Guard, Migration, resolve_version
+from . import ledger, lock_order
+from .files import BASE, Direction, Guard, Migration, Script, resolve_version
 from .settings import Settings
 from .target import Target
 
@@ -213,6 +213,20 @@ class Engine:
                         "Find the blocker in pg_stat_activity and run again"
                     ) from None
                 self.log(f"{what}: lock not available within {self.settings.lock_timeout}, retrying in {delay:.1f}s")
+            except pgerr.DeadlockDetected:
+                # The server rolled the whole transaction back to break a cycle with another
+                # session: a transactional part starts over as after a lock timeout. A step keeps
+                # what it committed before, so it reports instead.
+                if committed:
+                    raise BundleError(
+                        f"{what}: deadlock with another session (40P01){after}. The server log names the other session"
+                    ) from None
+                if last:
+                    raise BundleError(
+                        f"{what}: gave up after {attempt + 1} attempts, each ended by a deadlock with another "
+                        f"session (40P01){after}. The server log names the other session; run again"
+                    ) from None
+                self.log(f"{what}: deadlock with another session, rolled back; retrying in {delay:.1f}s")
             except pgerr.QueryCanceled:
                 raise BundleError(f"{what}: statement timeout hit{after}") from None
             except psycopg.OperationalError as exc:
@@ -250,6 +264,12 @@ class Engine:
         self.conn.execute(sql.SQL(scope + " lock_timeout = {}").format(sql.Literal(self.settings.lock_timeout)))
         self.conn.execute(sql.SQL(scope + " statement_timeout = {}").format(sql.Literal(statement_timeout)))
 
+    def _lock_up_front(self, script: Script) -> None:
+        """Before a transactional part: the tables it will lock, in the application's own
+        foreign-key order (migrate/lock_order.py), so that it never waits for a referenced table
+        while holding one that references it."""
+        lock_order.lock(self.conn, lock_order.tables_to_lock(self.conn, script))
+
     def _holds(self, condition_sql: str) -> bool:
         return bool(_value(self.conn, f"SELECT ({condition_sql})"))
 
@@ -273,6 +293,8 @@ class Engine:
                 self._recorded(m, direction, "before")
                 if direction == Direction.DOWN:
                     self._check_guards(m, allow_data_loss)
+                else:
+                    self._lock_up_front(m.up)
                 # One statement at a time, split by PostgreSQL's parser: the plan describes this list.
                 for statement in script.statements:
                     self.conn.execute(statement)
@@ -606,12 +628,8 @@ class Engine:
 
     def _lock_guarded_tables(self, m: Migration) -> None:
         """Hold writers off the guarded tables until COMMIT, so that no row arrives between the
-        guards' last count and the DROP. The only place the down locks them."""
-        for table in m.down.lock_tables:
-            if _value(self.conn, "SELECT to_regclass(%s) IS NOT NULL", (table,)):
-                self.conn.execute(
-                    sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(sql.Identifier(*table.split(".")))
-                )
+        guards' last count and the DROP: the down's up-front locks, in the app's foreign-key order."""
+        self._lock_up_front(m.down)
 
     def _check_guards(self, m: Migration, allow_data_loss: bool) -> None:
         # First a plain count: its AccessShareLock blocks no writer, so a refused down, which

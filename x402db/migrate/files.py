@@ -10,7 +10,12 @@ so the files stay valid SQL that any client can run:
     -- x402:require: <boolean SQL> | why  refuse up unless true
     -- x402:guard data-loss: <count SQL> | what   refuse down if > 0, unless data loss is allowed
     -- x402:guard always: <count SQL> | what      refuse down if > 0, always
-    -- x402:lock: schema.table, ...       down: lock these against writes once the guards pass, then recount
+    -- x402:lock: schema.table, ...       lock these against writes: an up before its statements,
+                                          a down once its guards' first count passes (then it
+                                          counts again). The engine adds the referenced tables of
+                                          the foreign keys the script adds or drops, and takes
+                                          them all in the order the database's own foreign keys
+                                          imply, referenced tables first (lock_order.py)
     -- x402:no-transaction                statements below run one by one, outside a transaction
     -- x402:supersedes: <sha256> pin <sha256> | why
                                           an earlier text of this file whose applied result this

@@ -8,7 +8,9 @@ x402_resources from inside one, and a plan that stopped at "DO" would hide that 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from pglast import ast, enums, parse_plpgsql, parse_sql
 from pglast.parser import ParseError
@@ -156,3 +158,55 @@ def _walk(value: object, inner: list[Statement], dynamic: list[str], where: str)
             inner.extend(statements(query, where))
             continue
         _walk(item, inner, dynamic, where)
+
+
+@dataclass(frozen=True)
+class ForeignKeyUse:
+    """A foreign key a statement adds or drops, as far as the text says: what the engine must
+    lock on the table it references before anything else (migrate/lock_order.py)."""
+
+    table: str  # the referencing table for a drop; the referenced one for an add
+    constraint: str | None = None  # a drop of this named constraint (it may be no foreign key)
+    column: str | None = None  # a drop of this column, and of any foreign key over it
+    added: bool = False  # True: `table` is the referenced table of a foreign key being added
+
+
+def _qualified(rv: ast.RangeVar) -> str:
+    return ".".join(_quote(p) for p in (rv.schemaname, rv.relname) if p)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def foreign_key_uses(stmt: Statement) -> tuple[ForeignKeyUse, ...]:
+    """The foreign keys `stmt` (a DO block's body included) adds or may drop. Adding or dropping
+    one locks its referenced table too, which is the table the application locks first."""
+    out: list[ForeignKeyUse] = []
+    for s in (stmt, *stmt.inner):
+        n = s.node
+        for c in _nodes(n, ast.Constraint):
+            if c.contype == enums.ConstrType.CONSTR_FOREIGN and c.pktable is not None:
+                out.append(ForeignKeyUse(_qualified(c.pktable), added=True))
+        if isinstance(n, ast.AlterTableStmt) and n.relation is not None:
+            table = _qualified(n.relation)
+            for cmd in n.cmds or ():
+                if cmd.subtype == enums.AlterTableType.AT_DropConstraint:
+                    out.append(ForeignKeyUse(table, constraint=cmd.name))
+                elif cmd.subtype == enums.AlterTableType.AT_DropColumn:
+                    out.append(ForeignKeyUse(table, column=cmd.name))
+        elif isinstance(n, ast.DropStmt) and n.removeType == enums.ObjectType.OBJECT_TABLE:
+            for obj in n.objects or ():
+                out.append(ForeignKeyUse(".".join(_quote(p.sval) for p in obj)))
+    return tuple(out)
+
+
+def _nodes(value: object, kind: type[ast.Node]) -> Iterator[Any]:
+    if isinstance(value, kind):
+        yield value
+    if isinstance(value, ast.Node):
+        for attr in getattr(value, "__slots__", ()):  # pglast keeps each node's fields there
+            yield from _nodes(getattr(value, attr, None), kind)
+    elif isinstance(value, tuple | list):
+        for item in value:
+            yield from _nodes(item, kind)

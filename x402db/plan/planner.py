@@ -13,10 +13,11 @@ import re
 
 import psycopg
 from psycopg import errors as pgerr
+from psycopg import sql
 
 from .. import access
 from ..errors import BundleError, DriftError, Refused
-from ..migrate import ledger, sqlparse
+from ..migrate import ledger, lock_order, sqlparse
 from ..migrate.engine import Engine
 from ..migrate.files import Migration, Script
 from .catalog import PLAN_LOCK_TIMEOUT, PLAN_STATEMENT_TIMEOUT, WOULD_WAIT, LiveCatalog, Reader, Sizes
@@ -303,20 +304,29 @@ class Planner:
                         held[r] = strongest([held.get(r, mode), mode])
 
         if not steps_only:
+
+            def up_front() -> None:
+                # The engine's up-front locks, in its order (migrate/lock_order.py); read from the live
+                # foreign keys, so a table this run creates before the migration is not among them.
+                for schema, table in lock_order.tables_to_lock(self.conn, script):
+                    if catalog.exists(f"{schema}.{table}"):
+                        name = sql.Identifier(schema, table).as_string(self.conn)
+                        for s in sqlparse.statements(f"LOCK TABLE {name} IN {lock_order.MODE} MODE", m.label):
+                            add(s, "transaction", "engine")
+
             if down:
                 # The engine's order (Engine._check_guards): the guards count first under no lock
                 # that blocks a writer, and a refused down stops there; only a down that proceeds
-                # locks the guarded tables against writes and counts again before its drops.
+                # takes its up-front locks and counts again before its drops.
                 for g in script.guards:
                     for s in sqlparse.statements(g.sql, m.label):
                         add(s, "transaction", "guard")
-                for table in script.lock_tables:
-                    if catalog.exists(table):
-                        for s in sqlparse.statements(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE", m.label):
-                            add(s, "transaction", "engine")
+                up_front()
                 for g in script.guards:
                     for s in sqlparse.statements(g.sql, m.label):
                         add(s, "transaction", "guard")
+            else:
+                up_front()
             for s in sqlparse.statements(script.transactional, m.label):
                 add(s, "transaction")
             for text in self._grants(catalog, new):
