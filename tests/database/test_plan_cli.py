@@ -82,7 +82,7 @@ def test_plan_of_005_on_a_live_table_names_the_lock_and_its_size(supabase_db):
     assert add_cols["effect"] == "catalog" and add_cols["rows_estimate"] == rows and add_cols["bytes"] > 0
     assert add_cols["writers"].startswith("blocks reads and writes of public.x402_resources until COMMIT; catalog-only")
     assert "lock_timeout 1s" in add_cols["writers"]
-    cic = doc["migrations"][0]["statements"][-1]
+    cic = next(st for st in doc["migrations"][0]["statements"] if st["sql"].startswith("CREATE INDEX CONCURRENTLY"))
     assert (
         cic["phase"] == "no-transaction"
         and cic["effect"] == "scan"
