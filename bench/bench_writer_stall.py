@@ -23,7 +23,8 @@ from x402db.migrate import files as migrations
 def naive_sql() -> str:
     m = migrations.find(migrations.load(), "005")
     body = m.up.transactional.replace("NOT VALID", "")
-    steps = [s for s in m.up.steps if "VALIDATE" not in s]
+    # The foreign key is a step too (added once its index exists): naive adds it validated.
+    steps = [s.replace("NOT VALID", "") for s in m.up.steps if "VALIDATE" not in s]
     return body + "\n" + "\n".join(re.sub(r"CONCURRENTLY\s+", "", s) for s in steps)
 
 

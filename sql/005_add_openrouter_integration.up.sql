@@ -2,18 +2,27 @@
 -- resources in x402_resources (phase 11, database foundation).
 --
 -- Lock-safe on a live, large x402_resources: the transactional part only takes brief
--- ACCESS EXCLUSIVE locks for catalog-only changes (new nullable columns, NOT VALID constraints),
+-- ACCESS EXCLUSIVE locks for catalog-only changes (new nullable columns, a NOT VALID CHECK),
 -- placed last so the lock is held for milliseconds before COMMIT. Scans of existing rows
--- (VALIDATE, index build) run after the marker, each in its own transaction, under locks
+-- (index build, VALIDATE) run after the marker, each in its own transaction, under locks
 -- that do not block writers. The engine sets lock_timeout and statement_timeout and retries
 -- a lock timeout with backoff. Every statement is idempotent, so a retry after a partial
 -- failure converges.
+--
+-- The foreign key to ai_models comes after its index: from the moment it exists, each DELETE
+-- from ai_models (ON DELETE SET NULL) looks up the rows referencing the deleted model, and
+-- without idx_x402_resources_openrouter_model that lookup reads all of x402_resources. So the
+-- index is built first, then the key is added NOT VALID (a short transaction of its own), then
+-- validated. A row given an openrouter_model_id that ai_models lacks before the key existed
+-- makes VALIDATE fail and name it (the backend of phase 11 writes the column only once 005 is
+-- applied); fix the row and run up again.
 -- x402:require: to_regclass('auth.users') IS NOT NULL | auth.users is missing; on plain PostgreSQL deploy with --target postgres
 -- x402:require: to_regclass('public.x402_resources') IS NOT NULL | public.x402_resources is missing; apply the earlier x402-jobs migrations (001-004) first
 -- x402:require: to_regclass('public.ai_models') IS NOT NULL | public.ai_models is missing; apply the earlier x402-jobs migrations (001-004) first
 -- x402:require: NOT EXISTS (SELECT FROM pg_catalog.pg_constraint c WHERE c.conrelid = to_regclass('public.x402_resources') AND c.contype = 'c' AND c.conname <> 'x402_resources_resource_type_check' AND pg_catalog.strpos(pg_catalog.pg_get_constraintdef(c.oid), '''prompt_template''') > 0) | public.x402_resources lists its resource types in a CHECK named other than x402_resources_resource_type_check, which would still reject 'openrouter_instant' after 005; rename it (ALTER TABLE public.x402_resources RENAME CONSTRAINT <its name> TO x402_resources_resource_type_check) or drop it, then run up again
--- x402:supersedes: bb1c2a4161c40d6e90a3fee9a0ee6cd4e8ce277e07ae00870a82ba71524b5ccc pin e73c37a41d61151d252a98c662d3cb26f62828fd2a12fd25c20ed9fb6fce4f99 | the text before the precondition above; a database that applied it is left as it was
--- x402:supersedes: 2271c55b3ea064bd08f5626086691f6344b9796e6908d38f8e9ae7550922047b pin e73c37a41d61151d252a98c662d3cb26f62828fd2a12fd25c20ed9fb6fce4f99 | the same text before its supersedes lines pinned it; a database that applied it is left as it was
+-- x402:supersedes: bb1c2a4161c40d6e90a3fee9a0ee6cd4e8ce277e07ae00870a82ba71524b5ccc pin 42aa76d389f85626d2fe25f791947a80a7d4b921e08355406c2b3f0bb8855338 | the text before the precondition above; a database that applied it is left as it was
+-- x402:supersedes: 2271c55b3ea064bd08f5626086691f6344b9796e6908d38f8e9ae7550922047b pin 42aa76d389f85626d2fe25f791947a80a7d4b921e08355406c2b3f0bb8855338 | the same text before its supersedes lines pinned it; a database that applied it is left as it was
+-- x402:supersedes: cc4058366417c3c6ba959650cfcedf11df2c6931f52bfb9c3ac70f519456a5fe pin 42aa76d389f85626d2fe25f791947a80a7d4b921e08355406c2b3f0bb8855338 | the text that added the foreign key in the transaction and built its index last; a database that applied it has the same objects, and one it left steps-pending finishes with these steps
 
 CREATE TABLE IF NOT EXISTS public.user_openrouter_integrations (
   user_id           uuid PRIMARY KEY REFERENCES auth.users (id) ON DELETE CASCADE,
@@ -86,17 +95,6 @@ ALTER TABLE public.x402_resources
 
 DO $$
 BEGIN
-  IF NOT EXISTS (
-    SELECT 1 FROM pg_constraint
-    WHERE conrelid = 'public.x402_resources'::regclass
-      AND conname = 'x402_resources_openrouter_model_id_fkey'
-  ) THEN
-    ALTER TABLE public.x402_resources
-      ADD CONSTRAINT x402_resources_openrouter_model_id_fkey
-      FOREIGN KEY (openrouter_model_id) REFERENCES public.ai_models (id) ON DELETE SET NULL
-      NOT VALID;
-  END IF;
-
   -- The new set is a superset of the old one, so existing rows satisfy it; NOT VALID skips
   -- the full-table scan under ACCESS EXCLUSIVE, and new writes are checked at once.
   IF NOT EXISTS (
@@ -121,12 +119,31 @@ COMMENT ON COLUMN public.x402_resources.openrouter_config IS
   'For openrouter_instant resources: {modelId, systemPrompt, params: {temperature, maxTokens, ...}}.';
 
 -- x402:no-transaction
--- Each runs in its own transaction; validating an already valid constraint is a no-op, so a
--- re-run after a failure is safe.
+-- Each runs in its own transaction, in this order: the index that serves the foreign key's
+-- lookups, then the key, then the scans that validate. Each is idempotent (IF NOT EXISTS, the
+-- catalog test, validating a valid constraint is a no-op), so a re-run after a failure is safe.
+CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_x402_resources_openrouter_model
+  ON public.x402_resources (openrouter_model_id)
+  WHERE openrouter_model_id IS NOT NULL;
+-- Catalog-only (NOT VALID): ShareRowExclusiveLock on both tables for milliseconds, bounded by
+-- lock_timeout. ai_models is locked first, the order an application's DELETE FROM ai_models
+-- takes them in once the key exists.
+DO $$
+BEGIN
+  IF NOT EXISTS (
+    SELECT 1 FROM pg_constraint
+    WHERE conrelid = 'public.x402_resources'::regclass
+      AND conname = 'x402_resources_openrouter_model_id_fkey'
+  ) THEN
+    LOCK TABLE public.ai_models IN SHARE ROW EXCLUSIVE MODE;
+    ALTER TABLE public.x402_resources
+      ADD CONSTRAINT x402_resources_openrouter_model_id_fkey
+      FOREIGN KEY (openrouter_model_id) REFERENCES public.ai_models (id) ON DELETE SET NULL
+      NOT VALID;
+  END IF;
+END
+$$;
 -- squawk-ignore prefer-robust-stmts
 ALTER TABLE public.x402_resources VALIDATE CONSTRAINT x402_resources_openrouter_model_id_fkey;
 -- squawk-ignore prefer-robust-stmts
 ALTER TABLE public.x402_resources VALIDATE CONSTRAINT x402_resources_resource_type_check;
-CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_x402_resources_openrouter_model
-  ON public.x402_resources (openrouter_model_id)
-  WHERE openrouter_model_id IS NOT NULL;

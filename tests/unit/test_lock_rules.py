@@ -35,6 +35,7 @@ from x402db.plan.rules.dml import DML, LOCKING, ROW_LOCK
 from x402db.plan.rules.drop import DROP
 from x402db.plan.rules.index import CREATE_INDEX, DROP_INDEX
 from x402db.plan.rules.table_objects import COMMENT, GRANT, LOCK, ON_TABLE
+from x402db.plan.view import writers_sentence
 
 AT = enums.AlterTableType
 OT = enums.ObjectType
@@ -195,6 +196,46 @@ def test_a_drop_cascade_of_an_unresolved_object_is_unknown() -> None:
     assert (p.kind, p.effect, p.locks) == ("DROP SCHEMA CASCADE", Effect.UNKNOWN, {ANY: ACCESS_EXCLUSIVE})
     p = plan("DROP SCHEMA s CASCADE", world(depends={("schema", "s"): [(T, True)]}))
     assert (p.locks, p.changes.dropped) == ({T: ACCESS_EXCLUSIVE}, [T])
+
+
+def test_a_foreign_key_no_index_serves_is_named_with_what_it_costs() -> None:
+    """Once in force, a foreign key makes each DELETE from the referenced table look up the
+    referencing rows; the plan names a key whose lookup no index serves, whether the index is in
+    the catalog or built by an earlier statement, and only then."""
+    fk = "ALTER TABLE t ADD CONSTRAINT t_r2 FOREIGN KEY (r_id) REFERENCES r (id) NOT VALID"
+    assert plan(fk).unindexed_fks == [(T, ("r_id",), R)]
+    assert plan("ALTER TABLE t ADD COLUMN r2 int REFERENCES r (id)").unindexed_fks == [(T, ("r2",), R)]
+    assert plan("CREATE TABLE n (id int REFERENCES r (id))").unindexed_fks == []  # empty until COMMIT
+    serving = {
+        "a plain index": ((("r_id",), frozenset())),
+        "its leading column": ((("r_id", "id"), frozenset())),
+        "partial, IS NOT NULL": ((("r_id",), frozenset({"r_id"}))),
+    }
+    for why, shape in serving.items():
+        assert plan(fk, world(index_shapes_of={T: [shape]})).unindexed_fks == [], why
+    useless = {
+        "a later column": ((("id", "r_id"), frozenset())),
+        "another predicate": ((("r_id",), None)),
+        "an expression": (((None,), frozenset())),
+    }
+    for why, shape in useless.items():
+        assert plan(fk, world(index_shapes_of={T: [shape]})).unindexed_fks == [(T, ("r_id",), R)], why
+    # An index an earlier statement builds serves it; its predicate is read from the statement.
+    cat = world()
+    for sql, expected in [
+        ("CREATE INDEX CONCURRENTLY i2 ON t (r_id) WHERE r_id > 0", []),
+        (fk, [(T, ("r_id",), R)]),
+        ("CREATE INDEX CONCURRENTLY i3 ON t (r_id) WHERE r_id IS NOT NULL", []),
+        (fk, []),
+    ]:
+        (raw,) = parse_sql(sql)
+        p = predict(raw.stmt, cat)
+        cat.apply(p.changes)
+        assert p.unindexed_fks == expected, sql
+    sizes = type("S", (), {"of": lambda self, rel: (1_000_000, 1 << 27)})()
+    sentence = writers_sentence(plan(fk), "transaction", set(), {}, sizes, "1s")
+    assert "from COMMIT on, until an index on public.t (r_id) exists, each DELETE from public.r" in sentence
+    assert "reads every row of public.t (~1,000,000 rows, 128.0 MB)" in sentence
 
 
 # ---- every row of every table ------------------------------------------------------------

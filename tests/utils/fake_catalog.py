@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from x402db.plan.lockmap import CatalogChanges
+from x402db.plan.rules.prediction import IndexShape
 
 
 @dataclass
@@ -27,6 +28,7 @@ class FakeCatalog:
     depends: dict[tuple[str, str], list[tuple[str, bool]]] = field(default_factory=dict)
     created: set[str] = field(default_factory=set)
     dropped: set[str] = field(default_factory=set)
+    index_shapes_of: dict[str, list[IndexShape]] = field(default_factory=dict)
 
     def qualify(self, schema: str | None, name: str) -> str:
         return f"{schema or 'public'}.{name}"
@@ -89,6 +91,9 @@ class FakeCatalog:
     def dependents(self, kind: str, name: str) -> list[tuple[str, bool]] | None:
         return self.depends.get((kind, name))
 
+    def index_shapes(self, table: str) -> list[IndexShape]:
+        return list(self.index_shapes_of.get(table, []))
+
     def apply(self, changes: CatalogChanges) -> None:
         self.created |= set(changes.created)
         self.dropped |= set(changes.dropped)
@@ -103,6 +108,8 @@ class FakeCatalog:
             self.fks.get(table, {}).pop(name, None)
         self.user_functions |= set(changes.functions)
         self.domains |= set(changes.domains)
+        for table, shape in changes.indexes_added:
+            self.index_shapes_of.setdefault(table, []).append(shape)
         for parent, part in changes.attached:
             self.parts.setdefault(parent, []).append(part)
         for parent, part in changes.detached:

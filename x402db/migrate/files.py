@@ -24,6 +24,13 @@ so the files stay valid SQL that any client can run:
                                           pin is the SHA-256 of this file without its supersedes
                                           lines (pin_checksum): an edit after the directive was
                                           written voids it, so the edit is drift everywhere
+
+Each statement after the marker is its own transaction, in file order, so a step may be short
+transactional DDL too, not only what cannot run in a transaction: 005 builds an index
+CONCURRENTLY, then adds the foreign key that index serves (NOT VALID, in a DO block that tests the
+catalog first), then validates it. A foreign key added in the transactional part would be in
+force before any step builds its index, and every DELETE of a referenced row would read the whole
+referencing table meanwhile. The ledger stays `steps-pending` until the last step has run.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ A row's `state` is committed in the same transaction as the work it describes, s
 never claims more or less than the database holds, whenever the run is killed:
 
     steps-pending  up's transactional part (and the grants) committed; its no-transaction steps
-                   (VALIDATE, CREATE INDEX CONCURRENTLY) have not all finished. `up` resumes them.
+                   (CREATE INDEX CONCURRENTLY, a foreign key added once its index is there,
+                   VALIDATE) have not all finished. `up` resumes them.
     applied        everything of the up is done.
     reverting      down's transactional part (the drops) committed; its no-transaction steps have
                    not all finished. `down` resumes them. No row: nothing of it is applied.
@@ -39,7 +40,7 @@ class State(StrEnum):
 
 # What each ledger state means for the operator, and the command that converges it.
 HINTS: dict[str, str] = {
-    State.STEPS_PENDING: "committed, but its no-transaction steps (VALIDATE / CREATE INDEX CONCURRENTLY) did not all "
+    State.STEPS_PENDING: "committed, but its no-transaction steps (index builds, foreign keys added after them, VALIDATE) did not all "
     "finish; run up again (or pulumi up) to finish them",
     State.REVERTING: "its down's drops are committed, but the down's no-transaction steps did not all finish; run down "
     "again (or make revert / pulumi destroy) to finish them",

@@ -19,6 +19,8 @@ from psycopg import errors as pgerr
 from ..errors import BundleError
 from ..migrate.target import Target, detect
 from .lockmap import CatalogChanges
+from .rules.index import predicate_shape
+from .rules.prediction import IndexShape
 
 PLAN_LOCK_TIMEOUT = "20ms"  # a plan never queues: writers queued behind it would wait too
 PLAN_STATEMENT_TIMEOUT = "30s"
@@ -200,6 +202,15 @@ WHERE dep.refclassid = 'pg_proc'::regclass AND n.nspname <> 'pg_catalog' AND %s 
   (dep.classid = 'pg_constraint'::regclass AND dep.objid IN (SELECT oid FROM pg_constraint WHERE conrelid = %s::regclass))
   OR (dep.classid = 'pg_class'::regclass AND dep.objid IN (SELECT indexrelid FROM pg_index WHERE indrelid = %s::regclass)))
 """
+# The valid indexes of a table: key columns in order (NULL for an expression; INCLUDE columns
+# left out) and the predicate as pg_get_expr prints it.
+_INDEXES = """
+SELECT ARRAY(SELECT a.attname::text FROM unnest(x.indkey::int2[]) WITH ORDINALITY k(attnum, n)
+             LEFT JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum AND k.attnum > 0
+             WHERE k.n <= x.indnkeyatts ORDER BY k.n),
+       pg_get_expr(x.indpred, x.indrelid)
+FROM pg_index x WHERE x.indrelid = %s::regclass AND x.indisvalid
+"""
 _EVENT_BITS = {"INSERT": 4, "DELETE": 8, "UPDATE": 16, "TRUNCATE": 32}
 # The non-builtin functions a view's query calls, through the views it reads, recursively.
 _VIEW_CODE = """
@@ -270,6 +281,7 @@ class LiveCatalog:
         self._domains: set[str] = set()  # constrained domains the planned statements create
         self._parts: dict[str, set[str]] = {}  # direct partitions, as the statements planned so far leave them
         self._functions: set[str] = set()  # names of the functions the planned statements create
+        self._indexes: dict[str, list[IndexShape]] = {}  # as the statements planned so far leave them
 
     def _one(self, query: str, *args: object) -> Any:
         row = self.conn.execute(query, args).fetchone()
@@ -416,6 +428,12 @@ class LiveCatalog:
         rows = self.conn.execute(_DEPENDENTS, (catalog, oid)).fetchall()
         return [(rel, dropped) for rel, dropped in rows if rel not in self.dropped]
 
+    def index_shapes(self, table: str) -> list[IndexShape]:
+        if table not in self._indexes:
+            rows = [] if not self._in_pg_catalog(table) else self.conn.execute(_INDEXES, (_quote(table),)).fetchall()
+            self._indexes[table] = [(tuple(keys), predicate_shape(pred)) for keys, pred in rows]
+        return list(self._indexes[table])
+
     def server_version(self) -> int:
         if self._version is None:
             self._version = int(self._one("SELECT current_setting('server_version_num')"))
@@ -435,6 +453,7 @@ class LiveCatalog:
             self.dropped.discard(rel)
             self._fks[rel] = {}
             self._parts[rel] = set()
+            self._indexes[rel] = []
         for table, name, ref, cols in changes.fk_added:
             self.foreign_keys(table)
             self._fks[table][name] = (ref, cols)
@@ -442,6 +461,9 @@ class LiveCatalog:
             self.foreign_keys(table)
             self._fks[table].pop(name, None)
         self._functions.update(changes.functions)
+        for table, shape in changes.indexes_added:
+            self.index_shapes(table)
+            self._indexes[table].append(shape)
         for name in changes.domains:
             self._domains |= {name, name.rpartition(".")[2]}
         for parent, part in changes.attached:
@@ -452,3 +474,4 @@ class LiveCatalog:
             self.dropped.add(rel)
             self.created.discard(rel)
             self._fks[rel] = {}
+            self._indexes[rel] = []

@@ -10,6 +10,11 @@ each row without a server.
 Only tables (and views, sequences, foreign tables) are named; an index's or TOAST table's lock
 goes with its table. A statement the map does not know is unknown: AccessExclusiveLock on every
 relation it names, or on "*" (any relation) when it names none it can resolve.
+
+One cost outlives the statement and is said too: a foreign key that no index of its table serves
+(none in the catalog, none built by an earlier statement of the run) makes every DELETE from the
+referenced table, once the key is in force, read the whole referencing table to find the rows
+that point at the deleted one (Prediction.unindexed_fks; the view's writers sentence words it).
 """
 
 from __future__ import annotations

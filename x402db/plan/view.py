@@ -76,11 +76,32 @@ def _row_part(r: RowLock) -> str:
     return f"locks {r.which} {r.mode} until {r.until}: another session's {waits} of one of those rows waits until then"
 
 
+def unindexed_fk_sentence(table: str, columns: tuple[str, ...], ref: str, phase: str, sizes: Sizes) -> str:
+    """What a foreign key no index serves costs the referenced table's writers, from the moment
+    it is in force: PostgreSQL looks up the referencing rows of each row deleted (or re-keyed)
+    with `WHERE col = $1`, and without an index that lookup reads the whole table."""
+    rows, size = sizes.of(table)
+    figures = f"~{rows:,} rows, {human_bytes(size)}" if rows is not None else human_bytes(size)
+    since = "from COMMIT on" if phase == "transaction" else "from the end of this step on"
+    return (
+        f"{since}, until an index on {table} ({', '.join(columns)}) exists, each DELETE from {ref} (and each "
+        f"UPDATE of its key) reads every row of {table} ({figures}) to find the rows that reference it"
+    )
+
+
 def writers_sentence(
     p: Prediction, phase: str, new: set[str], held: dict[str, str], sizes: Sizes, lock_timeout: str
 ) -> str:
-    """What a concurrent writer feels. `held`: write-blocking locks earlier statements of the
-    same transaction already hold (they last until COMMIT)."""
+    """What a concurrent writer feels, now and, for a foreign key no index serves, afterwards.
+    `held`: write-blocking locks earlier statements of the same transaction already hold (they
+    last until COMMIT)."""
+    later = [unindexed_fk_sentence(t, cols, ref, phase, sizes) for t, cols, ref in p.unindexed_fks]
+    return "; ".join([_writers_now(p, phase, new, held, sizes, lock_timeout), *later])
+
+
+def _writers_now(
+    p: Prediction, phase: str, new: set[str], held: dict[str, str], sizes: Sizes, lock_timeout: str
+) -> str:
     if not p.known:
         return f"unknown statement ({p.note}): assume it blocks reads and writes of every table it touches"
     old = {rel: mode for rel, mode in p.locks.items() if rel not in new}

@@ -20,6 +20,7 @@ from ..locks import (
     strongest,
 )
 from .common import Handler, Rule, Table, dotted, rv, user_calls
+from .index import serves
 from .prediction import Catalog, Prediction
 
 AT = enums.AlterTableType
@@ -75,10 +76,19 @@ def _add_column_effect(cat: Catalog, col: ast.ColumnDef) -> Effect:
     return Effect.CATALOG
 
 
+def _unindexed(p: Prediction, cat: Catalog, table: str, ref: str, columns: tuple[str, ...]) -> None:
+    # A new table is empty until COMMIT: its lookups cost nothing yet.
+    if columns and cat.exists(table) and not cat.is_new(table):
+        if not any(serves(shape, columns) for shape in cat.index_shapes(table)):
+            p.unindexed_fks.append((table, columns, ref))
+
+
 def add_column(p: Prediction, cat: Catalog, table: str, cmd: ast.AlterTableCmd) -> Mode | None:
     """Rewrites for a volatile default, a generated, identity or serial column, or a constrained
     domain; scans for a PRIMARY KEY, UNIQUE, CHECK or NOT NULL without default; a REFERENCES
-    takes ShareRowExclusiveLock on the referenced table and scans unless NOT VALID."""
+    takes ShareRowExclusiveLock on the referenced table and scans unless NOT VALID, and, as no
+    index can serve a column that does not exist yet, makes each DELETE from the referenced table
+    read the whole table (the plan says so)."""
     col = cmd.def_
     assert isinstance(col, ast.ColumnDef)  # the grammar: ADD COLUMN carries a column definition
     p.worse(_add_column_effect(cat, col))
@@ -87,14 +97,17 @@ def add_column(p: Prediction, cat: Catalog, table: str, cmd: ast.AlterTableCmd) 
             ref = rv(cat, c.pktable)
             p.lock(ref, SHARE_ROW_EXCLUSIVE)
             p.changes.fk_added.append((table, c.conname or "", ref, (col.colname or "",)))
+            _unindexed(p, cat, table, ref, (col.colname or "",))
             if not c.skip_validation:
                 p.worse(Effect.SCAN)
     return None
 
 
 def add_constraint(p: Prediction, cat: Catalog, table: str, cmd: ast.AlterTableCmd) -> Mode | None:
-    """FOREIGN KEY: ShareRowExclusiveLock on both tables. Any constraint scans the table unless
-    NOT VALID or USING INDEX (the index exists)."""
+    """FOREIGN KEY: ShareRowExclusiveLock on both tables, and when no index of the table (in the
+    catalog, or built by an earlier statement) leads with its columns, the plan says that each
+    DELETE from the referenced table will read the whole table once it commits. Any constraint
+    scans the table unless NOT VALID or USING INDEX (the index exists)."""
     c = cmd.def_
     assert isinstance(c, ast.Constraint)  # the grammar: ADD CONSTRAINT carries a constraint
     key = (table, c.conname or "")
@@ -102,6 +115,7 @@ def add_constraint(p: Prediction, cat: Catalog, table: str, cmd: ast.AlterTableC
         ref = rv(cat, c.pktable)
         p.lock(ref, SHARE_ROW_EXCLUSIVE)
         p.changes.fk_added.append((table, c.conname or "", ref, tuple(a.sval for a in c.fk_attrs or ())))
+        _unindexed(p, cat, table, ref, tuple(a.sval for a in c.fk_attrs or ()))
         if c.skip_validation:
             p.changes.not_valid_added.append(key)
         else:

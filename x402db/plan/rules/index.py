@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pglast import ast
+from pglast import ast, enums, parse_sql
 
 from ..locks import ACCESS_EXCLUSIVE, SHARE, SHARE_UPDATE_EXCLUSIVE, Effect, Mode
 from .common import Handler, NoRefine, Rule, Table, names, rv, user_calls
-from .prediction import Catalog, Prediction
+from .prediction import Catalog, IndexShape, Prediction
 
 CREATE_INDEX = Table[bool, NoRefine](
     title="CREATE INDEX",
@@ -38,6 +38,43 @@ DROP_INDEX = Table[bool, NoRefine](
 )
 
 
+def not_null_tested(where: Any) -> frozenset[str] | None:
+    """The columns a partial index's predicate tests IS NOT NULL, when that is all it tests (the
+    empty set for no predicate); None for any other predicate."""
+    if where is None:
+        return frozenset()
+    if isinstance(where, ast.NullTest) and where.nulltesttype == enums.NullTestType.IS_NOT_NULL:
+        last = where.arg.fields[-1] if isinstance(where.arg, ast.ColumnRef) and where.arg.fields else None
+        if isinstance(last, ast.String) and last.sval:
+            return frozenset({last.sval})
+    if isinstance(where, ast.BoolExpr) and where.boolop == enums.BoolExprType.AND_EXPR:
+        found: set[str] = set()
+        for arg in where.args or ():
+            part = not_null_tested(arg)
+            if part is None:
+                return None
+            found |= part
+        return frozenset(found)
+    return None
+
+
+def predicate_shape(predicate_sql: str | None) -> frozenset[str] | None:
+    """not_null_tested of a predicate as pg_get_expr prints it (None: no predicate)."""
+    if predicate_sql is None:
+        return frozenset()
+    (raw,) = parse_sql(f"SELECT WHERE {predicate_sql}")
+    return not_null_tested(getattr(raw.stmt, "whereClause", None))
+
+
+def serves(shape: IndexShape, columns: tuple[str, ...]) -> bool:
+    """Whether a foreign key's lookup of its referencing rows (`WHERE col = $1 ...`, which
+    implies col IS NOT NULL) can use the index: its leading key columns are the key's columns, in
+    any order, and its predicate, if any, only tests some of them IS NOT NULL."""
+    keys, not_null = shape
+    n = len(columns)
+    return not_null is not None and not_null <= set(columns) and len(keys) >= n and set(keys[:n]) == set(columns)
+
+
 def create_index(node: ast.IndexStmt, cat: Catalog) -> Prediction:
     table = rv(cat, node.relation)
     concurrent = bool(node.concurrent)
@@ -49,6 +86,8 @@ def create_index(node: ast.IndexStmt, cat: Catalog) -> Prediction:
     )
     for rel in (table, *cat.partitions(table)):
         p.lock(rel, rule.mode)
+    keys = tuple(e.name if isinstance(e, ast.IndexElem) and e.name else None for e in node.indexParams or ())
+    p.changes.indexes_added.append((table, (keys, not_null_tested(node.whereClause))))
     if p.effect == Effect.SCAN:  # its expressions and predicate run on every existing row
         user_calls(p, cat, (node.indexParams, node.whereClause))
     return p

@@ -12,6 +12,11 @@ from ..locks import ACCESS_EXCLUSIVE, ANY, EFFECTS, Effect, strongest, strongest
 
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 
+# What a foreign key's lookup of the referencing rows needs to know of an index on their table:
+# its key columns in order (None for an expression), and the columns its predicate only tests
+# IS NOT NULL ("not partial" is the empty set; None: a predicate a lookup cannot be proven to meet).
+IndexShape = tuple[tuple[str | None, ...], frozenset[str] | None]
+
 
 def _joined(*notes: str) -> str:
     return "; ".join(n for n in notes if n)
@@ -38,6 +43,7 @@ class CatalogChanges:
     detached: list[tuple[str, str]] = field(default_factory=list)
     domains: list[str] = field(default_factory=list)  # constrained domains
     functions: list[str] = field(default_factory=list)  # names of the functions created
+    indexes_added: list[tuple[str, IndexShape]] = field(default_factory=list)  # table, shape
 
     def merge(self, other: CatalogChanges) -> None:
         for f in fields(self):
@@ -56,6 +62,10 @@ class Prediction:
     note: str = ""
     row_locks: dict[str, tuple[str, str]] = field(default_factory=dict)
     changes: CatalogChanges = field(default_factory=CatalogChanges)
+    # Foreign keys it adds that no index of the referencing table serves: (referencing table,
+    # columns, referenced table). Once they commit, every DELETE of a referenced row (and UPDATE
+    # of its key) reads the whole referencing table to find the rows that point at it.
+    unindexed_fks: list[tuple[str, tuple[str, ...], str]] = field(default_factory=list)
 
     def lock(self, relation: str | None, mode: str) -> None:
         if relation is None or not _lockable(relation):
@@ -102,6 +112,7 @@ class Prediction:
             self.known = False
             self.note = _joined(self.note, other.note)
         self.changes.merge(other.changes)
+        self.unindexed_fks.extend(other.unindexed_fks)
 
 
 class Catalog(Protocol):
@@ -129,4 +140,5 @@ class Catalog(Protocol):
     def user_code(self, table: str, event: str) -> list[str]: ...
     # (relation, dropped) a DROP ... CASCADE reaches; None when the object cannot be resolved
     def dependents(self, kind: str, name: str) -> list[tuple[str, bool]] | None: ...
+    def index_shapes(self, table: str) -> list[IndexShape]: ...  # its valid indexes, and those planned so far
     def apply(self, changes: CatalogChanges) -> None: ...  # the statement ran
