@@ -30,23 +30,27 @@ class Phase:
     p50_ms: float = math.nan
     p99_ms: float = math.nan
     max_ms: float = math.nan
+    slowest: str = ""  # the kind of request that took max_ms
+    failed: dict[str, int] = field(default_factory=dict)  # "SQLSTATE kind of request" -> count
 
     def measure(self, samples: list[Sample]) -> None:
-        mine = sorted(s.seconds for s in samples if s.phase == self.name)
+        mine = sorted((s for s in samples if s.phase == self.name), key=lambda s: s.seconds)
         self.requests = len(mine)
-        self.errors = dict(Counter(s.error for s in samples if s.phase == self.name and s.error))
+        self.errors = dict(Counter(s.error for s in mine if s.error))
+        self.failed = dict(Counter(f"{s.error} {s.op}" for s in mine if s.error))
         if mine:
             self.p50_ms = _pick(mine, 0.50) * 1000
             self.p99_ms = _pick(mine, 0.99) * 1000
-            self.max_ms = mine[-1] * 1000
+            self.max_ms = mine[-1].seconds * 1000
+            self.slowest = mine[-1].op
 
     @property
     def clean(self) -> bool:
         return self.as_expected and not self.errors and not self.rows_lost and not self.keys_lost
 
 
-def _pick(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+def _pick(ordered: list[Sample], q: float) -> float:
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))].seconds
 
 
 def _ratio(value: float, base: float) -> float:
@@ -92,8 +96,12 @@ def as_table(phases: list[Phase], context: dict[str, Any]) -> str:
             f"{cells[0]:>17} {cells[1]:>17} {cells[2]:>17} "
             f"{f'{p.rows_lost}/{p.rows_checked}':>10} {f'{p.keys_lost}/{p.keys_checked}':>10}"
         )
-        if p.note:
-            lines.append(f"{'':<12} {p.note}")
+        detail = [p.note] if p.note else []
+        if p.failed:
+            detail.append("failed: " + ", ".join(f"{k} x{v}" for k, v in sorted(p.failed.items())))
+        if p.slowest:
+            detail.append(f"slowest: {p.slowest}")
+        lines.extend(f"{'':<12} {d}" for d in detail)
     verdict = "every phase clean" if all(p.clean for p in phases) else "NOT CLEAN: see errors, losses or outcomes above"
     lines.append(f"rows lost and keys lost: lost/checked. {verdict}")
     return "\n".join(lines)

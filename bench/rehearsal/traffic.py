@@ -56,6 +56,7 @@ def api_key() -> str:
 @dataclass
 class Sample:
     phase: str
+    op: str  # which request of the mix
     seconds: float
     error: str | None  # SQLSTATE, KEY_MISMATCH, or None
 
@@ -170,7 +171,7 @@ class Worker(threading.Thread):
                 self.conn = psycopg.connect(self.dsn, autocommit=True, application_name="rehearsal-app")
         except KeyMismatch:
             error = KEY_MISMATCH
-        self.shared.samples.append(Sample(phase, time.perf_counter() - t0, error))
+        self.shared.samples.append(Sample(phase, op.__name__, time.perf_counter() - t0, error))
 
     # -- the mix ------------------------------------------------------------------------------
     def user(self) -> str:
