@@ -114,7 +114,10 @@ class Worker(threading.Thread):
         self.configure()
 
     def configure(self) -> None:
+        """Take the app's configuration; only between two requests, so that each request sees
+        one configuration whole (a key written under one secret is read under the same ring)."""
         c = self.shared.config
+        self.config = AppConfig(c.keys, c.openrouter, c.secret, c.previous)
         if c.secret:
             self.keyring = Keyring(c.secret, c.previous)
         if c.openrouter and self._openrouter_insert is None:
@@ -151,7 +154,7 @@ class Worker(threading.Thread):
                 next_at = time.perf_counter()
             with self.busy:
                 op = self.rand.choices(ops, weights)[0]
-                if op in NEEDS_KEYS and not self.shared.config.keys:
+                if op in NEEDS_KEYS and not self.config.keys:
                     op = "read_own_resources"
                 if op == "replace_model":  # the app retires a model and lists a new one: the count stays
                     self.timed(self.retire_model)
@@ -197,7 +200,7 @@ class Worker(threading.Thread):
             "tpl": json.dumps(self.shared.resources.template),
         }
         stmt = self._plain_insert
-        if self.shared.config.openrouter and self._openrouter_insert is not None and self.serial % 2:
+        if self.config.openrouter and self._openrouter_insert is not None and self.serial % 2:
             model = self.rand.choice(self.models)
             stmt = self._openrouter_insert
             params |= {"model": model, "config": json.dumps({"modelId": model, "params": {"temperature": 0.7}})}
