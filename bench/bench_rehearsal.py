@@ -13,6 +13,7 @@ Usage: bench_rehearsal.py [--scale small|full] [--resources N --models N --users
 
 import argparse
 import os
+import shutil
 import sys
 
 from _common import throwaway_server
@@ -43,8 +44,17 @@ def progress_printer():
         if bar is None:
             for old in bars.values():
                 old.close()
+            # A terminal that reports no size (0x0) makes tqdm print nothing: as rotate_keys does,
+            # give it get_terminal_size's answer, which falls back to 80x24.
+            size = shutil.get_terminal_size()
             bar = bars[phase] = tqdm(
-                total=round(planned, 1), desc=f"{phase:<12}", unit="s", file=sys.stderr, leave=False
+                total=round(planned, 1),
+                desc=f"{phase:<12}",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s",
+                file=sys.stderr,
+                leave=False,
+                ncols=size.columns,
+                nrows=size.lines,
             )
         bar.n = round(elapsed, 1)
         bar.refresh()
