@@ -8,6 +8,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,10 @@ from x402db.migrate.target import detect  # noqa: E402
 
 
 @contextmanager
-def throwaway_server():
+def throwaway_server(bindir: Path | None = None, superuser: str = "postgres") -> Iterator[LocalServer]:
     base = Path(tempfile.mkdtemp(prefix="x402db-bench-"))
     base.chmod(0o755)
-    server = LocalServer(embedded_bindir(), base)
+    server = LocalServer(bindir or embedded_bindir(), base, superuser=superuser)
     server.start()
     os.environ["PGPASSFILE"] = str(server.passfile)  # the server asks for its password; libpq reads it here
     try:

@@ -12,15 +12,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from tests.utils.db import (
     APP_SHAPES,
     SERVERS,
     SUPERUSER,
     bindir,
+    create_postgres_role,
     deploy,
     drop_database,
     new_database,
@@ -66,7 +65,7 @@ def server(request, _servers, tmp_path_factory) -> LocalServer:
         os.chmod(base, 0o755)
         _servers[label] = LocalServer(binaries, base, fast=True, superuser=SUPERUSER)
         _servers[label].start()
-        _create_supabase_postgres_role(_servers[label])
+        create_postgres_role(_servers[label])
     return _servers[label]
 
 
@@ -127,16 +126,6 @@ def _passwords_through_pgpassfile():
         os.environ.pop("PGPASSFILE", None)
     else:
         os.environ["PGPASSFILE"] = saved
-
-
-def _create_supabase_postgres_role(server: LocalServer) -> None:
-    """Supabase's `postgres`: not a superuser, but CREATEROLE, CREATEDB, REPLICATION, BYPASSRLS."""
-    password = getattr(server, "password", None)
-    with psycopg.connect(server.dsn(), autocommit=True) as conn:
-        conn.execute("CREATE ROLE postgres NOSUPERUSER CREATEROLE CREATEDB REPLICATION BYPASSRLS LOGIN")
-        if password:
-            conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(password)))
-        conn.execute("""ALTER ROLE postgres SET search_path = "$user", public, extensions""")
 
 
 @pytest.fixture

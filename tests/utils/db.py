@@ -32,6 +32,7 @@ __all__ = [
     "SUPERUSER",
     "admin_dsn",
     "bindir",
+    "create_postgres_role",
     "deploy",
     "drop_database",
     "new_database",
@@ -56,9 +57,20 @@ def new_database(server: LocalServer) -> str:
 
 
 def drop_database(server: LocalServer, dsn: str) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    name = str(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"])
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def create_postgres_role(server: LocalServer) -> None:
+    """Supabase's `postgres`, once per cluster: not a superuser, but CREATEROLE, CREATEDB,
+    REPLICATION, BYPASSRLS, with the cluster's password (the server's passfile names every user)."""
+    password = getattr(server, "password", None)
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE ROLE postgres NOSUPERUSER CREATEROLE CREATEDB REPLICATION BYPASSRLS LOGIN")
+        if password:
+            conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(password)))
+        conn.execute("""ALTER ROLE postgres SET search_path = "$user", public, extensions""")
 
 
 def new_supabase_database(server: LocalServer, shape: str = "shape_a") -> str:
@@ -76,7 +88,7 @@ def new_supabase_database(server: LocalServer, shape: str = "shape_a") -> str:
 
 def admin_dsn(server: LocalServer, dsn: str) -> str:
     """The same database, as the cluster's superuser (for setup a test needs and Supabase forbids)."""
-    return server.dsn(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"])
+    return server.dsn(str(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]))
 
 
 def deploy(dsn: str, target: str | None = None, settings: Settings | None = None) -> None:
