@@ -20,6 +20,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 from _common import baseline_with_rows, engine, throwaway_server, value
@@ -79,9 +80,9 @@ class LockWaits(threading.Thread):
         while not self.stop_flag.is_set():
             n = value(
                 self.conn,
-                sql.SQL(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid = ANY({})"
-                ).format(sql.Literal(self.pids)),
+                sql.SQL("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid = ANY({})")
+                .format(sql.Literal(self.pids))
+                .as_string(self.conn),
             )
             self.samples += len(self.pids)
             self.waiting += n
@@ -93,7 +94,7 @@ class LockWaits(threading.Thread):
         self.conn.close()
 
 
-def deployed_and_refused(server, rows: int) -> str:
+def deployed_and_refused(server: Any, rows: int) -> str:
     """005 applied over `rows` rows, with rows that make its down refuse and keys it would drop."""
     dsn = baseline_with_rows(server, "refused_revert", rows)
     e = engine(dsn)
@@ -124,7 +125,9 @@ def old_refusal(conn: psycopg.Connection, m: migrations.Migration) -> None:
         assert any(g.always for g in fired), "the old down would not have been refused"
 
 
-def window(dsn: str, ids: list[str], writers: int, seconds: float, refuse: Callable[[], None] | None):
+def window(
+    dsn: str, ids: list[str], writers: int, seconds: float, refuse: Callable[[], None] | None
+) -> tuple[float, float, int, int, float, str]:
     """(worst ms, p99 ms, statements, refusals, ms per refusal, lock-wait samples) of all writers over `seconds`."""
     ws = [MixedWriter(dsn, ids, seed) for seed in range(writers)]
     for w in ws:

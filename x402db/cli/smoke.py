@@ -26,8 +26,12 @@ def main(argv: list[str]) -> int:
     if args.secret_file is not None or env_secret(SECRET_ENV):
         keyring = Keyring(primary_secret(args.secret_file))
     dsn = db.resolve_dsn(args.dsn)
-    expectation = expected_state(log=log_to_stderr(not args.json))
-    result = run_checks(dsn, read_only=args.read_only, keyring=keyring, expectation=expectation)
+    result = run_checks(
+        dsn,
+        read_only=args.read_only,
+        keyring=keyring,
+        expectation=lambda: expected_state(log=log_to_stderr(not args.json)),
+    )
     if args.junit:
         try:
             Path(args.junit).write_bytes(result.junit())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from xml.etree import ElementTree as ET
 
@@ -67,13 +68,20 @@ class SmokeResult:
 
 
 def run_checks(
-    dsn: str, read_only: bool = False, keyring: Keyring | None = None, expectation: Expectation | None = None
+    dsn: str,
+    read_only: bool = False,
+    keyring: Keyring | None = None,
+    expectation: Expectation | Callable[[], Expectation] | None = None,
 ) -> SmokeResult:
     """Catalog checks, then each applied migration judged against `expectation` (what its own SQL
-    makes, derived by the caller), then, unless read_only, the rolled-back behaviour checks."""
+    makes, derived by the caller), then, unless read_only, the rolled-back behaviour checks.
+    Given as a callable, the expectation is derived only once the database answered: deriving may
+    start a scratch server, which an unreachable DSN must not cost."""
     started = time.monotonic()
     c = Checklist()
     with db.connect(dsn, autocommit=True, application_name="x402db-smoke") as conn:
+        if callable(expectation):
+            expectation = expectation()
         # Never wait behind a production lock: fail the check instead.
         conn.execute("SET lock_timeout = '2s'; SET statement_timeout = '10s'")
         with conn.transaction(force_rollback=True):
