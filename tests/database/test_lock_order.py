@@ -164,4 +164,8 @@ def test_the_revert_of_005_locks_the_referenced_tables_first(deployed_db):
             ("public", "user_openrouter_integrations"),
             ("public", "x402_resources"),
         ]
-        assert lock_order.tables_to_lock(e.conn, m.up) == [("auth", "users"), ("public", "ai_models")]
+        # The up's transaction adds no key to ai_models any more: a step adds it once its index
+        # exists, and that step locks ai_models before x402_resources itself, in the same order.
+        assert lock_order.tables_to_lock(e.conn, m.up) == [("auth", "users")]
+        step = next(s for s in m.up.steps if "ADD CONSTRAINT" in s and "ai_models" in s)
+        assert step.index("LOCK TABLE public.ai_models") < step.index("ADD CONSTRAINT")
