@@ -9,8 +9,8 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.txt require
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 # pytest-xdist workers, each with its own PostgreSQL servers. 3 on the 2-core CI machines: much of
 # a test is spent waiting on the Pulumi CLI, a server or a lock, so a third worker fills the cores
-# (the whole suite, warm: 11 min 41 s on 3 workers against 13 min 24 s on 2).
-WORKERS ?= 4
+# (the whole suite, warm: 11 min 41 s on 3 workers against 13 min 24 s on 2; 4 workers were slower).
+WORKERS ?= 3
 # The checked code: the package, the Pulumi program, the scripts, the tools script, benches, tests.
 CODE   := x402db scripts tests bench tools __main__.py
 
