@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from _common import baseline_with_rows, engine, throwaway_server, value
+from _common import Writer, baseline_with_rows, engine, throwaway_server, value
 from psycopg import sql
 
 from x402db.errors import Refused
@@ -33,17 +33,13 @@ INSTANT_ROWS = 10
 KEYS = 10
 
 
-class MixedWriter(threading.Thread):
-    """One application connection: inserts a resource, then updates a random existing one, in
-    autocommit, timing each statement."""
+class MixedWriter(Writer):
+    """One application connection: the common writer's insert, then an update of a random existing
+    row, in autocommit, timing each statement."""
 
     def __init__(self, dsn: str, ids: list[str], seed: int) -> None:
-        super().__init__(daemon=True)
-        self.conn = psycopg.connect(dsn, autocommit=True)
-        self.uid = value(self.conn, "SELECT id FROM auth.users LIMIT 1")
+        super().__init__(dsn)
         self.ids, self.rng = ids, random.Random(seed)
-        self.samples: list[tuple[float, float]] = []  # (start, seconds)
-        self.stop_flag = threading.Event()
 
     def run(self) -> None:
         while not self.stop_flag.is_set():
@@ -59,11 +55,6 @@ class MixedWriter(threading.Thread):
                 (self.rng.choice(self.ids),),
             )
             self.samples.append((t1, time.perf_counter() - t1))
-
-    def stop(self) -> None:
-        self.stop_flag.set()
-        self.join()
-        self.conn.close()
 
 
 class LockWaits(threading.Thread):
