@@ -20,9 +20,10 @@
 -- x402:require: to_regclass('public.x402_resources') IS NOT NULL | public.x402_resources is missing; apply the earlier x402-jobs migrations (001-004) first
 -- x402:require: to_regclass('public.ai_models') IS NOT NULL | public.ai_models is missing; apply the earlier x402-jobs migrations (001-004) first
 -- x402:require: NOT EXISTS (SELECT FROM pg_catalog.pg_constraint c WHERE c.conrelid = to_regclass('public.x402_resources') AND c.contype = 'c' AND c.conname <> 'x402_resources_resource_type_check' AND pg_catalog.strpos(pg_catalog.pg_get_constraintdef(c.oid), '''prompt_template''') > 0) | public.x402_resources lists its resource types in a CHECK named other than x402_resources_resource_type_check, which would still reject 'openrouter_instant' after 005; rename it (ALTER TABLE public.x402_resources RENAME CONSTRAINT <its name> TO x402_resources_resource_type_check) or drop it, then run up again
--- x402:supersedes: bb1c2a4161c40d6e90a3fee9a0ee6cd4e8ce277e07ae00870a82ba71524b5ccc pin 42aa76d389f85626d2fe25f791947a80a7d4b921e08355406c2b3f0bb8855338 | the text before the precondition above; a database that applied it is left as it was
--- x402:supersedes: 2271c55b3ea064bd08f5626086691f6344b9796e6908d38f8e9ae7550922047b pin 42aa76d389f85626d2fe25f791947a80a7d4b921e08355406c2b3f0bb8855338 | the same text before its supersedes lines pinned it; a database that applied it is left as it was
--- x402:supersedes: cc4058366417c3c6ba959650cfcedf11df2c6931f52bfb9c3ac70f519456a5fe pin 42aa76d389f85626d2fe25f791947a80a7d4b921e08355406c2b3f0bb8855338 | the text that added the foreign key in the transaction and built its index last; a database that applied it has the same objects, and one it left steps-pending finishes with these steps
+-- x402:supersedes: bb1c2a4161c40d6e90a3fee9a0ee6cd4e8ce277e07ae00870a82ba71524b5ccc pin 08d85e6f33eac732dd7a3efc74a5c8f03721ee7f90bf6b8e05a3dd41dd70a5f1 | the text before the precondition above; a database that applied it is left as it was
+-- x402:supersedes: 2271c55b3ea064bd08f5626086691f6344b9796e6908d38f8e9ae7550922047b pin 08d85e6f33eac732dd7a3efc74a5c8f03721ee7f90bf6b8e05a3dd41dd70a5f1 | the same text before its supersedes lines pinned it; a database that applied it is left as it was
+-- x402:supersedes: cc4058366417c3c6ba959650cfcedf11df2c6931f52bfb9c3ac70f519456a5fe pin 08d85e6f33eac732dd7a3efc74a5c8f03721ee7f90bf6b8e05a3dd41dd70a5f1 | the text that added the foreign key in the transaction and built its index last; a database that applied it has the same objects, and one it left steps-pending finishes with these steps
+-- x402:supersedes: 34e93cc8cfb0537220de4f53104f3852a42ba23a91f66441b00946f7130922cf pin 08d85e6f33eac732dd7a3efc74a5c8f03721ee7f90bf6b8e05a3dd41dd70a5f1 | the text that locked ai_models inside its foreign key's step; a database that applied it has the same objects, and one it left steps-pending finishes with these steps
 
 CREATE TABLE IF NOT EXISTS public.user_openrouter_integrations (
   user_id           uuid PRIMARY KEY REFERENCES auth.users (id) ON DELETE CASCADE,
@@ -126,8 +127,9 @@ CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_x402_resources_openrouter_model
   ON public.x402_resources (openrouter_model_id)
   WHERE openrouter_model_id IS NOT NULL;
 -- Catalog-only (NOT VALID): ShareRowExclusiveLock on both tables for milliseconds, bounded by
--- lock_timeout. ai_models is locked first, the order an application's DELETE FROM ai_models
--- takes them in once the key exists.
+-- lock_timeout. The engine runs this step in a transaction that locks ai_models first (a step
+-- that adds a foreign key is ordered as the transactional part is), the order an application's
+-- DELETE FROM ai_models takes them in once the key exists.
 DO $$
 BEGIN
   IF NOT EXISTS (
@@ -135,7 +137,6 @@ BEGIN
     WHERE conrelid = 'public.x402_resources'::regclass
       AND conname = 'x402_resources_openrouter_model_id_fkey'
   ) THEN
-    LOCK TABLE public.ai_models IN SHARE ROW EXCLUSIVE MODE;
     ALTER TABLE public.x402_resources
       ADD CONSTRAINT x402_resources_openrouter_model_id_fkey
       FOREIGN KEY (openrouter_model_id) REFERENCES public.ai_models (id) ON DELETE SET NULL

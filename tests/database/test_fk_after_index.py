@@ -21,6 +21,7 @@ from x402db.migrate import ledger
 from x402db.plan.planner import Planner
 
 PREVIOUS_005 = FIXTURES / "previous_bundle" / "005_add_openrouter_integration.up.sql"
+LOCKED_IN_STEP_005 = FIXTURES / "previous_bundle" / "005_add_openrouter_integration.locked_in_step.up.sql"
 INDEX = "public.idx_x402_resources_openrouter_model"
 # The engine's concurrent build, waiting for a transaction with an older snapshot to end.
 BUILD_WAITING = (
@@ -96,11 +97,17 @@ def test_no_foreign_key_until_its_index_is_built(empty_db):
         assert ledger.entries(c)["005"].state == ledger.State.APPLIED
 
 
-def test_steps_pending_left_by_the_previous_text_converges(server, tmp_path, empty_db):
-    """The previous text added the key in its transaction and built the index last: a run of it
-    stopped in the build leaves steps-pending, the key, and an INVALID index. `up` with the current
-    text (which supersedes it) finishes, and the schema is a clean deploy's."""
-    old = PREVIOUS_005.read_text()
+@pytest.mark.parametrize(
+    "previous, key_first",
+    [(PREVIOUS_005, True), (LOCKED_IN_STEP_005, False)],
+    ids=["key-in-transaction", "lock-in-step"],
+)
+def test_steps_pending_left_by_the_previous_text_converges(server, tmp_path, empty_db, previous, key_first):
+    """Two earlier texts. One added the key in its transaction and built the index last: a run
+    of it stopped in the build leaves steps-pending, the key, and an INVALID index. The other
+    locked ai_models in its own step: stopped in the build, it leaves no key. `up` with the current
+    text (which supersedes both) finishes, and the schema is a clean deploy's."""
+    old = previous.read_text()
     assert migrations.checksum(old) in migrations.find(migrations.load(), "005").up.supersedes
     old_sql = copy_sql(tmp_path, lambda _current: old)
     _at_001_with_rows(empty_db)
@@ -110,7 +117,7 @@ def test_steps_pending_left_by_the_previous_text_converges(server, tmp_path, emp
         thread, errors = _up_in_background(empty_db, old_sql)
         try:
             pid = _wait_for(watch, BUILD_WAITING, thread)
-            assert watch.execute(FK).fetchone() == (True,)  # the previous order: the key came first
+            assert watch.execute(FK).fetchone() == ((True,) if key_first else None)
             watch.execute("SELECT pg_cancel_backend(%s)", (pid,))
             thread.join(60)
         finally:

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tests.utils.migrations import copy_sql_down, engine, states
 from x402db import db
-from x402db.migrate import lock_order
+from x402db.migrate import ledger, lock_order
 from x402db.migrate.settings import Settings
 
 MODEL = "30000000-0000-4000-8000-000000000001"
@@ -91,6 +91,41 @@ def test_a_revert_lets_the_apps_resource_write_finish_its_foreign_key_check(depl
     assert states(deployed_db)["005"] == "pending"
 
 
+def test_the_step_that_adds_005s_key_waits_for_the_apps_model_delete_holding_nothing(deployed_db):
+    """A run stopped after the index build resumes at the step that adds the key. The app's
+    transaction deleted a model (ai_models first) and writes a resource next: the step must wait
+    for ai_models while holding nothing on x402_resources, or the two close a cycle."""
+    fk = "x402_resources_openrouter_model_id_fkey"
+    with db.connect(deployed_db) as c:
+        uid = c.execute("INSERT INTO auth.users (email) VALUES ('s@example.invalid') RETURNING id").fetchone()[0]
+        c.execute("INSERT INTO public.ai_models (id, slug, display_name) VALUES (%s, 'm/1', 'M')", (MODEL,))
+        rid = c.execute(
+            "INSERT INTO public.x402_resources (user_id, resource_type, name) VALUES (%s, 'proxy', 'r') RETURNING id",
+            (uid,),
+        ).fetchone()[0]
+        c.execute(f"ALTER TABLE public.x402_resources DROP CONSTRAINT {fk}")
+        ledger.set_state(c, "005", ledger.State.STEPS_PENDING)
+    app = db.connect(deployed_db, autocommit=False)
+    resume = engine(deployed_db, settings=Settings(lock_timeout="20s"))
+    try:
+        app.execute("DELETE FROM public.ai_models WHERE id = %s", (MODEL,))
+        with ThreadPoolExecutor(1) as pool:
+            up = pool.submit(resume.up)
+            _wait_for_lock(deployed_db, resume.conn.info.backend_pid, "the step")
+            # Past deadlock_timeout (1s): the step's own deadlock check has run, so a cycle
+            # closed now is the app's to break, as in production.
+            time.sleep(1.5)
+            app.execute("UPDATE public.x402_resources SET name = 'r2' WHERE id = %s", (rid,))  # 40P01: the cycle
+            app.commit()
+            assert [(o.version, o.action) for o in up.result() if o] == [("005", "resumed")]
+    finally:
+        app.close()
+        resume.conn.close()
+    with db.connect(deployed_db) as c:
+        assert c.execute("SELECT count(*) FROM pg_constraint WHERE conname = %s", (fk,)).fetchone()[0] == 1
+    assert states(deployed_db)["005"] == "applied"
+
+
 def test_a_deadlock_the_engine_loses_is_retried_whole(tmp_path, deployed_db):
     edited = copy_sql_down(
         tmp_path,
@@ -165,7 +200,12 @@ def test_the_revert_of_005_locks_the_referenced_tables_first(deployed_db):
             ("public", "x402_resources"),
         ]
         # The up's transaction adds no key to ai_models any more: a step adds it once its index
-        # exists, and that step locks ai_models before x402_resources itself, in the same order.
+        # exists, and the engine locks ai_models for that step, read from the step's own SQL.
         assert lock_order.tables_to_lock(e.conn, m.up) == [("auth", "users")]
-        step = next(s for s in m.up.steps if "ADD CONSTRAINT" in s and "ai_models" in s)
-        assert step.index("LOCK TABLE public.ai_models") < step.index("ADD CONSTRAINT")
+        assert [lock_order.step_tables_to_lock(e.conn, s) for s in m.up.steps] == [
+            [],
+            [("public", "ai_models")],
+            [],
+            [],
+        ]
+        assert not any("LOCK TABLE" in s for s in m.up.steps)  # the file does not carry the order

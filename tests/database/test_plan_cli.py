@@ -222,7 +222,15 @@ def test_left_states_resume_and_refuse_as_the_engine_would(deployed_db):
     [m] = doc["migrations"]
     assert code == 0 and m["action"] == "resume"
     assert {st["phase"] for st in m["statements"]} == {"no-transaction"}
-    assert [st["sql"] for st in m["statements"]] == list(migrations.find(migrations.load(), "005").up.steps)
+    assert [st["sql"] for st in m["statements"] if st["source"] == "file"] == list(
+        migrations.find(migrations.load(), "005").up.steps
+    )
+    # The engine's lock on the referenced table comes right before the step that adds the key.
+    engine_lock = [i for i, st in enumerate(m["statements"]) if st["source"] == "engine"]
+    assert [m["statements"][i]["sql"] for i in engine_lock] == [
+        'LOCK TABLE "public"."ai_models" IN SHARE ROW EXCLUSIVE MODE'
+    ]
+    assert "ADD CONSTRAINT" in m["statements"][engine_lock[0] + 1]["sql"]
     with db.connect(deployed_db) as c:
         c.execute("UPDATE x402_private.schema_migrations SET state = 'reverting' WHERE version = '005'")
     code, doc = plan(deployed_db, "--down")

@@ -45,9 +45,10 @@ def test_compat_applied_by_the_previous_bundle_is_not_drift(empty_db):
 
 def test_005_applied_by_the_previous_text_is_not_drift(deployed_db):
     m = migrations.find(migrations.load(), "005")
-    # the text before its precondition, the text before its supersedes lines were pinned, and the
-    # text that added the foreign key before building its index
-    assert len(m.up.supersedes) == 3 and m.up.supersedes_pinned
+    # the text before its precondition, the text before its supersedes lines were pinned, the
+    # text that added the foreign key before building its index, and the one that locked
+    # ai_models in the key's own step
+    assert len(m.up.supersedes) == 4 and m.up.supersedes_pinned
     for earlier in m.up.supersedes:
         with db.connect(deployed_db) as c:
             c.execute("UPDATE x402_private.schema_migrations SET checksum = %s WHERE version = '005'", (earlier,))

@@ -215,12 +215,8 @@ class Engine:
                 self.log(f"{what}: lock not available within {self.settings.lock_timeout}, retrying in {delay:.1f}s")
             except pgerr.DeadlockDetected:
                 # The server rolled the whole transaction back to break a cycle with another
-                # session: a transactional part starts over as after a lock timeout. A step keeps
-                # what it committed before, so it reports instead.
-                if committed:
-                    raise BundleError(
-                        f"{what}: deadlock with another session (40P01){after}. The server log names the other session"
-                    ) from None
+                # session: it starts over as after a lock timeout. A step is one idempotent
+                # transaction too, so the same holds for it.
                 if last:
                     raise BundleError(
                         f"{what}: gave up after {attempt + 1} attempts, each ended by a deadlock with another "
@@ -376,7 +372,15 @@ class Engine:
             if invalid:
                 self.log(f"dropping invalid index {invalid[0]}.{invalid[1]} left by an interrupted build")
                 self.conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(*invalid)))
-        self.conn.execute(step)
+        tables = lock_order.step_tables_to_lock(self.conn, step)
+        if not tables:
+            self.conn.execute(step)
+            return
+        # A step that adds or drops a foreign key takes the referenced table in the application's
+        # order, in one transaction with the key, as the transactional part does.
+        with self.conn.transaction():
+            lock_order.lock(self.conn, tables)
+            self.conn.execute(step)
 
     @staticmethod
     def _each(todo: list[Migration], run: Callable[[Migration], _O]) -> list[_O]:

@@ -16,7 +16,10 @@ so the files stay valid SQL that any client can run:
                                           the foreign keys the script adds or drops, and takes
                                           them all in the order the database's own foreign keys
                                           imply, referenced tables first (lock_order.py)
-    -- x402:no-transaction                statements below run one by one, outside a transaction
+    -- x402:no-transaction                statements below run one by one, each in its own
+                                          transaction (or none, for what cannot run in one); a
+                                          step that adds or drops a foreign key first locks the
+                                          tables it references, in the same order as above
     -- x402:supersedes: <sha256> pin <sha256> | why
                                           an earlier text of this file whose applied result this
                                           text leaves as it is: a ledger row with that checksum is

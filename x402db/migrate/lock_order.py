@@ -6,7 +6,8 @@ its ON DELETE action locks the referencing table (x402_resources). A migration t
 referencing table and then asks for the referenced one, as dropping or adding a foreign key
 does, closes a cycle with such a delete: a deadlock (40P01) that PostgreSQL resolves by killing
 one side. So the engine takes, up front and in this order, the tables a script names in
-`-- x402:lock` and the referenced tables of the foreign keys it adds or drops. The order is
+`-- x402:lock` and the referenced tables of the foreign keys it adds or drops; a no-transaction
+step that adds or drops one runs in a transaction of its own that takes them first. The order is
 read from pg_constraint at run time, never written per file, so a table shape the bundle did
 not write is ordered by its own keys.
 
@@ -123,8 +124,19 @@ def tables_to_lock(conn: psycopg.Connection, script: Script) -> list[tuple[str, 
     """What the engine locks before a script's transactional statements, in the order it locks
     them: the `-- x402:lock` tables and the referenced tables of the foreign keys it adds or
     drops, referenced tables first."""
-    oids = _oids(conn, script.lock_tables)
-    for stmt in sqlparse.statements(script.transactional):
+    return _ordered(conn, script.lock_tables, script.transactional)
+
+
+def step_tables_to_lock(conn: psycopg.Connection, step: str) -> list[tuple[str, str]]:
+    """What the engine locks before a no-transaction step that adds or drops a foreign key, in
+    the same order, inside the step's own transaction. Empty for any other step (a concurrent
+    index build among them, which cannot run in a transaction)."""
+    return _ordered(conn, (), step)
+
+
+def _ordered(conn: psycopg.Connection, named: Sequence[str], text: str) -> list[tuple[str, str]]:
+    oids = _oids(conn, named)
+    for stmt in sqlparse.statements(text):
         for use in sqlparse.foreign_key_uses(stmt):
             oids.extend(o for o in _referenced(conn, use) if o not in oids)
     return _names(conn, _sorted(conn, oids))

@@ -303,16 +303,19 @@ class Planner:
                     if blocks_writes(mode):
                         held[r] = strongest([held.get(r, mode), mode])
 
+        def engine_locks(tables: list[tuple[str, str]], phase: str) -> None:
+            # The engine's own locks, in its order (migrate/lock_order.py); read from the live
+            # foreign keys, so a table this run creates before the migration is not among them.
+            for schema, table in tables:
+                if catalog.exists(f"{schema}.{table}"):
+                    name = sql.Identifier(schema, table).as_string(self.conn)
+                    for s in sqlparse.statements(f"LOCK TABLE {name} IN {lock_order.MODE} MODE", m.label):
+                        add(s, phase, "engine")
+
         if not steps_only:
 
             def up_front() -> None:
-                # The engine's up-front locks, in its order (migrate/lock_order.py); read from the live
-                # foreign keys, so a table this run creates before the migration is not among them.
-                for schema, table in lock_order.tables_to_lock(self.conn, script):
-                    if catalog.exists(f"{schema}.{table}"):
-                        name = sql.Identifier(schema, table).as_string(self.conn)
-                        for s in sqlparse.statements(f"LOCK TABLE {name} IN {lock_order.MODE} MODE", m.label):
-                            add(s, "transaction", "engine")
+                engine_locks(lock_order.tables_to_lock(self.conn, script), "transaction")
 
             if down:
                 # The engine's order (Engine._check_guards): the guards count first under no lock
@@ -333,6 +336,8 @@ class Planner:
                 for s in sqlparse.statements(text, m.label):
                     add(s, "transaction", "access")
         for step in script.steps:
+            # A step that adds or drops a foreign key: the engine's locks first, in the step's transaction.
+            engine_locks(lock_order.step_tables_to_lock(self.conn, step), "no-transaction")
             for s in sqlparse.statements(step, m.label):
                 add(s, "no-transaction")
         return steps
