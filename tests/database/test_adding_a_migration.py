@@ -1,5 +1,5 @@
-"""docs/adding-a-migration.md, run as it is written: its shell blocks in order, in a copy of the
-checkout, from `make deploy` through `migrate.py new`, the files, `make shipped-downs`, plan,
+"""docs/tutorial.md (which docs/adding-a-migration.md summarises), run as it is written: its shell blocks in order, in a copy of the
+checkout, from `make deploy`, status and a plan, through `migrate.py new`, the files, `make shipped-downs`, plan,
 deploy and read-only smoke, to the revert."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 
 from x402db import ROOT
 
-PAGE = ROOT / "docs" / "adding-a-migration.md"
+PAGE = ROOT / "docs" / "tutorial.md"
 CHECKOUT = ["x402db", "scripts", "sql", "Makefile", "pyproject.toml", "requirements.txt", "requirements-dev.txt"]
 
 
