@@ -362,7 +362,7 @@ def test_a_layer_applied_by_the_previous_release_is_reverted_by_this_one(tmp_pat
     assert "revoked the default privileges" not in out
     for role in LAYER_ROLES:
         assert f"kept role {role}: it still holds privileges on default privileges" in out, out
-    # The default privileges themselves are said to be kept, each named, as the README says.
+    # The default privileges themselves are said to be kept, each named, as docs/explanation/reverting.md says.
     said = next((line for line in out.splitlines() if "kept the default privileges in schema public: " in line), out)
     for role in LAYER_ROLES:
         assert f"ON TABLES TO {role} (defaults of role postgres)" in said, said

@@ -71,8 +71,8 @@ def test_every_relative_link_reaches_its_file_and_heading():
 
 
 def test_the_anchor_rule_is_githubs():
-    """The slugs GitHub gives headings this project uses: code, punctuation, repeats."""
-    page = ROOT / "docs" / "moved.md"
+    """The slugs GitHub gives the kinds of heading these pages use: code spans, punctuation,
+    dashes."""
     assert (
         _slug("Reading a plan (`make plan`, `scripts/migrate.py plan`)")
         == "reading-a-plan-make-plan-scriptsmigratepy-plan"
@@ -80,4 +80,9 @@ def test_the_anchor_rule_is_githubs():
     assert _slug("Ledger states") == "ledger-states"
     assert _slug("The toggle hazard: upsert vs update") == "the-toggle-hazard-upsert-vs-update"
     assert _slug("0005 — one stack") == "0005--one-stack"
-    assert page.exists(), "docs/moved.md keeps where each README section went"
+
+
+def test_a_repeated_heading_gets_a_numbered_anchor(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Deploy\n\n```sh\n# not a heading\n```\n\n## Deploy\n\n## Deploy\n")
+    assert anchors(page) == {"deploy", "deploy-1", "deploy-2"}
