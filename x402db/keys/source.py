@@ -87,6 +87,30 @@ def read_secret_file(path: str, option: str = "--secret-file") -> str:
     return check_value(text, what, FIX_FILE)
 
 
+def write_secret_file(path: str, secret: str, option: str = "--out") -> None:
+    """A new file holding exactly `secret` (no newline), mode 0600 whatever the umask; an existing
+    file is never replaced, since it may hold the only copy of another secret."""
+    what = f"the file given to {option}"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except FileExistsError:
+        raise UsageError(f"{what} already exists; give a new path (a secret file is never overwritten)") from None
+    except (OSError, ValueError, TypeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not a usable path"
+        raise UsageError(f"{what} cannot be created ({reason})") from None
+    try:
+        os.fchmod(fd, 0o600)
+        data = secret.encode("utf-8")
+        while data:
+            data = data[os.write(fd, data) :]
+        os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        os.unlink(path)  # a half-written secret would be a wrong key later
+        raise UsageError(f"{what} cannot be written ({exc.strerror})") from None
+    os.close(fd)
+
+
 def env_secret(name: str) -> str | None:
     """The variable's value exactly as the backend reads it; refused if it is not UTF-8."""
     value = os.environ.get(name)
