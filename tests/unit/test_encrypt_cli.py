@@ -151,3 +151,15 @@ def test_tty_prompt_does_not_echo_the_key():
     assert KEY not in text
     token = re.search(r"[0-9a-f]{32}:[0-9a-f]{160}", text).group(0)
     assert Keyring(SECRET).decrypt(token) == KEY
+
+
+def test_a_key_or_secret_on_the_command_line_says_where_it_goes_without_echoing_it():
+    from tests.utils.scripts import assert_one_line_error
+
+    for args in ([KEY], ["--key", KEY], [f"--key={KEY}"], ["--api-key", KEY], ["--json", KEY]):
+        line = assert_one_line_error(enc(*args), 2, KEY, SECRET)
+        # --key-pattern takes a regex: suggesting it would invite pasting the key there
+        assert "goes on stdin" in line and "--key-pattern" not in line, (args, line)
+    for args in (["--dsn", "postgresql://x@127.0.0.1:1/x", SECRET], ["--key", SECRET]):
+        line = assert_one_line_error(run_script("rotate_keys.py", *args, env={}), 2, SECRET)
+        assert "--new-secret-file" in line and "never" in line and "--key-pattern" not in line, (args, line)

@@ -11,10 +11,18 @@ from ..keys.crypto import FORMATS, Context, DecryptError, Keyring, fingerprint, 
 from ..keys.source import SECRET_ENV, primary_secret, write_secret_file
 from .common import Parser, add_common, add_shape_args, print_json, read_stdin, run, shape_from_args
 
+# Options a user may try for the API key itself; none exists, and --key-pattern takes a regex.
+GUESSED_KEY_OPTIONS = ("--key", "--api-key", "--apikey", "--openrouter-key", "--token", "--plaintext")
+
 
 def build_parser() -> Parser:
     p = Parser(
         prog="encrypt_key.py",
+        value_hint=(
+            "the API key goes on stdin, never on the command line (e.g. `pbpaste | encrypt_key.py`), "
+            f"and the secret in ${SECRET_ENV} or --secret-file"
+        ),
+        guessed=GUESSED_KEY_OPTIONS,
         description=(
             "Encrypt an OpenRouter API key read from stdin (never argv) in the backend's format. "
             f"The secret comes from ${SECRET_ENV} or --secret-file (mode 0600)."

@@ -19,6 +19,11 @@ from .common import Parser, add_common, add_shape_args, int_range, print_json, q
 def build_parser() -> Parser:
     p = Parser(
         prog="rotate_keys.py",
+        value_hint=(
+            f"secrets are never taken on the command line: the new one from ${SECRET_ENV} or --new-secret-file, "
+            f"old ones from ${PREVIOUS_ENV} or --old-secret-file (files of mode 0600)"
+        ),
+        guessed=("--key", "--secret", "--new-key", "--old-key", "--new", "--old"),
         description=(
             f"Re-encrypt every key in {INTEGRATIONS} under the new secret (${SECRET_ENV} or --new-secret-file), "
             f"reading old ones with ${PREVIOUS_ENV} (comma-separated) or --old-secret-file. Dry run unless --apply."
