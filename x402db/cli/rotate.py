@@ -126,6 +126,8 @@ def _print_human(doc: dict) -> None:
     print(
         f"{'APPLY' if doc['mode'] == 'apply' else 'DRY RUN (nothing written; pass --apply)'}: {doc['total']} rows, to {doc['to_format']} under key {doc['new_key']}"
     )
+    # The same line as the runbook's Node command prints for the backend: equal lines, same keys.
+    print(f"  key fingerprints: new {doc['new_key']}; old {', '.join(doc['old_keys']) or 'none'}")
     for fp, n in sorted(doc["rows_by_key"].items()):
         role = "new" if fp == doc["new_key"] else "old"
         print(f"  key {fp} ({role}) decrypts {n} rows")
