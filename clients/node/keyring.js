@@ -1,6 +1,6 @@
 // x402 keyring for the Node backend: a drop-in replacement for encryptSecret/decryptSecret.
 //
-// The node mirror of the bundle's x402db/crypto.py (Keyring). Only Node's built-in `crypto`.
+// The node mirror of the bundle's x402db/keys/crypto.py (Keyring). Only Node's built-in `crypto`.
 //
 //   legacy  "iv_hex:ciphertext_hex", AES-256-CBC + PKCS7, key = SHA-256(secret): byte for byte
 //           what today's backend writes and reads. No integrity, so when several keys pass the

@@ -370,3 +370,18 @@ def test_one_secret_source_gives_one_key_or_a_refusal(js, tmp_path, content):
     assert node_env in (py_file, {"config": True}), "the backend would encrypt under a key the scripts do not use"
     if content == GENERATED:
         assert node_env == py_file == {"fingerprints": [fingerprint(GENERATED)], "format": "legacy"}
+
+
+def _steps(markdown: str) -> list[tuple[str, str]]:
+    """(step, backend environment) of every `| N | ... |` table row."""
+    return [(m[1], m[2].strip()) for m in re.finditer(r"^\| (\d) \| ([^|]*) \|", markdown, re.M)]
+
+
+def test_module_readme_names_real_paths_and_numbers_steps_as_the_runbook():
+    readme = (ROOT / "clients/node/README.md").read_text()
+    header = (ROOT / "clients/node/keyring.js").read_text()
+    for path in re.findall(r"x402db/[\w/]+\.py", readme + header):
+        assert (ROOT / path).is_file(), f"{path} is named but does not exist"
+    runbook = (ROOT / "docs/runbooks/key-rotation.md").read_text()
+    zero_window = runbook[runbook.index("### 3b.") : runbook.index("### 3c.")]
+    assert _steps(readme) == _steps(zero_window) and len(_steps(readme)) == 5
