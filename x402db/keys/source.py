@@ -2,7 +2,9 @@
 
 Nothing is guessed: the backend reads INTEGRATION_ENCRYPTION_SECRET verbatim, so a file whose
 content is not exactly "the secret, plus at most one final newline" would give another key.
-Such a file is refused with a line that says how to fix it. No message names the path or
+Such a file is refused with a line that says how to fix it. The variables themselves are held to
+the same rule, without the newline: a value with whitespace at either end is refused here and by
+the Node keyring, so the same bytes never give the backend and the scripts two different keys. No message names the path or
 repeats the content: the user may have typed the secret where the path belongs.
 """
 
