@@ -44,6 +44,8 @@ export declare function encryptSecret(plaintext: string, userId?: string): strin
 /** Drop-in for the backend's decryptSecret. Throws DecryptError for a bad value. */
 export declare function decryptSecret(stored: string, userId?: string): string;
 export declare function createKeyring(options: KeyringOptions): Keyring;
+/** Throws KeyringConfigError on a missing or empty secret, a secret or PREVIOUS entry with
+ *  whitespace at either end (a final newline included), or an unknown format. */
 export declare function keyringFromEnv(env?: Record<string, string | undefined>, options?: Pick<KeyringOptions, "keyShape">): Keyring;
 /** The 12-hex-digit public fingerprint of a secret, as printed by the bundle's scripts. */
 export declare function fingerprint(secret: string): string;

@@ -1,6 +1,6 @@
 // x402 keyring for the Node backend: a drop-in replacement for encryptSecret/decryptSecret.
 //
-// The node mirror of the bundle's x402db/crypto.py (Keyring). Only Node's built-in `crypto`.
+// The node mirror of the bundle's x402db/keys/crypto.py (Keyring). Only Node's built-in `crypto`.
 //
 //   legacy  "iv_hex:ciphertext_hex", AES-256-CBC + PKCS7, key = SHA-256(secret): byte for byte
 //           what today's backend writes and reads. No integrity, so when several keys pass the
@@ -120,7 +120,10 @@ function parseFormat(value, what) {
   return value;
 }
 
-// Whitespace at either end of a previous secret; the same class as Python's (x402db/keys/source.py).
+// Whitespace at either end of a secret from the environment; the same class and the same
+// wording as Python's (x402db/keys/source.py).
+const EDGE_SPACE_FIX = "starts or ends with whitespace (a space or a newline), which would become part of the key; "
+  + "set it to the secret alone, without a final newline";
 const SPACE = "\\t\\n\\v\\f\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff";
 const EDGE_SPACE = new RegExp(`^[${SPACE}]|[${SPACE}]$`);
 
@@ -278,6 +281,11 @@ function keyringFromEnv(env = process.env, options = {}) {
   const secret = env[SECRET_ENV];
   if (secret === undefined) throw new KeyringConfigError(`${SECRET_ENV} is not set`);
   if (!secret) throw new KeyringConfigError(`${SECRET_ENV} is set but empty`);
+  if (EDGE_SPACE.test(secret)) {
+    // Read verbatim, a secret manager's copy of a file with its final newline would be another
+    // key than the scripts' (they read the file without it): refused here as in Python.
+    throw new KeyringConfigError(`${SECRET_ENV} ${EDGE_SPACE_FIX}`);
+  }
   const raw = env[PREVIOUS_ENV];
   const previous = raw ? raw.split(",") : []; // unset or empty: no previous secret
   if (previous.some((p) => !p)) {

@@ -73,6 +73,7 @@ def test_dry_run_writes_nothing_and_reports(deployed_db):
     doc = json.loads(r.stdout)
     assert doc["mode"] == "dry-run" and doc["total"] == 300 and doc["to_rotate"] == 300
     assert doc["rows_by_key"] == {fingerprint(OLD): 300} and doc["already_current"] == 0
+    assert (doc["new_key"], doc["old_keys"]) == (fingerprint(NEW), [fingerprint(OLD)])  # what the runbook compares
     assert snapshot(deployed_db) == before
     with db.connect(deployed_db) as c:  # not even an audit row
         assert c.execute("SELECT to_regclass('x402_private.key_rotation_runs')").fetchone()[0] is None

@@ -23,6 +23,7 @@ import pytest
 from tests.utils.paths import NODE_DIR
 from tests.utils.scripts import run_script
 from x402db import ROOT
+from x402db.keys.crypto import fingerprint
 
 from .test_rotation import NEW, OLD, T, seed
 
@@ -212,3 +213,48 @@ def test_runbook_finds_and_fixes_non_canonical_values(server, deployed_db, tmp_p
         assert c.execute(check).fetchall() == []
     after = read_once(server, deployed_db, plain, tmp_path / "after", {"INTEGRATION_ENCRYPTION_SECRET": OLD})
     assert (after["rows"], after["unreadable"], after["wrong"]) == (60, 0, 0), after
+
+
+def _runbook_fingerprint_lines() -> list[str]:
+    """The commands of the runbook's fingerprint comparison, as printed there (continuations joined)."""
+    text = (ROOT / "docs" / "runbooks" / "key-rotation.md").read_text()
+    section = text[text.index("### Compare the backend's fingerprints with the script's") : text.index("## 2.")]
+    block = re.findall(r"```sh\n(.*?)```", section, re.S)[0].replace("\\\n", " ")
+    return [line.strip() for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_runbook_fingerprint_comparison_catches_another_secret(deployed_db, tmp_path):
+    """The runbook's block, verbatim: the script's line and the backend's (the Node keyring, in the
+    backend's environment) are identical when the backend holds the files' secrets, differ when it
+    holds another secret, and the backend refuses a secret stored with its file's final newline."""
+    script, backend = _runbook_fingerprint_lines()
+    assert script.startswith(".venv/bin/python scripts/rotate_keys.py") and backend.startswith("node -e"), (
+        script,
+        backend,
+    )
+    home = tmp_path / "home"
+    (home / "x402-rotation").mkdir(parents=True)
+    for name, secret in (("new.secret", NEW), ("old.secret", OLD)):
+        (home / "x402-rotation" / name).write_text(secret + "\n")  # what `echo "$S" > file` leaves
+        (home / "x402-rotation" / name).chmod(0o600)
+    app = tmp_path / "app"  # the backend's checkout, with the module copied as section 3a says
+    shutil.copytree(ROOT / "clients" / "node", app / "src" / "lib" / "x402-keyring")
+    if not (ROOT / ".venv/bin/python").exists():  # a checkout whose interpreter lives elsewhere
+        script = script.replace(".venv/bin/python", sys.executable)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_ENCRYPTION_")}
+
+    def sh(line: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+        return subprocess.run(["sh", "-c", line], cwd=cwd, env=base | env, capture_output=True, text=True, timeout=120)
+
+    ours = sh(script, ROOT, {"HOME": str(home), "DATABASE_URL": deployed_db})
+    assert (
+        ours.returncode == 0
+        and ours.stdout.strip() == f"key fingerprints: new {fingerprint(NEW)}; old {fingerprint(OLD)}"
+    ), ours.stdout + ours.stderr
+    step2 = {"INTEGRATION_ENCRYPTION_SECRET": NEW, "INTEGRATION_ENCRYPTION_SECRET_PREVIOUS": OLD}
+    theirs = sh(backend, app, step2)
+    assert theirs.returncode == 0 and theirs.stdout.strip() == ours.stdout.strip(), theirs.stdout + theirs.stderr
+    other = sh(backend, app, step2 | {"INTEGRATION_ENCRYPTION_SECRET": NEW + "x"})
+    assert other.returncode == 0 and other.stdout.strip() != ours.stdout.strip()
+    verbatim = sh(backend, app, step2 | {"INTEGRATION_ENCRYPTION_SECRET": NEW + "\n"})
+    assert verbatim.returncode != 0 and "without a final newline" in verbatim.stderr and NEW not in verbatim.stderr

@@ -29,7 +29,7 @@ from x402db.keys.crypto import (
     derive_key,
     fingerprint,
 )
-from x402db.keys.source import PREVIOUS_ENV, SECRET_ENV, previous_secrets, primary_secret
+from x402db.keys.source import PREVIOUS_ENV, SECRET_ENV, previous_secrets, primary_secret, read_secret_file
 
 NODE = shutil.which("node")
 DRIVER = NODE_DIR / "keyring_driver.js"
@@ -289,7 +289,7 @@ def test_legacy_keys_are_tried_in_the_same_order_as_python(js):
 
 @settings(max_examples=300, deadline=None)
 @given(
-    primary=st.one_of(st.none(), st.text("ab,", max_size=3)),
+    primary=st.one_of(st.none(), st.text("ab, \n", max_size=3)),
     previous=st.one_of(st.none(), st.text("abc, \t\ufeff", max_size=8)),
 )
 def test_environment_is_read_the_same_way(js, primary, previous):
@@ -326,3 +326,62 @@ def test_previous_entry_with_edge_whitespace_is_refused_in_both_languages(js, pr
             os.environ[PREVIOUS_ENV] = saved
     assert "old" not in str(err.value) and len(str(err.value).splitlines()) == 1
     assert js(op="env", env={SECRET_ENV: "new", PREVIOUS_ENV: previous}) == {"config": True}
+
+
+GENERATED = "3f" * 32  # what encrypt_key.py --generate-secret makes: 64 hex digits
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        GENERATED,
+        GENERATED + "\n",
+        GENERATED + "\r\n",
+        " " + GENERATED,
+        GENERATED + " ",
+        "\ufeff" + GENERATED,
+        GENERATED + "\ufeff",
+    ],
+)
+def test_one_secret_source_gives_one_key_or_a_refusal(js, tmp_path, content):
+    """The same bytes, as a file for the scripts and verbatim in the backend's environment (a
+    secret manager stores a file as it is): the backend (Node) and the scripts (Python, from the
+    variable or from the file) agree on the key, or the backend refuses to start."""
+    saved = os.environ.get(SECRET_ENV)
+    os.environ[SECRET_ENV] = content
+    try:
+        py_env = {"fingerprints": [fingerprint(primary_secret(None))], "format": "legacy"}
+    except UsageError as exc:
+        assert GENERATED not in str(exc) and "without a final newline" in str(exc), exc
+        py_env = {"config": True}
+    finally:
+        os.environ.pop(SECRET_ENV)
+        if saved is not None:
+            os.environ[SECRET_ENV] = saved
+    node_env = js(op="env", env={SECRET_ENV: content})
+    assert node_env == py_env
+    f = tmp_path / "secret"
+    f.write_bytes(content.encode())
+    f.chmod(0o600)
+    try:
+        py_file = {"fingerprints": [fingerprint(read_secret_file(str(f)))], "format": "legacy"}
+    except UsageError:
+        py_file = {"config": True}
+    assert node_env in (py_file, {"config": True}), "the backend would encrypt under a key the scripts do not use"
+    if content == GENERATED:
+        assert node_env == py_file == {"fingerprints": [fingerprint(GENERATED)], "format": "legacy"}
+
+
+def _steps(markdown: str) -> list[tuple[str, str]]:
+    """(step, backend environment) of every `| N | ... |` table row."""
+    return [(m[1], m[2].strip()) for m in re.finditer(r"^\| (\d) \| ([^|]*) \|", markdown, re.M)]
+
+
+def test_module_readme_names_real_paths_and_numbers_steps_as_the_runbook():
+    readme = (ROOT / "clients/node/README.md").read_text()
+    header = (ROOT / "clients/node/keyring.js").read_text()
+    for path in re.findall(r"x402db/[\w/]+\.py", readme + header):
+        assert (ROOT / path).is_file(), f"{path} is named but does not exist"
+    runbook = (ROOT / "docs/runbooks/key-rotation.md").read_text()
+    zero_window = runbook[runbook.index("### 3b.") : runbook.index("### 3c.")]
+    assert _steps(readme) == _steps(zero_window) and len(_steps(readme)) == 5

@@ -25,8 +25,9 @@ MARKER = "mK7-fuzz-SECRET-q2W"
 SCRIPTS = sorted(p.name for p in (ROOT / "scripts").glob("*.py"))
 # local_db.py actions that would start, stop, revert or delete the developer's own .local server,
 # and migrate.py new, which writes files into the checkout's sql/ (tests/unit/test_scaffold.py
-# runs it on a copy, and checks that a name is never echoed).
-NEVER = {"start", "stop", "revert", "delete", "new"}
+# runs it on a copy, and checks that a name is never echoed); encrypt_key.py --out, which creates
+# the file it is given (tests/unit/test_encrypt_cli.py runs it in a temporary directory).
+NEVER = {"start", "stop", "revert", "delete", "new", "--out"}
 ENV = {
     "DATABASE_URL": f"postgresql://fuzz:{MARKER}@127.0.0.1:1/x?sslpassword={MARKER}",
     "INTEGRATION_ENCRYPTION_SECRET": MARKER,

@@ -81,10 +81,59 @@ def test_secret_is_never_taken_from_argv():
     assert r.returncode == 2
 
 
-def test_generate_secret():
-    r = run_script("encrypt_key.py", "--generate-secret")
-    assert r.returncode == 0 and re.fullmatch(r"[0-9a-f]{64}\n", r.stdout)
-    assert r.stdout != run_script("encrypt_key.py", "--generate-secret").stdout
+def test_generate_secret_redirected_is_the_secret_byte_for_byte(tmp_path):
+    """`--generate-secret > new.secret`: the file holds exactly what the backend must be given, so
+    storing it verbatim in a secret manager gives the backend the scripts' key."""
+    import subprocess
+    import sys
+
+    from x402db import ROOT
+
+    out = tmp_path / "new.secret"
+    with open(out, "wb") as f:
+        r = subprocess.run(
+            [sys.executable, str(ROOT / "scripts/encrypt_key.py"), "--generate-secret"],
+            stdout=f,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    raw = out.read_bytes()
+    assert r.returncode == 0 and r.stderr == "" and re.fullmatch(rb"[0-9a-f]{64}", raw), (raw, r.stderr)
+    assert raw != run_script("encrypt_key.py", "--generate-secret").stdout.encode()
+    doc = json.loads(run_script("encrypt_key.py", "--generate-secret", "--json").stdout)
+    assert re.fullmatch(r"[0-9a-f]{64}", doc["secret"]) and doc["key_fingerprint"] == fingerprint(doc["secret"])
+
+
+def test_generate_secret_out_file_is_0600_without_newline_and_never_overwritten(tmp_path):
+    import os
+
+    out = tmp_path / "new.secret"
+    old_umask = os.umask(0)  # the script must not rely on the caller's umask
+    try:
+        r = run_script("encrypt_key.py", "--generate-secret", "--out", str(out))
+    finally:
+        os.umask(old_umask)
+    assert r.returncode == 0, r.stderr
+    raw = out.read_bytes()
+    assert re.fullmatch(rb"[0-9a-f]{64}", raw) and out.stat().st_mode & 0o777 == 0o600
+    assert raw.decode() not in r.stdout + r.stderr and fingerprint(raw.decode()) in r.stdout
+    again = run_script("encrypt_key.py", "--generate-secret", "--out", str(out))
+    assert again.returncode == 2 and "already exists" in again.stderr and str(out) not in again.stderr
+    assert out.read_bytes() == raw
+    r = enc("--out", str(tmp_path / "other"))
+    assert r.returncode == 2 and "--generate-secret" in r.stderr and not (tmp_path / "other").exists()
+
+
+def test_generate_secret_on_a_terminal_says_how_to_store_it():
+    import os
+
+    from tests.utils.tty import run_in_pty
+    from x402db import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    code, text = run_in_pty([str(ROOT / "scripts/encrypt_key.py"), "--generate-secret"], env)
+    secret = re.search(r"[0-9a-f]{64}", text).group(0)
+    assert code == 0 and "no newline" in text and "--out" in text and fingerprint(secret) in text, text
 
 
 def test_tty_prompt_does_not_echo_the_key():
@@ -102,3 +151,15 @@ def test_tty_prompt_does_not_echo_the_key():
     assert KEY not in text
     token = re.search(r"[0-9a-f]{32}:[0-9a-f]{160}", text).group(0)
     assert Keyring(SECRET).decrypt(token) == KEY
+
+
+def test_a_key_or_secret_on_the_command_line_says_where_it_goes_without_echoing_it():
+    from tests.utils.scripts import assert_one_line_error
+
+    for args in ([KEY], ["--key", KEY], [f"--key={KEY}"], ["--api-key", KEY], ["--json", KEY]):
+        line = assert_one_line_error(enc(*args), 2, KEY, SECRET)
+        # --key-pattern takes a regex: suggesting it would invite pasting the key there
+        assert "goes on stdin" in line and "--key-pattern" not in line, (args, line)
+    for args in (["--dsn", "postgresql://x@127.0.0.1:1/x", SECRET], ["--key", SECRET]):
+        line = assert_one_line_error(run_script("rotate_keys.py", *args, env={}), 2, SECRET)
+        assert "--new-secret-file" in line and "never" in line and "--key-pattern" not in line, (args, line)

@@ -127,12 +127,17 @@ class Parser(argparse.ArgumentParser):
 
     _typed: ClassVar[list[str]]  # what the user typed last, so that no error message can repeat it
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, value_hint: str = "", guessed: Sequence[str] = (), **kwargs: Any) -> None:
+        """value_hint: where a value typed on the command line belongs instead (stdin, a file), said
+        after a stray argument; guessed: option names users invent for such a value (`--key`),
+        answered with that hint alone rather than a close real option."""
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        self.value_hint = value_hint
+        self.guessed = tuple(guessed)
 
     def _safe_words(self) -> set[str]:
-        words = {self.prog}
+        words = {self.prog, *self.guessed}
         for action in self._actions:
             words.update(action.option_strings)
             if action.dest:
@@ -169,8 +174,11 @@ class Parser(argparse.ArgumentParser):
         position = argv.index(first) + 1 if first in argv else None
         where = f"argument {position}" if position else "an argument"
         options = self._option_strings()
+        hint = f"; {self.value_hint}" if self.value_hint else ""
         if first.startswith("-"):
             name = first.split("=", 1)[0]
+            if hint and name in self.guessed:
+                self.error(f"unrecognized option {name}{hint}")
             # Name it only when its text is part of a real option's name: anything else the
             # user typed could be a secret pasted into the wrong place.
             longer = sorted({o for o in options if o.startswith(name) and o != name}) if len(name) > 2 else []
@@ -182,7 +190,8 @@ class Parser(argparse.ArgumentParser):
             label = f"option {shown}" if shown else f"{where} (an unknown option, not shown)"
             self.error(f"unrecognized {label}{hint}")
         self.error(
-            f"unexpected {where} and {len(extras) - 1} more" if len(extras) > 1 else f"unexpected {where} (not shown)"
+            (f"unexpected {where} and {len(extras) - 1} more" if len(extras) > 1 else f"unexpected {where} (not shown)")
+            + hint
         )
 
     def error(self, message: str) -> None:  # type: ignore[override]

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import sys
+
 from .. import db
 from ..errors import Refused, UsageError
 from ..keys import store
-from ..keys.crypto import FORMATS, Context, DecryptError, Keyring, generate_secret, shape_ok
-from ..keys.source import SECRET_ENV, primary_secret
+from ..keys.crypto import FORMATS, Context, DecryptError, Keyring, fingerprint, generate_secret, shape_ok
+from ..keys.source import SECRET_ENV, primary_secret, write_secret_file
 from .common import Parser, add_common, add_shape_args, print_json, read_stdin, run, shape_from_args
+
+# Options a user may try for the API key itself; none exists, and --key-pattern takes a regex.
+GUESSED_KEY_OPTIONS = ("--key", "--api-key", "--apikey", "--openrouter-key", "--token", "--plaintext")
 
 
 def build_parser() -> Parser:
     p = Parser(
         prog="encrypt_key.py",
+        value_hint=(
+            "the API key goes on stdin, never on the command line (e.g. `pbpaste | encrypt_key.py`), "
+            f"and the secret in ${SECRET_ENV} or --secret-file"
+        ),
+        guessed=GUESSED_KEY_OPTIONS,
         description=(
             "Encrypt an OpenRouter API key read from stdin (never argv) in the backend's format. "
             f"The secret comes from ${SECRET_ENV} or --secret-file (mode 0600)."
@@ -23,7 +33,13 @@ def build_parser() -> Parser:
     mode.add_argument(
         "--store", action="store_true", help="encrypt and upsert the user's row (needs --user-id and a DSN)"
     )
-    mode.add_argument("--generate-secret", action="store_true", help="print a new random 32-byte secret as hex")
+    mode.add_argument(
+        "--generate-secret",
+        action="store_true",
+        help="a new random 32-byte secret as 64 hex digits: to --out FILE (0600), or stdout with no final newline "
+        "(a newline on a terminal only)",
+    )
+    p.add_argument("--out", help="with --generate-secret: a new file (mode 0600, never overwritten) for the secret")
     p.add_argument("--format", choices=FORMATS, default="legacy", help="legacy (what the backend reads; default) or v2")
     p.add_argument("--user-id", help="the row's user_id: required by --store and by the v2 format")
     p.add_argument("--secret-file", help=f"file holding the secret (default: ${SECRET_ENV})")
@@ -35,9 +51,9 @@ def build_parser() -> Parser:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.generate_secret:
-        secret = generate_secret()
-        print_json({"secret": secret}) if args.json else print(secret)
-        return 0
+        return _generate(args.out, args.json)
+    if args.out is not None:
+        raise UsageError("--out is only for --generate-secret; ciphertexts go to stdout")
     user_id = store.parse_user_id(args.user_id, "--user-id") if args.user_id else None
     if args.store and not user_id:
         raise UsageError("--store needs --user-id")
@@ -82,6 +98,29 @@ def main(argv: list[str]) -> int:
         return 0
     doc = {"ciphertext": token, "format": args.format, "key_fingerprint": keyring.primary_fingerprint}
     print_json(doc) if args.json else print(token)
+    return 0
+
+
+def _generate(out: str | None, as_json: bool) -> int:
+    """The exact bytes the backend must be given: no newline goes into a file or a pipe, since a
+    secret manager would keep it and the backend would read another key (both keyrings refuse it)."""
+    secret = generate_secret()
+    fp = fingerprint(secret)
+    if out is not None:
+        write_secret_file(out, secret)
+        doc = {"out": "written", "key_fingerprint": fp}
+        print_json(doc) if as_json else print(f"wrote a new secret to the --out file (mode 0600, no newline): key {fp}")
+    elif as_json:
+        print_json({"secret": secret, "key_fingerprint": fp})
+    elif sys.stdout.isatty():
+        print(secret)
+        print(
+            f"new secret, key {fp}: store exactly these 64 characters, with no newline after them "
+            "(or run with --out FILE to get a 0600 file)",
+            file=sys.stderr,
+        )
+    else:
+        sys.stdout.write(secret)
     return 0
 
 

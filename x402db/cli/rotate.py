@@ -19,6 +19,11 @@ from .common import Parser, add_common, add_shape_args, int_range, print_json, q
 def build_parser() -> Parser:
     p = Parser(
         prog="rotate_keys.py",
+        value_hint=(
+            f"secrets are never taken on the command line: the new one from ${SECRET_ENV} or --new-secret-file, "
+            f"old ones from ${PREVIOUS_ENV} or --old-secret-file (files of mode 0600)"
+        ),
+        guessed=("--key", "--secret", "--new-key", "--old-key", "--new", "--old"),
         description=(
             f"Re-encrypt every key in {INTEGRATIONS} under the new secret (${SECRET_ENV} or --new-secret-file), "
             f"reading old ones with ${PREVIOUS_ENV} (comma-separated) or --old-secret-file. Dry run unless --apply."
@@ -121,6 +126,8 @@ def _print_human(doc: dict) -> None:
     print(
         f"{'APPLY' if doc['mode'] == 'apply' else 'DRY RUN (nothing written; pass --apply)'}: {doc['total']} rows, to {doc['to_format']} under key {doc['new_key']}"
     )
+    # The same line as the runbook's Node command prints for the backend: equal lines, same keys.
+    print(f"  key fingerprints: new {doc['new_key']}; old {', '.join(doc['old_keys']) or 'none'}")
     for fp, n in sorted(doc["rows_by_key"].items()):
         role = "new" if fp == doc["new_key"] else "old"
         print(f"  key {fp} ({role}) decrypts {n} rows")

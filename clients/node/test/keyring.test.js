@@ -88,6 +88,11 @@ test("configuration errors: missing or empty secret, empty PREVIOUS entries, unk
     { [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: ` ${OLD}` },
     { [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: `${OLD}\n` },
     { [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: `${OLD}\ufeff` },
+    // a file stored verbatim in a secret manager keeps its final newline: another key than the scripts'
+    { [K.SECRET_ENV]: `${NEW}\n` },
+    { [K.SECRET_ENV]: ` ${NEW}` },
+    { [K.SECRET_ENV]: `${NEW}\r\n` },
+    { [K.SECRET_ENV]: `\ufeff${NEW}` },
   ];
   for (const env of bad) {
     withEnv(env, () => assert.throws(() => K.decryptSecret("00"), K.KeyringConfigError, JSON.stringify(env)));
@@ -95,6 +100,8 @@ test("configuration errors: missing or empty secret, empty PREVIOUS entries, unk
   // Refused when the keyring is built from the environment, and the message holds no secret.
   withEnv({ [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: `${OLD}, ${NEW}` }, () => assert.throws(() => K.keyringFromEnv(),
     (e) => e instanceof K.KeyringConfigError && /whitespace/.test(e.message) && !e.message.includes(OLD)));
+  withEnv({ [K.SECRET_ENV]: `${NEW}\n` }, () => assert.throws(() => K.keyringFromEnv(),
+    (e) => e instanceof K.KeyringConfigError && /without a final newline/.test(e.message) && !e.message.includes(NEW)));
   // Set but empty PREVIOUS means none, as in Python; duplicates collapse to one key.
   withEnv({ [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: "" }, () => assert.deepEqual(K.keyringFromEnv().fingerprints, [K.fingerprint(NEW)]));
   withEnv({ [K.SECRET_ENV]: NEW, [K.PREVIOUS_ENV]: `${OLD},${NEW},${OLD}` }, () =>
