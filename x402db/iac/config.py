@@ -101,7 +101,8 @@ def load(cfg: ConfigSource) -> StackConfig:
         errors.append(f"port must be an integer from 1 to 65535, not {raw_port!r}")
     if port == 6543:
         errors.append(
-            "port 6543 is Supabase's transaction pooler; use the direct connection (5432): migrations need a session"
+            "port 6543 is Supabase's transaction pooler; use the direct connection or the session pooler,"
+            " both on 5432: migrations need a session"
         )
     sslmode = cfg.get("sslmode") or ("require" if target == "supabase" else "prefer")
     if sslmode not in SSLMODES:
