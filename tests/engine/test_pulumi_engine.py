@@ -537,6 +537,15 @@ def test_config_rules_of_the_real_cli_and_of_the_program(project, supabase_targe
     project.run("config", "set", "backendRole", "x402_backend").ok()
     r = project.run("preview")
     assert r.returncode != 0 and "backendRolePassword is required with backendRole" in r.output, r.output
+    # Two secrets wrong at once, each named on its own line by the program: an empty password (the
+    # engine stores one without complaint) and the undeclared backendRolePassword in plaintext,
+    # which only the secret keys the engine hands the program can tell.
+    project.run("config", "set", "--secret", "password", input="").ok()
+    project.run("config", "set", "--plaintext", "backendRolePassword", "b4ckend-Pw").ok()
+    r = project.run("preview")
+    assert r.returncode != 0 and "password is empty" in r.output, r.output
+    assert "backendRolePassword is stored in plaintext" in r.output and "b4ckend-Pw" not in r.output, r.output
+    project.run("config", "set", "--secret", "password", input=target.server.password).ok()
     project.run("config", "set", "--secret", "backendRolePassword", input="b4ckend-Pw").ok()
     if target.server_version < 160000:
         project.run("preview").ok()
