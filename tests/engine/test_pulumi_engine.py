@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -20,13 +19,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.utils.deploy_page import page_command
 from tests.utils.drifts import DRIFTS
 from tests.utils.paths import FIXTURES
 from tests.utils.real_pulumi import Project
 from tests.utils.scripts import run_script
 from tests.utils.targets import Target, deployed, refused_unchanged
 from x402db import ROOT
-from x402db.local.server import embedded_bindir
 
 RUNBOOK = ROOT / "docs" / "runbooks" / "deploy.md"
 PROJECT = "x402-openrouter-db"
@@ -179,108 +178,7 @@ def runbook_destroy_order() -> list[str]:
     return re.findall(r"^\d+\. `([^`]+)`", block, re.M)
 
 
-# --- the runbook, from its text ----------------------------------------------------------------
-
-
-def runbook_block(heading: str) -> list[str]:
-    text = RUNBOOK.read_text()
-    section = text.split(heading, 1)[1]
-    block = section.split("```sh", 1)[1].split("```", 1)[0]
-    lines = []
-    for raw in block.splitlines():
-        line = raw.split("  #", 1)[0].strip()
-        if line and not line.startswith("#"):
-            lines.append(line)
-    return lines
-
-
-class RunbookReader:
-    """Runs a runbook block line by line, as a reader at a terminal would, on a test database:
-    only the placeholders the runbook tells the reader to replace are replaced."""
-
-    def __init__(self, project: Project, target: Target, secrets: dict[str, str]):
-        self.project, self.target, self.secrets = project, target, secrets
-        self.vars: dict[str, str] = {}
-        self.replace = {
-            "db.<project-ref>.supabase.co": "127.0.0.1",
-            "~/.pulumi-state": str(project.state),
-            "~/.config/x402/pulumi-passphrase": str(project.passphrase_file),
-            "port 5432": f"port {target.server.port()}",
-            "port=5432": f"port={target.server.port()}",
-            "database postgres": f"database {target.database}",
-            "dbname=postgres": f"dbname={target.database}",
-            # The test servers speak no TLS; everything else is as written.
-            "sslmode require": "sslmode disable",
-            "sslmode=require": "sslmode=disable",
-        }
-        self.results: list[tuple[str, object]] = []
-
-    def make_deploy(self):
-        """`make deploy` in the reader's checkout: the Makefile runs scripts/deploy_local.py."""
-        r = subprocess.run(
-            [str(self.project.dir / ".venv/bin/python"), "scripts/deploy_local.py"],
-            cwd=self.project.dir,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            # As the Makefile does: the checkout's own package first, whichever checkout the venv installed.
-            env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"PYTHONPATH": str(self.project.dir)},
-        )
-        self.deployed_url = next(
-            (line.split("=", 1)[1] for line in r.stdout.splitlines() if line.startswith("DATABASE_URL=")), None
-        )
-        return r
-
-    def expand(self, line: str) -> str:
-        for placeholder, value in self.replace.items():
-            line = line.replace(placeholder, value)
-        return line
-
-    def run(self, lines: list[str], stop_on_failure: bool = True):
-        for raw in lines:
-            result = self.line(self.expand(raw))
-            self.results.append((raw, result))
-            if stop_on_failure and getattr(result, "returncode", 0) != 0:
-                return result
-        return None
-
-    def line(self, line: str):
-        if line.startswith("export "):
-            for key in re.findall(r"(?:^export|\s)([A-Z_]+)=", line):
-                assert key == "PATH" or key.startswith("PULUMI_"), line
-            return None  # the project's environment sets these already, to the same files and tools
-        words = shlex.split(line)
-        if words[0] == "pulumi":
-            args = words[1:]
-            stdin = None
-            if "<" in args:
-                at = args.index("<")
-                stdin = (self.project.dir / args[at + 1]).read_text()
-                args = args[:at]
-            elif args[:3] == ["config", "set", "--secret"] and len(args) == 4:
-                stdin = self.secrets[args[3]]  # typed at the prompt
-            if args[0] in ("up", "destroy"):
-                args.append("--yes")
-            return self.project.run(*args, input=stdin)
-        if words[0] == "export":
-            for word in words[1:]:
-                key = word.split("=", 1)[0]
-                assert key == "PATH" or key.startswith("PULUMI_"), line
-            return None  # the project's environment sets these already, to the same files and tools
-        if words[:2] == ["make", "deploy"]:
-            return self.make_deploy()
-        if words[:2] == ["make", "venv"]:
-            return None  # the suite's own venv is the project's .venv
-        if "=" in words[0] and len(words) == 1:
-            key, value = words[0].split("=", 1)
-            self.vars[key] = value
-            return None
-        if words[0] == "mkdir":
-            return None
-        if words[0] == ".venv/bin/python" and words[1].startswith("scripts/"):
-            args = [self.vars.get(w.strip("$"), w) if w.startswith("$") else w for w in words[2:]]
-            return run_script(Path(words[1]).name, *args, env={"PGPASSWORD": self.target.server.password})
-        raise AssertionError(f"the runbook test does not know how to run: {line}")
+# --- the Supabase target alone ------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -288,40 +186,6 @@ def supabase_target(server):
     t = Target(server, "supabase")
     yield t
     t.drop()
-
-
-def test_runbook_production_stack_from_its_text(project, supabase_target):
-    target = supabase_target
-    lines = runbook_block("## First deployment")
-    with_role = [line for line in lines if "backendRole" not in line]
-    on_16_plus = target.server_version >= 160000
-    reader = RunbookReader(
-        project, target, {"password": target.server.password, "backendRolePassword": "b4ckend-Pw-for-tests"}
-    )
-    before = target.snapshot()
-    failed = reader.run(lines)
-    if on_16_plus:
-        # The preflight refuses backendRole on 16+: one sentence, before anything changes.
-        assert failed is not None and failed.args[0] == "preview", reader.results[-1]
-        assert "preflight refused, nothing was changed" in failed.output
-        # The runbook quotes the refusal (from a PostgreSQL 17 project): it is what the engine prints.
-        quoted = next(
-            line
-            for line in RUNBOOK.read_text().splitlines()
-            if line.startswith("preflight refused, nothing was changed")
-        )
-        pattern = re.escape(quoted).replace("PostgreSQL\\ 17", r"PostgreSQL\ \d+")
-        assert re.search(pattern, failed.output), (quoted, failed.output)
-        assert target.snapshot() == before
-        project.run("config", "rm", "backendRole").ok()
-        project.run("config", "rm", "backendRolePassword").ok()
-        failed = reader.run([line for line in with_role if line.startswith(("pulumi preview", "pulumi up", ".venv"))])
-    assert failed is None, failed.output if failed else ""
-    smoke = reader.results[-1][1]
-    assert smoke.returncode == 0, smoke.stdout + smoke.stderr
-    project.run("preview", "--expect-no-changes").ok()
-    if not on_16_plus:
-        assert target.query("SELECT pg_has_role('x402_backend', 'service_role', 'MEMBER')")[0][0]
 
 
 # --- kill -9 of pulumi up during CREATE INDEX CONCURRENTLY -------------------------------------
@@ -644,59 +508,15 @@ def test_every_drift_class_fails_read_only_smoke_and_shows_in_refresh(project, t
     assert target.snapshot() == before
 
 
-# The local path prefers port 54329: its deploys run on one xdist worker, one at a time.
-@pytest.mark.xdist_group("local-deploy")
-def test_runbook_dev_stack_from_its_text(project, server):
-    """The local dev stack exactly as the runbook builds it: `make deploy` starts the embedded
-    server in the checkout, the committed Pulumi.dev.yaml, the password from .local/password."""
-    if server.bindir != embedded_bindir():
-        pytest.skip("make deploy runs the embedded PostgreSQL 18 only")
-    shutil.copytree(ROOT / "scripts", project.dir / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
-    for stack_file in ROOT.glob("Pulumi.*.yaml"):
-        shutil.copy2(stack_file, project.dir / stack_file.name)
-    target = Target.__new__(Target)
-    reader = RunbookReader.__new__(RunbookReader)
-    reader.project, reader.target, reader.secrets, reader.vars, reader.results = project, target, {}, {}, []
-    reader.replace = {"~/.config/x402/pulumi-passphrase": str(project.passphrase_file)}
-    lines = runbook_block("### The local dev stack")
-    try:
-        deploy = reader.line(lines[0])
-        assert lines[0] == "make deploy" and deploy.returncode == 0, deploy.stdout + deploy.stderr
-        port = psycopg.conninfo.conninfo_to_dict(reader.deployed_url)["port"]
-        rest = lines[1:]
-        if port != "54329":  # "If `make deploy` printed a port other than 54329 ..., also run"
-            assert "pulumi config set port <that port>" in RUNBOOK.read_text()
-            at = next(i for i, line in enumerate(rest) if line.startswith("pulumi config set --secret password")) + 1
-            rest = rest[:at] + [f"pulumi config set port {port}"] + rest[at:]
-        failed = reader.run(rest)
-        assert failed is None, failed.output
-        smoke = run_script(
-            "smoke.py",
-            "--dsn",
-            reader.deployed_url.split("?")[0],
-            env={"PGPASSFILE": str(project.dir / ".local" / "pg18" / "pgpass")},
-        )
-        assert smoke.returncode == 0, smoke.stdout + smoke.stderr
-        project.run("preview", "--expect-no-changes").ok()
-    finally:
-        subprocess.run(
-            [str(project.dir / ".venv/bin/python"), "scripts/local_db.py", "delete"],
-            cwd=project.dir,
-            env={**os.environ, "PYTHONPATH": str(project.dir)},  # the copy's server, not the checkout's
-            capture_output=True,
-            timeout=120,
-        )
-
-
-# --- the engine's config rules, on the committed and documented stacks --------------------------
+# --- the engine's config rules, on the documented stacks --------------------------
 
 
 def test_config_rules_of_the_real_cli_and_of_the_program(project, supabase_target):
     target = supabase_target
-    shutil.copy2(ROOT / "Pulumi.dev.yaml", project.dir / "Pulumi.dev.yaml")
     project.run("stack", "init", "dev", "--secrets-provider", "passphrase").ok()
+    project.run(*page_command("dev", "pulumi config set-all")[1:]).ok()
     before = target.snapshot()
-    # The committed stack alone lacks only the secret password, which the engine requires.
+    # The deploy page's dev stack config alone lacks only the secret password, which the engine requires.
     r = project.run("preview")
     assert r.returncode != 0 and "is missing configuration value 'password'" in r.output, r.output
     # A secret key given in plaintext: `config set` refuses it, and if forced, so does preview.
@@ -717,6 +537,15 @@ def test_config_rules_of_the_real_cli_and_of_the_program(project, supabase_targe
     project.run("config", "set", "backendRole", "x402_backend").ok()
     r = project.run("preview")
     assert r.returncode != 0 and "backendRolePassword is required with backendRole" in r.output, r.output
+    # Two secrets wrong at once, each named on its own line by the program: an empty password (the
+    # engine stores one without complaint) and the undeclared backendRolePassword in plaintext,
+    # which only the secret keys the engine hands the program can tell.
+    project.run("config", "set", "--secret", "password", input="").ok()
+    project.run("config", "set", "--plaintext", "backendRolePassword", "b4ckend-Pw").ok()
+    r = project.run("preview")
+    assert r.returncode != 0 and "password is empty" in r.output, r.output
+    assert "backendRolePassword is stored in plaintext" in r.output and "b4ckend-Pw" not in r.output, r.output
+    project.run("config", "set", "--secret", "password", input=target.server.password).ok()
     project.run("config", "set", "--secret", "backendRolePassword", input="b4ckend-Pw").ok()
     if target.server_version < 160000:
         project.run("preview").ok()

@@ -5,6 +5,7 @@ machine with neither Go nor a complete installation gets one line saying so."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,32 @@ def test_an_installation_without_the_plugin_is_not_used(pulumi_tools, tmp_path):
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "PULUMI_BIN="
     assert len(r.stderr.strip().splitlines()) == 1 and "go is not installed" in r.stderr, r.stderr
     assert _run(env).returncode == 1
+
+
+def test_each_build_step_says_when_it_starts_and_how_long_it_took_in_ci_too():
+    """A cold build takes 10 to 20 minutes: a CI log gets a quiet line as each step starts and
+    ends, sub-steps of build.sh included, while stdout keeps only what the step printed."""
+    marks = 'echo "x402-step: one" >&2; echo go: downloading >&2; echo "x402-step: two" >&2; echo result'
+    code = (
+        "import pathlib, sys; sys.path.insert(0, sys.argv[1]); import pulumi_tools as t;"
+        " print(t.run(['bash', '-c', sys.argv[2]], pathlib.Path('.'), 'demo'), end='')"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(TOOLS_SCRIPT.parent), marks],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CI": "true"},
+        timeout=60,
+    )
+    assert r.returncode == 0 and r.stdout == "result\n", r.stdout + r.stderr
+    assert r.stderr.splitlines() == [
+        "pulumi-tools: demo ...",
+        "pulumi-tools: demo: one ...",
+        "pulumi-tools: demo: one: done in 0 s",
+        "pulumi-tools: demo: two ...",
+        "pulumi-tools: demo: two: done in 0 s",
+        "pulumi-tools: demo: done in 0 s",
+    ]
+    build_sh = (TOOLS_SCRIPT.parent / "provider" / "build.sh").read_text()
+    steps = re.findall(r'^\s*step "([^"]+)"', build_sh, re.M)
+    assert [s.split(":")[0].split(" ")[0] for s in steps] == ["upstream", "schema", "mapping", "provider"], steps

@@ -218,6 +218,29 @@ def test_bad_config_is_one_clear_error_per_value():
         assert words in msg
 
 
+@pytest.mark.parametrize(
+    "config, words",
+    [
+        ({**SUPABASE, "password": ""}, "password is empty: set it with `pulumi config set --secret password`"),
+        ({**SUPABASE, "password": "  \n"}, "password is empty"),
+        ({**POSTGRES, "backendRolePassword": ""}, "backendRolePassword is empty"),
+        (
+            {**POSTGRES, "__plaintext__": ["backendRolePassword"]},
+            "backendRolePassword is stored in plaintext in the stack file: `pulumi config rm backendRolePassword`",
+        ),
+        ({**SUPABASE, "__plaintext__": ["password"]}, "password is stored in plaintext"),
+    ],
+)
+def test_an_empty_or_plaintext_password_is_refused_naming_its_key(config, words):
+    """Under the SDK's own config runtime, which knows the keys set with --secret: an empty secret
+    would otherwise surface at connect time as libpq's `no password supplied`."""
+    with pytest.raises(RuntimeError) as err:
+        run_program(config)
+    msg = str(err.value)
+    assert f"invalid stack config: {words}" in msg, msg
+    assert PASSWORD not in msg and BACKEND_PASSWORD not in msg
+
+
 class FakeConfig:
     def __init__(self, values):
         self.values = values

@@ -56,7 +56,9 @@ def mark_secrets(value):
 
 def main() -> None:
     config = json.loads(sys.argv[1])
-    secret_keys = [f"{PROJECT}:{k}" for k in ("password", "backendRolePassword") if k in config]
+    # "__plaintext__": keys given as `config set` without --secret would give them.
+    plaintext = set(config.pop("__plaintext__", []))
+    secret_keys = [f"{PROJECT}:{k}" for k in ("password", "backendRolePassword") if k in config and k not in plaintext]
     pulumi.runtime.set_all_config({f"{PROJECT}:{k}": v for k, v in config.items()}, secret_keys)
     spy = SpyMonitor(Mocks())
     pulumi.runtime.set_mocks(Mocks(), project=PROJECT, stack="test", preview=True, monitor=spy)

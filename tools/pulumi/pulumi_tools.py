@@ -61,10 +61,14 @@ def cache_root() -> Path:
     return Path(base) / "x402db" / "pulumi-tools"
 
 
+# build.sh marks the start of each of its steps with a stderr line of this prefix.
+STEP_MARK = "x402-step: "
+
+
 def say(message: str) -> None:
-    # Progress only for a person watching: CI logs stay quiet.
-    if sys.stderr.isatty() and os.environ.get("CI") != "true":
-        print(message, file=sys.stderr, flush=True)
+    # One quiet line per step, on a terminal and in CI alike: a build is never silent for minutes,
+    # and stdout keeps only the PULUMI_BIN line.
+    print(f"pulumi-tools: {message}", file=sys.stderr, flush=True)
 
 
 def go_env() -> dict[str, str]:
@@ -120,23 +124,48 @@ def provider_label() -> str:
 
 
 def run(cmd: list[str], cwd: Path, what: str, env: dict[str, str] | None = None) -> str:
+    """Runs one build step and returns its stdout. Says when it starts and how long it took, and
+    likewise for each sub-step the command marks on stderr (STEP_MARK); the rest of its stderr is
+    kept for the one-line error."""
+    say(f"{what} ...")
     started = time.monotonic()
-    result = subprocess.run(cmd, cwd=cwd, env=env or go_env(), capture_output=True, text=True)
-    if result.returncode != 0:
-        tail = [line for line in (result.stderr or result.stdout).strip().splitlines() if line.strip()]
+    substep: tuple[str, float] | None = None
+    tail: list[str] = []
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env or go_env(), stdout=out, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.startswith(STEP_MARK):
+                _done(substep)
+                substep = (f"{what}: {line[len(STEP_MARK) :].strip()}", time.monotonic())
+                say(f"{substep[0]} ...")
+            elif line.strip():
+                tail = [*tail[-20:], line.rstrip()]
+        returncode = proc.wait()
+        out.seek(0)
+        stdout = out.read()
+    if returncode != 0:
+        lines = tail or [line for line in stdout.splitlines() if line.strip()]
         raise ToolsError(
-            f"{what} failed: {tail[-1] if tail else f'exit {result.returncode}'}"
+            f"{what} failed: {lines[-1] if lines else f'exit {returncode}'}"
             f" (run `{' '.join(cmd)}` in {cwd} to see all of it)"
         )
-    say(f"  {what}: {time.monotonic() - started:.0f} s")
-    return result.stdout
+    _done(substep)
+    say(f"{what}: done in {time.monotonic() - started:.0f} s")
+    return stdout
+
+
+def _done(step: tuple[str, float] | None) -> None:
+    if step is not None:
+        say(f"{step[0]}: done in {time.monotonic() - step[1]:.0f} s")
 
 
 def build(target: Path) -> None:
     """Builds every tool into `target`, which must not exist yet."""
     work = Path(tempfile.mkdtemp(prefix=target.name + ".partial-", dir=target.parent))
+    started = time.monotonic()
     try:
-        say(f"building the Pulumi tools into {target} (a cold build takes 10 to 20 minutes)")
+        say(f"building the Pulumi tools into {target} (10 to 20 minutes the first time, then cached)")
         ldflags = f"-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v{CLI_VERSION}"
         run(
             [
@@ -200,6 +229,7 @@ def build(target: Path) -> None:
             if not (target / "BUILD.json").is_file():
                 raise
             # A concurrent build finished first; its result is as good as ours.
+        say(f"built in {(time.monotonic() - started) / 60:.1f} min")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

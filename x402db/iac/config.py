@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pulumi.runtime import is_config_secret
+
 from ..errors import UsageError
 from ..migrate.settings import timeout_problems
 from ..migrate.target import API_ROLES, TARGETS
@@ -60,6 +62,30 @@ def _bool(raw: str | None, key: str, default: bool, errors: list[str]) -> bool:
     return default
 
 
+def _secret(cfg: ConfigSource, key: str, errors: list[str]) -> Any:
+    """The secret `key`, or None when unset. An empty value and one stored in plaintext are refused
+    here, where the key can be named: an empty password otherwise surfaces much later as libpq's
+    `no password supplied`, and plaintext sits readable in the stack file."""
+    raw = cfg.get(key)
+    if raw is None:
+        return None
+    if not raw.strip():
+        errors.append(f"{key} is empty: set it with `pulumi config set --secret {key}` (from the prompt or stdin)")
+    elif not _stored_as_secret(cfg, key):
+        errors.append(
+            f"{key} is stored in plaintext in the stack file: `pulumi config rm {key}`, then set it again"
+            f" with `pulumi config set --secret {key}`"
+        )
+    return cfg.get_secret(key)
+
+
+def _stored_as_secret(cfg: ConfigSource, key: str) -> bool:
+    # The engine passes the keys set with --secret to the program (PULUMI_CONFIG_SECRET_KEYS,
+    # which the SDK loads); a source without that bookkeeping (the unit tests' dict) is trusted.
+    full_key = getattr(cfg, "full_key", None)
+    return True if full_key is None else is_config_secret(full_key(key))
+
+
 def load(cfg: ConfigSource) -> StackConfig:
     """Validate everything first, then raise once, naming each bad value on its own line."""
     errors: list[str] = []
@@ -75,7 +101,8 @@ def load(cfg: ConfigSource) -> StackConfig:
         errors.append(f"port must be an integer from 1 to 65535, not {raw_port!r}")
     if port == 6543:
         errors.append(
-            "port 6543 is Supabase's transaction pooler; use the direct connection (5432): migrations need a session"
+            "port 6543 is Supabase's transaction pooler; use the direct connection or the session pooler,"
+            " both on 5432: migrations need a session"
         )
     sslmode = cfg.get("sslmode") or ("require" if target == "supabase" else "prefer")
     if sslmode not in SSLMODES:
@@ -88,7 +115,8 @@ def load(cfg: ConfigSource) -> StackConfig:
     protect = _bool(cfg.get("protect"), "protect", True, errors)
     allow_data_loss = _bool(cfg.get("allowDataLoss"), "allowDataLoss", False, errors)
     backend_role = cfg.get("backendRole") or None
-    backend_password = cfg.get_secret("backendRolePassword") if backend_role else None
+    password = _secret(cfg, "password", errors)
+    backend_password = _secret(cfg, "backendRolePassword", errors) if backend_role else None
     if backend_role:
         if not _ROLE.match(backend_role):
             errors.append(f"backendRole must be a lowercase identifier (a-z, 0-9, _), not {backend_role!r}")
@@ -105,14 +133,19 @@ def load(cfg: ConfigSource) -> StackConfig:
             "1b4e28ba-2fa1-41d2-883f-0016d3cca427), not another value"
         )
     if errors:
-        raise ConfigError("invalid stack config:\n  - " + "\n  - ".join(errors))
+        # One problem is one line; several are a list, each value named once.
+        raise ConfigError(
+            "invalid stack config: " + errors[0]
+            if len(errors) == 1
+            else "invalid stack config:\n  - " + "\n  - ".join(errors)
+        )
     return StackConfig(
         target=target,
         host=host,
         port=port,
         database=cfg.get("database") or "postgres",
         username=cfg.get("username") or "postgres",
-        password=cfg.get_secret("password"),
+        password=password,
         sslmode=sslmode,
         superuser=superuser,
         protect=protect,

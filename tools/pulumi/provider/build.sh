@@ -19,9 +19,13 @@ UP_MOD=github.com/cyrilgdn/terraform-provider-postgresql
 UP_VER=v1.27.0
 UP_SUM='h1:8syK3HUpUoZmScfcUHYO7e8PrASpPIYt3bWLpONo0cQ='
 # Honest label: the 3.18.2 API (tokens/properties of pulumi-postgresql 3.18.x),
-# but our own build ("x402" pre-release), not Pulumi's 3.18.2 binary.
+# but our own build, not Pulumi's 3.18.2 binary: "+x402.1" is semver build
+# metadata, so the engine's ">=3.18.2" check sees 3.18.2 and prints no warning.
 VERSION=${X402_PROVIDER_VERSION:-$(cat "$HERE/VERSION")}
 VERSION_VAR=x402db.invalid/pulumi-resource-postgresql/info.Version
+
+# One stderr line as each step starts: pulumi_tools.py prints it with the step's time.
+step() { echo "x402-step: $*" >&2; }
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-modcacherw -buildvcs=false"
 mkdir -p "$OUT" "$CACHE"
@@ -32,6 +36,7 @@ OUT=$(cd "$OUT" && pwd)
 #    0001-fix-import-path.patch (module line + main.go import).
 UP_DIR=$CACHE/upstream-$UP_VER
 if [ ! -f "$UP_DIR/.x402-verified" ]; then
+	step "upstream $UP_MOD@$UP_VER: download and verify"
 	zip=$(cd "$CACHE" && GOFLAGS=-modcacherw go mod download -json "$UP_MOD@$UP_VER" |
 		python3 -c 'import json,sys; print(json.load(sys.stdin)["Zip"])')
 	tmp=$(mktemp -d "$CACHE/upstream.XXXXXX")
@@ -68,6 +73,7 @@ cd "$HERE"
 # 2. schema: generate it from our ProviderInfo with the bridge's tfgen (offline;
 #    docs come from ./upstream/website), then stamp the version into it.
 # Per build: two builds at once must not share tfgen's output.
+step "schema: build tfgen and generate"
 WORK=$(mktemp -d "$CACHE/work.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/schema"
@@ -90,10 +96,12 @@ PY
 
 # 3. mapping test: tokens and property names equal the reference schema.
 if [ "${X402_PROVIDER_TEST:-1}" = 1 ]; then
+	step "mapping test: go test ./info/"
 	go test -count=1 ./info/
 fi
 
 # 4. the provider binary
+step "provider binary"
 go build -trimpath -ldflags "-s -w -X $VERSION_VAR=$VERSION" \
 	-o "$OUT/pulumi-resource-postgresql" ./cmd/pulumi-resource-postgresql
 echo "built $OUT/pulumi-resource-postgresql ($VERSION)"
