@@ -326,6 +326,26 @@ def test_optional_secrets_are_documented_and_not_declared():
         assert key not in declared
         assert f"`{key}`" in reference and key in runbook
     for key, decl in declared.items():
-        assert f"`{key}`" in reference, f"{key}: declared in Pulumi.yaml, missing from docs/reference/pulumi-config.md"
         if isinstance(decl, dict) and decl.get("secret"):
             assert decl.get("default") is None, f"{key}: a default is merged in as plaintext"
+    # The reference's table is Pulumi.yaml's declarations, rendered: one source, no second copy to drift.
+    table = config_reference_table(declared)
+    assert table in reference, (
+        "docs/reference/pulumi-config.md's table is not Pulumi.yaml's; replace it with:\n" + table
+    )
+
+
+def config_reference_table(declared: dict) -> str:
+    def default(decl: dict) -> str:
+        if "default" not in decl:
+            return "(none: required)"
+        value = decl["default"]
+        return f"`{str(value).lower() if isinstance(value, bool) else value if value != '' else chr(34) * 2}`"
+
+    rows = ["| key | type | default | description |", "|---|---|---|---|"]
+    for key, decl in declared.items():
+        kind = decl["type"] + (", secret" if decl.get("secret") else "")
+        rows.append(
+            f"| `{key}` | {kind} | {default(decl)} | {' '.join(decl['description'].split()).replace('<', '&lt;')} |"
+        )
+    return "\n".join(rows) + "\n"

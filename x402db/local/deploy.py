@@ -19,7 +19,7 @@ from .server import LocalServer, embedded_bindir, write_private
 
 LOCAL_BASE = ROOT / ".local" / "pg18"
 LOCAL_DB = "x402"
-LOCAL_PORT = 54329  # the port Pulumi.dev.yaml names
+LOCAL_PORT = 54329  # the port the deploy page's dev stack is given first (docs/runbooks/deploy.md)
 # The local server's password alone (mode 0600), for `pulumi config set --secret password < .local/password`.
 LOCAL_PASSWORD = ROOT / ".local" / "password"
 
