@@ -11,6 +11,7 @@ from ..migrate.files import BASE
 from ..migrate.settings import Settings
 from ..migrate.target import TARGETS, detect
 from .common import Parser, add_common, interval, log_to_stderr, print_json, run
+from .confirm import confirm
 
 
 def deploy_main(argv: list[str]) -> int:
@@ -24,6 +25,7 @@ def deploy_main(argv: list[str]) -> int:
         action="store_true",
         help="on target supabase, also run the behaviour checks (rolled-back writes, auth.users triggers fire)",
     )
+    parser.add_argument("--yes", action="store_true", help="deploy without asking, even at a terminal")
     args = parser.parse_args(argv)
     log = log_to_stderr(not args.json)
     smoke = None
@@ -37,7 +39,13 @@ def deploy_main(argv: list[str]) -> int:
             read_only = target == "supabase" and not args.full_smoke
             return run_checks(dsn, read_only=read_only, expectation=expected_state(log)).as_dict()
 
-    report = deploy(args.target, Settings(lock_timeout=args.lock_timeout), log, smoke)
+    report = deploy(
+        args.target,
+        Settings(lock_timeout=args.lock_timeout),
+        log,
+        smoke,
+        confirm=lambda conn, target, plan: confirm(conn, target, plan, command="deploy", yes=args.yes),
+    )
     if args.json:
         print_json(report.as_dict())
         return 0 if report.ok else 1
