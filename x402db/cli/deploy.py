@@ -10,7 +10,7 @@ from ..migrate.engine import Engine
 from ..migrate.files import BASE
 from ..migrate.settings import Settings
 from ..migrate.target import TARGETS, detect
-from .common import Parser, add_common, interval, log_to_stderr, print_json, run
+from .common import Parser, add_common, interval, log_to_stderr, print_json, print_warnings, run
 from .confirm import confirm
 
 
@@ -53,6 +53,7 @@ def deploy_main(argv: list[str]) -> int:
     print(f"target:     {report.target}")
     applied = [f"{m['version']}_{m['name']} ({m['action']})" for m in report.migrations]
     print(f"migrations: {', '.join(applied) if applied else 'nothing to apply, already up to date'}")
+    print_warnings([n for m in report.migrations for n in m["notes"]])
     print(f"grants:     {'; '.join(report.grants) if report.grants else 'already in place'}")
     if report.smoke is not None:
         checks = report.smoke["checks"]
@@ -115,8 +116,7 @@ def local_main(argv: list[str]) -> int:
                 if o
             ]
         print(f"reverted: {', '.join(o.version + '_' + o.name for o in done) or 'nothing'}")
-        for note in (n for o in done for n in o.notes):
-            print(f"  warning: {note}")
+        print_warnings([n for o in done for n in o.notes])
     return 0
 
 

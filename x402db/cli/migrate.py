@@ -18,7 +18,7 @@ from ..migrate.target import TARGETS, detect
 from ..plan.catalog import detect_target
 from ..plan.planner import Planner
 from ..plan.view import print_plan
-from .common import Parser, add_common, int_range, log_to_stderr, print_json, run
+from .common import Parser, add_common, int_range, log_to_stderr, print_json, print_warnings, run
 from .confirm import confirm
 
 # States after which the database is not where any command left it: status exits 1 for them.
@@ -218,8 +218,7 @@ def main(argv: list[str]) -> int:
         else:
             for o in outcomes:
                 print(f"{o.action:<9} {o.version}_{o.name} ({o.ms} ms)")
-                for note in o.notes:
-                    print(f"  warning: {note}")
+                print_warnings(o.notes)
     return 0
 
 
