@@ -13,6 +13,9 @@ from ..migrate.target import TARGETS, detect
 from .common import Parser, add_common, interval, log_to_stderr, print_json, print_warnings, run
 from .confirm import confirm
 
+# Said by `make status`, `smoke`, `plan` and `revert` alone when no DATABASE_URL is set.
+STOPPED = "the local server is stopped: make start (or make deploy), or set DATABASE_URL"
+
 
 def deploy_main(argv: list[str]) -> int:
     parser = Parser(prog="deploy_local.py", description="Deploy the bundle to $DATABASE_URL or an embedded PostgreSQL.")
@@ -101,11 +104,11 @@ def local_main(argv: list[str]) -> int:
         print(f"{server.version()} in {server.base}: {'running' if server.running() else 'stopped'}")
     elif args.action == "url":
         if not server.running():
-            raise BundleError("the local database is not running; run `make deploy` first")
+            raise BundleError(STOPPED)
         print(db.redact(server.url(LOCAL_DB)))
     else:
         if not server.running():
-            raise BundleError("the local database is not running; run `make deploy` first")
+            raise BundleError(STOPPED)
         with db.connect(server.url(LOCAL_DB)) as conn:
             engine = Engine(conn, files, detect(conn), log=log_to_stderr())
             done = [
