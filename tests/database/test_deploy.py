@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import psycopg
 
@@ -119,6 +120,13 @@ def test_a_database_is_named_before_it_changes_and_a_terminal_is_asked_first(emp
     r = run_script("migrate.py", "up", "--json", env={"DATABASE_URL": empty_db})
     assert r.returncode == 0 and named + "apply 005" in r.stderr, r.stderr
     assert [c["version"] for c in json.loads(r.stdout)["changes"]] == ["005"]
+    # `make revert` follows DATABASE_URL like every other target (it reverted the local database).
+    make_env = {k: v for k, v in env.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")} | {"CI": "true"}
+    r = subprocess.run(  # STAMP=Makefile: the venv rule has nothing to do
+        ["make", "-s", "revert", "STAMP=Makefile"], cwd=ROOT, env=make_env, capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0 and named + "revert 005, 001, 000" in r.stderr, r.stdout + r.stderr
+    assert set(states(empty_db).values()) == {"pending"}
 
     pooler = empty_db.replace(f":{p['port']}/", ":6543/")
     for script, args in (("deploy_local.py", ()), ("migrate.py", ("up",)), ("migrate.py", ("down", "--yes"))):
