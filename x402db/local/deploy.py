@@ -66,6 +66,13 @@ def resolve_target_dsn(log: Callable[[str], None]) -> tuple[str, str]:
     log(f"starting embedded PostgreSQL in {LOCAL_BASE.relative_to(ROOT)}")
     server = start_local_server()
     server.ensure_database(LOCAL_DB)
+    if server.port() != LOCAL_PORT:
+        # On a line of its own: a dev stack still on LOCAL_PORT would reach whatever holds it, and
+        # report a password failure rather than a wrong server.
+        log(
+            f"port {server.port()}, not {LOCAL_PORT}: another program holds {LOCAL_PORT}; the dev stack names "
+            f"{LOCAL_PORT}, so give it this one: pulumi config set port {server.port()}"
+        )
     return server.url(LOCAL_DB), f"embedded {server.version()} in {server.base.relative_to(ROOT)}"
 
 
