@@ -7,9 +7,10 @@ from ..errors import BundleError
 from ..local.deploy import LOCAL_DB, deploy, local_server, start_local_server
 from ..migrate import files as migrations
 from ..migrate.engine import Engine
-from ..migrate.files import BASE
+from ..migrate.files import BASE, Direction
 from ..migrate.settings import Settings
 from ..migrate.target import TARGETS, detect
+from ..plan.planner import Planner
 from .common import Parser, add_common, interval, log_to_stderr, print_json, print_warnings, run
 from .confirm import confirm
 
@@ -111,6 +112,8 @@ def local_main(argv: list[str]) -> int:
             raise BundleError(STOPPED)
         with db.connect(server.url(LOCAL_DB)) as conn:
             engine = Engine(conn, files, detect(conn), log=log_to_stderr())
+            plan = Planner(engine).build(Direction.DOWN, to=args.to, allow_data_loss=args.allow_data_loss)
+            confirm(conn, engine.target.name, plan, command="down", yes=False)  # names it; asks for no embedded one
             done = [
                 o
                 for o in engine.down(
