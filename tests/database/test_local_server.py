@@ -370,6 +370,10 @@ def test_a_port_other_than_the_dev_stacks_is_said_on_its_own_line(monkeypatch, t
         assert port != str(taken)
         assert f"port {port}, not {taken}: another program holds {taken}; " in logs[-1], logs
         assert logs[-1].endswith(f"pulumi config set port {port}"), logs
+        from x402db.cli.confirm import embedded_home
+
+        with psycopg.connect(url) as conn:  # the embedded server: named, never asked about
+            assert embedded_home(conn) == base
     finally:
         hold.close()
         local_deploy.local_server().delete()
