@@ -13,28 +13,34 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 WORKERS ?= 3
 # The checked code: the package, the Pulumi program, the scripts, the tools script, benches, tests.
 CODE   := x402db scripts tests bench tools __main__.py
+# The database of status, smoke, plan and revert: DATABASE_URL, else the embedded server's. A stopped
+# server stops the recipe with its own one line (what to do), not a second about a missing database.
+DB_URL  = url=$${DATABASE_URL:-$$($(BIN)/python scripts/local_db.py url)} || exit $$?; DATABASE_URL=$$url
 
-.PHONY: help venv deploy plan test test-fast lint fmt typecheck lock shipped-downs smoke status stop revert bench clean-local pulumi-tools
+.PHONY: help venv deploy plan test test-fast lint fmt typecheck lock shipped-downs smoke status start stop revert bench clean-local pulumi-tools
 .DEFAULT_GOAL := help
 
-help:                        ## list the targets
+help:                        ## list the targets; ARGS="..." passes options to the script a target runs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):[^#]*## /\1\t/' | \
 	  awk -F'\t' '{ gsub(/\$$\$$/, "$$", $$2); printf "  make %-13s %s\n", $$1, $$2 }'
 
 # The package is installed editable: scripts/*.py and the console commands run this checkout's code.
+# pip's own progress at a terminal; in CI (or a pipe) one line before and one after, with the time.
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing the pinned dependencies into $(VENV) (first run: about a minute)"
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@echo "installing the pinned dependencies into $(VENV) with pip (first run: about a minute)"
+	@if [ -t 1 ] && [ -z "$$CI" ]; then quiet=; else quiet=--quiet; fi; start=$$(date +%s); \
+	  $(BIN)/python -m pip install $$quiet --disable-pip-version-check -r requirements-dev.txt && \
+	  echo "installed the dependencies in $$(( $$(date +%s) - start )) s"
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)               ## create or update .venv (the package, editable, with the pins of constraints.txt)
 
-deploy: venv                 ## deploy to $$DATABASE_URL, else to an embedded PostgreSQL under .local/
-	@$(BIN)/python scripts/deploy_local.py
+deploy: venv                 ## deploy to $$DATABASE_URL (named first; asks at a terminal, ARGS=--yes does not), else to an embedded PostgreSQL under .local/
+	@$(BIN)/python scripts/deploy_local.py $(ARGS)
 
 plan: venv                   ## what `make deploy` would run, lock and refuse, changing nothing ($$DATABASE_URL, else local); ARGS="--down" for a revert
-	@DATABASE_URL=$${DATABASE_URL:-$$($(BIN)/python scripts/local_db.py url)} $(BIN)/python scripts/migrate.py plan $(ARGS)
+	@$(DB_URL) $(BIN)/python scripts/migrate.py plan $(ARGS)
 
 pulumi-tools:                ## find or build the real Pulumi CLI and plugins (cached outside the checkout); last line PULUMI_BIN=<dir>
 	@$(PYTHON) tools/pulumi/pulumi_tools.py $(ARGS)
@@ -43,10 +49,10 @@ test: venv                   ## the whole suite, against real PostgreSQL 18 (and
 	@if command -v node >/dev/null; then echo "node --test clients/node/"; node --test --test-reporter=dot clients/node/ && echo; \
 	  else echo "note: node is not installed; the Node keyring's tests are skipped (.ci/run installs it)"; fi
 	@bin=$${PULUMI_BIN:-$$($(PYTHON) tools/pulumi/pulumi_tools.py --optional | tail -n 1 | sed -n 's/^PULUMI_BIN=//p')}; \
-	  PULUMI_BIN=$$bin X402_NODE_TESTS_DONE=$$(command -v node >/dev/null && echo 1) $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	  PULUMI_BIN=$$bin X402_NODE_TESTS_DONE=$$(command -v node >/dev/null && echo 1) $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS) $(ARGS)
 
 test-fast: venv              ## the tier that needs no server, no Pulumi and no node (well under a minute)
-	@$(BIN)/python -m pytest -n $(WORKERS) -m unit -q $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest -n $(WORKERS) -m unit -q $(PYTEST_ARGS) $(ARGS)
 
 lint: venv                   ## ruff: formatting and lint rules (pyproject.toml), changing nothing
 	@$(BIN)/ruff format --check $(CODE)
@@ -57,10 +63,10 @@ fmt: venv                    ## ruff: format and apply the safe lint fixes
 	@$(BIN)/ruff check --fix $(CODE)
 
 typecheck: venv              ## mypy, with the settings in pyproject.toml
-	@$(BIN)/mypy
+	@$(BIN)/mypy $(ARGS)
 
 shipped-downs: venv          ## regenerate x402db/migrate/shipped_downs.json from git's history of sql/*.down.sql
-	@$(BIN)/python -m x402db.migrate.shipped --write
+	@$(BIN)/python -m x402db.migrate.shipped --write $(ARGS)
 
 lock:                        ## re-resolve pyproject.toml's dependencies into constraints.txt (needs PyPI)
 	@tmp=$$(mktemp -d) && $(PYTHON) -m venv $$tmp && $$tmp/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' && \
@@ -68,20 +74,23 @@ lock:                        ## re-resolve pyproject.toml's dependencies into co
 	  mv constraints.txt.new constraints.txt && rm -rf $$tmp && echo "constraints.txt: re-resolved; review with git diff"
 
 smoke: venv                  ## verify the local (or $$DATABASE_URL) database
-	@DATABASE_URL=$${DATABASE_URL:-$$($(BIN)/python scripts/local_db.py url)} $(BIN)/python scripts/smoke.py $(ARGS)
+	@$(DB_URL) $(BIN)/python scripts/smoke.py $(ARGS)
 
 status: venv                 ## the ledger of the local (or $$DATABASE_URL) database
-	@DATABASE_URL=$${DATABASE_URL:-$$($(BIN)/python scripts/local_db.py url)} $(BIN)/python scripts/migrate.py status $(ARGS)
+	@$(DB_URL) $(BIN)/python scripts/migrate.py status $(ARGS)
+
+start: venv                  ## start the embedded PostgreSQL without deploying; prints its DATABASE_URL
+	@$(BIN)/python scripts/local_db.py start $(ARGS)
 
 stop: venv                   ## stop the embedded PostgreSQL
-	@$(BIN)/python scripts/local_db.py stop
+	@$(BIN)/python scripts/local_db.py stop $(ARGS)
 
-revert: venv                 ## revert every migration on the local database (refuses to drop rows)
-	@$(BIN)/python scripts/local_db.py revert $(ARGS)
+revert: venv                 ## revert every migration on the local (or $$DATABASE_URL) database, named first (refuses to drop rows)
+	@$(DB_URL) $(BIN)/python scripts/migrate.py down --to base $(ARGS)
 
 bench: venv                  ## every bench/bench_*.py: figures next to their baselines, as ratios
-	@for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
+	@for b in bench/bench_*.py; do $(BIN)/python $$b $(ARGS) || exit 1; done
 
 clean-local: venv            ## delete the local database (after stopping it), wherever its data lives
-	@$(BIN)/python scripts/local_db.py delete
+	@$(BIN)/python scripts/local_db.py delete $(ARGS)
 	rm -rf .local

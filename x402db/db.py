@@ -17,6 +17,28 @@ CREDENTIAL_PARAMS = frozenset({"password", "sslpassword", "oauth_client_secret"}
 _CONNECTION_CLASSES = ("08", "57P")
 
 
+# Poolers that hand each transaction to whichever server session is free, by the port they listen
+# on: the engine's advisory lock, its SET lock_timeout and the no-transaction steps need one session.
+TRANSACTION_POOLER_PORTS = {6543: "Supabase's transaction pooler"}
+
+
+def session_port_problem(port: int) -> str | None:
+    """Why a migration must not run through this port, or None; the Pulumi config and the CLI share it."""
+    pooler = TRANSACTION_POOLER_PORTS.get(port)
+    if not pooler:
+        return None
+    return f"port {port} is {pooler}; use the direct connection or the session pooler, both on 5432: migrations need a session"
+
+
+def require_session(dsn: str) -> None:
+    """Refuse, before connecting, a DSN whose port (or PGPORT, which libpq falls back to) is a transaction pooler's."""
+    ports = (parse(dsn).get("port") or os.environ.get("PGPORT") or "").split(",")
+    for port in ports:
+        problem = session_port_problem(int(port)) if port.strip().isdigit() else None
+        if problem:
+            raise UsageError(f"the database's {problem}; nothing changed")
+
+
 def resolve_dsn(explicit: str | None) -> str:
     dsn = explicit or os.environ.get("DATABASE_URL")
     if not dsn:

@@ -342,3 +342,39 @@ def test_a_port_taken_before_the_first_start_is_not_kept_and_a_failed_start_is_o
         for h in holders:
             h.close()
         server.delete()
+
+
+def test_a_port_other_than_the_dev_stacks_is_said_on_its_own_line(monkeypatch, tmp_path):
+    """With 54329 taken, the local deploy's server took another port and said so only inside the
+    final URL: a dev stack left on 54329 then reached the other server ("password authentication
+    failed"). The port is now a line of its own, with what to do."""
+    import socket
+
+    from x402db.local import deploy as local_deploy
+
+    hold = socket.socket()
+    hold.bind(("127.0.0.1", 0))
+    hold.listen()
+    taken = hold.getsockname()[1]
+    base = Path(tempfile.mkdtemp(prefix="x402db-port-"))
+    base.chmod(0o755)  # not under pytest's 0700 tmp: as root, the server runs as the postgres OS user
+    monkeypatch.setattr(local_deploy, "LOCAL_BASE", base)
+    monkeypatch.setattr(local_deploy, "LOCAL_PASSWORD", tmp_path / "password")
+    monkeypatch.setattr(local_deploy, "LOCAL_PORT", taken)
+    monkeypatch.setattr(local_deploy, "ROOT", base.parent)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    logs: list[str] = []
+    try:
+        url, _ = local_deploy.resolve_target_dsn(logs.append)
+        port = conninfo_to_dict(url)["port"]
+        assert port != str(taken)
+        assert f"port {port}, not {taken}: another program holds {taken}; " in logs[-1], logs
+        assert logs[-1].endswith(f"pulumi config set port {port}"), logs
+        from x402db.cli.confirm import embedded_home
+
+        with psycopg.connect(url) as conn:  # the embedded server: named, never asked about
+            assert embedded_home(conn) == base
+    finally:
+        hold.close()
+        local_deploy.local_server().delete()
+        shutil.rmtree(base, ignore_errors=True)

@@ -105,7 +105,9 @@ def test_create_and_delete_refuse_what_the_plan_refuses_with_its_reasons(host, e
     with pytest.raises(grpc.RpcError) as err:
         h.create(h.check(inputs["005"])[0])  # 000 and 001 not applied: auth.users is missing
     details = err.value.details()
-    assert "SqlMigration 005_add_openrouter_integration create: up refused by its plan" in details
+    # The sentence alone: no traceback, and no exception class in front of it.
+    assert details.startswith("SqlMigration 005_add_openrouter_integration create: up refused by its plan"), details
+    assert "x402db" not in details and "Refused" not in details and "Traceback" not in details, details
     assert "precondition fails: auth.users is missing" in details
     assert not _table(empty_db)
     created = {v: h.create(h.check(inputs[v])[0]) for v in ("000", "001", "005")}

@@ -82,7 +82,7 @@ def _deploys_and_refreshes_clean(project, target) -> None:
     every = [p for (p,) in target.query("SELECT privilege_type FROM aclexplode(acldefault('r', 10))")]
     assert sorted(grant["outputs"]["privileges"]) == sorted(every)
     assert ("MAINTAIN" in every) == (target.server_version >= 170000)
-    smoke = run_script("smoke.py", "--dsn", target.dsn, env={"PGPASSFILE": os.environ["PGPASSFILE"]})
+    smoke = run_script("smoke.py", "--full", "--dsn", target.dsn, env={"PGPASSFILE": os.environ["PGPASSFILE"]})
     assert smoke.returncode == 0, smoke.stdout + smoke.stderr
     status = run_script("migrate.py", "status", "--dsn", target.dsn, env={"PGPASSFILE": os.environ["PGPASSFILE"]})
     assert status.returncode == 0, status.stdout + status.stderr

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -80,10 +81,38 @@ def quiet() -> bool:
     return bool(os.environ.get("CI")) or sys.stderr is None or not sys.stderr.isatty()
 
 
+def fit(msg: str, width: int) -> str:
+    """A message longer than the terminal, one clause (`; `) per line, each further line indented:
+    a revert's warning names every default privilege it revoked, 1,500 characters on one line."""
+    if len(msg) <= width:
+        return msg
+    clauses = msg.split("; ")
+    lines: list[str] = []
+    for i, clause in enumerate(clauses):
+        text = clause + (";" if i < len(clauses) - 1 else "")
+        first = "" if i == 0 else "    "
+        lines += textwrap.wrap(text, width, initial_indent=first, subsequent_indent="    ", break_on_hyphens=False)
+    return "\n".join(lines)
+
+
+def _width(stream: Any) -> int:
+    """The terminal's width, or 0 when not a terminal: a CI log keeps one line per message, for grep."""
+    return os.get_terminal_size(stream.fileno()).columns if stream is not None and stream.isatty() else 0
+
+
+def print_warnings(notes: Sequence[str]) -> None:
+    """A run's warnings (the server's, from a migration), once each, fit to the terminal."""
+    width = _width(sys.stdout)
+    for note in notes:
+        print(fit(f"  warning: {note}", width) if width else f"  warning: {note}")
+
+
 def log_to_stderr(enabled: bool = True) -> Callable[[str], None]:
+    width = _width(sys.stderr)
+
     def log(msg: str) -> None:
         if enabled:
-            print(msg, file=sys.stderr, flush=True)
+            print(fit(msg, width) if width else msg, file=sys.stderr, flush=True)
 
     return log
 

@@ -7,10 +7,15 @@ from ..errors import BundleError
 from ..local.deploy import LOCAL_DB, deploy, local_server, start_local_server
 from ..migrate import files as migrations
 from ..migrate.engine import Engine
-from ..migrate.files import BASE
+from ..migrate.files import BASE, Direction
 from ..migrate.settings import Settings
 from ..migrate.target import TARGETS, detect
-from .common import Parser, add_common, interval, log_to_stderr, print_json, run
+from ..plan.planner import Planner
+from .common import Parser, add_common, interval, log_to_stderr, print_json, print_warnings, run
+from .confirm import confirm
+
+# Said by `make status`, `smoke`, `plan` and `revert` alone when no DATABASE_URL is set.
+STOPPED = "the local server is stopped: make start (or make deploy), or set DATABASE_URL"
 
 
 def deploy_main(argv: list[str]) -> int:
@@ -24,6 +29,7 @@ def deploy_main(argv: list[str]) -> int:
         action="store_true",
         help="on target supabase, also run the behaviour checks (rolled-back writes, auth.users triggers fire)",
     )
+    parser.add_argument("--yes", action="store_true", help="deploy without asking, even at a terminal")
     args = parser.parse_args(argv)
     log = log_to_stderr(not args.json)
     smoke = None
@@ -37,7 +43,13 @@ def deploy_main(argv: list[str]) -> int:
             read_only = target == "supabase" and not args.full_smoke
             return run_checks(dsn, read_only=read_only, expectation=expected_state(log)).as_dict()
 
-    report = deploy(args.target, Settings(lock_timeout=args.lock_timeout), log, smoke)
+    report = deploy(
+        args.target,
+        Settings(lock_timeout=args.lock_timeout),
+        log,
+        smoke,
+        confirm=lambda conn, target, plan: confirm(conn, target, plan, command="deploy", yes=args.yes),
+    )
     if args.json:
         print_json(report.as_dict())
         return 0 if report.ok else 1
@@ -45,6 +57,7 @@ def deploy_main(argv: list[str]) -> int:
     print(f"target:     {report.target}")
     applied = [f"{m['version']}_{m['name']} ({m['action']})" for m in report.migrations]
     print(f"migrations: {', '.join(applied) if applied else 'nothing to apply, already up to date'}")
+    print_warnings([n for m in report.migrations for n in m["notes"]])
     print(f"grants:     {'; '.join(report.grants) if report.grants else 'already in place'}")
     if report.smoke is not None:
         checks = report.smoke["checks"]
@@ -92,13 +105,15 @@ def local_main(argv: list[str]) -> int:
         print(f"{server.version()} in {server.base}: {'running' if server.running() else 'stopped'}")
     elif args.action == "url":
         if not server.running():
-            raise BundleError("the local database is not running; run `make deploy` first")
+            raise BundleError(STOPPED)
         print(db.redact(server.url(LOCAL_DB)))
     else:
         if not server.running():
-            raise BundleError("the local database is not running; run `make deploy` first")
+            raise BundleError(STOPPED)
         with db.connect(server.url(LOCAL_DB)) as conn:
             engine = Engine(conn, files, detect(conn), log=log_to_stderr())
+            plan = Planner(engine).build(Direction.DOWN, to=args.to, allow_data_loss=args.allow_data_loss)
+            confirm(conn, engine.target.name, plan, command="down", yes=False)  # names it; asks for no embedded one
             done = [
                 o
                 for o in engine.down(
@@ -107,8 +122,7 @@ def local_main(argv: list[str]) -> int:
                 if o
             ]
         print(f"reverted: {', '.join(o.version + '_' + o.name for o in done) or 'nothing'}")
-        for note in (n for o in done for n in o.notes):
-            print(f"  warning: {note}")
+        print_warnings([n for o in done for n in o.notes])
     return 0
 
 

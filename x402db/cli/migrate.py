@@ -18,7 +18,8 @@ from ..migrate.target import TARGETS, detect
 from ..plan.catalog import detect_target
 from ..plan.planner import Planner
 from ..plan.view import print_plan
-from .common import Parser, add_common, int_range, log_to_stderr, print_json, run
+from .common import Parser, add_common, int_range, log_to_stderr, print_json, print_warnings, run
+from .confirm import confirm
 
 # States after which the database is not where any command left it: status exits 1 for them.
 INCOMPLETE = (FileState.DRIFTED, FileState.MISSING_FILE, State.STEPS_PENDING, State.REVERTING)
@@ -54,6 +55,8 @@ def build_parser() -> Parser:
                 default=Settings.retries,
                 help="lock-timeout retries (default %(default)s)",
             )
+        if name in (Direction.UP, Direction.DOWN):
+            p.add_argument("--yes", action="store_true", help="change the database without asking, even at a terminal")
         if name == Direction.UP:
             p.add_argument("--to", help="apply up to and including this known version (e.g. 1 or 001)")
         if name == "plan":
@@ -113,7 +116,10 @@ def engine_for(args: argparse.Namespace, log: Callable[[str], None]) -> Engine:
             "down --allow-data-loss applies only to what you name: add --to VERSION (every migration "
             "above it is reverted, e.g. --to 1 reverts 005); run plan --down --to VERSION first"
         )
-    conn = db.connect(db.resolve_dsn(args.dsn), application_name="x402db-migrate")
+    dsn = db.resolve_dsn(args.dsn)
+    if args.command != "status":
+        db.require_session(dsn)
+    conn = db.connect(dsn, application_name="x402db-migrate")
     # plan changes nothing and never waits, from its first read on.
     target = detect_target(conn, args.target) if args.command == "plan" else detect(conn, args.target)
     log(f"target: {target}")
@@ -177,6 +183,9 @@ def main(argv: list[str]) -> int:
                             "unless --accept-edited-down: restore the file, or review the edit first"
                         )
             return 1 if any(s.state in INCOMPLETE or s.down_edited for s in states) else 0
+        down = args.command == Direction.DOWN
+        plan = Planner(engine).build(args.command, to=args.to, allow_data_loss=down and args.allow_data_loss)
+        confirm(engine.conn, engine.target.name, plan, command=args.command, yes=args.yes)
         ran: Sequence[Outcome | None] = (
             engine.up(to=args.to)
             if args.command == Direction.UP
@@ -209,8 +218,7 @@ def main(argv: list[str]) -> int:
         else:
             for o in outcomes:
                 print(f"{o.action:<9} {o.version}_{o.name} ({o.ms} ms)")
-                for note in o.notes:
-                    print(f"  warning: {note}")
+                print_warnings(o.notes)
     return 0
 
 

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from pulumi.runtime import is_config_secret
 
+from .. import db
 from ..errors import UsageError
 from ..migrate.settings import timeout_problems
 from ..migrate.target import API_ROLES, TARGETS
@@ -99,11 +100,8 @@ def load(cfg: ConfigSource) -> StackConfig:
     port = int(raw_port) if raw_port.isdigit() else -1
     if not 0 < port < 65536:
         errors.append(f"port must be an integer from 1 to 65535, not {raw_port!r}")
-    if port == 6543:
-        errors.append(
-            "port 6543 is Supabase's transaction pooler; use the direct connection or the session pooler,"
-            " both on 5432: migrations need a session"
-        )
+    if pooler := db.session_port_problem(port):
+        errors.append(pooler)
     sslmode = cfg.get("sslmode") or ("require" if target == "supabase" else "prefer")
     if sslmode not in SSLMODES:
         errors.append(f"sslmode must be one of {', '.join(SSLMODES)}, not {sslmode!r}")

@@ -7,12 +7,15 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+import psycopg
+
 from .. import ROOT, access, db
 from ..migrate import files as migrations
 from ..migrate.engine import Engine
 from ..migrate.files import Direction
 from ..migrate.settings import Settings
 from ..migrate.target import detect
+from ..plan.model import Plan
 from ..plan.planner import require_ready
 from ..plan.view import summary
 from .server import LocalServer, embedded_bindir, write_private
@@ -58,10 +61,18 @@ def resolve_target_dsn(log: Callable[[str], None]) -> tuple[str, str]:
     """(dsn, description); DATABASE_URL wins, else the embedded server under .local/."""
     if os.environ.get("DATABASE_URL"):
         dsn = os.environ["DATABASE_URL"]
+        db.require_session(dsn)
         return dsn, f"DATABASE_URL ({db.redact(dsn)})"
     log(f"starting embedded PostgreSQL in {LOCAL_BASE.relative_to(ROOT)}")
     server = start_local_server()
     server.ensure_database(LOCAL_DB)
+    if server.port() != LOCAL_PORT:
+        # On a line of its own: a dev stack still on LOCAL_PORT would reach whatever holds it, and
+        # report a password failure rather than a wrong server.
+        log(
+            f"port {server.port()}, not {LOCAL_PORT}: another program holds {LOCAL_PORT}; the dev stack names "
+            f"{LOCAL_PORT}, so give it this one: pulumi config set port {server.port()}"
+        )
     return server.url(LOCAL_DB), f"embedded {server.version()} in {server.base.relative_to(ROOT)}"
 
 
@@ -70,14 +81,19 @@ def deploy(
     settings: Settings,
     log: Callable[[str], None],
     run_smoke: Callable[[str, str], dict] | None = None,
+    confirm: Callable[[psycopg.Connection, str, Plan], None] | None = None,
 ) -> Report:
+    """`confirm` sees the plan before anything runs, and may refuse: then nothing has changed."""
     dsn, server = resolve_target_dsn(log)
     with db.connect(dsn, application_name="x402db-deploy") as conn:
         target = detect(conn, requested_target)
         log(f"target: {target}")
         engine = Engine(conn, migrations.load(), target, settings, log=log)
         # One line of the plan before anything runs: what will lock which table, how big.
-        log(summary(require_ready(engine, Direction.UP, what="deploy")))
+        plan = require_ready(engine, Direction.UP, what="deploy")
+        log(summary(plan))
+        if confirm is not None:
+            confirm(conn, target.name, plan)
         outcomes = engine.up()
         grants = access.apply(conn)
     report = Report(

@@ -321,8 +321,7 @@ class Engine:
             self._retrying(f"{m.label}{' down' if direction == Direction.DOWN else ''}", run)
         finally:
             self.conn.remove_notice_handler(collect)
-        for w in warnings:
-            self.log(f"{m.label}: {w}")
+        # Returned, not logged: each caller says them once, with its result.
         return list(warnings)
 
     def _steps(self, m: Migration, direction: Direction, ms_before: int = 0) -> None:
