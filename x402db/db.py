@@ -10,6 +10,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .errors import ConnectError, UsageError
+from .pgpass import password_over_environment
 
 # libpq parameters whose value is itself a credential (not a path to one): never printed.
 CREDENTIAL_PARAMS = frozenset({"password", "sslpassword", "oauth_client_secret"})
@@ -153,12 +154,17 @@ def connect_timeout() -> int:
     return int(raw)
 
 
+def conninfo(dsn: str, **extra: str) -> str:
+    """What libpq is given for `dsn`: with the named passfile's password where an exported
+    PGPASSWORD would otherwise win over it (x402db/pgpass.py). Never printed."""
+    password = password_over_environment(parse(dsn))
+    return make_conninfo(dsn, **extra, **({"password": password} if password else {}))
+
+
 def connect(dsn: str, *, autocommit: bool = True, application_name: str = "x402db") -> psycopg.Connection:
-    parse(dsn)
+    libpq_dsn = conninfo(dsn, application_name=application_name)
     timeout = connect_timeout()
     try:
-        return psycopg.connect(
-            make_conninfo(dsn, application_name=application_name), autocommit=autocommit, connect_timeout=timeout
-        )
+        return psycopg.connect(libpq_dsn, autocommit=autocommit, connect_timeout=timeout)
     except psycopg.OperationalError as exc:
-        raise ConnectError(f"cannot connect to {redact(dsn)}: {libpq_reason(exc, dsn)}") from None
+        raise ConnectError(f"cannot connect to {redact(dsn)}: {libpq_reason(exc, libpq_dsn)}") from None

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from tests.utils.scripts import run_script
 from x402db import ROOT
 from x402db.local.server import SERVICE_USER, LocalServer, _reachable_by_others
 
@@ -72,6 +73,19 @@ def test_another_os_user_cannot_connect_without_the_owners_password(server):
         assert r.returncode != 0 and "password" in r.stderr, (attempt, r.stdout, r.stderr)
     r = psql_as("nobody", server, bare(dsn), env={"PGPASSFILE": str(server.passfile)})
     assert r.returncode != 0 and "password" in r.stderr
+
+
+def test_an_exported_pgpassword_does_not_override_the_servers_passfile(server, empty_db, monkeypatch):
+    """libpq takes PGPASSWORD before the passfile a URL names: a developer with one exported
+    for another database got "password authentication failed" from every command."""
+    wrong = "exported-for-another-database"
+    url = server.url(conninfo_to_dict(empty_db)["dbname"])
+    r = run_script("migrate.py", "status", "--dsn", url, env={"PGPASSWORD": wrong})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert server.password not in r.stdout + r.stderr and wrong not in r.stdout + r.stderr
+    # The server's own connections (creating the local database, securing an old cluster) too.
+    monkeypatch.setenv("PGPASSWORD", wrong)
+    assert server.ensure_database(conninfo_to_dict(empty_db)["dbname"])
 
 
 @as_root

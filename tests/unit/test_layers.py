@@ -17,7 +17,7 @@ PACKAGE = ROOT / "x402db"
 # Lowest first. "" is x402db/__init__.py (ROOT, SQL_DIR). The two re-exports of old Pulumi
 # state paths import iac/ and nothing imports them.
 LAYERS = (
-    ("", "errors", "access", "private"),
+    ("", "errors", "access", "private", "pgpass"),
     ("migrate", "db", "keys"),
     ("plan", "verify"),
     ("local",),

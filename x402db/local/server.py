@@ -21,6 +21,7 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
+from ..db import conninfo
 from ..errors import BundleError
 
 SERVICE_USER = "postgres"  # PostgreSQL refuses to run as root; as root we run it as this user
@@ -261,7 +262,7 @@ class LocalServer:
         return f"{url}?passfile={quote(str(self.passfile), safe='/')}" if self.passfile.exists() else url
 
     def _connect(self) -> psycopg.Connection:
-        return psycopg.connect(self.url(), autocommit=True)
+        return psycopg.connect(conninfo(self.url()), autocommit=True)
 
     def running(self) -> bool:
         return (
