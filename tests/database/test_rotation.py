@@ -289,3 +289,38 @@ def test_progress_bar_on_a_terminal_only(deployed_db):
     code, shown = run_in_pty([*argv, "--json"], env)
     assert code == 0 and "rows/s" not in shown
     assert not any(p in shown for p in plain.values())
+
+
+def test_two_writers_rotate_with_one_cipher_context_per_step_per_batch(deployed_db, monkeypatch):
+    """What the command runs: reads ahead on their own thread, two writer connections on
+    disjoint batches, and the crypto of a uniform batch in one library call per step. An app
+    write between a batch's read and its write is still re-read, never overwritten."""
+    from x402db.keys import crypto
+
+    plain = seed(deployed_db, 1000)
+    victim = sorted(plain)[250]
+    newer = key_for(12345)
+    app_token = Keyring(OLD).encrypt(newer)
+    built: list[str] = []
+    real_cipher = crypto.Cipher
+
+    def spy(algorithm, mode):
+        built.append(type(mode).__name__)
+        return real_cipher(algorithm, mode)
+
+    def app_writes(planned):
+        if any(uid == victim for uid, _, _ in planned):
+            with psycopg.connect(deployed_db, autocommit=True) as app:
+                app.execute(f"UPDATE {T} SET encrypted_api_key = %s WHERE user_id = %s", (app_token, victim))
+
+    monkeypatch.setattr(crypto, "Cipher", spy)
+    with db.connect(deployed_db) as conn, db.connect(deployed_db) as w1, db.connect(deployed_db) as w2:
+        report = Rotator(
+            conn, Keyring(NEW, [OLD]), batch_size=100, on_batch_read=app_writes, write_conn=w1, more_writers=[w2]
+        ).run(apply=True)
+    assert (report.rotated, report.conflicts, report.total, report.status) == (1000, 1, 1000, "completed")
+    # 10 batches of 100: decrypt, encrypt, verify; the first also tries the new key first; the
+    # conflicted row once more, alone (decrypt, encrypt, verify).
+    assert built == ["CBC"] * (10 * 3 + 1 + 3)
+    plain[victim] = newer
+    assert_all_under(deployed_db, plain)

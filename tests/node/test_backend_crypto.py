@@ -68,3 +68,11 @@ def test_backend_decrypts_cli_output(tmp_path):
     r = run_script("encrypt_key.py", input=KEY + "\n", env={"INTEGRATION_ENCRYPTION_SECRET": SECRET})
     assert r.returncode == 0, r.stderr
     assert node("decrypt", [r.stdout.strip()]) == [KEY]
+
+
+@needs_node
+def test_backend_decrypts_a_batch_encrypted_as_one_stream():
+    # Rotation writes a whole batch from one CBC call; the live backend reads each row alone.
+    tokens = Keyring(SECRET).encrypt_many(TEXTS)
+    assert len({t.split(":")[0] for t in tokens}) == len(TEXTS)
+    assert node("decrypt", tokens) == TEXTS

@@ -385,3 +385,34 @@ def test_module_readme_names_real_paths_and_numbers_steps_as_the_runbook():
     runbook = (ROOT / "docs/runbooks/key-rotation.md").read_text()
     zero_window = runbook[runbook.index("### 3b.") : runbook.index("### 3c.")]
     assert _steps(readme) == _steps(zero_window) and len(_steps(readme)) == 5
+
+
+@SETTINGS
+@given(
+    texts=st.one_of(
+        st.lists(st.text(), min_size=1, max_size=12),
+        st.lists(st.binary(min_size=32, max_size=32).map(lambda b: "sk-or-v1-" + b.hex()), min_size=1, max_size=12),
+    ),
+    secret=SECRETS,
+)
+def test_batched_and_per_row_encryption_are_read_by_both_keyrings_with_no_iv_shared(js, texts, secret):
+    """Rotation encrypts a batch as one CBC stream (each row's IV the encryption of a random
+    block): Node's keyring and Python's read each row alone, exactly as a row encrypted by
+    itself, and no two rows, batched or not, share an IV."""
+    ring = Keyring(secret)
+    batched = ring.encrypt_many(texts)
+    per_row = [ring.encrypt(t) for t in texts]
+    tokens = batched + per_row
+    node = js(
+        op="sequence",
+        secret="another",
+        previous=[secret],
+        shape="any",
+        items=[{"value": t, "userId": None} for t in tokens],
+    )
+    assert node["results"] == [{"ok": t, "fp": fingerprint(secret)} for t in texts + texts]
+    for token, text in zip(tokens, texts + texts, strict=True):
+        assert Keyring("another", [secret]).decrypt_with_key(token, shape=None) == (text, fingerprint(secret))
+    assert ring.verify_many([(t, p, None) for t, p in zip(tokens, texts + texts, strict=True)]) == [True] * len(tokens)
+    ivs = [t.split(":")[0] for t in tokens]
+    assert len(set(ivs)) == len(ivs)

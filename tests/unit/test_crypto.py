@@ -261,3 +261,72 @@ def test_batched_decryption_reports_each_tokens_own_outcome():
         and out[4] == (KEY, fingerprint("new"))
     )
     assert [o.reason for o in (out[1], out[2], out[5])] == ["malformed", "wrong-key", "not-a-key"]
+
+
+UNIFORM_KEYS = st.lists(
+    st.binary(min_size=32, max_size=32).map(lambda b: "sk-or-v1-" + b.hex()), min_size=1, max_size=40
+)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    keys=UNIFORM_KEYS,
+    damage=st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from("0f A:\t")), max_size=4),
+    stranger=st.sets(st.integers(0, 39), max_size=5),
+)
+def test_a_uniform_batch_reads_exactly_as_the_per_token_path(keys, damage, stranger):
+    """A batch of legacy tokens of one length is parsed and decrypted as one stream; the same
+    tokens beside one malformed token take the per-token parse. Both must give the same result
+    for every token: real ones, ones under a key nobody has, and damaged ones."""
+    ring, nobody = Keyring(SECRET), Keyring("a secret nobody has")
+    tokens = [(nobody if i in stranger else ring).encrypt(k) for i, k in enumerate(keys)]
+    for pos, char in damage:  # the same length, so the batch stays uniform when the text allows
+        i, j = pos % len(tokens), pos % len(tokens[0])
+        tokens[i] = tokens[i][:j] + char + tokens[i][j + 1 :]
+    batched = Keyring("new", [SECRET]).decrypt_many([(t, None) for t in tokens])
+    per_token = Keyring("new", [SECRET]).decrypt_many([(t, None) for t in tokens] + [("zz", None)])[:-1]
+
+    def verdict(result):
+        return result.reason if isinstance(result, DecryptError) else result
+
+    assert [verdict(r) for r in batched] == [verdict(r) for r in per_token]
+    if not damage:
+        assert [verdict(r) for r in batched] == [
+            "wrong-key" if i in stranger else (k, fingerprint(SECRET)) for i, k in enumerate(keys)
+        ]
+
+
+def test_a_uniform_batch_costs_one_cipher_context_per_step_and_every_row_its_own_iv(monkeypatch):
+    """Rotation's batch: one CBC context to decrypt, one to encrypt, one to verify, however many
+    rows; each row still under an IV of its own, readable alone by any CBC reader."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    from x402db.keys import crypto
+
+    keys = ["sk-or-v1-" + os.urandom(32).hex() for _ in range(5000)]
+    old = Keyring(SECRET).encrypt_many(keys)
+    ring = Keyring("new", [SECRET])
+    ring.decrypt_many([(old[0], None)])  # as in a rotation after its first batch: the old key is tried first
+    built: list[str] = []
+    real_cipher = crypto.Cipher
+
+    def spy(algorithm, mode):
+        built.append(type(mode).__name__)
+        return real_cipher(algorithm, mode)
+
+    monkeypatch.setattr(crypto, "Cipher", spy)
+    assert ring.decrypt_many([(t, None) for t in old]) == [(k, fingerprint(SECRET)) for k in keys]
+    new = ring.encrypt_many(keys)
+    assert ring.verify_many([(t, k, None) for t, k in zip(new, keys, strict=True)]) == [True] * len(keys)
+    assert built == ["CBC"] * 3
+    monkeypatch.undo()
+    ivs = [t.split(":")[0] for t in old + new]
+    assert len(set(ivs)) == len(ivs) == 10_000
+    key = derive_key("new")
+    for token, plaintext in zip(new[:50], keys[:50], strict=True):  # one row alone, with a context of its own
+        iv, ct = (bytes.fromhex(h) for h in token.split(":"))
+        dec = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+        assert dec.update(ct) + dec.finalize() == crypto._pkcs7_pad(plaintext.encode())
+    # A tampered fresh token fails verification, in the batch as alone.
+    bad = new[7][:40] + ("0" if new[7][40] != "0" else "1") + new[7][41:]
+    assert ring.verify_many([(t, k, None) for t, k in zip([*new[:7], bad], keys, strict=False)]) == [True] * 7 + [False]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 
 import psycopg
 
@@ -11,7 +12,7 @@ from .. import db
 from ..access import INTEGRATIONS
 from ..errors import Refused
 from ..keys.crypto import FORMATS, Keyring, fingerprint
-from ..keys.rotation import MAX_BATCH, REASON_HINTS, Rotator
+from ..keys.rotation import MAX_BATCH, REASON_HINTS, WRITERS, Rotator
 from ..keys.source import PREVIOUS_ENV, SECRET_ENV, previous_secrets, primary_secret
 from .common import Parser, add_common, add_shape_args, int_range, print_json, quiet, run, shape_from_args
 
@@ -88,10 +89,11 @@ def main(argv: list[str]) -> int:
     if args.to_format == "v2" and args.apply and not args.json:
         print("note: today's backend reads only the legacy format; write v2 only once it reads v2", file=sys.stderr)
     dsn = db.resolve_dsn(args.dsn)
-    with (
-        db.connect(dsn, application_name="x402db-rotate-keys") as conn,
-        db.connect(dsn, application_name="x402db-rotate-keys-writer") as writer,
-    ):
+    with ExitStack() as stack:
+        conn = stack.enter_context(db.connect(dsn, application_name="x402db-rotate-keys"))
+        writers = [
+            stack.enter_context(db.connect(dsn, application_name="x402db-rotate-keys-writer")) for _ in range(WRITERS)
+        ]
         total = _rows_to_rotate(conn)
         update, close = _progress(total, not args.json and not quiet())
         try:
@@ -102,7 +104,8 @@ def main(argv: list[str]) -> int:
                 args.batch_size,
                 shape_from_args(args),
                 progress=update,
-                write_conn=writer,
+                write_conn=writers[0],
+                more_writers=writers[1:],
             ).run(args.apply)
         finally:
             close()

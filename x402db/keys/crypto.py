@@ -88,6 +88,15 @@ def shape_ok(text: str, shape: Shape) -> bool:
     return bool(shape(text))
 
 
+def _acceptor(shape: Shape) -> Callable[[str], object]:
+    """shape_ok() for one shape, resolved once for a whole batch."""
+    if shape is None:
+        return lambda text: True
+    if isinstance(shape, Pattern):
+        return shape.fullmatch
+    return shape
+
+
 def _pkcs7_pad(data: bytes) -> bytes:
     n = 16 - len(data) % 16
     return data + bytes((n,)) * n
@@ -109,27 +118,90 @@ def encrypt_legacy(key: bytes | algorithms.AES, plaintext: str) -> str:
     return f"{iv.hex()}:{(enc.update(_pkcs7_pad(plaintext.encode('utf-8'))) + enc.finalize()).hex()}"
 
 
-def _decrypt_legacy_many(key: bytes | algorithms.AES, messages: Sequence[tuple[bytes, bytes]]) -> list[bytes | None]:
-    """AES-256-CBC decryption of many (iv, ciphertext) messages by one call of cryptography's
-    own CBC mode; each result is None when its padding is wrong.
+def _cbc_decrypt_stream(alg: algorithms.AES, stream: bytes, sizes: Sequence[int]) -> list[bytes | None]:
+    """AES-256-CBC decryption of the messages laid out in `stream` as iv1 ‖ ct1 ‖ iv2 ‖ ct2 ‖ ...
+    (sizes[i] = len(iv_i ‖ ct_i)) by one call of cryptography's own CBC mode; each result is
+    None when its padding is wrong.
 
-    CBC defines a message's IV as the ciphertext block before its first block. So the stream
-    iv1 ‖ ct1 ‖ iv2 ‖ ct2 ‖ ..., decrypted as one CBC message, yields every plaintext exactly,
-    each preceded by one block (the decryption of its IV) that is dropped. No cipher mode is
-    written here: the library does all of CBC. It saves building a cipher context per message,
-    which costs more than the AES work for a 5-block API key (rotation decrypts every row twice).
+    CBC defines a message's IV as the ciphertext block before its first block. So the stream,
+    decrypted as one CBC message, yields every plaintext exactly, each preceded by one block (the
+    decryption of its IV) that is dropped. No cipher mode is written here: the library does all
+    of CBC. It saves building a cipher context per message, which costs more than the AES work
+    for a 5-block API key (rotation decrypts every row twice).
     """
+    dec = Cipher(alg, modes.CBC(bytes(16))).decryptor()
+    raw = dec.update(stream) + dec.finalize()
+    out, pos = [], 0
+    for size in sizes:
+        out.append(_pkcs7_unpad(raw[pos + 16 : pos + size]))
+        pos += size
+    return out
+
+
+def _decrypt_legacy_many(key: bytes | algorithms.AES, messages: Sequence[tuple[bytes, bytes]]) -> list[bytes | None]:
+    """AES-256-CBC decryption of many (iv, ciphertext) messages by one library call."""
     alg = key if isinstance(key, algorithms.AES) else algorithms.AES(key)
     if not messages:
         return []
-    dec = Cipher(alg, modes.CBC(bytes(16))).decryptor()
-    raw = dec.update(b"".join(iv + ct for iv, ct in messages)) + dec.finalize()
-    out, pos = [], 0
-    for _iv, ct in messages:
-        pos += 16  # the block decrypted from the IV
-        out.append(_pkcs7_unpad(raw[pos : pos + len(ct)]))
-        pos += len(ct)
-    return out
+    return _cbc_decrypt_stream(alg, b"".join(iv + ct for iv, ct in messages), [16 + len(ct) for _, ct in messages])
+
+
+def _uniform_legacy_stream(tokens: Sequence[object]) -> tuple[bytes, int] | None:
+    """iv1 ‖ ct1 ‖ iv2 ‖ ct2 ‖ ... of a batch of legacy tokens that are all canonical and of one
+    length, and the size in bytes of each message; None when the batch is not uniform (another
+    length, another format, whitespace, anything else), which then takes the per-token parse.
+    Whatever passes here passes the per-token parse with the same IV and ciphertext."""
+    if not tokens:
+        return None
+    try:
+        lengths = set(map(len, tokens))  # type: ignore[arg-type]  # a non-text token raises TypeError
+        joined = "".join(tokens)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    if len(lengths) != 1:
+        return None
+    (n,) = lengths
+    count = len(tokens)
+    # 32 hex digits, a colon, a whole number of 16-byte blocks (at least one) in hex.
+    if n < 65 or (n - 33) % 32 or joined.count(":") != count or joined[32::n] != ":" * count:
+        return None
+    digits = joined.replace(":", "")
+    try:
+        stream = bytes.fromhex(digits)
+    except ValueError:
+        return None
+    if 2 * len(stream) != len(digits):  # fromhex skips whitespace; a canonical token has none
+        return None
+    return stream, (n - 1) // 2
+
+
+def encrypt_legacy_many(key: bytes | algorithms.AES, plaintexts: Sequence[str]) -> list[str]:
+    """encrypt_legacy() of every plaintext, each under its own random IV, by one library call.
+
+    The stream R1 ‖ P1 ‖ R2 ‖ P2 ‖ ... (Ri a fresh random block, Pi a padded plaintext) is
+    encrypted as one CBC message. The ciphertext block of Ri is the block before Pi's first
+    ciphertext block, which is what CBC calls Pi's IV: it becomes row i's IV, and the blocks
+    after it are exactly the CBC encryption of Pi under that IV, so any CBC reader decrypts the
+    row alone. That IV is AES(Ri XOR the block before), with Ri uniformly random and never
+    written anywhere: as unpredictable as os.urandom(16) per row, which is what CBC requires.
+    """
+    alg = key if isinstance(key, algorithms.AES) else algorithms.AES(key)
+    if not plaintexts:
+        return []
+    padded = [_pkcs7_pad(p.encode("utf-8")) for p in plaintexts]
+    count = len(padded)
+    randoms = os.urandom(16 * count)
+    parts = [b""] * (2 * count)
+    parts[0::2] = [randoms[j : j + 16] for j in range(0, 16 * count, 16)]
+    parts[1::2] = padded
+    enc = Cipher(alg, modes.CBC(os.urandom(16))).encryptor()
+    out = (enc.update(b"".join(parts)) + enc.finalize()).hex()
+    tokens, pos = [], 0
+    for block in padded:
+        end = pos + 32 + 2 * len(block)
+        tokens.append(f"{out[pos : pos + 32]}:{out[pos + 32 : end]}")
+        pos = end
+    return tokens
 
 
 def _decrypt_legacy(key: bytes | algorithms.AES, iv: bytes, ct: bytes) -> bytes | None:
@@ -182,6 +254,19 @@ class Keyring:
             return encrypt_v2(self._keys[0], plaintext, context, self._aead[self._keys[0]], self._primary_kid)
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
+    def encrypt_many(
+        self, plaintexts: Sequence[str], fmt: str = "legacy", contexts: Sequence[Context | None] | None = None
+    ) -> list[str]:
+        """encrypt() of many plaintexts; legacy in one library call, each row under its own IV.
+        v2 (AES-GCM, one nonce and one tag per row) has no such stream: it goes row by row."""
+        if fmt == "legacy":
+            return encrypt_legacy_many(self._aes[self._keys[0]], plaintexts)
+        if fmt != "v2":
+            raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+        if contexts is None or len(contexts) != len(plaintexts):
+            raise ValueError("the v2 format needs each row's user_id as associated data")
+        return [self.encrypt(p, fmt, c) for p, c in zip(plaintexts, contexts or (), strict=True)]
+
     def decrypt(self, token: str, context: Context | None = None, shape: Shape = OPENROUTER_KEY) -> str:
         return self.decrypt_with_key(token, context, shape)[0]
 
@@ -198,45 +283,62 @@ class Keyring:
         self, items: Sequence[tuple[str, Context | None]], shape: Shape = OPENROUTER_KEY
     ) -> list[tuple[str, str] | DecryptError]:
         """For each (token, context): (plaintext, key fingerprint), or the DecryptError saying why
-        not. Legacy tokens are decrypted key by key, all of them in one library call per key."""
+        not. Legacy tokens are decrypted key by key, all of them in one library call per key; a
+        batch of uniform legacy tokens is even parsed in one go."""
         results: list[tuple[str, str] | DecryptError | None] = [None] * len(items)
-        legacy: dict[int, tuple[bytes, bytes]] = {}
-        for i, (token, context) in enumerate(items):
-            try:
-                parsed = self._parse(token, context, shape)
-            except DecryptError as exc:
-                results[i] = exc
-                continue
-            if isinstance(parsed, _Sealed):
-                legacy[i] = parsed
-            else:
-                results[i] = parsed
+        uniform = _uniform_legacy_stream([token for token, _ in items])
+        if uniform is not None:
+            stream, size = uniform
+            pending, sizes = list(range(len(items))), [size] * len(items)
+        else:
+            pending, chunks = [], []
+            for i, (token, context) in enumerate(items):
+                try:
+                    parsed = self._parse(token, context, shape)
+                except DecryptError as exc:
+                    results[i] = exc
+                    continue
+                if isinstance(parsed, _Sealed):
+                    pending.append(i)
+                    chunks.append(parsed.iv + parsed.ct)
+                else:
+                    results[i] = parsed
+            stream, sizes = b"".join(chunks), [len(c) for c in chunks]
+        accept = _acceptor(shape)
         shaped_wrong: set[int] = set()  # some key passed the padding check but gave no acceptable key
         for key in tuple(self._legacy_order):
-            if not legacy:
+            if not pending:
                 break
-            pending = list(legacy)
-            hits = 0
-            for i, raw in zip(pending, _decrypt_legacy_many(self._aes[key], [legacy[i] for i in pending]), strict=True):
-                if raw is None:
-                    continue
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    # A wrong key passes the padding check for 1 message in 256 and yields
-                    # random bytes, which are not UTF-8: still a wrong key, not "not-a-key".
-                    continue
-                if shape_ok(text, shape):
-                    results[i] = (text, self._fingerprints[key])
-                    del legacy[i]
-                    hits += 1
+            fp = self._fingerprints[key]
+            missed: list[int] = []
+            missed_sizes: list[int] = []
+            missed_chunks: list[bytes] = []
+            pos = 0
+            for i, size, raw in zip(pending, sizes, _cbc_decrypt_stream(self._aes[key], stream, sizes), strict=True):
+                text = None
+                if raw is not None:
+                    try:
+                        text = raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        # A wrong key passes the padding check for 1 message in 256 and yields
+                        # random bytes, which are not UTF-8: still a wrong key, not "not-a-key".
+                        pass
+                if text is not None and accept(text):
+                    results[i] = (text, fp)
                 else:
-                    shaped_wrong.add(i)
+                    if text is not None:
+                        shaped_wrong.add(i)
+                    missed.append(i)
+                    missed_sizes.append(size)
+                    missed_chunks.append(stream[pos : pos + size])
+                pos += size
+            hits = len(pending) - len(missed)
             # Legacy ciphertexts do not name their key: the one that decrypted most goes first
             # next time, which during a rotation is nearly always right.
             if hits and key is not self._legacy_order[0] and hits * 2 >= len(pending):
                 self._legacy_order = [key] + [k for k in self._legacy_order if k is not key]
-        for i in legacy:
+            pending, sizes, stream = missed, missed_sizes, b"".join(missed_chunks)
+        for i in pending:
             results[i] = (
                 DecryptError("not-a-key", "decrypted to text, but the text is not an API key of the expected shape")
                 if i in shaped_wrong
@@ -301,6 +403,17 @@ class Keyring:
     def verify_many(self, items: Sequence[tuple[str, str, Context | None]]) -> list[bool]:
         """verify() for many fresh tokens; the legacy ones in one library CBC call."""
         key = self._keys[0]
+        uniform = _uniform_legacy_stream([token for token, _, _ in items])
+        if uniform is not None:
+            # The very strings that will be written, parsed back and decrypted in one call.
+            stream, size = uniform
+            dec = Cipher(self._aes[key], modes.CBC(bytes(16))).decryptor()
+            raw = dec.update(stream) + dec.finalize()
+            # Each message's plaintext after its IV block, padding and all, against the padded
+            # text: equal padded texts are equal texts, without unpadding row by row.
+            got = [raw[pos + 16 : pos + size] for pos in range(0, len(raw), size)]
+            expected = [_pkcs7_pad(p.encode("utf-8")) for _, p, _ in items]
+            return [True] * len(items) if got == expected else [g == e for g, e in zip(got, expected, strict=True)]
         ok: list[bool] = [False] * len(items)
         legacy: list[tuple[int, tuple[bytes, bytes], bytes]] = []  # (index, (iv, ct), expected)
         for i, (token, plaintext, context) in enumerate(items):
