@@ -408,12 +408,12 @@ class Keyring:
             # The very strings that will be written, parsed back and decrypted in one call.
             stream, size = uniform
             dec = Cipher(self._aes[key], modes.CBC(bytes(16))).decryptor()
-            raw = dec.update(stream) + dec.finalize()
+            out = dec.update(stream) + dec.finalize()
             # Each message's plaintext after its IV block, padding and all, against the padded
             # text: equal padded texts are equal texts, without unpadding row by row.
-            got = [raw[pos + 16 : pos + size] for pos in range(0, len(raw), size)]
-            expected = [_pkcs7_pad(p.encode("utf-8")) for _, p, _ in items]
-            return [True] * len(items) if got == expected else [g == e for g, e in zip(got, expected, strict=True)]
+            got = [out[pos + 16 : pos + size] for pos in range(0, len(out), size)]
+            want = [_pkcs7_pad(p.encode("utf-8")) for _, p, _ in items]
+            return [True] * len(items) if got == want else [g == w for g, w in zip(got, want, strict=True)]
         ok: list[bool] = [False] * len(items)
         legacy: list[tuple[int, tuple[bytes, bytes], bytes]] = []  # (index, (iv, ct), expected)
         for i, (token, plaintext, context) in enumerate(items):
