@@ -97,6 +97,9 @@ def _acceptor(shape: Shape) -> Callable[[str], object]:
     return shape
 
 
+_PADS = [bytes((n,)) * n for n in range(17)]  # PKCS7's padding of n bytes, by n
+
+
 def _pkcs7_pad(data: bytes) -> bytes:
     n = 16 - len(data) % 16
     return data + bytes((n,)) * n
@@ -313,12 +316,17 @@ class Keyring:
             missed: list[int] = []
             missed_sizes: list[int] = []
             missed_chunks: list[bytes] = []
+            # _cbc_decrypt_stream, with the unpadding inline: this loop is rotation's hot path.
+            dec = Cipher(self._aes[key], modes.CBC(bytes(16))).decryptor()
+            raw = dec.update(stream) + dec.finalize()
             pos = 0
-            for i, size, raw in zip(pending, sizes, _cbc_decrypt_stream(self._aes[key], stream, sizes), strict=True):
+            for i, size in zip(pending, sizes, strict=True):
+                end = pos + size
+                pad = raw[end - 1]
                 text = None
-                if raw is not None:
+                if 1 <= pad <= 16 and raw[end - pad : end] == _PADS[pad]:
                     try:
-                        text = raw.decode("utf-8")
+                        text = raw[pos + 16 : end - pad].decode("utf-8")
                     except UnicodeDecodeError:
                         # A wrong key passes the padding check for 1 message in 256 and yields
                         # random bytes, which are not UTF-8: still a wrong key, not "not-a-key".
@@ -330,8 +338,8 @@ class Keyring:
                         shaped_wrong.add(i)
                     missed.append(i)
                     missed_sizes.append(size)
-                    missed_chunks.append(stream[pos : pos + size])
-                pos += size
+                    missed_chunks.append(stream[pos:end])
+                pos = end
             hits = len(pending) - len(missed)
             # Legacy ciphertexts do not name their key: the one that decrypted most goes first
             # next time, which during a rotation is nearly always right.
