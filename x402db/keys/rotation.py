@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import queue
+import sys
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -161,7 +162,9 @@ class Rotator:
     # -- batches ------------------------------------------------------------------------------
 
     def _read(self, after: str | None) -> list[tuple[str, str]]:
-        with self.conn.transaction():
+        # One statement is its own transaction on an autocommit connection: no BEGIN and COMMIT
+        # round trips, each a wait for the GIL while the main thread decrypts.
+        with self.conn.transaction() if not self.conn.autocommit else nullcontext():
             if after is None:
                 # ORDER BY the uuid column, not the text output column of the same name.
                 cur = self.conn.execute(
@@ -188,26 +191,21 @@ class Rotator:
         joined_olds, joined_news = ",".join(olds), ",".join(news)
         if joined_olds.count(",") + joined_news.count(",") != 2 * (len(planned) - 1):
             raise BundleError("a ciphertext contains a comma; refusing to build the batch")
-        joined_ids = ",".join(ids)
-        with conn.transaction():
-            updated = conn.execute(
-                f"""UPDATE {INTEGRATIONS} t SET encrypted_api_key = v.new
-                    FROM unnest(string_to_array(%s, ',')::uuid[], string_to_array(%s, ','), string_to_array(%s, ','))
-                         AS v(user_id, old, new)
-                    WHERE t.user_id = v.user_id AND t.encrypted_api_key = v.old""",
-                (joined_ids, joined_olds, joined_news),
-            ).rowcount
-            if updated == len(planned):  # the usual case: no user_id to send back and parse
-                return set(ids)
-            # Which ones: a row holds its new ciphertext only if this statement wrote it (each
-            # is fresh, under a random IV), read in the same transaction, before the commit.
-            rows = conn.execute(
-                f"""SELECT t.user_id::text FROM {INTEGRATIONS} t
-                    JOIN unnest(string_to_array(%s, ',')::uuid[], string_to_array(%s, ',')) AS v(user_id, new)
-                      ON t.user_id = v.user_id AND t.encrypted_api_key = v.new""",
-                (joined_ids, joined_news),
+        # One statement, so one round trip and, on an autocommit connection, its own
+        # transaction: no BEGIN and COMMIT to wait for, each a turn for the GIL. It sends back
+        # only the rows it did not write (usually none) instead of every user_id.
+        with conn.transaction() if not conn.autocommit else nullcontext():
+            missed = conn.execute(
+                f"""WITH v AS MATERIALIZED (
+                      SELECT * FROM unnest(string_to_array(%s, ',')::uuid[], string_to_array(%s, ','),
+                                           string_to_array(%s, ',')) AS v(user_id, old, new)),
+                    u AS (UPDATE {INTEGRATIONS} t SET encrypted_api_key = v.new FROM v
+                          WHERE t.user_id = v.user_id AND t.encrypted_api_key = v.old
+                          RETURNING t.user_id)
+                    SELECT v.user_id::text FROM v WHERE NOT EXISTS (SELECT FROM u WHERE u.user_id = v.user_id)""",
+                (",".join(ids), joined_olds, joined_news),
             ).fetchall()
-        return {r[0] for r in rows}
+        return set(ids).difference(r[0] for r in missed)
 
     def _reread(self, user_ids: list[str]) -> list[tuple[str, str]]:
         with self.conn.transaction():
@@ -349,8 +347,26 @@ class Rotator:
                 missed.extend(found)
                 self.progress(n)
 
-        # On any exit, the pool's shutdown waits for the writes in flight, which count themselves
-        # before the audit is written; then the reader stops.
+        # The reader and the writers hold the GIL only for moments between round trips; at the
+        # default 5 ms switch interval each of those moments could wait behind the crypto.
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, 0.0005))
+        try:
+            self._pipeline(report, write_and_account)
+        finally:
+            sys.setswitchinterval(switch)
+        if missed:
+            # Conflicted rows: their accounting so far counted them as misses only.
+            self._handle(self._reread(missed), report, apply=True)
+
+    def _pipeline(
+        self,
+        report: Report,
+        write_and_account: Callable[[list[tuple[str, str, str]], dict[str, str], int], None],
+    ) -> None:
+        """Read ahead, decrypt here, write on the pool. On any exit, the pool's shutdown waits for
+        the writes in flight, which count themselves before the audit is written; then the
+        reader stops."""
         in_flight: deque[Future[None]] = deque()
         with (
             self._read_ahead() as batches,
@@ -368,9 +384,6 @@ class Rotator:
                 in_flight.append(pool.submit(write_and_account, planned, fps, len(rows)))
             while in_flight:
                 in_flight.popleft().result()
-        if missed:
-            # Conflicted rows: their accounting so far counted them as misses only.
-            self._handle(self._reread(missed), report, apply=True)
 
     def run(self, apply: bool) -> Report:
         report = Report(
