@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -190,6 +191,9 @@ def test_the_language_host_answers_about_without_pip_and_rescans_plugins_when_th
             assert plugins() == {"pulumi_one": "1.0.0", "pulumi_two": "2.0.0"}
             _fake_package(site, "pulumi_one", "1.0.10")  # plugin.json rewritten in place
             assert plugins() == {"pulumi_one": "1.0.10", "pulumi_two": "2.0.0"}
+            # pip removes a package's record before its files: without it, it is not installed
+            shutil.rmtree(site / "pulumi_two-1.0.dist-info")
+            assert plugins() == {"pulumi_one": "1.0.10"}
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
