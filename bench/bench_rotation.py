@@ -13,7 +13,9 @@ import statistics
 import threading
 import time
 import uuid
+from typing import Any
 
+import psycopg
 from _common import throwaway_server, value
 
 from x402db import db
@@ -61,7 +63,7 @@ def ceiling(dsn: str, rows: int, writers: int) -> float:
     start = threading.Barrier(writers + 1)
     errors: list[BaseException] = []
 
-    def rewrite(conn, lo: int, hi: int | None) -> None:
+    def rewrite(conn: psycopg.Connection, lo: int, hi: int | None) -> None:
         where = f"ctid >= '({lo},0)'::tid" + (f" AND ctid < '({hi},0)'::tid" if hi is not None else "")
         start.wait()
         try:
@@ -90,7 +92,7 @@ def rotate(dsn: str, rows: int, batch_size: int, writers: int, new: str, old: st
     try:
         t0 = time.perf_counter()
         # more_writers only when there are: the bench then also runs against the code before them.
-        extra = {"more_writers": conns[2:]} if writers > 1 else {}
+        extra: dict[str, Any] = {"more_writers": conns[2:]} if writers > 1 else {}
         report = Rotator(conns[0], Keyring(new, [old]), batch_size=batch_size, write_conn=conns[1], **extra).run(
             apply=True
         )

@@ -113,8 +113,9 @@ def test_edited_applied_migration_is_refused_and_changes_nothing(project, target
     up = project.dir / "sql" / "005_add_openrouter_integration.up.sql"
     up.write_text(up.read_text() + "\nGRANT SELECT ON public.user_openrouter_integrations TO anon;\n")
     before = target.snapshot()
-    # The preflight runs the plan before anything, and the plan names the edited file.
-    for r in (project.run("preview"), project.run("up", "--yes")):
+    # The preflight runs the plan before anything, and the plan names the edited file; so does
+    # an unattended up that skips the preview.
+    for r in (project.run("preview"), project.run("up", "--yes"), project.run("up", "--yes", "--skip-preview")):
         assert r.returncode != 0
         assert "005_add_openrouter_integration is drifted" in r.output, r.output
         assert "until the original file is restored" in r.output, r.output
@@ -358,10 +359,18 @@ def test_a_preview_that_cannot_plan_fails_and_up_creates_nothing(project, server
         project.init("test", config, target.server.password)
         project.run("config", "set", "--secret", "backendRolePassword", input="Backend-secret-1").ok()
         before = target.snapshot()
-        for command in (("preview",), ("up", "--yes")):
+        # Unattended runs skip the preview (docs/runbooks/deploy.md): the preflight's Check still
+        # runs first in the update itself, before the backend role or any migration.
+        for command in (("preview",), ("up", "--yes"), ("up", "--yes", "--skip-preview")):
             r = project.run(*command)
             refused_unchanged(target, before, r, "preflight refused, nothing was changed", "auth.users")
-            assert "created" not in r.stdout.split("Resources:")[-1], r.output
+            if "--skip-preview" in command:  # only what lives in state alone: stack, component, provider
+                made = re.findall(r"^\s*\+\s+(\S+) \S+ created", r.stdout, re.M)
+                assert set(made) <= {"pulumi:pulumi:Stack", "x402:database:OpenRouterIntegration"} | {
+                    "pulumi:providers:postgresql"
+                }, r.output
+            else:
+                assert "created" not in r.stdout.split("Resources:")[-1], r.output
             _no_traceback(r.output)
         assert target.query("SELECT count(*) FROM pg_roles WHERE rolname = %s", (role,))[0][0] == 0
     finally:

@@ -32,6 +32,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 CLI_MODULE = HERE / "cli"
 PROVIDER_DIR = HERE / "provider"
+# Our own program runner and dynamic-provider launcher, each a small difference from the SDK's
+# (tools/pulumi/README.md): they replace the SDK's files of the same names in the build.
+LAUNCHERS_DIR = HERE / "launchers"
 # The CLI is built at the version nearest to the SDK pin (pulumi==3.272.0) that the Go module
 # proxy serves: pkg/v3 v3.270.0 to v3.273.0 are refused there (tools/pulumi/README.md).
 CLI_VERSION = "3.274.0"
@@ -47,6 +50,8 @@ TOOLS = (
     "pulumi-resource-pulumi-python",
     "pulumi-resource-postgresql",
 )
+# Built only: the SDK's own runner, which ours (pulumi-language-python-exec) runs unchanged.
+SDK_EXEC = "pulumi-language-python-exec-sdk"
 
 
 class ToolsError(Exception):
@@ -102,7 +107,7 @@ def go_version() -> str:
 def build_key(go: str) -> str:
     digest = hashlib.sha256()
     inputs = [Path(__file__)]
-    for folder in (CLI_MODULE, PROVIDER_DIR):
+    for folder in (CLI_MODULE, PROVIDER_DIR, LAUNCHERS_DIR):
         inputs += sorted(p for p in folder.rglob("*") if p.is_file() and _is_input(p, folder))
     for path in inputs:
         digest.update(str(path.relative_to(HERE)).encode() + b"\0" + path.read_bytes() + b"\0")
@@ -202,12 +207,16 @@ def build(target: Path) -> None:
                 ["go", "mod", "download", "-json", f"{SDK_MODULE}@v{CLI_VERSION}"], CLI_MODULE, f"sdk/v3 v{CLI_VERSION}"
             )
         )
-        for source in ("python/cmd/pulumi-language-python-exec", "python/dist/pulumi-resource-pulumi-python"):
-            dest = work / Path(source).name
-            shutil.copyfile(Path(sdk["Dir"]) / source, dest)
-            dest.chmod(0o755)
+        copies = {
+            Path(sdk["Dir"]) / "python/cmd/pulumi-language-python-exec": SDK_EXEC,
+            LAUNCHERS_DIR / "pulumi-language-python-exec": "pulumi-language-python-exec",
+            LAUNCHERS_DIR / "pulumi-resource-pulumi-python": "pulumi-resource-pulumi-python",
+        }
+        for source, name in copies.items():
+            shutil.copyfile(source, work / name)
+            (work / name).chmod(0o755)
         run(["bash", str(PROVIDER_DIR / "build.sh"), str(work)], PROVIDER_DIR, "pulumi-resource-postgresql")
-        missing = [tool for tool in TOOLS if not (work / tool).is_file()]
+        missing = [tool for tool in (*TOOLS, SDK_EXEC) if not (work / tool).is_file()]
         if missing:
             raise ToolsError(f"the build produced no {', '.join(missing)}")
         (work / "BUILD.json").write_text(

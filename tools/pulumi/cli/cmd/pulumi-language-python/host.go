@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/pulumi/pulumi/sdk/v3/python/toolchain"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
@@ -89,24 +90,18 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 
 // GetRequiredPackages lists the resource plugins that the installed Pulumi packages declare in
 // their plugin.json, as Pulumi's host does, so that a missing plugin is reported before the
-// program runs rather than at its first resource.
+// program runs rather than at its first resource. Unlike Pulumi's host, the answer is cached
+// for as long as the virtualenv's packages are unchanged (packages_cache.go): the scan starts
+// an interpreter and reads every package's metadata, a tenth of a second of every run.
 func (h *host) GetRequiredPackages(ctx context.Context, req *pulumirpc.GetRequiredPackagesRequest) (*pulumirpc.GetRequiredPackagesResponse, error) {
-	cmd, err := h.runCommand(ctx, req.GetInfo(), "-c", listPluginsPy)
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("listing the installed Pulumi packages failed: %w", err)
-	}
-	var found []struct {
-		Name    string `json:"name"`
-		Version string `json:"version"`
-		Server  string `json:"server"`
-	}
-	if err := json.Unmarshal(out, &found); err != nil {
-		return nil, fmt.Errorf("listing the installed Pulumi packages printed no JSON: %w", err)
+	key := packagesKey(req.GetInfo())
+	found, ok := readPackages(key)
+	if !ok {
+		var err error
+		if found, err = h.scanPackages(ctx, req.GetInfo()); err != nil {
+			return nil, err
+		}
+		writePackages(key, found)
 	}
 	resp := &pulumirpc.GetRequiredPackagesResponse{}
 	for _, p := range found {
@@ -117,16 +112,55 @@ func (h *host) GetRequiredPackages(ctx context.Context, req *pulumirpc.GetRequir
 	return resp, nil
 }
 
+type pluginPackage struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Server  string `json:"server"`
+}
+
+func (h *host) scanPackages(ctx context.Context, info *pulumirpc.ProgramInfo) ([]pluginPackage, error) {
+	cmd, err := h.runCommand(ctx, info, "-c", listPluginsPy)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("listing the installed Pulumi packages failed: %w", err)
+	}
+	var found []pluginPackage
+	if err := json.Unmarshal(out, &found); err != nil {
+		return nil, fmt.Errorf("listing the installed Pulumi packages printed no JSON: %w", err)
+	}
+	return found, nil
+}
+
+// About answers without the SDK toolchain's About, which also runs `python -m pip --version`
+// (a quarter of a second, in every preview and up) for a pip version the engine does not show:
+// one interpreter start, without site, prints what the engine asks for.
 func (h *host) About(ctx context.Context, req *pulumirpc.AboutRequest) (*pulumirpc.AboutResponse, error) {
 	tc, err := resolveToolchain(req.GetInfo())
 	if err != nil {
 		return nil, err
 	}
-	about, err := tc.About(ctx)
+	cmd, err := tc.Command(ctx, "-S", "-c", "import sys; print(sys.executable); print(sys.version.split()[0])")
 	if err != nil {
 		return nil, err
 	}
-	return &pulumirpc.AboutResponse{Executable: about.PythonExecutable, Version: about.PythonVersion.String()}, nil
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("asking the Python interpreter its path and version failed: %w", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 2 {
+		return nil, fmt.Errorf("the Python interpreter printed %q, not its path and version", out)
+	}
+	resp := &pulumirpc.AboutResponse{Executable: strings.TrimSpace(lines[0])}
+	// As the SDK's About: an unparsable version is left out, not an error.
+	if v, err := toolchain.ParsePythonVersion(lines[1]); err == nil {
+		resp.Version = v.String()
+	}
+	return resp, nil
 }
 
 func resolveToolchain(info *pulumirpc.ProgramInfo) (toolchain.Toolchain, error) {
