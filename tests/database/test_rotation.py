@@ -274,6 +274,76 @@ def test_kill_minus_9_at_random_points_then_resume(server, deployed_db):
     assert statuses[-1] == "completed" and statuses.count("interrupted") >= 5
 
 
+@pytest.mark.slow
+def test_kill_minus_9_while_the_app_writes_keys_then_resume_keeps_every_app_write(server, deployed_db):
+    """Both writer connections killed mid-batch, again and again, while the application keeps
+    storing keys under the old and the new secret: no row lost or doubled at any kill point, and
+    the resumed run leaves every row readable under the new secret holding the app's last value
+    (the compare-and-swap holds on either writer)."""
+    if server.bindir.name != "bin" or "embedded" not in str(server.bindir):
+        pytest.skip("the kill test runs once, on the embedded PostgreSQL 18")
+    plain = seed(deployed_db, 20_000)
+    ids = sorted(plain)
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+        "INTEGRATION_ENCRYPTION_SECRET": NEW,
+        "INTEGRATION_ENCRYPTION_SECRET_PREVIOUS": OLD,
+    }
+    last: dict[str, str] = {}
+    stop = threading.Event()
+
+    def app() -> None:
+        rings, pick = (Keyring(OLD), Keyring(NEW)), random.Random(8)
+        with db.connect(deployed_db) as c:
+            i = 0
+            while not stop.is_set():
+                uid, value = pick.choice(ids), key_for(10**9 + i)
+                c.execute(
+                    f"UPDATE {T} SET encrypted_api_key = %s WHERE user_id = %s",
+                    (pick.choice(rings).encrypt(value), uid),
+                )
+                last[uid] = value
+                i += 1
+
+    writer = threading.Thread(target=app)
+    writer.start()
+    rng, kills = random.Random(7), 0
+    try:
+        for _ in range(6):
+            p = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(ROOT / "scripts/rotate_keys.py"),
+                    "--dsn",
+                    deployed_db,
+                    "--apply",
+                    "--batch-size",
+                    "25",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(0.35 + rng.uniform(0, 0.4))
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGKILL)
+                kills += 1
+            p.wait()
+            with db.connect(deployed_db) as c:
+                assert c.execute(f"SELECT count(*), count(DISTINCT user_id) FROM {T}").fetchone() == (20_000, 20_000)
+    finally:
+        stop.set()
+        writer.join()
+    assert kills >= 4, kills
+    assert len(last) > 100, len(last)  # the app really wrote during the kills
+    r = rotate(deployed_db, "--apply")
+    assert r.returncode == 0, r.stderr
+    assert_all_under(deployed_db, {**plain, **last})
+    with db.connect(deployed_db) as c:
+        statuses = [s for (s,) in c.execute("SELECT status FROM x402_private.key_rotation_runs ORDER BY id")]
+    assert statuses[-1] == "completed" and statuses.count("interrupted") == kills
+
+
 def test_progress_bar_on_a_terminal_only(deployed_db):
     from tests.utils.tty import run_in_pty
 
