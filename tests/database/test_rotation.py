@@ -216,6 +216,14 @@ def test_concurrent_writer_during_rotation(deployed_db):
     assert len(last_written) > 10
 
 
+def runs_started(dsn: str) -> int:
+    """Rotation runs recorded in the audit so far: a run counts once it has begun writing."""
+    with db.connect(dsn) as c:
+        if c.execute("SELECT to_regclass('x402_private.key_rotation_runs')").fetchone()[0] is None:
+            return 0
+        return c.execute("SELECT count(*) FROM x402_private.key_rotation_runs").fetchone()[0]
+
+
 @pytest.mark.slow
 def test_kill_minus_9_at_random_points_then_resume(server, deployed_db):
     if server.bindir.name != "bin" or "embedded" not in str(server.bindir):
@@ -229,12 +237,6 @@ def test_kill_minus_9_at_random_points_then_resume(server, deployed_db):
     original = {u: v[0] for u, v in snapshot(deployed_db).items()}
     rng = random.Random(402)
     kills, mid_rotation = 0, 0
-
-    def runs_started() -> int:
-        with db.connect(deployed_db) as c:
-            if c.execute("SELECT to_regclass('x402_private.key_rotation_runs')").fetchone()[0] is None:
-                return 0
-            return c.execute("SELECT count(*) FROM x402_private.key_rotation_runs").fetchone()[0]
 
     for attempt in range(6):
         p = subprocess.Popen(
@@ -253,7 +255,7 @@ def test_kill_minus_9_at_random_points_then_resume(server, deployed_db):
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
-        while runs_started() <= attempt and p.poll() is None and time.monotonic() < deadline:
+        while runs_started(deployed_db) <= attempt and p.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)  # wait until this run has begun writing, then kill at a random point
         time.sleep(rng.uniform(0.0, 0.4))
         if p.poll() is None:
@@ -309,7 +311,7 @@ def test_kill_minus_9_while_the_app_writes_keys_then_resume_keeps_every_app_writ
     writer.start()
     rng, kills = random.Random(7), 0
     try:
-        for _ in range(6):
+        for attempt in range(6):
             p = subprocess.Popen(
                 [
                     sys.executable,
@@ -318,13 +320,16 @@ def test_kill_minus_9_while_the_app_writes_keys_then_resume_keeps_every_app_writ
                     deployed_db,
                     "--apply",
                     "--batch-size",
-                    "25",
+                    "10",
                 ],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            time.sleep(0.35 + rng.uniform(0, 0.4))
+            deadline = time.monotonic() + 30
+            while runs_started(deployed_db) <= attempt and p.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)  # wait until this run has begun writing, then kill at a random point
+            time.sleep(rng.uniform(0.0, 0.4))
             if p.poll() is None:
                 os.kill(p.pid, signal.SIGKILL)
                 kills += 1
