@@ -224,6 +224,26 @@ def runs_started(dsn: str) -> int:
         return c.execute("SELECT count(*) FROM x402_private.key_rotation_runs").fetchone()[0]
 
 
+def kill_mid_run(dsn: str, env: dict[str, str], attempt: int, rng: random.Random) -> bool:
+    """Start `rotate_keys.py --apply` (batches of 10), wait until this run (the attempt-th) has
+    begun writing, then kill -9 it at a random point. Whether it was still running to be killed."""
+    p = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts/rotate_keys.py"), "--dsn", dsn, "--apply", "--batch-size", "10"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while runs_started(dsn) <= attempt and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(rng.uniform(0.0, 0.4))
+    killed = p.poll() is None
+    if killed:
+        os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    return killed
+
+
 @pytest.mark.slow
 def test_kill_minus_9_at_random_points_then_resume(server, deployed_db):
     if server.bindir.name != "bin" or "embedded" not in str(server.bindir):
@@ -239,29 +259,7 @@ def test_kill_minus_9_at_random_points_then_resume(server, deployed_db):
     kills, mid_rotation = 0, 0
 
     for attempt in range(6):
-        p = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "scripts/rotate_keys.py"),
-                "--dsn",
-                deployed_db,
-                "--apply",
-                "--json",
-                "--batch-size",
-                "10",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while runs_started(deployed_db) <= attempt and p.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)  # wait until this run has begun writing, then kill at a random point
-        time.sleep(rng.uniform(0.0, 0.4))
-        if p.poll() is None:
-            os.kill(p.pid, signal.SIGKILL)
-            kills += 1
-        p.wait()
+        kills += kill_mid_run(deployed_db, env, attempt, rng)
         changed = sum(original[u] != v[0] for u, v in snapshot(deployed_db).items())
         mid_rotation += 0 < changed < 50_000
         with db.connect(deployed_db) as c:
@@ -312,28 +310,7 @@ def test_kill_minus_9_while_the_app_writes_keys_then_resume_keeps_every_app_writ
     rng, kills = random.Random(7), 0
     try:
         for attempt in range(6):
-            p = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(ROOT / "scripts/rotate_keys.py"),
-                    "--dsn",
-                    deployed_db,
-                    "--apply",
-                    "--batch-size",
-                    "10",
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            deadline = time.monotonic() + 30
-            while runs_started(deployed_db) <= attempt and p.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.01)  # wait until this run has begun writing, then kill at a random point
-            time.sleep(rng.uniform(0.0, 0.4))
-            if p.poll() is None:
-                os.kill(p.pid, signal.SIGKILL)
-                kills += 1
-            p.wait()
+            kills += kill_mid_run(deployed_db, env, attempt, rng)
             with db.connect(deployed_db) as c:
                 assert c.execute(f"SELECT count(*), count(DISTINCT user_id) FROM {T}").fetchone() == (20_000, 20_000)
     finally:
