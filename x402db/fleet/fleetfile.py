@@ -178,7 +178,7 @@ def _parse(path: Path) -> Any:
 def _fleet(path: Path, doc: Any, declared: schema.Declared) -> Fleet:
     if found := schema.literal_secret(doc, declared.secret):
         _bad(f"{found[0]} {found[1]}; {SOURCE_FORM}")
-    doc = _mapping(doc, "the file", schema.TOP_KEYS, schema.TOP_REQUIRED)
+    doc = _mapping(doc, "", schema.TOP_KEYS, schema.TOP_REQUIRED)
     if type(doc["version"]) is not int or doc["version"] != 1:
         _bad("version must be 1")
     defaults = _mapping(doc.get("defaults") or {}, "defaults", tuple(declared.keys))
@@ -207,7 +207,7 @@ def _fleet(path: Path, doc: Any, declared: schema.Declared) -> Fleet:
 
 def _mapping(value: Any, where: str, allowed: tuple[str, ...] | None = None, required: tuple[str, ...] = ()) -> dict:
     if not isinstance(value, dict):
-        _bad(f"{where} must be a mapping")
+        _bad(f"{where or 'the file'} must be a mapping")
     for key in value:
         if allowed is not None and key not in allowed:
             near = difflib.get_close_matches(str(key), allowed, n=1)
