@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from tests.utils.fleet import ENV_SECRET, FleetLab, Run, descendants, kill_tree
+from x402db.fleet import fleetfile
 from x402db.local.server import _free_port
 
 RESULTS = {"ok", "failed", "refused", "unreachable", "skipped"}
@@ -110,6 +111,10 @@ def test_the_lab_builds_databases_on_both_servers_and_its_watcher_sees_every_com
     assert ports == {lab.servers["pg18"].port(), lab.servers["pg15"].port()}
     assert doc["targets"]["s15"]["password"] == {"env": ENV_SECRET}
     assert ENV_SECRET not in os.environ and lab.env()[ENV_SECRET] == lab.servers["pg15"].password
+    loaded = fleetfile.load(fleet, lab.dir)  # the file the lab writes is one the fleet accepts
+    assert {n: t.endpoint for n, t in loaded.targets.items()} == {
+        n: ("127.0.0.1", t.db.server.port()) for n, t in lab.targets.items()
+    }
     for name in ("s18", "p18", "p15"):
         path = doc["targets"][name]["password"]["file"]
         assert os.stat(path).st_mode & 0o777 == 0o600
