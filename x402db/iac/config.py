@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from psycopg.conninfo import make_conninfo
 from pulumi.runtime import is_config_secret
 
 from .. import db
@@ -152,4 +153,13 @@ def load(cfg: ConfigSource) -> StackConfig:
         backend_role=backend_role,
         backend_role_password=backend_password,
         take_over_from=take_over_from,
+    )
+
+
+def conninfo(cfg: StackConfig, password: str | None) -> str:
+    """The libpq string of the stack's database: the program's engine and the fleet's reads use
+    this one, so both reach the database the same way."""
+    extra = {"password": password} if password else {}
+    return make_conninfo(
+        host=cfg.host, port=cfg.port, dbname=cfg.database, user=cfg.username, sslmode=cfg.sslmode, **extra
     )
