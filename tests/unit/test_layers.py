@@ -23,6 +23,7 @@ LAYERS = (
     ("local",),
     ("iac",),
     ("pulumi_migration", "pulumi_preflight"),
+    ("fleet",),
     ("cli",),
 )
 # Known violations, if any; each entry leaves with the commit that fixes it.

@@ -1,0 +1,1 @@
+"""Many stacks in waves, over Pulumi's Automation API."""
