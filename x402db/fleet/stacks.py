@@ -241,8 +241,9 @@ class Stacks:
 
         try:
             changes = run(self._stack(name), out, stderr.append)
-        except CommandError:
-            summary = self._first_error(["\n".join(stdout), "\n".join(stderr)])
+        except CommandError as e:
+            # The exception's text is the fallback for calls that take no callbacks (cancel).
+            summary = self._first_error(["\n".join(stdout), "\n".join(stderr), str(e)])
             return Outcome(
                 False, summary or f"pulumi {command} failed without an error line", self._text(stdout, stderr)
             )
