@@ -18,3 +18,5 @@ pulumi.export("roles", integration.roles)
 pulumi.export("host", cfg.host)
 pulumi.export("port", cfg.port)
 pulumi.export("database", cfg.database)
+if cfg.fleet_evidence is not None:
+    pulumi.export("fleetEvidence", cfg.fleet_evidence)

@@ -31,6 +31,7 @@ POSTGRES = {
     "password": PASSWORD,
     "backendRole": "x402_backend",
     "backendRolePassword": BACKEND_PASSWORD,
+    "fleetEvidence": '{"release": "0123456789abcdef", "smoke": "ok", "at": "2026-12-07T19:00:00Z"}',
 }
 GRANTS = [
     "openrouter-usage-public-authenticated",
@@ -200,6 +201,11 @@ def test_exports(supabase, postgres):
     }
     assert postgres["exports"]["migrations"]["value"] == ["000", "001", "005"]
     assert postgres["exports"]["roles"]["value"][-1] == "x402_backend"
+    # The fleet's evidence, as the object it recorded; a stack without any exports none (above).
+    assert postgres["exports"]["fleetEvidence"] == {
+        "value": {"release": "0123456789abcdef", "smoke": "ok", "at": "2026-12-07T19:00:00Z"},
+        "secret": False,
+    }
 
 
 def test_bad_config_is_one_clear_error_per_value():
@@ -270,6 +276,8 @@ class FakeConfig:
         ),
         ({"host": "h", "backendRole": "service_role", "backendRolePassword": "x"}, "must not be the platform role"),
         ({"host": "h", "backendRole": "be"}, "backendRolePassword is required"),
+        ({"host": "h", "fleetEvidence": "{not json"}, "fleetEvidence must be the JSON object scripts/fleet.py writes"),
+        ({"host": "h", "fleetEvidence": "[1]"}, "fleetEvidence must be the JSON object"),
     ],
 )
 def test_config_validation(values, words):

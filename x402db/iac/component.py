@@ -20,13 +20,12 @@ from typing import Any
 
 import pulumi
 import pulumi_postgresql as postgresql
-from psycopg.conninfo import make_conninfo
 
 from ..errors import BundleError
 from ..migrate import files as migrations
 from ..migrate.target import API_ROLES
 from . import declared
-from .config import StackConfig
+from .config import StackConfig, conninfo
 from .destroy_guard import DestroyGuard
 from .preflight import Preflight
 from .preview import log_plan_summary
@@ -44,14 +43,7 @@ class OpenRouterIntegrationArgs:
 
 def dsn_output(cfg: StackConfig) -> pulumi.Output[str]:
     """The engine's DSN, always a secret, since it may carry the password."""
-
-    def build(password: str | None) -> str:
-        extra = {"password": password} if password else {}
-        return make_conninfo(
-            host=cfg.host, port=cfg.port, dbname=cfg.database, user=cfg.username, sslmode=cfg.sslmode, **extra
-        )
-
-    return pulumi.Output.secret(pulumi.Output.from_input(cfg.password).apply(build))
+    return pulumi.Output.secret(pulumi.Output.from_input(cfg.password).apply(lambda pw: conninfo(cfg, pw)))
 
 
 def identity(cfg: StackConfig) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from psycopg.conninfo import make_conninfo
 from pulumi.runtime import is_config_secret
 
 from .. import db
@@ -52,6 +54,7 @@ class StackConfig:
     backend_role: str | None
     backend_role_password: Any
     take_over_from: str = ""  # the deployment id of another stack's database this stack takes over
+    fleet_evidence: dict | None = None  # what scripts/fleet.py recorded; exported as the stack output fleetEvidence
 
 
 def _bool(raw: str | None, key: str, default: bool, errors: list[str]) -> bool:
@@ -130,6 +133,7 @@ def load(cfg: ConfigSource) -> StackConfig:
             "takeOverFrom must be the deployment id a refusal named (a UUID such as "
             "1b4e28ba-2fa1-41d2-883f-0016d3cca427), not another value"
         )
+    fleet_evidence = _evidence(cfg.get("fleetEvidence") or "", errors)
     if errors:
         # One problem is one line; several are a list, each value named once.
         raise ConfigError(
@@ -152,4 +156,30 @@ def load(cfg: ConfigSource) -> StackConfig:
         backend_role=backend_role,
         backend_role_password=backend_password,
         take_over_from=take_over_from,
+        fleet_evidence=fleet_evidence,
     )
+
+
+def conninfo(cfg: StackConfig, password: str | None) -> str:
+    """The libpq string of the stack's database: the program's engine and the fleet's reads use
+    this one, so both reach the database the same way."""
+    extra = {"password": password} if password else {}
+    return make_conninfo(
+        host=cfg.host, port=cfg.port, dbname=cfg.database, user=cfg.username, sslmode=cfg.sslmode, **extra
+    )
+
+
+def _evidence(raw: str, errors: list[str]) -> dict | None:
+    if not raw.strip():
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        errors.append(
+            "fleetEvidence must be the JSON object scripts/fleet.py writes: `pulumi config rm fleetEvidence`,"
+            " and let the fleet's next evidence wave record it again"
+        )
+        return None
+    return value

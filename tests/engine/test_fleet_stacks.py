@@ -1,0 +1,156 @@
+"""x402db.fleet.stacks against the real Pulumi CLI: one stack of a fleet, driven through
+pulumi.automation from configure to a dead run's lock cleared, with its password read from a
+file and never on any process's command line.
+
+One scenario per server version (the `diagonal` marker): each engine run costs seconds, so every
+check shares the one stack."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from x402db.fleet.stacks import Stacks
+
+pytestmark = pytest.mark.diagonal
+
+
+@dataclass(frozen=True)
+class FileSecret:
+    path: Path
+
+    def read(self) -> str:
+        return self.path.read_text()
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    config: dict[str, str]
+    secrets: dict[str, FileSecret] = field(default_factory=dict)
+
+
+class ArgvWatcher(threading.Thread):
+    """Samples every process's command line every few milliseconds, as any local user can."""
+
+    def __init__(self, secret: str):
+        super().__init__(daemon=True)
+        self.secret = secret.encode()
+        self.leaks: set[str] = set()
+        self.seen_secret_set = False  # proof that it samples fast enough to see the short-lived writer
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for proc in Path("/proc").iterdir():
+                if not proc.name.isdigit():
+                    continue
+                try:
+                    argv = (proc / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if self.secret in argv:
+                    self.leaks.add(argv.replace(self.secret, b"<password>").decode(errors="replace"))
+                if b"\0config\0set\0" in argv and b"\0--secret\0" in argv:
+                    self.seen_secret_set = True
+            time.sleep(0.005)
+
+
+def _kill_run(home: Path) -> None:
+    """Every process of a run of this project's Pulumi home: the CLI and each plugin, which Pulumi
+    starts in process groups of their own."""
+    for proc in Path("/proc").iterdir():
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if proc.name.isdigit() and f"PULUMI_HOME={home}".encode() in environ:
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_a_stack_configured_deployed_verified_and_recovered_from_a_dead_run(project, target, monkeypatch):
+    env = project.env()
+    for key in set(os.environ) - set(env):
+        monkeypatch.delenv(key)  # PGPASSFILE above all: the stack's own password must be what connects
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    password = target.server.password
+    source = project.base / "password"
+    source.write_text(password)
+    source.chmod(0o600)
+    spec = Spec("staging", target.config(), {"password": FileSecret(source)})
+
+    watcher = ArgvWatcher(password)
+    watcher.start()
+    try:
+        stacks = Stacks(project.dir)
+        assert not stacks.exists("staging")
+        stacks.ensure("staging")
+        stacks.ensure("staging")  # a second time is a no-op
+        assert stacks.exists("staging")
+        # The program's refusal, as the engine prints it under Diagnostics: one line, its cause.
+        stacks.configure(Spec("staging", target.config(port="6543"), spec.secrets))
+        refused = stacks.preview("staging")
+        assert not refused.ok and "\n" not in refused.summary, refused
+        assert refused.summary.startswith("invalid stack config: port 6543 is Supabase's transaction pooler"), refused
+        stacks.configure(spec)
+
+        preview = stacks.preview("staging")
+        assert preview.ok and preview.changes.get("create", 0) > 0, preview.summary + preview.output
+        progress: list[str] = []
+        up = stacks.up("staging", on_output=progress.append)
+        assert up.ok and up.changes.get("create", 0) > 0, up.summary + up.output
+        assert any("openrouter-migration-005" in line for line in progress), progress
+        outputs = stacks.outputs("staging")
+        assert outputs["database"] == target.database and "005" in outputs["migrations"], outputs
+        assert stacks.evidence("staging") is None
+
+        evidence = {"release": "0123456789abcdef", "smoke": "ok", "at": "2026-12-07T19:00:00Z"}
+        recorded = stacks.record_evidence("staging", evidence)
+        assert recorded.ok, recorded.summary + recorded.output
+        assert stacks.evidence("staging") == evidence
+        after = stacks.preview("staging", expect_no_changes=True)
+        assert after.ok and set(after.changes) == {"same"}, after.summary + after.output
+
+        # A run killed with the lock held: its lock outlives it, and refuses the next up in one line.
+        assert stacks.lock_holders("staging") == []
+        run = project.popen("up", "--yes", "--skip-preview", "--stack", "staging")
+        deadline = time.monotonic() + 60
+        while not (holders := stacks.lock_holders("staging")):
+            assert run.poll() is None, f"pulumi up ended before it was killed: {run.stdout.read()}"
+            assert time.monotonic() < deadline, "pulumi up never took the stack's lock"
+            time.sleep(0.005)
+        _kill_run(project.home)
+        run.wait()
+        assert holders == stacks.lock_holders("staging") and f"pid {run.pid} " in holders[0], holders
+        locked = stacks.up("staging")
+        assert not locked.ok and "currently locked" in locked.summary and "\n" not in locked.summary, locked
+        assert "Traceback" not in locked.output and "code:" not in locked.summary
+
+        cancel = stacks.cancel("staging")
+        assert cancel.ok, cancel.summary + cancel.output
+        assert stacks.lock_holders("staging") == []
+        cleared = stacks.clear_pending("staging")
+        assert cleared.ok, cleared.summary + cleared.output
+        again = stacks.up("staging")
+        assert again.ok and set(again.changes) == {"same"}, again.summary + again.output
+        assert stacks.evidence("staging") == evidence
+        for outcome in (refused, preview, up, recorded, after, locked, cancel, cleared, again):
+            assert password not in outcome.output + outcome.summary
+    finally:
+        watcher.stop.set()
+        watcher.join()
+        _kill_run(project.home)
+    assert watcher.leaks == set(), watcher.leaks
+    assert watcher.seen_secret_set, "the watcher never saw the secret being set: it samples too slowly"
+    # The Pulumi home holds no selected stack: nothing the user's next bare `pulumi up` would act on.
+    assert not (project.home / "workspaces").exists() or not any((project.home / "workspaces").iterdir())
