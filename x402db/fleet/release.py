@@ -1,5 +1,5 @@
 """The release a fleet rolls out: a short digest of everything that decides what a deploy does,
-the migrations (sql/), the package (x402db/) and Pulumi.yaml. Evidence is recorded against it,
+the migrations (sql/), the package (x402db/), Pulumi.yaml and the program (__main__.py). Evidence is recorded against it,
 and promotion compares it, so it must be the same in every checkout of the same tree: relative
 paths and bytes only, never mtimes, absolute paths or caches."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from .. import ROOT
 
 TREES = ("sql", "x402db")
-FILES = ("Pulumi.yaml",)
+FILES = ("Pulumi.yaml", "__main__.py")  # the project and its program
 SKIP_DIRS = ("__pycache__",)  # written by the interpreter, different per Python version
 SKIP_SUFFIXES = (".pyc", ".pyo")
 

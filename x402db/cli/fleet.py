@@ -1,0 +1,74 @@
+"""`scripts/fleet.py validate|plan|up|resume|status`: the bundle rolled out to many databases,
+one Pulumi stack each, in the waves of a fleet file."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..errors import Refused
+from ..fleet import fleetfile, plan, report
+from ..fleet.orchestrator import rollout
+from ..fleet.status import STATUS_COLUMNS, status, status_rows
+from .common import Parser, log_to_stderr, print_json, run
+from .confirm import YES
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="fleet.py", description="Roll the bundle out to a fleet of databases in waves.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    helps = {
+        "validate": "check the fleet file and its secret sources; connects to nothing",
+        "plan": "each target's plan and the gates, per wave; changes nothing",
+        "up": "roll out, wave by wave",
+        "resume": "finish the last run after it was interrupted (kill -9 included)",
+        "status": "each target's ledger, stack agreement, release, smoke, drift and lock",
+    }
+    for name, text in helps.items():
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--fleet", default="fleet.yaml", help="the fleet file (default %(default)s)")
+        p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+        if name == "up":
+            p.add_argument("--yes", action="store_true", help="do not ask before changing databases")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    fleet = fleetfile.load(Path(args.fleet))
+    say = log_to_stderr(not args.json)
+    if args.command == "validate":
+        doc = plan.validate(fleet)
+        print_json(doc) if args.json else print("\n".join(plan.render_validate(doc)))
+        return 0
+    if args.command == "plan":
+        doc = plan.plan(fleet)
+        print_json(doc) if args.json else print(report.render(doc, args.fleet))
+        return 0 if doc["result"] == "ok" else 1
+    if args.command == "status":
+        doc = status(fleet)
+        if args.json:
+            print_json(doc)
+        else:
+            print("\n".join(report.table(STATUS_COLUMNS, status_rows(doc))))
+        return 0 if doc["result"] == "ok" else 1
+    if args.command == "up" and not args.yes:
+        _ask(fleet, args.fleet)
+    doc = rollout(fleet, resume=args.command == "resume", say=say)
+    print_json(doc) if args.json else print(report.render(doc, args.fleet))
+    return 0 if doc["result"] == "ok" else 1
+
+
+def _ask(fleet: fleetfile.Fleet, fleet_arg: str) -> None:
+    """At a terminal, name every wave's targets and ask, as `pulumi up` does; elsewhere go on."""
+    if sys.stdin is None or not sys.stdin.isatty():
+        return
+    for wave, names in fleet.wave_targets():
+        print(f"wave {wave.name}: {', '.join(names)}", file=sys.stderr)
+    print(f"Roll out {fleet_arg}? [y/N] ", end="", file=sys.stderr, flush=True)
+    if sys.stdin.readline().strip().lower() not in YES:
+        raise Refused("not rolled out: the answer was not yes, so nothing changed (--yes skips the question)")
+
+
+def cli() -> None:
+    run(main)
