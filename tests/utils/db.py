@@ -112,9 +112,9 @@ def deploy(dsn: str, target: str | None = None, settings: Settings | None = None
         access.apply(conn)
 
 
-def pg_dump_schema(server: LocalServer, dsn: str) -> str:
+def pg_dump_schema(server: LocalServer, dsn: str, *options: str) -> str:
     out = subprocess.run(
-        [str(server.bindir / "pg_dump"), "--schema-only", "--no-owner", "--dbname", dsn],
+        [str(server.bindir / "pg_dump"), "--schema-only", "--no-owner", *options, "--dbname", dsn],
         capture_output=True,
         text=True,
         check=True,

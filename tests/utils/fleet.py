@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 import yaml
 
-from tests.utils.db import bindir, start_server
+from tests.utils.db import bindir, pg_dump_schema, start_server
 from tests.utils.real_pulumi import Project
 from tests.utils.targets import Target
 from x402db import ROOT
@@ -420,6 +420,12 @@ class FleetLab:
 
     def snapshot(self, name: str) -> str:
         return self.targets[name].db.snapshot()
+
+    def product_snapshot(self, name: str) -> str:
+        """The schema without the bundle's bookkeeping (x402_private: the ledger, the owner),
+        which a run writes before its first migration: what a rolled-back migration must leave."""
+        db = self.targets[name].db
+        return pg_dump_schema(db.server, db.admin, "--exclude-schema=x402_private")
 
     def stack_output(self, name: str) -> dict[str, Any]:
         r = self.project.run("stack", "output", "--json", "--show-secrets=false", "--stack", name).ok()
