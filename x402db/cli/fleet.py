@@ -4,13 +4,15 @@ one Pulumi stack each, in the waves of a fleet file."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import Refused
 from ..fleet import fleetfile, plan, report
 from ..fleet.orchestrator import rollout
 from ..fleet.status import STATUS_COLUMNS, status, status_rows
-from .common import Parser, log_to_stderr, print_json, run
+from .common import Parser, log_to_stderr, print_json, quiet, run
 from .confirm import YES
 
 
@@ -54,7 +56,11 @@ def main(argv: list[str]) -> int:
         return 0 if doc["result"] == "ok" else 1
     if args.command == "up" and not args.yes:
         _ask(fleet, args.fleet)
-    doc = rollout(fleet, resume=args.command == "resume", say=say)
+    if args.json or quiet():
+        doc = rollout(fleet, resume=args.command == "resume", say=say)
+    else:
+        with _bar() as (bar_say, progress):
+            doc = rollout(fleet, resume=args.command == "resume", say=bar_say, progress=progress)
     print_json(doc) if args.json else print(report.render(doc, args.fleet))
     return 0 if doc["result"] == "ok" else 1
 
@@ -68,6 +74,27 @@ def _ask(fleet: fleetfile.Fleet, fleet_arg: str) -> None:
     print(f"Roll out {fleet_arg}? [y/N] ", end="", file=sys.stderr, flush=True)
     if sys.stdin.readline().strip().lower() not in YES:
         raise Refused("not rolled out: the answer was not yes, so nothing changed (--yes skips the question)")
+
+
+@contextmanager
+def _bar() -> Iterator[tuple[Callable[[str], None], Callable[[int, int, str], None]]]:
+    """At a terminal: a bar of targets done, what runs now as its text, the log lines above it."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="target", file=sys.stderr, dynamic_ncols=True)
+
+    def say(message: str) -> None:
+        bar.write(message, file=sys.stderr)
+
+    def progress(done: int, total: int, running: str) -> None:
+        bar.total = total
+        bar.set_description_str(running[:60], refresh=False)
+        bar.update(done - bar.n)
+
+    try:
+        yield say, progress
+    finally:
+        bar.close()
 
 
 def cli() -> None:

@@ -39,6 +39,21 @@ class Rollout:
     release: str
     say: Callable[[str], None]
     stacks: Stacks
+    # (targets with a result, all targets, what runs now): a terminal's progress bar, or nothing
+    progress: Callable[[int, int, str], None] | None = None
+
+    def _tell(self, message: str) -> None:
+        self.say(message)
+        if self.progress is not None:
+            names = [n for _, members in self.fleet.wave_targets() for n in members]
+            records = [self.journal.target(n) for n in names]
+            done = sum(1 for r in records if r.get("result") in FINAL)
+            now_running = ", ".join(
+                f"{r['name']} {r.get('phase', '')}".strip()
+                for r in records
+                if r.get("result") is None and r.get("phase")
+            )
+            self.progress(done, len(names), now_running)
 
     # --- the run ------------------------------------------------------------------------------
     def run(self, resume: bool) -> dict[str, Any]:
@@ -52,7 +67,7 @@ class Rollout:
                 self._settle_all()  # another release's run: nothing of it is kept but what the databases hold
                 self._new_run()
             else:
-                self.say(f"resuming the run started {previous['started']} (release {self.release})")
+                self._tell(f"resuming the run started {previous['started']} (release {self.release})")
         else:
             self._new_run()
         halted_by = (self.journal.run() or {}).get("halted_by")
@@ -106,7 +121,7 @@ class Rollout:
 
     def _gate(self, wave: WaveSpec, names: list[str]) -> str:
         """Plans and previews for the wave, then its gates; the refusal, or "" to go on."""
-        self.say(f"wave {wave.name}: plan and preview of {', '.join(names)}")
+        self._tell(f"wave {wave.name}: plan and preview of {', '.join(names)}")
         with ThreadPoolExecutor(max_workers=max(1, min(len(names), wave.parallel))) as pool:
             plans = dict(zip(names, pool.map(self._plan_and_preview, names), strict=True))
         problem = ""
@@ -126,7 +141,7 @@ class Rollout:
                 record = self.journal.target(name)
                 if record.get("result") not in FAILING:  # a target refused on its own keeps its reason
                     self._final(name, "refused", problem)
-            self.say(f"wave {wave.name} refused, nothing changed: {problem}")
+            self._tell(f"wave {wave.name} refused, nothing changed: {problem}")
         return problem
 
     def _plan_and_preview(self, name: str) -> gates.TargetPlan | None:
@@ -152,7 +167,7 @@ class Rollout:
         self.journal.write_target(name, record)
         if plan.verdict in ("unreachable", "refused", "failed"):
             self._final(name, plan.verdict, plan.reason)
-            self.say(f"  {name}: {plan.verdict}: {plan.reason}")
+            self._tell(f"  {name}: {plan.verdict}: {plan.reason}")
             return None
         started = time.monotonic()
         stacks = Stacks()
@@ -167,9 +182,9 @@ class Rollout:
         self.journal.write_target(name, record)
         if not preview.ok:
             self._final(name, "refused", f"preview: {preview.summary}")
-            self.say(f"  {name}: refused by its preview: {preview.summary}")
+            self._tell(f"  {name}: refused by its preview: {preview.summary}")
             return None
-        self.say(f"  {name}: plan {plan.verdict}, preview passed")
+        self._tell(f"  {name}: plan {plan.verdict}, preview passed")
         return plan
 
     def _change(self, wave: WaveSpec, names: list[str]) -> str:
@@ -181,7 +196,7 @@ class Rollout:
         running: dict[str, subprocess.Popen | None] = {}
         for name in list(waiting):  # a resumed run: a worker of the killed orchestrator may still live
             if self.journal.worker_alive(name):
-                self.say(f"  {name}: waiting for the worker the interrupted run started")
+                self._tell(f"  {name}: waiting for the worker the interrupted run started")
                 running[name] = None
                 waiting.remove(name)
         halted = failures > wave.max_failures
@@ -201,7 +216,7 @@ class Rollout:
                     failures += 1
             if failures > wave.max_failures and not halted:
                 halted = True
-                self.say(
+                self._tell(
                     f"wave {wave.name}: {failures} failed (maxFailures {wave.max_failures}): no new target starts, "
                     "running ones finish"
                 )
@@ -218,7 +233,7 @@ class Rollout:
         fd = self.journal.worker_lock(name)
         fcntl.flock(fd, fcntl.LOCK_EX)  # held until the worker exits: it inherits the descriptor
         log = open(self.journal.log_file(name), "ab")
-        self.say(f"  {name}: up")
+        self._tell(f"  {name}: up")
         try:
             return subprocess.Popen(
                 [sys.executable, "-m", "x402db.fleet.worker", str(self.journal.dir), name, str(fd)],
@@ -244,7 +259,7 @@ class Rollout:
             self._final(
                 name, result, f"the worker ended during {phase} without a result (see {self.journal.log_file(name)})"
             )
-        self.say(
+        self._tell(
             f"  {name}: {result}{': ' + record.get('reason', '') if result != 'ok' and record.get('reason') else ''}"
         )
         return result
@@ -254,7 +269,7 @@ class Rollout:
         """Clear what a killed run of this target left, the way the deploy runbook does by hand:
         wait until its migration session has ended, then cancel the stack's lock and drop the
         interrupted create from state. The database is not touched; the next up reads the ledger."""
-        self.say(f"  {name}: clearing what the interrupted run left (stack lock, pending create)")
+        self._tell(f"  {name}: clearing what the interrupted run left (stack lock, pending create)")
         self._wait_for_sessions(name)
         holders = self.stacks.lock_holders(name)
         if holders is None or holders:
@@ -333,11 +348,17 @@ class Rollout:
         return {"result": "ok" if ok else "failed", "release": self.release, "waves": waves}
 
 
-def rollout(fleet: Fleet, *, resume: bool, say: Callable[[str], None]) -> dict[str, Any]:
+def rollout(
+    fleet: Fleet,
+    *,
+    resume: bool,
+    say: Callable[[str], None],
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict[str, Any]:
     journal = Journal.for_fleet(fleet.path)
     lock = journal.hold_run_lock()
     try:
-        r = Rollout(fleet, journal, release.digest(), say, Stacks())
+        r = Rollout(fleet, journal, release.digest(), say, Stacks(), progress)
         report = r.run(resume)
     finally:
         os.close(lock)

@@ -190,13 +190,22 @@ class Stacks:
     def record_evidence(self, name: str, evidence: dict) -> Outcome:
         """The evidence goes into the stack's config, and the program exports it: an output that
         only an up can write, kept with the state it vouches for."""
-        stack = self._stack(name)
         text = json.dumps(evidence, sort_keys=True, separators=(",", ":"))
+        failed = self._set_evidence(name, text)
+        return failed or self.up(name)
+
+    def clear_evidence(self, name: str) -> Outcome:
+        """Before an evidence wave changes the stack: the next up exports no evidence until this
+        release's smoke has passed, so an earlier pass never vouches for a later deploy."""
+        return self._set_evidence(name, "") or Outcome(True, "", "")
+
+    def _set_evidence(self, name: str, text: str) -> Outcome | None:
+        stack = self._stack(name)
         try:
             stack.set_all_config({EVIDENCE_KEY: auto.ConfigValue(value=text)})
         except CommandError as e:
             return Outcome(False, self._line(e), "")
-        return self.up(name)
+        return None
 
     # --- locks ---------------------------------------------------------------------------------
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .. import db
 from ..errors import BundleError
 from ..local.scratch import expected_state
 from ..verify.smoke import run_checks
@@ -82,6 +84,7 @@ def work(journal: Journal, name: str) -> str:
         return out.ok, out.summary
 
     steps: list[tuple[str, Callable[[], tuple[bool, str]]]] = [
+        *([("configure", lambda: outcome(stacks.clear_evidence(name)))] if wave.evidence else []),
         ("up", lambda: outcome(stacks.up(name, on_output=_echo))),
         ("smoke", smoke),
         *([("evidence", evidence)] if wave.evidence else []),
@@ -109,9 +112,21 @@ def main(argv: list[str]) -> int:
         return 0 if work(journal, name) == "ok" else 1
     except Exception as exc:  # the journal must say why, not only the log
         record = journal.target(name)
-        record.update(result="failed", reason=f"worker error: {type(exc).__name__}: {exc}", phase="done")
+        secrets = _secrets(journal, name)
+        print(db.scrub(traceback.format_exc(), secrets), flush=True)  # into the target's log
+        reason = db.scrub(f"worker error: {type(exc).__name__}: {exc}", secrets)
+        record.update(result="failed", reason=reason, phase="done", finished=now())
         journal.write_target(name, record)
-        raise
+        return 1
+
+
+def _secrets(journal: Journal, name: str) -> list[str]:
+    """The target's secrets, to scrub from an error's text; none when they cannot be read."""
+    try:
+        spec = fleetfile.load(Path((journal.run() or {})["fleet"])).targets[name]
+        return [source.read() for source in spec.secrets.values()]
+    except Exception:
+        return []
 
 
 if __name__ == "__main__":
