@@ -435,14 +435,18 @@ def test_kill_9_of_the_orchestrator_alone_or_with_its_tree_then_resume_converges
     run.kill(tree=True)
     run.finish()
     run = lab.popen("up", killed_fleet, "--yes")
-    run.wait_for_up(["k-a"])
+    # Mid-up: an up of k-a runs (the stack is locked: a preview takes no lock) and talks to the database.
+    run.wait_until(lambda: lab.stack_locked("k-a") and lab.migrating("k-a"), "k-a's up migrating")
     run.kill(tree=False)
     assert "k-a" in _sample(lab, run), "killing the orchestrator killed its worker's pulumi up"
     run.finish()
     run = lab.popen("resume", killed_fleet)
-    run.wait_for_up(["k-b", "k-c"])
+    middle = ["k-b", "k-c"]
+    run.wait_until(lambda: any(lab.stack_locked(n) and lab.migrating(n) for n in middle), "k-b or k-c migrating")
     run.kill(tree=True)
     run.finish()
+    left = [n for n in middle if lab.stack_locked(n)]
+    assert left, "the kill left no stack locked: it missed the ups"
     ok_first = lab.targets["k-a"].db.query("SELECT * FROM x402_private.schema_migrations ORDER BY 1")
 
     resumed = lab.run("resume", killed_fleet)
@@ -450,6 +454,7 @@ def test_kill_9_of_the_orchestrator_alone_or_with_its_tree_then_resume_converges
     assert results(resumed) == {"k-" + k[2:]: v for k, v in results(reference).items()}, resumed
     for role, _, _ in roles:
         assert lab.ledger("k-" + role) == lab.ledger("r-" + role), role
+        assert not lab.stack_locked("k-" + role), role
     assert lab.targets["k-a"].db.query("SELECT * FROM x402_private.schema_migrations ORDER BY 1") == ok_first
     names = {f"{p}{r}": r for p in ("r-", "k-") for r, _, _ in roles}
     statuses = [lab.run("status", f) for f in (fleet("r-"), killed_fleet)]

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -273,6 +273,7 @@ class FleetLab:
         self._extra: list[LocalServer] = []
         self.runs: list[Run] = []
         self._started: list[subprocess.Popen] = []
+        self._watchers: dict[int, psycopg.Connection] = {}  # one session per server, for migrating()
 
     # -- servers and databases --
 
@@ -435,6 +436,23 @@ class FleetLab:
         """The stacks the backend holds (read from its files: no CLI needed)."""
         return sorted(p.stem for p in self.project.state.rglob("stacks/**/*.json"))
 
+    def stack_locked(self, name: str) -> bool:
+        """Whether the file backend holds a lock of the stack (an update in progress, or a dead one's)."""
+        return any((self.project.state / ".pulumi" / "locks").glob(f"*/*/{name}/*.json"))
+
+    def migrating(self, name: str) -> bool:
+        """Whether the engine, under Pulumi, has a session on the target's database right now."""
+        db = self.targets[name].db
+        conn = self._watchers.get(db.server.port())
+        if conn is None:
+            conn = self._watchers[db.server.port()] = psycopg.connect(db.server.dsn(), autocommit=True)
+        return bool(
+            conn.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND application_name LIKE 'x402db-pulumi%%'",
+                (db.database,),
+            ).fetchone()
+        )
+
     def add_rewrite_migration(self) -> str:
         """The test-only rewrite migration, in the lab's sql/ only; its version."""
         sql_dir = self.dir / "sql"
@@ -489,6 +507,8 @@ class FleetLab:
 
     def cleanup(self) -> None:
         self.kill_leftovers()
+        for conn in self._watchers.values():
+            conn.close()
         for target in self.targets.values():
             try:
                 target.db.drop()
@@ -523,6 +543,14 @@ class Running:
             assert self.proc.poll() is None, f"the run ended before an up of {sorted(wanted)}: {self.finish()}"
             assert time.monotonic() < deadline, f"no up of {sorted(wanted)} within {timeout}s"
             time.sleep(0.005)
+
+    def wait_until(self, check: Callable[[], bool], what: str, timeout: float = 300) -> None:
+        """Poll `check` every 10 ms while the run lives."""
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert self.proc.poll() is None, f"the run ended before {what}: {self.finish()}"
+            assert time.monotonic() < deadline, f"not {what} within {timeout}s"
+            time.sleep(0.01)
 
     def kill(self, tree: bool) -> set[int]:
         """SIGKILL the orchestrator alone, or with every descendant; the pids killed."""
