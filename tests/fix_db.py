@@ -17,13 +17,12 @@ import pytest
 from tests.utils.db import (
     APP_SHAPES,
     SERVERS,
-    SUPERUSER,
     bindir,
-    create_postgres_role,
     deploy,
     drop_database,
     new_database,
     new_supabase_database,
+    start_server,
 )
 from x402db.local.server import LocalServer, _service_user
 
@@ -47,9 +46,18 @@ def _servers(tmp_path_factory):
 
 
 @pytest.fixture(scope="session", params=SERVERS)
-def server(request, _servers, tmp_path_factory) -> LocalServer:
-    label = request.param
-    if label not in _servers:
+def server(request, _servers) -> LocalServer:
+    return _session_server(request.param, _servers)
+
+
+@pytest.fixture(scope="session")
+def both_servers(_servers) -> dict[str, LocalServer]:
+    """The session's 18 and 15 at once, by label (skipped like `server` when 15 is missing)."""
+    return {label: _session_server(label, _servers) for label in SERVERS}
+
+
+def _session_server(label: str, started: dict[str, LocalServer]) -> LocalServer:
+    if label not in started:
         binaries = bindir(label)
         if binaries is None:
             reason = (
@@ -60,13 +68,8 @@ def server(request, _servers, tmp_path_factory) -> LocalServer:
             if label == "pg17" and os.environ.get("CI") == "true":
                 pytest.fail(reason)
             pytest.skip(reason)
-        # Not under pytest's 0700 tmp root: as root, the server runs as the postgres OS user.
-        base = Path(tempfile.mkdtemp(prefix=f"x402db-{label}-"))
-        os.chmod(base, 0o755)
-        _servers[label] = LocalServer(binaries, base, fast=True, superuser=SUPERUSER)
-        _servers[label].start()
-        create_postgres_role(_servers[label])
-    return _servers[label]
+        started[label] = start_server(label, binaries)
+    return started[label]
 
 
 def _passfile() -> Path:

@@ -3,7 +3,9 @@ fixtures of tests/fix_db.py."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -38,6 +40,7 @@ __all__ = [
     "new_database",
     "new_supabase_database",
     "pg_dump_schema",
+    "start_server",
 ]
 
 
@@ -49,6 +52,18 @@ def bindir(label: str) -> Path | None:
 
         return pg17.bindir()
     return embedded_bindir() if label == "pg18" else system_bindir()
+
+
+def start_server(label: str, binaries: Path) -> LocalServer:
+    """A fresh test cluster of `label` (bootstrapped by Supabase's superuser, with its `postgres`
+    role), started on a free port; the caller stops it and removes `server.base`."""
+    # Not under pytest's 0700 tmp root: as root, the server runs as the postgres OS user.
+    base = Path(tempfile.mkdtemp(prefix=f"x402db-{label}-"))
+    os.chmod(base, 0o755)
+    server = LocalServer(binaries, base, fast=True, superuser=SUPERUSER)
+    server.start()
+    create_postgres_role(server)
+    return server
 
 
 def new_database(server: LocalServer) -> str:
