@@ -28,7 +28,7 @@ def target_status(fleet: Fleet, journal: Journal, name: str) -> dict[str, Any]:
         "reachable": ledger is not None,
     }
     if not stacks.exists(name):
-        row.update(stack="none", agrees=None, deployed_release=None, smoke=None, drift=None, lock=None)
+        row.update(stack="none", agrees=None, deployed_release=None, smoke=None, drift=None, lock=None, locked=False)
         return row
     outputs = stacks.outputs(name)
     applied = sorted(e["version"] for e in ledger or [] if e["state"] == "applied")
@@ -48,6 +48,7 @@ def target_status(fleet: Fleet, journal: Journal, name: str) -> dict[str, Any]:
         smoke=smoke,
         drift=drift,
         lock="unknown (not a file backend)" if holders is None else ("; ".join(holders) or "none"),
+        locked=bool(holders),  # a backend whose locks cannot be read is not taken for a locked stack
     )
     return row
 
@@ -83,7 +84,7 @@ def status(fleet: Fleet) -> dict[str, Any]:
         for name, names in groups
     ]
     healthy = all(
-        t["reachable"] and t["agrees"] and t["drift"] == "none" and t["lock"] in ("none", None)
+        t["reachable"] and t["agrees"] and t["drift"] == "none" and not t["locked"]
         for w in out_waves
         for t in w["targets"]
     )

@@ -100,6 +100,21 @@ def _pg_message(exc: psycopg.Error) -> str:
     return primary
 
 
+# The shared catalogs' unique keys a concurrent migration of another database can collide on.
+CLUSTER_WIDE_KEYS = ("pg_authid_rolname_index",)
+_ROLE_EXISTS = re.compile(r'^role ".*" already exists$')
+
+
+def _lost_cluster_race(exc: psycopg.Error) -> bool:
+    """A cluster-wide object (a role) created by another session between this transaction's check
+    and its CREATE: a unique violation on a shared catalog's key, or the duplicate it reports
+    once the other session has committed."""
+    diag = getattr(exc, "diag", None)
+    if isinstance(exc, pgerr.UniqueViolation):
+        return getattr(diag, "constraint_name", None) in CLUSTER_WIDE_KEYS
+    return isinstance(exc, pgerr.DuplicateObject) and bool(_ROLE_EXISTS.match(_pg_message(exc)))
+
+
 class Engine:
     def __init__(
         self,
@@ -244,6 +259,11 @@ class Engine:
                     self.log(
                         f"{what}: another session changed the same catalog row meanwhile, retrying in {delay:.1f}s"
                     )
+                elif not last and _lost_cluster_race(exc):
+                    # Roles belong to the cluster, not the database: two databases of one server
+                    # migrated at once (a fleet's tenants) both see a role missing, and the second
+                    # CREATE ROLE fails. Rolled back; the retry finds the role and creates nothing.
+                    self.log(f"{what}: another database of this server created the same role meanwhile, retrying")
                 elif committed:
                     raise BundleError(
                         f"{what} failed: {_pg_message(exc)}; that step changed nothing, but {committed}"
