@@ -61,6 +61,12 @@ class Rollout:
         unfinished = previous is not None and not previous.get("finished")
         if resume and previous is None:
             raise UsageError("there is no run of this fleet file to resume: start one with `fleet.py up`")
+        if resume and previous is not None and previous["release"] != self.release:
+            # Resuming it from this checkout would roll out another release, without up's question.
+            raise UsageError(
+                f"the last run rolled out release {previous['release']}, and this checkout is release "
+                f"{self.release}: check that release out to resume it, or roll this one out with `fleet.py up`"
+            )
         if unfinished or resume:
             assert previous is not None
             if previous["release"] != self.release:
@@ -76,11 +82,15 @@ class Rollout:
                 self._skip(wave, names, f"not started: wave {halted_by} halted the rollout")
                 continue
             status = self._wave(wave, names)
-            if status != "ok":
+            # A failed wave halts the rollout only past its maxFailures; a refused one always does.
+            if status == "refused" or (status != "ok" and self._failures(names) > wave.max_failures):
                 halted_by = wave.name
                 self._update_run(halted_by=halted_by)
         self._update_run(finished=now())
         return self.report()
+
+    def _failures(self, names: list[str]) -> int:
+        return sum(1 for n in names if self.journal.target(n).get("result") in FAILING)
 
     def _new_run(self) -> None:
         self.journal.start_new_run(
