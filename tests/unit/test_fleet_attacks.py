@@ -106,3 +106,21 @@ def test_promotion_from_a_wave_that_selected_no_target_is_refused():
 
     # A select that matches nothing (a label misspelt) holds no evidence: it vouches for nothing.
     assert gates.evidence_problem("r1", "staging", {}) is not None
+
+
+def test_two_targets_on_one_database_are_refused_before_anything_connects(tmp_path, monkeypatch):
+    from x402db.fleet.fleetfile import load
+
+    monkeypatch.setenv("X402_TEST_SAME_DB_PW", "s3cret")
+    path = tmp_path / "fleet.yaml"
+    # Both previews pass while neither stack exists; only the second up meets the first's ownership.
+    path.write_text(
+        "version: 1\n"
+        "defaults: {host: db.example, sslmode: disable, target: postgres, password: {env: X402_TEST_SAME_DB_PW}}\n"
+        "targets: {a: {database: app}, b: {database: other}, c: {database: app, port: 5432}}\n"
+        "waves: [{name: all, select: {}}]\n".replace("select: {}", "targets: [a, b, c]")
+    )
+    with pytest.raises(FleetConfigError) as refused:
+        load(path)
+    assert "targets.c" in str(refused.value) and "targets.a" in str(refused.value)
+    assert "db.example" not in str(refused.value)
