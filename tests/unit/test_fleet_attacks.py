@@ -74,6 +74,7 @@ def test_failures_within_max_failures_do_not_halt_the_rollout(tmp_path, monkeypa
     # One failure where one is allowed: the next wave still runs (and finds its own target down).
     assert second["targets"][0]["result"] == "unreachable", second
     assert report["result"] == "failed"
+    assert all(isinstance(w["targets"][0]["seconds"], float) for w in report["waves"]), report
 
 
 def test_failures_beyond_max_failures_halt_later_waves(tmp_path, monkeypatch):

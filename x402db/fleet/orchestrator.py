@@ -349,7 +349,8 @@ class Rollout:
                         "locks": r.get("locks", ""),
                         "phases": r.get("phases", {}),
                         "ledger": r.get("ledger", []),
-                        "seconds": r.get("seconds"),
+                        # The target's own time: its phases', as the table's time column adds them.
+                        "seconds": round(sum(p.get("seconds") or 0.0 for p in r.get("phases", {}).values()), 1),
                     }
                 )
             status = run.get("waves", {}).get(wave.name, {}).get("status", "skipped")
