@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import ROOT, db
-from ..errors import UsageError
+from ..errors import BundleError, UsageError
 from . import endpoint, gates, release
 from .caps import startable
 from .fleetfile import Fleet, WaveSpec
@@ -180,9 +180,20 @@ class Rollout:
             self._tell(f"  {name}: {plan.verdict}: {plan.reason}")
             return None
         started = time.monotonic()
-        stacks = Stacks()
-        stacks.ensure(name)
-        stacks.configure(spec)
+        try:
+            stacks = Stacks()
+            stacks.ensure(name)
+            stacks.configure(spec)
+        except BundleError as exc:  # this target's stack (or secret) is broken: the others go on
+            record["phases"]["preview"] = {
+                "status": "failed",
+                "detail": str(exc),
+                "seconds": round(time.monotonic() - started, 1),
+            }
+            self.journal.write_target(name, record)
+            self._final(name, "failed", str(exc))
+            self._tell(f"  {name}: failed: {exc}")
+            return None
         preview = stacks.preview(name)
         record["phases"]["preview"] = {
             "status": "passed" if preview.ok else "refused",
