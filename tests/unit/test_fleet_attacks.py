@@ -125,3 +125,22 @@ def test_two_targets_on_one_database_are_refused_before_anything_connects(tmp_pa
         load(path)
     assert "targets.c" in str(refused.value) and "targets.a" in str(refused.value)
     assert "db.example" not in str(refused.value)
+
+
+def test_a_stack_lock_is_judged_live_or_stale_by_its_process_on_this_host():
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from x402db.fleet.stacks import running_here
+
+    here = socket.gethostname()
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()  # a pid that no longer runs (reaped, so not even a zombie)
+    # Resume cancels only a lock whose process is gone: a live up's lock, cancelled, lets two ups
+    # of one stack run at once.
+    assert running_here({"pid": os.getpid(), "hostname": here}) is True
+    assert running_here({"pid": ended.pid, "hostname": here}) is False
+    assert running_here({"pid": os.getpid(), "hostname": here + ".elsewhere"}) is None
+    assert running_here({"hostname": here}) is None

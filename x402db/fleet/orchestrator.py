@@ -249,7 +249,10 @@ class Rollout:
 
     def _start(self, name: str) -> subprocess.Popen:
         record = self.journal.target(name)
-        if record.get("phases", {}).get("up") or record.get("phase") in ("up", "smoke", "evidence", "after"):
+        interrupted = record.get("phases", {}).get("up") or record.get("phase") in ("up", "smoke", "evidence", "after")
+        # A dead process's lock refuses every up until cancelled, whatever the journal remembers: a
+        # worker killed alone (its pulumi dies with it) leaves one, and a new run starts afresh.
+        if interrupted or self.stacks.stale_holders(name):
             self._settle(name)
         fd = self.journal.worker_lock(name)
         fcntl.flock(fd, fcntl.LOCK_EX)  # held until the worker exits: it inherits the descriptor
@@ -292,6 +295,14 @@ class Rollout:
         interrupted create from state. The database is not touched; the next up reads the ledger."""
         self._tell(f"  {name}: clearing what the interrupted run left (stack lock, pending create)")
         self._wait_for_sessions(name)
+        # A lock whose process still runs here is a live up (another fleet file's, or one typed by
+        # hand): wait for it, and never cancel it, or two ups of one stack would run at once.
+        deadline = time.monotonic() + LEFTOVER_WAIT_SECONDS
+        while (running := self.stacks.running_holders(name)) and time.monotonic() < deadline:
+            time.sleep(1)
+        if running:
+            self._tell(f"  {name}: its stack is locked by a live process ({'; '.join(running)}): not cleared")
+            return
         holders = self.stacks.lock_holders(name)
         if holders is None or holders:
             self.stacks.cancel(name)
