@@ -303,6 +303,13 @@ class Rollout:
         if running:
             self._tell(f"  {name}: its stack is locked by a live process ({'; '.join(running)}): not cleared")
             return
+        if foreign := self.stacks.foreign_holders(name):
+            # Another machine's run may be alive: only its operator can say it is not.
+            self._tell(
+                f"  {name}: its stack is locked from another host ({'; '.join(foreign)}): not cleared; once that "
+                f"run is known dead, `pulumi cancel --stack {name}`"
+            )
+            return
         holders = self.stacks.lock_holders(name)
         if holders is None or holders:
             self.stacks.cancel(name)
@@ -389,6 +396,8 @@ def rollout(
     progress: Callable[[int, int, str], None] | None = None,
 ) -> dict[str, Any]:
     journal = Journal.for_fleet(fleet.path)
+    if resume and journal.run() is None:
+        raise UsageError("there is no run of this fleet file to resume: start one with `fleet.py up`")
     lock = journal.hold_run_lock()
     try:
         r = Rollout(fleet, journal, release.digest(), say, Stacks(), progress)

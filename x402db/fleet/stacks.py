@@ -225,6 +225,11 @@ class Stacks:
         """The holders of the stack's lock that were on this host and no longer run: a dead run's lock."""
         return [_describe(lock) for lock in self._locks(name) or [] if running_here(lock) is False]
 
+    def foreign_holders(self, name: str) -> list[str]:
+        """The holders of the stack's lock on another host (or that do not say where): whether they
+        still run cannot be known from here."""
+        return [_describe(lock) for lock in self._locks(name) or [] if running_here(lock) is None]
+
     def _locks(self, name: str) -> list[dict[str, Any]] | None:
         url = {**os.environ, **self._ws.env_vars}.get("PULUMI_BACKEND_URL", "")
         if not url.startswith("file://"):
