@@ -38,6 +38,9 @@ def build_parser() -> Parser:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     fleet = fleetfile.load(Path(args.fleet))
+    # Every target's secrets before anything connects or any journal starts: a source that fails
+    # only when its target's turn comes would stop a rollout after earlier waves had changed.
+    fleet.check_secrets()
     say = log_to_stderr(not args.json)
     if args.command == "validate":
         doc = plan.validate(fleet)

@@ -189,6 +189,15 @@ def _fleet(path: Path, doc: Any, declared: schema.Declared) -> Fleet:
         targets[name] = _target(path, name, defaults, raw, declared)
     if not targets:
         _bad("targets is empty")
+    owner: dict[tuple[str, int, str], str] = {}
+    for name, spec in targets.items():
+        # Two stacks on one database: both previews pass while neither exists, and the second up
+        # is refused by the first's ownership only after the first has changed it.
+        if (first := owner.setdefault((spec.host, spec.port, spec.database), name)) != name:
+            _bad(
+                f"{segment('targets', name)} is the database of {segment('targets', first)} (same host, port and "
+                "database); a database is deployed by one stack"
+            )
     waves = doc["waves"]
     if not isinstance(waves, list) or not waves:
         _bad("waves must be a list of at least one wave")

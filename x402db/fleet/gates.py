@@ -170,6 +170,8 @@ def _does(effect: str) -> str:
 
 def evidence_problem(release: str, wave: str, evidence: dict[str, dict[str, Any] | None]) -> str | None:
     """Why the evidence of wave `wave`'s targets does not promote `release`, or None when it does."""
+    if not evidence:  # a select that matched nothing vouches for nothing
+        return f"wave {wave} has no target, so it holds no evidence for release {release}"
     missing = [name for name, e in evidence.items() if not e]
     if missing:
         return f"wave {wave} holds no evidence for {', '.join(missing)}: run wave {wave} of this release first"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import ROOT, db
-from ..errors import UsageError
+from ..errors import BundleError, UsageError
 from . import endpoint, gates, release
 from .caps import startable
 from .fleetfile import Fleet, WaveSpec
@@ -61,6 +61,12 @@ class Rollout:
         unfinished = previous is not None and not previous.get("finished")
         if resume and previous is None:
             raise UsageError("there is no run of this fleet file to resume: start one with `fleet.py up`")
+        if resume and previous is not None and previous["release"] != self.release:
+            # Resuming it from this checkout would roll out another release, without up's question.
+            raise UsageError(
+                f"the last run rolled out release {previous['release']}, and this checkout is release "
+                f"{self.release}: check that release out to resume it, or roll this one out with `fleet.py up`"
+            )
         if unfinished or resume:
             assert previous is not None
             if previous["release"] != self.release:
@@ -76,11 +82,15 @@ class Rollout:
                 self._skip(wave, names, f"not started: wave {halted_by} halted the rollout")
                 continue
             status = self._wave(wave, names)
-            if status != "ok":
+            # A failed wave halts the rollout only past its maxFailures; a refused one always does.
+            if status == "refused" or (status != "ok" and self._failures(names) > wave.max_failures):
                 halted_by = wave.name
                 self._update_run(halted_by=halted_by)
         self._update_run(finished=now())
         return self.report()
+
+    def _failures(self, names: list[str]) -> int:
+        return sum(1 for n in names if self.journal.target(n).get("result") in FAILING)
 
     def _new_run(self) -> None:
         self.journal.start_new_run(
@@ -170,9 +180,20 @@ class Rollout:
             self._tell(f"  {name}: {plan.verdict}: {plan.reason}")
             return None
         started = time.monotonic()
-        stacks = Stacks()
-        stacks.ensure(name)
-        stacks.configure(spec)
+        try:
+            stacks = Stacks()
+            stacks.ensure(name)
+            stacks.configure(spec)
+        except BundleError as exc:  # this target's stack (or secret) is broken: the others go on
+            record["phases"]["preview"] = {
+                "status": "failed",
+                "detail": str(exc),
+                "seconds": round(time.monotonic() - started, 1),
+            }
+            self.journal.write_target(name, record)
+            self._final(name, "failed", str(exc))
+            self._tell(f"  {name}: failed: {exc}")
+            return None
         preview = stacks.preview(name)
         record["phases"]["preview"] = {
             "status": "passed" if preview.ok else "refused",
@@ -228,7 +249,10 @@ class Rollout:
 
     def _start(self, name: str) -> subprocess.Popen:
         record = self.journal.target(name)
-        if record.get("phases", {}).get("up") or record.get("phase") in ("up", "smoke", "evidence", "after"):
+        interrupted = record.get("phases", {}).get("up") or record.get("phase") in ("up", "smoke", "evidence", "after")
+        # A dead process's lock refuses every up until cancelled, whatever the journal remembers: a
+        # worker killed alone (its pulumi dies with it) leaves one, and a new run starts afresh.
+        if interrupted or self.stacks.stale_holders(name):
             self._settle(name)
         fd = self.journal.worker_lock(name)
         fcntl.flock(fd, fcntl.LOCK_EX)  # held until the worker exits: it inherits the descriptor
@@ -271,6 +295,21 @@ class Rollout:
         interrupted create from state. The database is not touched; the next up reads the ledger."""
         self._tell(f"  {name}: clearing what the interrupted run left (stack lock, pending create)")
         self._wait_for_sessions(name)
+        # A lock whose process still runs here is a live up (another fleet file's, or one typed by
+        # hand): wait for it, and never cancel it, or two ups of one stack would run at once.
+        deadline = time.monotonic() + LEFTOVER_WAIT_SECONDS
+        while (running := self.stacks.running_holders(name)) and time.monotonic() < deadline:
+            time.sleep(1)
+        if running:
+            self._tell(f"  {name}: its stack is locked by a live process ({'; '.join(running)}): not cleared")
+            return
+        if foreign := self.stacks.foreign_holders(name):
+            # Another machine's run may be alive: only its operator can say it is not.
+            self._tell(
+                f"  {name}: its stack is locked from another host ({'; '.join(foreign)}): not cleared; once that "
+                f"run is known dead, `pulumi cancel --stack {name}`"
+            )
+            return
         holders = self.stacks.lock_holders(name)
         if holders is None or holders:
             self.stacks.cancel(name)
@@ -339,7 +378,8 @@ class Rollout:
                         "locks": r.get("locks", ""),
                         "phases": r.get("phases", {}),
                         "ledger": r.get("ledger", []),
-                        "seconds": r.get("seconds"),
+                        # The target's own time: its phases', as the table's time column adds them.
+                        "seconds": round(sum(p.get("seconds") or 0.0 for p in r.get("phases", {}).values()), 1),
                     }
                 )
             status = run.get("waves", {}).get(wave.name, {}).get("status", "skipped")
@@ -356,6 +396,8 @@ def rollout(
     progress: Callable[[int, int, str], None] | None = None,
 ) -> dict[str, Any]:
     journal = Journal.for_fleet(fleet.path)
+    if resume and journal.run() is None:
+        raise UsageError("there is no run of this fleet file to resume: start one with `fleet.py up`")
     lock = journal.hold_run_lock()
     try:
         r = Rollout(fleet, journal, release.digest(), say, Stacks(), progress)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -212,21 +213,38 @@ class Stacks:
     def lock_holders(self, name: str) -> list[str] | None:
         """Who holds the stack's lock, one short line each; [] when nobody; None when the backend
         keeps its locks where this cannot look (anything but a file backend)."""
+        locks = self._locks(name)
+        return None if locks is None else [_describe(lock) for lock in locks]
+
+    def running_holders(self, name: str) -> list[str]:
+        """The holders of the stack's lock still running on this host: a live `pulumi up` (another
+        fleet file's, or one typed by hand), whose lock must never be cancelled."""
+        return [_describe(lock) for lock in self._locks(name) or [] if running_here(lock) is True]
+
+    def stale_holders(self, name: str) -> list[str]:
+        """The holders of the stack's lock that were on this host and no longer run: a dead run's lock."""
+        return [_describe(lock) for lock in self._locks(name) or [] if running_here(lock) is False]
+
+    def foreign_holders(self, name: str) -> list[str]:
+        """The holders of the stack's lock on another host (or that do not say where): whether they
+        still run cannot be known from here."""
+        return [_describe(lock) for lock in self._locks(name) or [] if running_here(lock) is None]
+
+    def _locks(self, name: str) -> list[dict[str, Any]] | None:
         url = {**os.environ, **self._ws.env_vars}.get("PULUMI_BACKEND_URL", "")
         if not url.startswith("file://"):
             return None
         # A relative path is the CLI's, which runs in the project directory.
         root = self.project_dir / os.path.expanduser(url[len("file://") :].split("?", 1)[0])
         project = self._ws.project_settings().name
-        holders = []
+        locks: list[dict[str, Any]] = []
         for path in sorted((root / ".pulumi" / "locks").glob(f"*/{project}/{name}/*.json")):
             try:
                 lock = json.loads(path.read_text())
             except (OSError, ValueError):
-                holders.append(f"unreadable lock file {path.name}")
-                continue
-            holders.append(_describe(lock))
-        return holders
+                lock = None
+            locks.append(lock if isinstance(lock, dict) else {"unreadable": path.name})
+        return locks
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -328,8 +346,25 @@ def _counts(changes: Mapping[Any, int] | None) -> dict[str, int]:
     return {getattr(op, "value", str(op)): int(n) for op, n in (changes or {}).items()}
 
 
+def running_here(lock: dict[str, Any]) -> bool | None:
+    """Whether the process that took the lock still runs: None when it ran on another host (or the
+    lock does not say), where no process table can be read."""
+    pid = lock.get("pid")
+    if lock.get("hostname") != socket.gethostname() or type(pid) is not int or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def _describe(lock: dict) -> str:
     """`pid 123 on host by user since 2026-01-01 10:00:00 UTC`, from what the lock file holds."""
+    if "unreadable" in lock:
+        return f"unreadable lock file {lock['unreadable']}"
     parts = []
     if lock.get("pid"):
         parts.append(f"pid {lock['pid']}")

@@ -36,6 +36,9 @@ def target_status(fleet: Fleet, journal: Journal, name: str) -> dict[str, Any]:
     evidence = outputs.get("fleetEvidence") if isinstance(outputs.get("fleetEvidence"), dict) else None
     smoke = (record.get("phases", {}).get("smoke") or {}).get("status") or (evidence or {}).get("smoke")
     holders = stacks.lock_holders(name)
+    stale = stacks.stale_holders(name)
+    if holders:  # a dead run's lock refuses every up until `fleet.py resume` (or `pulumi cancel`) clears it
+        holders = [f"{h} (not running: stale)" if h in stale else h for h in holders]
     if ledger is None:
         drift = "unreachable"
     else:
