@@ -18,7 +18,8 @@ import pytest
 
 from x402db.fleet.stacks import Stacks
 
-pytestmark = pytest.mark.diagonal
+# One pair: the attacks test runs the other (pg18, supabase), and the fleet scenarios run both servers.
+pytestmark = pytest.mark.diagonal(pairs={("pg15", "postgres")})
 
 
 @dataclass(frozen=True)
