@@ -23,6 +23,7 @@ TIERS = {
     "engine": set(),
 }
 HEAVIER = {"server": "database", "pulumi_tools": "engine"}
+FIRST = ("engine", "database", "node", "unit")  # the order the suite runs its tiers in
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -45,6 +46,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if off:
         config.hook.pytest_deselected(items=off)
         items[:] = [item for item in items if item not in off]
+    # Heaviest tier first: pytest-xdist hands tests out in this order, so the minute-long Pulumi
+    # scenarios start while the short tests can still fill the other workers, instead of one of
+    # them running alone at the end of the suite.
+    items.sort(key=lambda item: FIRST.index(next(m.name for m in item.iter_markers() if m.name in TIERS)))
 
 
 # Each server version with one target: every version and every target still runs the scenario.
