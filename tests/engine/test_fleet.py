@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from tests.utils.fleet import ENV_SECRET, FleetLab, Run, descendants, kill_tree
+from tests.utils.tty import run_in_pty
 from x402db.fleet import fleetfile
 from x402db.local.server import _free_port
 
@@ -369,6 +370,14 @@ def test_the_lock_gate_refuses_a_wave_that_would_rewrite_a_large_table_before_an
     unchanged(lab, before)
     assert run.observed.ups() == set(), run.observed.ups()
     assert lab.leaks() == [], lab.leaks()
+
+    # At a terminal: a bar of the targets done under the log lines, then the table and the why.
+    env = {k: v for k, v in lab.env().items() if k != "CI"}
+    code, shown = run_in_pty([str(lab.dir / "scripts" / "fleet.py"), "up", "--fleet", str(fleet), "--yes"], env)
+    assert code == 1, shown
+    assert "0/2 [" in shown and "2/2 [" in shown and "target/s" in shown, shown
+    assert "refused: 2 (big, small)" in shown and "lock gate" in shown, shown
+    unchanged(lab, before)
 
 
 # --- kill -9 and resume ---------------------------------------------------------------------------

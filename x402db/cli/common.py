@@ -117,6 +117,17 @@ def log_to_stderr(enabled: bool = True) -> Callable[[str], None]:
     return log
 
 
+def progress_bar(total: int, unit: str) -> Any:
+    """A tqdm bar on stderr. A terminal that reports no size (0x0, e.g. some serial consoles or a
+    fresh pty) makes tqdm print nothing; get_terminal_size falls back to 80x24 there."""
+    import shutil
+
+    from tqdm import tqdm
+
+    size = shutil.get_terminal_size()
+    return tqdm(total=total, unit=unit, file=sys.stderr, ncols=size.columns, nrows=size.lines)
+
+
 def print_json(doc: Any) -> None:
     json.dump(doc, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")

@@ -12,7 +12,7 @@ from ..errors import Refused
 from ..fleet import fleetfile, plan, report
 from ..fleet.orchestrator import rollout
 from ..fleet.status import STATUS_COLUMNS, status, status_rows
-from .common import Parser, log_to_stderr, print_json, quiet, run
+from .common import Parser, log_to_stderr, print_json, progress_bar, quiet, run
 from .confirm import YES
 
 
@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
     if args.json or quiet():
         doc = rollout(fleet, resume=args.command == "resume", say=say)
     else:
-        with _bar() as (bar_say, progress):
+        with _bar(sum(len(names) for _, names in fleet.wave_targets())) as (bar_say, progress):
             doc = rollout(fleet, resume=args.command == "resume", say=bar_say, progress=progress)
     print_json(doc) if args.json else print(report.render(doc, args.fleet))
     return 0 if doc["result"] == "ok" else 1
@@ -80,17 +80,15 @@ def _ask(fleet: fleetfile.Fleet, fleet_arg: str) -> None:
 
 
 @contextmanager
-def _bar() -> Iterator[tuple[Callable[[str], None], Callable[[int, int, str], None]]]:
+def _bar(total: int) -> Iterator[tuple[Callable[[str], None], Callable[[int, int, str], None]]]:
     """At a terminal: a bar of targets done, what runs now as its text, the log lines above it."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, unit="target", file=sys.stderr, dynamic_ncols=True)
+    # A bar made with total 0 never draws, even once its total grows: the count is known up front.
+    bar = progress_bar(total, "target")
 
     def say(message: str) -> None:
         bar.write(message, file=sys.stderr)
 
     def progress(done: int, total: int, running: str) -> None:
-        bar.total = total
         bar.set_description_str(running[:60], refresh=False)
         bar.update(done - bar.n)
 

@@ -14,7 +14,17 @@ from ..errors import Refused
 from ..keys.crypto import FORMATS, Keyring, fingerprint
 from ..keys.rotation import MAX_BATCH, REASON_HINTS, WRITERS, Rotator
 from ..keys.source import PREVIOUS_ENV, SECRET_ENV, previous_secrets, primary_secret
-from .common import Parser, add_common, add_shape_args, int_range, print_json, quiet, run, shape_from_args
+from .common import (
+    Parser,
+    add_common,
+    add_shape_args,
+    int_range,
+    print_json,
+    progress_bar,
+    quiet,
+    run,
+    shape_from_args,
+)
 
 
 def build_parser() -> Parser:
@@ -52,14 +62,7 @@ def build_parser() -> Parser:
 def _progress(total: int, enabled: bool) -> tuple[Callable[[int], object], Callable[[], object]]:
     if not enabled or total == 0:
         return lambda n: None, lambda: None
-    import shutil
-
-    from tqdm import tqdm
-
-    # A terminal that reports no size (0x0, e.g. some serial consoles) makes tqdm print
-    # nothing; get_terminal_size falls back to 80x24 there.
-    size = shutil.get_terminal_size()
-    bar = tqdm(total=total, unit="rows", file=sys.stderr, ncols=size.columns, nrows=size.lines)
+    bar = progress_bar(total, "rows")
     return bar.update, bar.close
 
 
