@@ -42,7 +42,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(tier)
     if wrong:
         raise pytest.UsageError("tests in the wrong tier:\n  " + "\n  ".join(wrong))
-    off = [item for item in items if (m := item.get_closest_marker("diagonal")) and not _on_diagonal(item, m)]
+    off = [item for item in items if not all(_on_diagonal(item, m) for m in item.iter_markers("diagonal"))]
     if off:
         config.hook.pytest_deselected(items=off)
         items[:] = [item for item in items if item not in off]
@@ -58,7 +58,8 @@ DIAGONAL = {("pg15", "postgres"), ("pg18", "supabase")}
 
 def _on_diagonal(item: pytest.Item, marker: pytest.Mark) -> bool:
     """`@pytest.mark.diagonal` pairs the server with the target; `diagonal(param=..., pairs=...)`
-    with another parameter, so each of its values still runs on one of the two servers."""
+    with another parameter, so each of its values still runs on one of the two servers. A test
+    with several diagonal markers runs where all of them hold."""
     params = getattr(item, "callspec", None)
     params = params.params if params else {}
     other, pairs = marker.kwargs.get("param", "target"), marker.kwargs.get("pairs", DIAGONAL)

@@ -52,6 +52,7 @@ def plan_summary(target: Target, *args: str) -> str:
 # --- preview, up, no-op ------------------------------------------------------------------------
 
 
+@pytest.mark.diagonal
 def test_preview_changes_nothing_and_shows_the_plan(project, target):
     project.init("test", target.config(), target.server.password)
     before = target.snapshot()
@@ -62,13 +63,16 @@ def test_preview_changes_nothing_and_shows_the_plan(project, target):
     assert "x402:SqlMigration" in r.output and "postgresql:index/grant:Grant" in r.output
 
 
+@pytest.mark.diagonal
 def test_up_deploys_what_smoke_verifies_then_refresh_and_preview_see_no_change(project, target):
     """A clean deployment refreshes clean on every server: on 17+ GRANT ALL gives MAINTAIN too,
     and the Grant the program declares must say so, or refresh reads it back as a change."""
     _deploys_and_refreshes_clean(project, target)
 
 
+# Target supabase, as Supabase runs it: the Grant that MAINTAIN concerns is declared alike for both.
 @pytest.mark.parametrize("server", ["pg17"], indirect=True)
+@pytest.mark.parametrize("target", ["supabase"], indirect=True)
 def test_a_clean_deployment_refreshes_clean_on_17_the_version_supabase_runs(project, target):
     _deploys_and_refreshes_clean(project, target)
 
@@ -325,6 +329,7 @@ def test_wrong_passphrase_is_refused_and_changes_nothing(project, target):
 
 
 @pytest.mark.diagonal
+@pytest.mark.diagonal(param="case", pairs={("pg15", "wrong-password"), ("pg18", "unreachable-host")})
 @pytest.mark.parametrize("case", ["wrong-password", "unreachable-host"])
 def test_connection_problems_get_one_line_from_the_preflight(project, target, case):
     config = target.config()
@@ -406,6 +411,7 @@ def test_missing_plugin_is_named_and_changes_nothing(project, target, tmp_path):
 
 
 @pytest.mark.diagonal
+@pytest.mark.diagonal(param="grantee", pairs={("pg15", "PUBLIC"), ("pg18", "anon")})
 @pytest.mark.parametrize("grantee", ["anon", "PUBLIC"])
 def test_granting_anon_by_hand_shows_in_refresh_and_up_repairs_it(project, target, grantee):
     """Directly, or through PUBLIC (no ACL entry of anon's own): up revokes it either way."""
