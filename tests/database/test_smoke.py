@@ -10,6 +10,7 @@ import pytest
 
 from tests.utils.scripts import run_script
 from x402db import db
+from x402db.cli import smoke as smoke_cli
 from x402db.private import PRIVATE_SCHEMA
 from x402db.verify.smoke import run_checks
 
@@ -258,15 +259,17 @@ def test_behaviour_checks_leave_nothing_behind(deployed_db):
 
 
 @pytest.mark.parametrize("defect, sabotage, check", SABOTAGE, ids=[s[0] for s in SABOTAGE])
-def test_each_defect_is_caught(server, deployed_db, defect, sabotage, check):
+def test_each_defect_is_caught(server, deployed_db, defect, sabotage, check, monkeypatch, capsys):
+    # The command's own main, in this process: what a subprocess adds (the exit code, the output
+    # streams) test_cli_outputs_and_exit_codes proves once, not once per defect and server.
+    monkeypatch.setenv("INTEGRATION_ENCRYPTION_SECRET", "smoke-secret")
     with db.connect(deployed_db) as c:
         c.execute(sabotage)
     try:
-        r = run_script(
-            "smoke.py", "--json", "--dsn", deployed_db, env={"INTEGRATION_ENCRYPTION_SECRET": "smoke-secret"}
-        )
-        assert r.returncode == 1, r.stdout + r.stderr
-        failed = {c["name"]: c["detail"] for c in json.loads(r.stdout)["checks"] if c["status"] == "failed"}
+        code = smoke_cli.main(["--json", "--dsn", deployed_db])
+        out = capsys.readouterr()
+        assert code == 1, out.out + out.err
+        failed = {c["name"]: c["detail"] for c in json.loads(out.out)["checks"] if c["status"] == "failed"}
         assert check in failed, f"{defect}: failing checks were {failed}"
         assert failed[check]
     finally:
@@ -405,6 +408,13 @@ def test_cli_outputs_and_exit_codes(deployed_db, tmp_path):
     r = run_script("smoke.py", "--dsn", deployed_db, "--junit", str(tmp_path / "missing-dir" / "x.xml"))
     assert r.returncode == 2 and "cannot write the JUnit report" in r.stderr
     assert run_script("smoke.py", "--dsn", "postgresql://x@127.0.0.1:1/x").returncode == 2
+    # A defect: exit 1, with the check that caught it failed in the JSON.
+    defect, sabotage, check = next(s for s in SABOTAGE if s[0] not in ROLE_SABOTAGE)
+    with db.connect(deployed_db) as c:
+        c.execute(sabotage)
+    r = run_script("smoke.py", "--json", "--dsn", deployed_db, env={"INTEGRATION_ENCRYPTION_SECRET": "smoke-secret"})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert check in {c["name"] for c in json.loads(r.stdout)["checks"] if c["status"] == "failed"}, defect
 
 
 def test_secret_round_trip_check(deployed_db, tmp_path):

@@ -261,7 +261,8 @@ def test_a_fleet_rolls_out_in_waves_within_its_caps(lab):
     assert lab.leaks() == [], lab.leaks()
 
     # A new release while staging is down: staging's evidence is for the old one, so prod is
-    # refused (not skipped by a halt: staging tolerates its failure here) and changes nothing.
+    # refused (not skipped by a halt: staging tolerates its failure here) before it is even
+    # previewed, and changes nothing.
     sql = lab.dir / "sql"
     (sql / "901_fleet_test_comment.up.sql").write_text("COMMENT ON TABLE public.x402_resources IS 'fleet test';\n")
     (sql / "901_fleet_test_comment.down.sql").write_text("COMMENT ON TABLE public.x402_resources IS NULL;\n")
@@ -277,6 +278,7 @@ def test_a_fleet_rolls_out_in_waves_within_its_caps(lab):
     assert waves(again) == {"staging": "failed", "prod": "refused"}, again
     assert results(again)["staging"] == "unreachable", again
     assert all(results(again)[n] == "refused" and "staging" in again.targets()[n]["reason"] for n in prod), again
+    assert not any(again.targets()[n].get("phases", {}).get("preview") for n in prod), "a refused wave was previewed"
     assert again.observed.ups() == set(), again.observed.ups()
     unchanged(lab, before)
     assert all("901" not in dict(lab.ledger(n)) for n in prod)

@@ -1,9 +1,9 @@
-"""A rollout in waves: for each wave, every target's plan and preview, the gates, then the changes
-under the wave's caps, halting on failures. Everything that happens is written to the journal
-first, so that `resume` after a kill -9 at any instant finishes the same run: it waits for the
-workers still alive, clears a dead worker's stack lock and pending create as the deploy runbook
-does by hand, leaves every target that reached a result alone, and decides what is left exactly
-as the uninterrupted run would have.
+"""A rollout in waves: for each wave, promotion, every target's plan and preview, the lock gate,
+then the changes under the wave's caps, halting on failures. Everything that happens is written
+to the journal first, so that `resume` after a kill -9 at any instant finishes the same run: it
+waits for the workers still alive, clears a dead worker's stack lock and pending create as the
+deploy runbook does by hand, leaves every target that reached a result alone, and decides what
+is left exactly as the uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -130,10 +130,8 @@ class Rollout:
         return status
 
     def _gate(self, wave: WaveSpec, names: list[str]) -> str:
-        """Plans and previews for the wave, then its gates; the refusal, or "" to go on."""
-        self._tell(f"wave {wave.name}: plan and preview of {', '.join(names)}")
-        with ThreadPoolExecutor(max_workers=max(1, min(len(names), wave.parallel))) as pool:
-            plans = dict(zip(names, pool.map(self._plan_and_preview, names), strict=True))
+        """The wave's gates, with plans and previews between them; the refusal, or "" to go on.
+        Promotion is judged first: a wave that may not run yet does not connect to its targets."""
         problem = ""
         if wave.promoted_from:
             source = {w.name: t for w, t in self.fleet.wave_targets()}[wave.promoted_from]
@@ -142,6 +140,9 @@ class Rollout:
             if problem:
                 problem = f"promotion refused: {problem}"
         if not problem:
+            self._tell(f"wave {wave.name}: plan and preview of {', '.join(names)}")
+            with ThreadPoolExecutor(max_workers=max(1, min(len(names), wave.parallel))) as pool:
+                plans = dict(zip(names, pool.map(self._plan_and_preview, names), strict=True))
             ready = {t: p for t, p in plans.items() if p is not None}
             lock_refusals = gates.lock_gate(ready, self.fleet.lock_gate.max_rows)
             if lock_refusals:
@@ -150,6 +151,8 @@ class Rollout:
             for name in names:
                 record = self.journal.target(name)
                 if record.get("result") not in FAILING:  # a target refused on its own keeps its reason
+                    record.setdefault("endpoint", endpoint.label(self.fleet.targets[name]))
+                    self.journal.write_target(name, record)
                     self._final(name, "refused", problem)
             self._tell(f"wave {wave.name} refused, nothing changed: {problem}")
         return problem
