@@ -278,8 +278,28 @@ def test_each_defect_is_caught(server, deployed_db, defect, sabotage, check, mon
                 c.execute(ROLE_SABOTAGE[defect])
 
 
+# The checks no sabotage above names, and the sabotage that must fail each of them: the behaviour
+# checks, which a defect in the catalog breaks on the way. Each is the narrowest defect that does:
+# isolation from other users' rows needs RLS on, access to one's own row needs the policy.
+ALSO_FAILS = {
+    "rls_disabled": {
+        "rls.delete_other_invisible",
+        "rls.insert_other_denied",
+        "rls.other_row_unchanged",
+        "rls.update_other_invisible",
+        "rls.update_to_other_denied",
+    },
+    "policy_dropped": {"rls.delete_own", "rls.insert_own", "rls.insert_own_b", "rls.update_own"},
+    "constraint_without_openrouter_instant": {"resources.openrouter_instant_accepted"},
+    "trigger_dropped": {"trigger.bumps_updated_at"},
+    "service_role_select_revoked": {"grant.service_role"},
+}
+
+
 def test_every_check_can_fail(server):
-    """Across the sabotage suite, every check a clean run reports has failed at least once."""
+    """Every check a clean run reports fails under some sabotage: the one each SABOTAGE entry
+    names (test_each_defect_is_caught proves it fails), or, for the rest, one of ALSO_FAILS,
+    proved here."""
     from tests.utils.db import deploy, drop_database, new_database
     from x402db.keys.crypto import Keyring
 
@@ -288,20 +308,19 @@ def test_every_check_can_fail(server):
     deploy(clean_db)
     names = {c.name for c in run_checks(clean_db, keyring=ring).checks}
     drop_database(server, clean_db)
-    failed: set[str] = set()
-    for defect, sabotage, _check in SABOTAGE:
+    sabotages = {defect: sabotage for defect, sabotage, _check in SABOTAGE}
+    assert set(ALSO_FAILS) <= set(sabotages) and not set(ALSO_FAILS) & set(ROLE_SABOTAGE)
+    for defect, checks in ALSO_FAILS.items():
         dsn = new_database(server)
         deploy(dsn)
         with db.connect(dsn) as c:
-            c.execute(sabotage)
+            c.execute(sabotages[defect])
         try:
-            failed |= set(failing(run_checks(dsn, keyring=ring)))
+            assert checks <= set(failing(run_checks(dsn, keyring=ring))), defect
         finally:
-            if defect in ROLE_SABOTAGE:
-                with db.connect(dsn) as c:
-                    c.execute(ROLE_SABOTAGE[defect])
             drop_database(server, dsn)
-    assert names - failed == set()
+    named = {check for _defect, _sabotage, check in SABOTAGE}
+    assert names - named - set().union(*ALSO_FAILS.values()) == set()
 
 
 @pytest.mark.parametrize("change", ["RESET search_path", "SET search_path = public, pg_temp", "RESET ALL"])
