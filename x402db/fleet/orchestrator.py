@@ -131,7 +131,7 @@ class Rollout:
 
     def _gate(self, wave: WaveSpec, names: list[str]) -> str:
         """The wave's gates, with plans and previews between them; the refusal, or "" to go on.
-        Promotion is judged first: a wave that may not run yet does not connect to its targets."""
+        Promotion is judged first: a wave that may not run yet is neither planned nor previewed."""
         problem = ""
         if wave.promoted_from:
             source = {w.name: t for w, t in self.fleet.wave_targets()}[wave.promoted_from]
