@@ -407,9 +407,11 @@ def rollout(
         report = r.run(resume)
     finally:
         os.close(lock)
-    # The ledger as it is now, after every change: what the report's reader will find.
-    for wave in report["waves"]:
-        for target in wave["targets"]:
-            if target["result"] != "unreachable":
-                target["ledger"] = gates.ledger_now(fleet.targets[target["name"]]) or target["ledger"]
+    # The ledger as it is now, after every change: what the report's reader will find. Read at
+    # once, so that servers gone down since (each costs a connect timeout) do not add up.
+    rows = [t for wave in report["waves"] for t in wave["targets"] if t["result"] != "unreachable"]
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(rows)))) as pool:
+        ledgers = list(pool.map(lambda t: gates.ledger_now(fleet.targets[t["name"]]), rows))
+    for target, ledger in zip(rows, ledgers, strict=True):
+        target["ledger"] = ledger or target["ledger"]
     return report
