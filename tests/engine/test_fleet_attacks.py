@@ -5,32 +5,17 @@ it, a `pulumi up` typed by hand and killed), which every later up would meet."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.utils.real_pulumi import kill_run
+
 # One scenario, on one server: the lock is Pulumi's, not the database's.
 pytestmark = pytest.mark.diagonal(pairs={("pg18", "supabase")})
-
-
-def _kill_run(home: Path) -> None:
-    """Every process of a run of this Pulumi home: the CLI and each plugin (own process groups)."""
-    for proc in Path("/proc").iterdir():
-        try:
-            environ = (proc / "environ").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        if proc.name.isdigit() and f"PULUMI_HOME={home}".encode() in environ:
-            try:
-                os.kill(int(proc.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def test_a_dead_processs_stack_lock_is_cleared_by_the_next_up(project, target):
@@ -57,7 +42,7 @@ def test_a_dead_processs_stack_lock_is_cleared_by_the_next_up(project, target):
         assert run.poll() is None, f"pulumi up ended before it was killed: {run.stdout.read()}"
         assert time.monotonic() < deadline, "pulumi up never took the stack's lock"
         time.sleep(0.005)
-    _kill_run(project.home)
+    kill_run(project.home)
     run.wait()
     assert list(locks.rglob("*.json")), "the killed up left no lock"
 

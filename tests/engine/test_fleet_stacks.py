@@ -8,7 +8,6 @@ check shares the one stack."""
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.utils.real_pulumi import kill_run
 from x402db.fleet.stacks import Stacks
 
 # One pair: the attacks test runs the other (pg18, supabase), and the fleet scenarios run both servers.
@@ -61,21 +61,6 @@ class ArgvWatcher(threading.Thread):
                 if b"\0config\0set\0" in argv and b"\0--secret\0" in argv:
                     self.seen_secret_set = True
             time.sleep(0.005)
-
-
-def _kill_run(home: Path) -> None:
-    """Every process of a run of this project's Pulumi home: the CLI and each plugin, which Pulumi
-    starts in process groups of their own."""
-    for proc in Path("/proc").iterdir():
-        try:
-            environ = (proc / "environ").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        if proc.name.isdigit() and f"PULUMI_HOME={home}".encode() in environ:
-            try:
-                os.kill(int(proc.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def test_a_stack_configured_deployed_verified_and_recovered_from_a_dead_run(project, target, monkeypatch):
@@ -130,7 +115,7 @@ def test_a_stack_configured_deployed_verified_and_recovered_from_a_dead_run(proj
             assert run.poll() is None, f"pulumi up ended before it was killed: {run.stdout.read()}"
             assert time.monotonic() < deadline, "pulumi up never took the stack's lock"
             time.sleep(0.005)
-        _kill_run(project.home)
+        kill_run(project.home)
         run.wait()
         assert holders == stacks.lock_holders("staging") and f"pid {run.pid} " in holders[0], holders
         locked = stacks.up("staging")
@@ -150,7 +135,7 @@ def test_a_stack_configured_deployed_verified_and_recovered_from_a_dead_run(proj
     finally:
         watcher.stop.set()
         watcher.join()
-        _kill_run(project.home)
+        kill_run(project.home)
     assert watcher.leaks == set(), watcher.leaks
     assert watcher.seen_secret_set, "the watcher never saw the secret being set: it samples too slowly"
     # The Pulumi home holds no selected stack: nothing the user's next bare `pulumi up` would act on.
