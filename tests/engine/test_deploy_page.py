@@ -26,6 +26,8 @@ from x402db import ROOT
 from x402db.local.server import embedded_bindir
 
 BACKEND_PASSWORD = "b4ckend-Pw-for-tests"
+# The backend role the page's prod stack makes, as the page names it.
+BACKEND_ROLE = re.search(r"pulumi config set backendRole (\S+)", PAGE.read_text())[1]
 WARNING = re.compile(r"\bwarning: ", re.I)
 
 
@@ -116,6 +118,10 @@ def supabase_target(server):
     t = Target(server, "supabase")
     yield t
     t.drop()
+    # Roles are the server's, not the database's: the backend role the page makes on 15 would
+    # outlive the database and meet the next test of this server that creates it.
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {BACKEND_ROLE}")
 
 
 # The local path prefers port 54329: its deploys run on one xdist worker, one at a time.
@@ -151,7 +157,7 @@ def test_the_deploy_page_runs_verbatim_in_a_fresh_clone(pulumi_tools, supabase_t
             reader.block("prod-without-backend-role")
         else:
             reader.block("prod")
-            assert target.query("SELECT pg_has_role('x402_backend', 'service_role', 'MEMBER')")[0][0]
+            assert target.query("SELECT pg_has_role(%s, 'service_role', 'MEMBER')", (BACKEND_ROLE,))[0][0]
         smoke = run_script("smoke.py", "--read-only", "--dsn", target.dsn, env={"PGPASSWORD": target.server.password})
         assert smoke.returncode == 0, smoke.stdout + smoke.stderr
         reader.run(page_block("env") + "pulumi preview --expect-no-changes\n")
