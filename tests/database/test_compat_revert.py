@@ -27,7 +27,7 @@ from psycopg import sql
 from tests.utils.db import SERVERS, bindir, deploy, drop_database, new_database, pg_dump_schema
 from tests.utils.dynamic_host import Host, program_inputs
 from tests.utils.migrations import PREVIOUS_RELEASE
-from tests.utils.scripts import run_script
+from tests.utils.scripts import call_script
 from x402db import ROOT, access, db
 from x402db.cli import deploy as deploy_cli
 from x402db.local.server import LocalServer
@@ -103,12 +103,12 @@ def _assert_business_objects_survive(dsn: str, output: str | None) -> None:
 def test_migrate_down_to_base_keeps_business_objects_and_names_them(compat_db):
     deploy(compat_db)
     _business_objects(compat_db)
-    r = run_script("migrate.py", "down", "--to", "base", "--allow-data-loss", "--dsn", compat_db)
+    r = call_script("migrate.py", "down", "--to", "base", "--allow-data-loss", "--dsn", compat_db)
     assert r.returncode == 0, r.stderr
     _assert_business_objects_survive(compat_db, r.stdout + r.stderr)
     # --json carries the same notes.
     deploy(compat_db)
-    r = run_script("migrate.py", "down", "--to", "base", "--json", "--dsn", compat_db)
+    r = call_script("migrate.py", "down", "--to", "base", "--json", "--dsn", compat_db)
     assert r.returncode == 0, r.stderr
     notes = [n for c in json.loads(r.stdout)["changes"] for n in c["notes"]]
     assert any("kept role service_role" in n and "invoices" in n for n in notes)
@@ -178,7 +178,7 @@ def test_business_objects_on_the_compat_auth_users_are_never_dropped(compat_db):
         )
         c.execute("CREATE INDEX biz_users_email ON auth.users (email)")
         c.execute("ALTER TABLE auth.users ADD COLUMN tenant text")
-    r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+    r = call_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
     assert r.returncode == 0, r.stderr
     with psycopg.connect(compat_db, autocommit=True) as c:
         assert c.execute("SELECT count(*) FROM pg_trigger WHERE tgname = 'biz_on_signup'").fetchone()[0] == 1
@@ -227,7 +227,7 @@ def test_the_revert_revokes_only_the_default_privileges_the_layer_granted(bare_s
             c.execute("ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO service_role")
         during = _default_acls(compat_db)
         assert ("postgres", "public", "r", "anon", "INSERT") in during  # the layer's own, to be revoked
-        r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+        r = call_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
         assert r.returncode == 0, r.stderr
         assert _default_acls(compat_db) == {
             ("postgres", "public", "r", "authenticated", "SELECT"),
@@ -282,7 +282,7 @@ def test_objects_a_function_body_names_are_kept(compat_db):
         c.execute(
             "CREATE FUNCTION public.unrelated() RETURNS text LANGUAGE sql AS $$ SELECT 'oauth.jwt() myauth.users auth_log.x' $$"
         )
-    r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+    r = call_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
     assert r.returncode == 0, r.stderr
     out = r.stdout + r.stderr
     with psycopg.connect(compat_db, autocommit=True) as c:
@@ -345,7 +345,7 @@ def test_a_layer_applied_by_the_previous_release_is_reverted_by_this_one(tmp_pat
         e = Engine(conn, migrations.load(), detect(conn))
         s = {x.version: x for x in e.status()}["000"]
         assert (s.state, s.down_edited, s.superseded is not None) == ("applied", False, True)
-    r = run_script("migrate.py", "plan", "--down", "--to", "base", "--dsn", compat_db)
+    r = call_script("migrate.py", "plan", "--down", "--to", "base", "--dsn", compat_db)
     assert "edited" not in r.stdout + r.stderr, r.stdout + r.stderr
     logs: list[str] = []
     with db.connect(compat_db) as conn:
@@ -355,7 +355,7 @@ def test_a_layer_applied_by_the_previous_release_is_reverted_by_this_one(tmp_pat
         logs
     )
     before = _default_acls(compat_db)
-    r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+    r = call_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
     assert r.returncode == 0, r.stderr
     assert _default_acls(compat_db) == before  # not recorded by that release: not attributable, kept
     out = r.stdout + r.stderr
@@ -411,7 +411,7 @@ def test_the_grantor_is_the_role_that_ran_the_up_not_its_name(bare_server, compa
                     "ALTER DEFAULT PRIVILEGES FOR ROLE deployer IN SCHEMA public GRANT SELECT ON TABLES TO authenticated"
                 )
             kept = {("deployer", "public", "r", "authenticated", "SELECT")}
-        r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+        r = call_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
         assert r.returncode == 0, r.stderr
         assert _default_acls(compat_db) == kept, r.stdout
         if afterwards == "renamed":
@@ -431,7 +431,7 @@ def test_a_bare_name_on_the_databases_search_path_is_found(compat_db):
         c.execute(
             "CREATE FUNCTION public.my_id() RETURNS uuid LANGUAGE plpgsql STABLE AS $$ BEGIN RETURN uid(); END $$"
         )
-    r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+    r = call_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
     assert r.returncode == 0, r.stderr
     with psycopg.connect(compat_db) as c:
         assert c.execute("SELECT public.my_id()").fetchone() == (None,)
@@ -446,7 +446,7 @@ def test_a_body_that_names_auth_dot_something_else_keeps_nothing(compat_db):
         c.execute(
             "CREATE FUNCTION public.tenant() RETURNS text LANGUAGE sql STABLE AS $$ SELECT current_setting('app.auth.tenant', true) $$"
         )
-    r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+    r = call_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
     assert r.returncode == 0, r.stderr
     with psycopg.connect(compat_db) as c:
         assert c.execute("SELECT to_regnamespace('auth')").fetchone()[0] is None, r.stdout
@@ -513,7 +513,7 @@ def test_kill_9_while_the_compat_revert_waits_then_the_same_command_converges(co
     assert _recorded(compat_db) == recorded
     other.rollback()
     other.close()
-    r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+    r = call_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
     assert r.returncode == 0, r.stdout + r.stderr
     assert _default_acls(compat_db) == set()
     with psycopg.connect(compat_db) as c:
@@ -528,7 +528,7 @@ def _the_operator_replaces_a_kept_auth_uid(dsn: str) -> None:
     function of their own. Neither the next up nor the next revert may touch theirs."""
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute("CREATE FUNCTION public.my_id() RETURNS uuid LANGUAGE plpgsql AS $$ BEGIN RETURN auth.uid(); END $$")
-    r = run_script("migrate.py", "down", "--to", "base", "--dsn", dsn)
+    r = call_script("migrate.py", "down", "--to", "base", "--dsn", dsn)
     assert r.returncode == 0 and "kept function auth.uid()" in r.stdout, r.stdout + r.stderr
     own = "SELECT '00000000-0000-0000-0000-000000000001'::uuid"
     with psycopg.connect(dsn, autocommit=True) as c:
@@ -538,7 +538,7 @@ def _the_operator_replaces_a_kept_auth_uid(dsn: str) -> None:
     deploy(dsn)
     with psycopg.connect(dsn) as c:
         assert own in c.execute(body).fetchone()[0]
-    r = run_script("migrate.py", "down", "--to", "base", "--dsn", dsn)
+    r = call_script("migrate.py", "down", "--to", "base", "--dsn", dsn)
     assert r.returncode == 0, r.stderr
     with psycopg.connect(dsn) as c:
         assert own in c.execute(body).fetchone()[0]
@@ -576,7 +576,7 @@ def test_a_database_restored_from_a_dump_names_what_its_revert_keeps(bare_server
             [str(bare_server.bindir / "pg_dump"), "-Fc", "--dbname", compat_db], capture_output=True, check=True
         ).stdout
         subprocess.run([str(bare_server.bindir / "pg_restore"), "--dbname", copy], input=dump, check=True)
-        r = run_script("migrate.py", "down", "--to", "base", "--dsn", copy)
+        r = call_script("migrate.py", "down", "--to", "base", "--dsn", copy)
         assert r.returncode == 0, r.stderr
         assert _compat_objects_left(copy) == (True, True, True)
         for what in (
@@ -588,7 +588,7 @@ def test_a_database_restored_from_a_dump_names_what_its_revert_keeps(bare_server
         ):
             assert f"kept {what}: it is not the object the compat layer created (its OID changed" in r.stdout, r.stdout
         # The original's roles are untouched: it still uses them, authenticator included.
-        assert run_script("smoke.py", "--dsn", compat_db).returncode == 0
+        assert call_script("smoke.py", "--dsn", compat_db).returncode == 0
     finally:
         drop_database(bare_server, copy)
 
@@ -601,10 +601,10 @@ def test_the_revert_of_one_database_keeps_authenticator_while_another_uses_the_r
     second = new_database(bare_server)
     try:
         deploy(second)
-        r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+        r = call_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
         assert r.returncode == 0, r.stderr
         assert "kept role authenticator: the roles it logs in as are still used in database t_" in r.stdout, r.stdout
-        smoke = run_script("smoke.py", "--dsn", second)
+        smoke = call_script("smoke.py", "--dsn", second)
         assert smoke.returncode == 0, smoke.stdout
     finally:
         drop_database(bare_server, second)
@@ -634,7 +634,7 @@ def test_a_role_the_operator_has_since_set_up_is_kept_and_named(bare_server, com
         c.execute(sql.SQL("ALTER ROLE service_role IN DATABASE {} SET work_mem = '8MB'").format(sql.Identifier(dbname)))
         c.execute("ALTER ROLE authenticator PASSWORD 'operator-set-pw-41'")
     try:
-        r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+        r = call_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
         assert r.returncode == 0, r.stderr
         out = r.stdout + r.stderr
         assert "operator-set-pw-41" not in out
@@ -666,7 +666,7 @@ def test_a_bare_name_on_the_servers_search_path_is_found(bare_server, compat_db)
             c.execute(
                 "CREATE FUNCTION public.my_id() RETURNS uuid LANGUAGE plpgsql STABLE AS $$ BEGIN RETURN uid(); END $$"
             )
-        r = run_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
+        r = call_script("migrate.py", "down", "--to", "base", "--dsn", compat_db)
         assert r.returncode == 0, r.stderr
         assert "kept function auth.uid(): the body of function public.my_id() refers to it" in r.stdout, r.stdout
         with psycopg.connect(compat_db) as c:

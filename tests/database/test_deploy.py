@@ -9,11 +9,11 @@ import subprocess
 
 import psycopg
 
-from tests.utils.scripts import run_script
+from tests.utils.scripts import call_script
 
 
 def test_deploy_then_redeploy(empty_db):
-    r = run_script("deploy_local.py", env={"DATABASE_URL": empty_db})
+    r = call_script("deploy_local.py", env={"DATABASE_URL": empty_db})
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.strip().splitlines()
     assert lines[-1] == f"DATABASE_URL={empty_db}"
@@ -23,20 +23,22 @@ def test_deploy_then_redeploy(empty_db):
     assert summary.startswith("plan: up 000 apply, 001 apply, 005 apply on postgres: ready; strongest locks: ")
     assert "public.x402_resources AccessExclusiveLock" in summary
     assert r.stderr.index(summary) < r.stderr.index("000_platform_compat: applying")
-    again = run_script("deploy_local.py", env={"DATABASE_URL": empty_db})
+    again = call_script("deploy_local.py", env={"DATABASE_URL": empty_db})
     assert again.returncode == 0
     assert "plan: up on postgres: nothing to do" in again.stderr
     assert "nothing to apply, already up to date" in again.stdout and "grants:     already in place" in again.stdout
 
 
 def test_deploy_json_on_supabase_runs_catalog_smoke_only(supabase_db):
-    r = run_script("deploy_local.py", "--json", env={"DATABASE_URL": supabase_db})
+    r = call_script("deploy_local.py", "--json", env={"DATABASE_URL": supabase_db})
     doc = json.loads(r.stdout)
     assert r.returncode == 0 and doc["ok"] and doc["target"] == "supabase"
     assert [m["version"] for m in doc["migrations"]] == ["005"]
     names = {c["name"] for c in doc["smoke"]["checks"]}
     assert "policy.no_extra" in names and not any(n.startswith("rls.") for n in names)
-    full = json.loads(run_script("deploy_local.py", "--json", "--full-smoke", env={"DATABASE_URL": supabase_db}).stdout)
+    full = json.loads(
+        call_script("deploy_local.py", "--json", "--full-smoke", env={"DATABASE_URL": supabase_db}).stdout
+    )
     assert any(c["name"] == "rls.select_own_only" and c["passed"] for c in full["smoke"]["checks"])
 
 
@@ -55,7 +57,7 @@ def test_deploy_prints_a_url_without_any_credential(server, empty_db, monkeypatc
         f"postgresql://{params['user']}:{quote(password, safe='')}@127.0.0.1:{params['port']}/{params['dbname']}"
         f"?sslpassword=ssl-pw-marker-77&sslmode=disable"
     )
-    r = run_script("deploy_local.py", env={"DATABASE_URL": with_pw})
+    r = call_script("deploy_local.py", env={"DATABASE_URL": with_pw})
     assert r.returncode == 0, r.stderr
     for secret in (password, "ssl-pw-marker-77"):
         assert secret not in r.stdout + r.stderr
@@ -69,10 +71,10 @@ def test_deploy_prints_a_url_without_any_credential(server, empty_db, monkeypatc
         "dbname": params["dbname"],
         "sslmode": "disable",
     }
-    doc = json.loads(run_script("deploy_local.py", "--json", env={"DATABASE_URL": with_pw}).stdout)
+    doc = json.loads(call_script("deploy_local.py", "--json", env={"DATABASE_URL": with_pw}).stdout)
     assert doc["database_url"] == printed
     # Our own local server's URL keeps its passfile, so the printed line connects as is.
-    r = run_script("deploy_local.py", env={"DATABASE_URL": server.url(params["dbname"]), "PGPASSFILE": "/nonexistent"})
+    r = call_script("deploy_local.py", env={"DATABASE_URL": server.url(params["dbname"]), "PGPASSFILE": "/nonexistent"})
     printed = r.stdout.strip().splitlines()[-1].removeprefix("DATABASE_URL=")
     assert printed.startswith("postgresql://") and "passfile=" in printed
     monkeypatch.setenv("PGPASSFILE", "/nonexistent")  # only the URL's own passfile can help
@@ -115,9 +117,9 @@ def test_a_database_is_named_before_it_changes_and_a_terminal_is_asked_first(emp
     assert code == 0 and named + "revert 005, 001, 000" in shown, shown
     assert shown.count("revoked the default privileges the compat layer had added") == 1, shown
     assert "reverted  000_platform_compat" in shown and max(map(len, shown.splitlines())) <= 100, shown
-    r = run_script("migrate.py", "up", "--to", "1", env={"DATABASE_URL": empty_db})  # no terminal: goes on
+    r = call_script("migrate.py", "up", "--to", "1", env={"DATABASE_URL": empty_db})  # no terminal: goes on
     assert r.returncode == 0 and named + "apply 000, 001" in r.stderr, r.stderr
-    r = run_script("migrate.py", "up", "--json", env={"DATABASE_URL": empty_db})
+    r = call_script("migrate.py", "up", "--json", env={"DATABASE_URL": empty_db})
     assert r.returncode == 0 and named + "apply 005" in r.stderr, r.stderr
     assert [c["version"] for c in json.loads(r.stdout)["changes"]] == ["005"]
     # `make revert` follows DATABASE_URL like every other target (it reverted the local database).
@@ -130,5 +132,5 @@ def test_a_database_is_named_before_it_changes_and_a_terminal_is_asked_first(emp
 
     pooler = empty_db.replace(f":{p['port']}/", ":6543/")
     for script, args in (("deploy_local.py", ()), ("migrate.py", ("up",)), ("migrate.py", ("down", "--yes"))):
-        r = run_script(script, *args, env={"DATABASE_URL": pooler})
+        r = call_script(script, *args, env={"DATABASE_URL": pooler})
         assert "port 6543 is Supabase's transaction pooler" in assert_one_line_error(r, 2), r.stderr

@@ -15,7 +15,7 @@ import pytest
 
 from tests.utils.db import admin_dsn, pg_dump_schema
 from tests.utils.migrations import copy_sql, engine, states
-from tests.utils.scripts import run_script
+from tests.utils.scripts import call_script
 from x402db import ROOT, db
 from x402db.errors import BundleError, DriftError, Refused, UsageError
 from x402db.migrate import files as migrations
@@ -115,7 +115,7 @@ def test_drift_is_detected_and_up_refuses(tmp_path, deployed_db):
     e = engine(deployed_db, edited)
     with e.conn, pytest.raises(DriftError, match="005_add_openrouter_integration"):
         e.up()
-    r = run_script("migrate.py", "status", "--json", "--dsn", deployed_db)
+    r = call_script("migrate.py", "status", "--json", "--dsn", deployed_db)
     assert r.returncode == 0 and {s["version"]: s["state"] for s in json.loads(r.stdout)}["005"] == "applied"
 
 
@@ -134,13 +134,13 @@ def test_down_refuses_with_integration_rows_and_changes_nothing(deployed_db):
         c.execute(
             "INSERT INTO public.user_openrouter_integrations (user_id, encrypted_api_key) VALUES (%s, 'x')", (uid,)
         )
-    r = run_script("migrate.py", "down", "--dsn", deployed_db)
+    r = call_script("migrate.py", "down", "--dsn", deployed_db)
     assert r.returncode == 1
     assert "1 row(s) in user_openrouter_integrations" in r.stderr and "--allow-data-loss" in r.stderr
     assert states(deployed_db)["005"] == "applied"
     with db.connect(deployed_db) as c:
         assert c.execute("SELECT count(*) FROM public.user_openrouter_integrations").fetchone()[0] == 1
-    r = run_script("migrate.py", "down", "--to", "1", "--allow-data-loss", "--dsn", deployed_db)
+    r = call_script("migrate.py", "down", "--to", "1", "--allow-data-loss", "--dsn", deployed_db)
     assert r.returncode == 0, r.stderr
     assert states(deployed_db)["005"] == "pending"
 

@@ -19,7 +19,7 @@ import pytest
 from psycopg import sql
 
 from tests.utils.db import drop_database, new_database, pg_dump_schema
-from tests.utils.scripts import run_script
+from tests.utils.scripts import call_script
 from x402db import ROOT, db
 from x402db.migrate import files as migrations
 from x402db.migrate.engine import Engine
@@ -96,7 +96,7 @@ def _kill(conn, proc: subprocess.Popen, backend_pid: int, terminate_backend: boo
 
 
 def _status(dsn: str) -> tuple[int, dict[str, str]]:
-    r = run_script("migrate.py", "status", "--json", "--dsn", dsn)
+    r = call_script("migrate.py", "status", "--json", "--dsn", dsn)
     return r.returncode, {s["version"]: s["state"] for s in json.loads(r.stdout)}
 
 
@@ -132,7 +132,7 @@ def _clean_schema(server, template: str, up: bool) -> str:
     dsn = _clone(server, template)
     try:
         if up:
-            assert run_script("migrate.py", "up", "--dsn", dsn).returncode == 0
+            assert call_script("migrate.py", "up", "--dsn", dsn).returncode == 0
         return pg_dump_schema(server, dsn)
     finally:
         drop_database(server, dsn)
@@ -167,14 +167,14 @@ def test_kill_during_up_then_up_converges(server, big_template, big_db, point):
             # The transactional part and the grants committed; the steps did not all finish.
             assert (code, states["005"]) == (1, "steps-pending")
             assert watch.execute("SELECT to_regclass('public.user_openrouter_integrations')").fetchone()[0] is not None
-            human = run_script("migrate.py", "status", "--dsn", big_db).stdout
+            human = call_script("migrate.py", "status", "--dsn", big_db).stdout
             assert "steps-pending" in human and "run up again" in human
         if point == "index":
             invalid = watch.execute(
                 "SELECT count(*) FROM pg_index WHERE indexrelid = to_regclass('public.idx_x402_resources_openrouter_model') AND NOT indisvalid"
             ).fetchone()[0]
             assert invalid == 1  # the terminated build left an INVALID index behind
-    r = run_script("migrate.py", "up", "--dsn", big_db)
+    r = call_script("migrate.py", "up", "--dsn", big_db)
     assert r.returncode == 0, r.stderr
     assert _status(big_db) == (0, {"000": "applied", "001": "applied", "005": "applied"})
     assert pg_dump_schema(server, big_db) == _reference(server, big_template, up=True)
@@ -182,7 +182,7 @@ def test_kill_during_up_then_up_converges(server, big_template, big_db, point):
 
 @pytest.mark.parametrize("point", ["transaction", "validate"])
 def test_kill_during_down_then_down_converges(server, big_template, big_db, point):
-    assert run_script("migrate.py", "up", "--dsn", big_db).returncode == 0
+    assert call_script("migrate.py", "up", "--dsn", big_db).returncode == 0
     with db.connect(big_db) as watch, db.connect(big_db, autocommit=False) as reader:
         if point == "transaction":
             reader.execute("SELECT count(*) FROM public.x402_resources WHERE false")
@@ -203,9 +203,9 @@ def test_kill_during_down_then_down_converges(server, big_template, big_db, poin
         assert (code, states["005"]) == (1, "reverting")
         with db.connect(big_db) as c:
             assert c.execute("SELECT to_regclass('public.user_openrouter_integrations')").fetchone()[0] is None
-        refused = run_script("migrate.py", "up", "--dsn", big_db)
+        refused = call_script("migrate.py", "up", "--dsn", big_db)
         assert refused.returncode == 1 and "half-reverted" in refused.stderr and "run down" in refused.stderr
-    r = run_script("migrate.py", "down", "--dsn", big_db)
+    r = call_script("migrate.py", "down", "--dsn", big_db)
     assert r.returncode == 0, r.stderr
     assert _status(big_db) == (0, {"000": "applied", "001": "applied", "005": "pending"})
     assert pg_dump_schema(server, big_db) == _reference(server, big_template, up=False)

@@ -11,7 +11,7 @@ import pytest
 
 from tests.utils.db import drop_database, new_database
 from tests.utils.migrations import OLD_LEDGER, copy_sql, copy_sql_down, engine, states
-from tests.utils.scripts import run_script
+from tests.utils.scripts import call_script
 from x402db import db
 from x402db.errors import BundleError, DriftError
 from x402db.migrate import files as migrations
@@ -40,7 +40,7 @@ def test_failed_step_of_up_says_what_is_committed_and_up_converges(empty_db):
     msg = str(err.value)
     assert "rolled back" not in msg and "committed" in msg and "steps-pending" in msg and "run up again" in msg
     assert states(empty_db)["005"] == "steps-pending"
-    r = run_script("migrate.py", "status", "--dsn", empty_db)
+    r = call_script("migrate.py", "status", "--dsn", empty_db)
     assert r.returncode == 1 and "steps-pending" in r.stdout
     e = engine(empty_db)
     with e.conn:
@@ -57,14 +57,14 @@ def test_failed_step_of_down_says_the_drops_are_committed_and_down_converges(dep
     msg = str(err.value)
     assert "rolled back" not in msg and "committed" in msg and "reverting" in msg and "run down again" in msg
     assert states(deployed_db)["005"] == "reverting"
-    r = run_script("migrate.py", "status", "--json", "--dsn", deployed_db)
+    r = call_script("migrate.py", "status", "--json", "--dsn", deployed_db)
     assert r.returncode == 1
     assert [s for s in json.loads(r.stdout) if s["version"] == "005"][0]["hint"].startswith(
         "its down's drops are committed"
     )
-    r = run_script("migrate.py", "up", "--dsn", deployed_db)  # up must not claim "up to date" over dropped objects
+    r = call_script("migrate.py", "up", "--dsn", deployed_db)  # up must not claim "up to date" over dropped objects
     assert r.returncode == 1 and "half-reverted" in r.stderr
-    r = run_script("migrate.py", "down", "--dsn", deployed_db)
+    r = call_script("migrate.py", "down", "--dsn", deployed_db)
     assert r.returncode == 0, r.stderr
     assert states(deployed_db)["005"] == "pending"
 
@@ -98,14 +98,14 @@ def test_cli_refuses_an_edited_down_without_the_flag(deployed_db):
     with db.connect(deployed_db) as c:
         c.execute("UPDATE x402_private.schema_migrations SET down_checksum = repeat('b', 64) WHERE version = '005'")
     # status says so before anyone needs the down, and exits 1 as for any drift.
-    r = run_script("migrate.py", "status", "--json", "--dsn", deployed_db)
+    r = call_script("migrate.py", "status", "--json", "--dsn", deployed_db)
     assert r.returncode == 1 and [s.get("down_edited") for s in json.loads(r.stdout)] == [None, None, True]
-    r = run_script("migrate.py", "status", "--dsn", deployed_db)
+    r = call_script("migrate.py", "status", "--dsn", deployed_db)
     assert r.returncode == 1 and "(down edited)" in r.stdout and "--accept-edited-down" in r.stdout
-    r = run_script("migrate.py", "down", "--dsn", deployed_db)
+    r = call_script("migrate.py", "down", "--dsn", deployed_db)
     assert r.returncode == 1 and "down script is not the one recorded" in r.stderr
     assert states(deployed_db)["005"] == "applied"
-    r = run_script("migrate.py", "down", "--accept-edited-down", "--dsn", deployed_db)
+    r = call_script("migrate.py", "down", "--accept-edited-down", "--dsn", deployed_db)
     assert r.returncode == 0, r.stderr
 
 
@@ -206,7 +206,7 @@ def test_a_failure_after_earlier_migrations_committed_says_what_this_run_committ
     # error must not read as if the whole command changed nothing (with --json, it is all there is).
     with db.connect(deployed_db) as c:
         c.execute("CREATE TABLE public.refs (r uuid REFERENCES public.x402_resources (id))")
-    r = run_script("migrate.py", "down", "--to", "base", "--json", "--dsn", deployed_db)
+    r = call_script("migrate.py", "down", "--to", "base", "--json", "--dsn", deployed_db)
     assert r.returncode == 1 and r.stdout == ""
     assert "005_add_openrouter_integration reverted" in r.stderr and "committed" in r.stderr, r.stderr
     assert "001_baseline down failed and was rolled back" in r.stderr
@@ -231,16 +231,16 @@ def test_a_repeated_down_never_reverts_more_than_was_named(deployed_any):
     with db.connect(dsn) as c:
         resources = c.execute("SELECT count(*) FROM public.x402_resources").fetchone()[0]
     # --allow-data-loss is refused unless it says what it covers.
-    r = run_script("migrate.py", "down", "--allow-data-loss", "--dsn", dsn)
+    r = call_script("migrate.py", "down", "--allow-data-loss", "--dsn", dsn)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--to" in r.stderr, r.stderr
     assert states(dsn)["005"] == "applied"
     for attempt in range(3):  # the reviewed command, then the same command again
-        r = run_script("migrate.py", "down", "--to", "1", "--allow-data-loss", "--json", "--dsn", dsn)
+        r = call_script("migrate.py", "down", "--to", "1", "--allow-data-loss", "--json", "--dsn", dsn)
         assert r.returncode == 0, r.stderr
         assert [c["version"] for c in json.loads(r.stdout)["changes"]] == (["005"] if attempt == 0 else [])
     # A bare down, repeated, stops above 001_baseline and 000_platform_compat, and says how to go on.
     for _ in range(2):
-        r = run_script("migrate.py", "down", "--dsn", dsn)
+        r = call_script("migrate.py", "down", "--dsn", dsn)
         assert r.returncode == 0 and "nothing to revert" in r.stdout, r.stdout + r.stderr
     if "001" in states(dsn):  # target postgres: it names the next step
         assert "a bare down does not revert 001_baseline; name it explicitly: down --to 000" in r.stderr, r.stderr

@@ -14,7 +14,7 @@ import pytest
 from tests.utils.db import admin_dsn, drop_database, new_supabase_database
 from tests.utils.dynamic_host import Host, unwrap
 from tests.utils.pulumi_mocks import by_name, run_program
-from tests.utils.scripts import run_script
+from tests.utils.scripts import call_script
 from x402db import access
 
 TABLE = "public.user_openrouter_integrations"
@@ -79,24 +79,24 @@ def project(server):
 
 def test_migrate_up_never_exposes_the_table(server, project):
     with Watcher(admin_dsn(server, project)) as w:
-        r = run_script("migrate.py", "up", "--dsn", project)
+        r = call_script("migrate.py", "up", "--dsn", project)
         assert r.returncode == 0, r.stderr
     w.verdict()
 
 
 def test_make_deploy_never_exposes_the_table(server, project):
     with Watcher(admin_dsn(server, project)) as w:
-        r = run_script("deploy_local.py", "--no-smoke", env={"DATABASE_URL": project})
+        r = call_script("deploy_local.py", "--no-smoke", env={"DATABASE_URL": project})
         assert r.returncode == 0, r.stdout + r.stderr
     w.verdict()
 
 
 def test_down_then_up_never_exposes_the_table(server, project):
-    assert run_script("migrate.py", "up", "--dsn", project).returncode == 0
+    assert call_script("migrate.py", "up", "--dsn", project).returncode == 0
     with Watcher(admin_dsn(server, project)) as w:
-        r = run_script("migrate.py", "down", "--dsn", project)
+        r = call_script("migrate.py", "down", "--dsn", project)
         assert r.returncode == 0, r.stderr
-        r = run_script("migrate.py", "up", "--dsn", project)
+        r = call_script("migrate.py", "up", "--dsn", project)
         assert r.returncode == 0, r.stderr
     w.verdict()
 

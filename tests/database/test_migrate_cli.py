@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 
 from tests.utils.migrations import states
-from tests.utils.scripts import run_script
+from tests.utils.scripts import call_script
 from x402db import db
 
 
 def test_status_json_lists_states(deployed_db):
-    r = run_script("migrate.py", "status", "--json", "--dsn", deployed_db)
+    r = call_script("migrate.py", "status", "--json", "--dsn", deployed_db)
     assert r.returncode == 0
     assert json.loads(r.stdout) == [
         {"version": "000", "name": "platform_compat", "state": "applied"},
@@ -21,27 +21,27 @@ def test_status_json_lists_states(deployed_db):
 
 
 def test_up_to_compares_versions_as_numbers(empty_db):
-    r = run_script("migrate.py", "up", "--to", "0", "--json", "--dsn", empty_db)
+    r = call_script("migrate.py", "up", "--to", "0", "--json", "--dsn", empty_db)
     assert r.returncode == 0, r.stderr
     assert [c["version"] for c in json.loads(r.stdout)["changes"]] == ["000"]
-    r = run_script("migrate.py", "up", "--to", "1", "--json", "--dsn", empty_db)
+    r = call_script("migrate.py", "up", "--to", "1", "--json", "--dsn", empty_db)
     assert [c["version"] for c in json.loads(r.stdout)["changes"]] == ["001"]
     assert states(empty_db)["005"] == "pending"
-    r = run_script("migrate.py", "up", "--to", "005_add_openrouter_integration", "--json", "--dsn", empty_db)
+    r = call_script("migrate.py", "up", "--to", "005_add_openrouter_integration", "--json", "--dsn", empty_db)
     assert [c["version"] for c in json.loads(r.stdout)["changes"]] == ["005"]
-    r = run_script("migrate.py", "down", "--to", "1", "--json", "--dsn", empty_db)
+    r = call_script("migrate.py", "down", "--to", "1", "--json", "--dsn", empty_db)
     assert [c["version"] for c in json.loads(r.stdout)["changes"]] == ["005"]
 
 
 def test_up_to_below_the_pending_migrations_does_not_claim_up_to_date(supabase_db):
     # On target supabase only 005 applies: `up --to 1` has nothing to do, but 005 is pending.
-    r = run_script("migrate.py", "up", "--to", "1", "--dsn", supabase_db)
+    r = call_script("migrate.py", "up", "--to", "1", "--dsn", supabase_db)
     assert r.returncode == 0, r.stderr
     assert "up to date" not in r.stdout and "005" in r.stdout and "pending" in r.stdout, r.stdout
-    r = run_script("migrate.py", "up", "--to", "0", "--json", "--dsn", supabase_db)
+    r = call_script("migrate.py", "up", "--to", "0", "--json", "--dsn", supabase_db)
     assert json.loads(r.stdout)["pending"] == ["005"]
-    r = run_script("migrate.py", "up", "--dsn", supabase_db)
-    r = run_script("migrate.py", "up", "--json", "--dsn", supabase_db)
+    r = call_script("migrate.py", "up", "--dsn", supabase_db)
+    r = call_script("migrate.py", "up", "--json", "--dsn", supabase_db)
     assert json.loads(r.stdout) == {"target": "supabase", "changes": [], "pending": []}
 
 
@@ -54,9 +54,9 @@ def test_a_resource_type_check_under_another_name_refuses_up_and_changes_nothing
             " AND pg_get_constraintdef(oid) LIKE '%prompt_template%'"
         ).fetchone()[0]
         c.execute(f'ALTER TABLE public.x402_resources RENAME CONSTRAINT "{old}" TO resource_kind_chk')
-    plan = run_script("migrate.py", "plan", "--json", "--dsn", supabase_db)
+    plan = call_script("migrate.py", "plan", "--json", "--dsn", supabase_db)
     assert plan.returncode == 1 and json.loads(plan.stdout)["verdict"] == "refused", plan.stderr
-    r = run_script("migrate.py", "up", "--dsn", supabase_db)
+    r = call_script("migrate.py", "up", "--dsn", supabase_db)
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert r.returncode == 1 and len(errors) == 1 and "RENAME CONSTRAINT" in errors[0] and "Traceback" not in r.stderr
     assert states(supabase_db)["005"] == "pending"
@@ -65,5 +65,5 @@ def test_a_resource_type_check_under_another_name_refuses_up_and_changes_nothing
         c.execute(
             "ALTER TABLE public.x402_resources RENAME CONSTRAINT resource_kind_chk TO x402_resources_resource_type_check"
         )
-    assert run_script("migrate.py", "up", "--dsn", supabase_db).returncode == 0
+    assert call_script("migrate.py", "up", "--dsn", supabase_db).returncode == 0
     assert states(supabase_db)["005"] == "applied"

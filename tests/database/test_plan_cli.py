@@ -12,7 +12,7 @@ import psycopg
 
 from tests.utils.db import pg_dump_schema
 from tests.utils.migrations import copy_sql
-from tests.utils.scripts import run_script
+from tests.utils.scripts import call_script, run_script
 from x402db import db
 from x402db.migrate import files as migrations
 from x402db.migrate import ledger
@@ -25,7 +25,7 @@ _EFFECTS = {"catalog", "scan", "rewrite", "create", "drop", "unknown"}
 
 
 def plan(dsn, *args):
-    r = run_script("migrate.py", "plan", "--json", "--dsn", dsn, *args)
+    r = call_script("migrate.py", "plan", "--json", "--dsn", dsn, *args)
     assert r.returncode in (0, 1), r.stderr
     return r.returncode, json.loads(r.stdout)
 
@@ -94,7 +94,7 @@ def test_plan_of_005_on_a_live_table_names_the_lock_and_its_size(supabase_db):
 def test_nothing_to_do_exits_0(deployed_db):
     code, doc = plan(deployed_db)
     assert code == 0 and doc["verdict"] == "nothing-to-do" and doc["migrations"] == []
-    r = run_script("migrate.py", "plan", "--dsn", deployed_db)
+    r = call_script("migrate.py", "plan", "--dsn", deployed_db)
     assert r.returncode == 0 and "nothing to do" in r.stdout
 
 
@@ -117,7 +117,7 @@ def test_down_guards_counts_and_verdicts_with_and_without_allow_data_loss(deploy
     code, doc = plan(deployed_db, "--down", "--allow-data-loss")
     assert code == 0 and doc["verdict"] == "ready" and doc["migrations"][0]["guards"][0]["verdict"] == "allowed"
     # The plan agrees with the engine: down refuses, with the same count.
-    r = run_script("migrate.py", "down", "--dsn", deployed_db)
+    r = call_script("migrate.py", "down", "--dsn", deployed_db)
     assert r.returncode == 1 and "1 row(s) in user_openrouter_integrations" in r.stderr
 
 
@@ -155,16 +155,16 @@ def test_failing_precondition_refuses(empty_db):
     assert m001["verdict"] == "refused" and any("only one of public.ai_models" in r for r in m001["reasons"])
     # 000 comes first and would create auth.users: 001's second precondition holds after it.
     assert [r["holds"] for r in m001["requires"]] == [False, True]
-    r = run_script("migrate.py", "plan", "--dsn", empty_db)
+    r = call_script("migrate.py", "plan", "--dsn", empty_db)
     assert r.returncode == 1 and "REFUSED" in r.stdout and "only one of public.ai_models" in r.stdout
 
 
 def test_usage_and_connection_errors_exit_2(empty_db):
-    r = run_script("migrate.py", "plan", "--bogus")
+    r = call_script("migrate.py", "plan", "--bogus")
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    r = run_script("migrate.py", "plan", "--dsn", "postgresql://nobody:s3cret@127.0.0.1:1/x")
+    r = call_script("migrate.py", "plan", "--dsn", "postgresql://nobody:s3cret@127.0.0.1:1/x")
     assert r.returncode == 2 and "s3cret" not in r.stderr and "Traceback" not in r.stderr
-    r = run_script("migrate.py", "plan")
+    r = call_script("migrate.py", "plan")
     assert r.returncode == 2 and "DATABASE_URL" in r.stderr
 
 
@@ -256,7 +256,7 @@ def test_edited_down_refuses(tmp_path, deployed_db):
 
 
 def test_to_accepts_only_known_versions(deployed_db):
-    r = run_script("migrate.py", "plan", "--to", "7", "--dsn", deployed_db)
+    r = call_script("migrate.py", "plan", "--to", "7", "--dsn", deployed_db)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     code, doc = plan(deployed_db, "--down", "--to", "1")
     assert code == 0 and [m["version"] for m in doc["migrations"]] == ["005"]
@@ -309,7 +309,7 @@ def test_plan_lists_the_revoke_from_public_the_engine_runs(supabase_db):
     ]
     assert listed == ['REVOKE ALL ON "public"."user_openrouter_integrations" FROM PUBLIC'], listed
     # ... and the engine runs what was listed.
-    r = run_script("migrate.py", "up", "--dsn", supabase_db)
+    r = call_script("migrate.py", "up", "--dsn", supabase_db)
     assert r.returncode == 0, r.stderr
     with psycopg.connect(supabase_db) as c:
         assert (
@@ -345,31 +345,31 @@ def _state(dsn: str) -> str:
 
 def test_plan_of_a_half_reverted_or_steps_pending_migration_says_what_up_does(deployed_db):
     with _validate_fails(deployed_db):
-        assert run_script("migrate.py", "down", "--dsn", deployed_db).returncode != 0
+        assert call_script("migrate.py", "down", "--dsn", deployed_db).returncode != 0
     assert _state(deployed_db) == "reverting"
-    up = run_script("migrate.py", "up", "--dsn", deployed_db)
+    up = call_script("migrate.py", "up", "--dsn", deployed_db)
     assert up.returncode == 1 and "half-reverted" in up.stderr, up.stderr
     hint = ledger.HINTS[ledger.State.REVERTING]
     code, doc = plan(deployed_db)
     assert (code, doc["verdict"]) == (up.returncode, "refused"), doc
     assert [(m["version"], m["action"], m["verdict"]) for m in doc["migrations"]] == [("005", "refuse", "refused")]
     assert any("005" in r and hint in r for r in doc["migrations"][0]["reasons"]), doc
-    human = run_script("migrate.py", "plan", "--dsn", deployed_db)
+    human = call_script("migrate.py", "plan", "--dsn", deployed_db)
     assert human.returncode == up.returncode and hint in human.stdout, human.stdout
     # The last line is the one the Pulumi preview prints.
     assert human.stdout.strip().splitlines()[-1].startswith("plan: up 005 refuse on postgres: refused"), human.stdout
     # Down finishes it, and its plan says so.
     code, doc = plan(deployed_db, "--down")
     assert (code, [(m["version"], m["action"]) for m in doc["migrations"]]) == (0, [("005", "finish-revert")]), doc
-    assert run_script("migrate.py", "down", "--dsn", deployed_db).returncode == 0
+    assert call_script("migrate.py", "down", "--dsn", deployed_db).returncode == 0
 
     # Up's steps cut off: the plan says up resumes them, and up does.
     with _validate_fails(deployed_db):
-        assert run_script("migrate.py", "up", "--dsn", deployed_db).returncode != 0
+        assert call_script("migrate.py", "up", "--dsn", deployed_db).returncode != 0
     assert _state(deployed_db) == "steps-pending"
     code, doc = plan(deployed_db)
     assert (code, doc["verdict"]) == (0, "ready"), doc
     assert [(m["version"], m["action"]) for m in doc["migrations"]] == [("005", "resume")], doc
     assert {st["phase"] for st in doc["migrations"][0]["statements"]} == {"no-transaction"}
-    assert run_script("migrate.py", "up", "--dsn", deployed_db).returncode == 0
+    assert call_script("migrate.py", "up", "--dsn", deployed_db).returncode == 0
     assert _state(deployed_db) == "applied"

@@ -16,7 +16,7 @@ import uuid
 import psycopg
 import pytest
 
-from tests.utils.scripts import run_script
+from tests.utils.scripts import call_script
 from x402db import ROOT, db
 from x402db.keys.crypto import Context, Keyring, fingerprint
 from x402db.keys.rotation import Rotator
@@ -58,11 +58,11 @@ def assert_all_under(dsn, plain: dict[str, str], secret: str = NEW, fmt: str = "
         assert ring.decrypt(token, Context(uid)) == plain[uid]
 
 
-def rotate(dsn, *args, new=NEW, old=OLD, timeout=300):
+def rotate(dsn, *args, new=NEW, old=OLD):
     env = {"INTEGRATION_ENCRYPTION_SECRET": new}
     if old is not None:
         env["INTEGRATION_ENCRYPTION_SECRET_PREVIOUS"] = old
-    return run_script("rotate_keys.py", "--dsn", dsn, "--json", *args, env=env, timeout=timeout)
+    return call_script("rotate_keys.py", "--dsn", dsn, "--json", *args, env=env)
 
 
 def test_dry_run_writes_nothing_and_reports(deployed_db):
@@ -135,13 +135,13 @@ def test_wrong_old_secret_changes_nothing_with_a_clear_error(deployed_db):
 
 def test_usage_errors_exit_2(deployed_db, tmp_path):
     assert rotate(deployed_db, new="").returncode == 2
-    assert run_script("rotate_keys.py", "--dsn", deployed_db, env={}).returncode == 2
+    assert call_script("rotate_keys.py", "--dsn", deployed_db, env={}).returncode == 2
     assert rotate(deployed_db, "--batch-size", "0").returncode == 2
     assert rotate(deployed_db, old="a,,b").returncode == 2
     f = tmp_path / "new"
     f.write_text(NEW)
     f.chmod(0o644)
-    r = run_script("rotate_keys.py", "--dsn", deployed_db, "--new-secret-file", str(f))
+    r = call_script("rotate_keys.py", "--dsn", deployed_db, "--new-secret-file", str(f))
     assert r.returncode == 2 and "chmod 600" in r.stderr
     assert rotate("postgresql://x@127.0.0.1:1/x").returncode == 2
 

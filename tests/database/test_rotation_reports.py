@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from tests.utils.scripts import assert_one_line_error, run_script
+from tests.utils.scripts import assert_one_line_error, call_script, run_script
 from x402db import ROOT, db
 from x402db.keys.crypto import Keyring
 from x402db.keys.rotation import Rotator
@@ -80,7 +80,7 @@ def test_connection_dropped_mid_run_says_why_without_credentials(server, deploye
     password = server.password
     dsn = f"postgresql://{params['user']}:{quote(password, safe='')}@127.0.0.1:{proxy.port}/{params['dbname']}?sslmode=disable"
     try:
-        r = _rotate(dsn, "--apply", "--batch-size", "100", timeout=120)
+        r = _rotate(dsn, "--apply", "--batch-size", "100", fresh_process=True)
     finally:
         proxy.drop()
     line = assert_one_line_error(r, 2, password)
@@ -100,9 +100,11 @@ def _seed(dsn: str, n: int, secret: str = OLD, plaintext=lambda i: KEY) -> list[
     return ids
 
 
-def _rotate(dsn, *args, new=NEW, old=OLD, **kw):
+def _rotate(dsn, *args, new=NEW, old=OLD, fresh_process=False):
     env = {"INTEGRATION_ENCRYPTION_SECRET": new, "INTEGRATION_ENCRYPTION_SECRET_PREVIOUS": old}
-    return run_script("rotate_keys.py", "--dsn", dsn, *args, env=env, **kw)
+    if fresh_process:  # bounded by a timeout, should the cut connection leave it waiting
+        return run_script("rotate_keys.py", "--dsn", dsn, *args, env=env, timeout=120)
+    return call_script("rotate_keys.py", "--dsn", dsn, *args, env=env)
 
 
 def test_rotation_reports_the_decrypt_reason_with_a_hint(deployed_db):

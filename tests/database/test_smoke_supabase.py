@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from tests.utils.db import admin_dsn, deploy, drop_database, new_supabase_database
-from tests.utils.scripts import run_script
+from tests.utils.scripts import call_script
 from x402db import db
 from x402db.verify.smoke import run_checks
 
@@ -53,12 +53,14 @@ def test_full_smoke_script_runs_every_behaviour_check(deployed_supabase):
     """scripts/smoke.py on foreign-shaped tables runs every behaviour check with --full, and passes.
     Without it, on Supabase, the catalog checks only (inserting test users fires the project's
     auth.users triggers, which `make deploy` avoids there too), and it says so."""
-    r = run_script("smoke.py", "--json", "--dsn", deployed_supabase, env=SECRET)
+    r = call_script("smoke.py", "--json", "--dsn", deployed_supabase, env=SECRET)
     assert r.returncode == 0 and "target supabase: catalog checks only" in r.stderr and "--full" in r.stderr, r.stderr
     names = {c["name"] for c in json.loads(r.stdout)["checks"]}
     assert "policy.no_extra" in names and not any(n.startswith(("rls.", "crypto.", "contract.")) for n in names)
-    assert "--full" in run_script("smoke.py", "--help").stdout and "Supabase" in run_script("smoke.py", "--help").stdout
-    r = run_script("smoke.py", "--json", "--full", "--dsn", deployed_supabase, env=SECRET)
+    assert (
+        "--full" in call_script("smoke.py", "--help").stdout and "Supabase" in call_script("smoke.py", "--help").stdout
+    )
+    r = call_script("smoke.py", "--json", "--full", "--dsn", deployed_supabase, env=SECRET)
     assert r.returncode == 0, r.stdout + r.stderr
     checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
     behaviour = {
@@ -169,7 +171,7 @@ def test_users_that_cannot_be_created_skip_their_checks(server, deployed_supabas
                      BEGIN RAISE EXCEPTION 'sign-ups are closed'; END $$;
                      CREATE TRIGGER only_real_users BEFORE INSERT ON auth.users FOR EACH ROW EXECUTE FUNCTION public.only_real_users()""")
     junit = tmp_path / "smoke.xml"
-    r = run_script("smoke.py", "--json", "--full", "--dsn", deployed_supabase, "--junit", str(junit), env=SECRET)
+    r = call_script("smoke.py", "--json", "--full", "--dsn", deployed_supabase, "--junit", str(junit), env=SECRET)
     assert r.returncode == 0, r.stdout + r.stderr
     doc = json.loads(r.stdout)
     checks = {c["name"]: c for c in doc["checks"]}
@@ -187,7 +189,7 @@ def test_users_that_cannot_be_created_skip_their_checks(server, deployed_supabas
     assert doc["passed"] is True and doc["counts"]["skipped"] == len(skipped)
     cases = {case.get("name"): case for case in ET.parse(junit).getroot()}
     assert "sign-ups are closed" in cases["rls.select_own_only"].find("skipped").get("message")
-    human = run_script("smoke.py", "--full", "--dsn", deployed_supabase, env=SECRET).stdout
+    human = call_script("smoke.py", "--full", "--dsn", deployed_supabase, env=SECRET).stdout
     assert "SKIP  rls.select_own_only: no test user could be created in auth.users" in human
 
 

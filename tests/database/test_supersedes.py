@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.utils.migrations import OLD_LEDGER, PREVIOUS_COMPAT, copy_sql, engine, states
-from tests.utils.scripts import run_script
+from tests.utils.scripts import call_script
 from x402db import db
 from x402db.errors import DriftError
 from x402db.migrate import files as migrations
@@ -32,7 +32,7 @@ def test_compat_applied_by_the_previous_bundle_is_not_drift(empty_db):
             (migrations.checksum(old_text),),
         )
     assert states(empty_db) == {"000": "applied", "001": "pending", "005": "pending"}
-    r = run_script("migrate.py", "up", "--json", "--dsn", empty_db)
+    r = call_script("migrate.py", "up", "--json", "--dsn", empty_db)
     assert r.returncode == 0, r.stderr
     assert [c["version"] for c in json.loads(r.stdout)["changes"]] == ["001", "005"]
     with db.connect(empty_db) as c:
@@ -53,7 +53,7 @@ def test_005_applied_by_the_previous_text_is_not_drift(deployed_db):
         with db.connect(deployed_db) as c:
             c.execute("UPDATE x402_private.schema_migrations SET checksum = %s WHERE version = '005'", (earlier,))
         assert states(deployed_db)["005"] == "applied"
-        assert run_script("smoke.py", "--read-only", "--dsn", deployed_db).returncode == 0
+        assert call_script("smoke.py", "--read-only", "--dsn", deployed_db).returncode == 0
 
 
 def test_an_edit_after_supersedes_is_drift_whatever_the_ledger_holds(tmp_path, deployed_any):
@@ -65,11 +65,11 @@ def test_an_edit_after_supersedes_is_drift_whatever_the_ledger_holds(tmp_path, d
     with db.connect(dsn) as c:
         c.execute("UPDATE x402_private.schema_migrations SET checksum = %s WHERE version = '005'", (earlier,))
     # Accepted, and shown as accepted, in both outputs.
-    r = run_script("migrate.py", "status", "--json", "--dsn", dsn)
+    r = call_script("migrate.py", "status", "--json", "--dsn", dsn)
     assert r.returncode == 0, r.stderr
     row = next(s for s in json.loads(r.stdout) if s["version"] == "005")
     assert row["state"] == "applied" and row["superseded"] == earlier
-    r = run_script("migrate.py", "status", "--dsn", dsn)
+    r = call_script("migrate.py", "status", "--dsn", dsn)
     assert r.returncode == 0 and "(superseded)" in r.stdout and earlier[:12] in r.stdout, r.stdout
     # The attack: append to 005 after the directive was written, keeping the directive.
     edited = copy_sql(
