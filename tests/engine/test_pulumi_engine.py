@@ -354,6 +354,9 @@ def test_connection_problems_get_one_line_from_the_preflight(project, target, ca
     assert target.snapshot() == before
 
 
+# On 15 only: the preflight's refusal is the program's reading of the target's schemas, the same
+# on every version, and the diagonal's other scenarios carry 18.
+@pytest.mark.parametrize("server", ["pg15"], indirect=True)
 def test_a_preview_that_cannot_plan_fails_and_up_creates_nothing(project, server):
     """The default target is supabase: a newcomer pointing it at a plain PostgreSQL, with a backend
     role, once saw a preview say "+12 to create" and an up that made the LOGIN role and then failed."""

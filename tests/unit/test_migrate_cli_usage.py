@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.utils.scripts import run_script
+from tests.utils.scripts import call_script
 
 
 def test_cli_usage_and_connection_errors_exit_2():
-    r = run_script("migrate.py", "up")
+    r = call_script("migrate.py", "up")
     assert r.returncode == 2 and "DATABASE_URL" in r.stderr
-    r = run_script("migrate.py", "up", "--dsn", "postgresql://nobody:hunter2@127.0.0.1:1/x")
+    r = call_script("migrate.py", "up", "--dsn", "postgresql://nobody:hunter2@127.0.0.1:1/x")
     assert r.returncode == 2 and "cannot connect" in r.stderr and "hunter2" not in r.stderr
-    r = run_script("migrate.py", "sideways")
+    r = call_script("migrate.py", "sideways")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
 
 
@@ -37,7 +37,7 @@ def test_cli_usage_and_connection_errors_exit_2():
     ],
 )
 def test_bad_versions_and_timeouts_exit_2_before_connecting(args):
-    r = run_script("migrate.py", *args, "--dsn", "postgresql://nobody@127.0.0.1:1/x")
+    r = call_script("migrate.py", *args, "--dsn", "postgresql://nobody@127.0.0.1:1/x")
     assert r.returncode == 2 and "cannot connect" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
@@ -46,13 +46,13 @@ def test_bad_versions_and_timeouts_exit_2_before_connecting(args):
 @pytest.mark.parametrize("command", ["up", "down", "plan"])
 def test_statement_timeout_above_postgres_maximum_exits_2_before_connecting(command, value):
     # Above PostgreSQL's maximum: refused as usage, not let through to connect and fail with exit 1.
-    r = run_script("migrate.py", command, "--statement-timeout", value, "--dsn", "postgresql://nobody@127.0.0.1:1/x")
+    r = call_script("migrate.py", command, "--statement-timeout", value, "--dsn", "postgresql://nobody@127.0.0.1:1/x")
     assert r.returncode == 2 and "cannot connect" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "statement_timeout" in r.stderr
 
 
 def test_deploy_local_refuses_a_zero_lock_timeout():
-    r = run_script("deploy_local.py", "--lock-timeout", "0", env={"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"})
+    r = call_script("deploy_local.py", "--lock-timeout", "0", env={"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"})
     assert r.returncode == 2 and "lock_timeout must" in r.stderr
 
 
@@ -70,6 +70,6 @@ def test_deploy_local_refuses_a_zero_lock_timeout():
 def test_non_ascii_digits_are_refused_with_exit_2(args):
     # Python's isdigit() and \d take any Unicode digit: '²' crashed with a traceback, '٥' was
     # read as 5, and '１s' passed the check only for PostgreSQL to reject it after connecting.
-    r = run_script("migrate.py", *args, "--dsn", "postgresql://nobody@127.0.0.1:1/x")
+    r = call_script("migrate.py", *args, "--dsn", "postgresql://nobody@127.0.0.1:1/x")
     assert r.returncode == 2 and "cannot connect" not in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

@@ -79,7 +79,10 @@ class Project:
         for name in PROJECT_FILES:
             shutil.copy2(ROOT / name, self.dir / name)
         for name in PROJECT_DIRS:
-            shutil.copytree(ROOT / name, self.dir / name, ignore=shutil.ignore_patterns("__pycache__"))
+            # With __pycache__: copy2 keeps each source's mtime, so the compiled files stay valid
+            # (and an edited copy recompiles), and no run compiles the package again. Not the
+            # temporary files another worker's import writes there and renames at any moment.
+            shutil.copytree(ROOT / name, self.dir / name, ignore=shutil.ignore_patterns("*.pyc.*"))
         # Pulumi.yaml names .venv: the interpreter running the suite, with every pinned package.
         (self.dir / ".venv").symlink_to(Path(sys.prefix))
         self.home = self.base / "home"
