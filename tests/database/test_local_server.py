@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from tests.utils.db import SCRAM_ITERATIONS, SUPERUSER
 from tests.utils.scripts import run_script
 from x402db import ROOT
 from x402db.local.server import SERVICE_USER, LocalServer, _reachable_by_others
@@ -73,6 +74,24 @@ def test_another_os_user_cannot_connect_without_the_owners_password(server):
         assert r.returncode != 0 and "password" in r.stderr, (attempt, r.stdout, r.stderr)
     r = psql_as("nobody", server, bare(dsn), env={"PGPASSFILE": str(server.passfile)})
     assert r.returncode != 0 and "password" in r.stderr
+
+
+def test_the_suites_clusters_store_their_password_with_few_iterations_and_still_ask_for_it(server):
+    """The test clusters' cheaper verifier (tests/utils/db.py) is one PostgreSQL accepts: both
+    roles hold it, the password connects over scram-sha-256, and a wrong one is refused."""
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        stored = dict(
+            conn.execute(
+                "SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY(%s)", ([SUPERUSER, "postgres"],)
+            ).fetchall()
+        )
+    assert set(stored) == {SUPERUSER, "postgres"}
+    assert all(v.startswith(f"SCRAM-SHA-256${SCRAM_ITERATIONS}:") for v in stored.values()), stored
+    for role in stored:
+        with psycopg.connect(bare(server.dsn(user=role)), password=server.password) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (role,)
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(bare(server.dsn(user=role)), password=server.password + "x").close()
 
 
 def test_an_exported_pgpassword_does_not_override_the_servers_passfile(server, empty_db, monkeypatch):
