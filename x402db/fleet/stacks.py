@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -149,9 +150,16 @@ class Stacks:
 
     def up(self, name: str, on_output: Callable[[str], Any] | None = None) -> Outcome:
         def run(stack: auto.Stack, out: Callable[[str], None], err: Callable[[str], None]) -> dict[str, int]:
-            # show_secrets=False: the summary it reads back from history keeps config secrets masked.
-            result = stack.up(color=COLOR, on_output=out, on_error=err, show_secrets=False)
-            return _counts(result.summary.resource_changes)
+            # The update's own summary event has the counts. Stack.up would run `stack output` and
+            # `stack history` after it for them: two more CLI runs per target, each decrypting the
+            # stack's secrets (about 0.3 s of CPU apiece), for outputs nothing here reads.
+            with tempfile.TemporaryDirectory(prefix="x402db-fleet-") as tmp:
+                log = Path(tmp) / "events.jsonl"
+                args = ["up", "--yes", "--skip-preview", "--color", COLOR, "--exec-kind", "auto.local"]
+                args += ["--event-log", str(log), "--stack", stack.name]
+                env = {"PULUMI_DEBUG_COMMANDS": "true", **self._ws.env_vars}
+                self._ws.pulumi_command.run(args, str(self.project_dir), env, out, err)
+                return _counts(_summary_changes(log))
 
         return self._operation(name, "up", run, on_output)
 
@@ -340,6 +348,19 @@ def _bare(line: str) -> str:
 
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip())
+
+
+def _summary_changes(log: Path) -> Mapping[str, int] | None:
+    """The resource changes of an engine event log's summary event (None when it holds none)."""
+    changes = None
+    for line in log.read_text(encoding="utf-8").splitlines() if log.exists() else []:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill: the summary, when there is one, is a later line
+        if isinstance(event, dict) and isinstance(event.get("summaryEvent"), dict):
+            changes = event["summaryEvent"].get("resourceChanges")
+    return changes if isinstance(changes, dict) else None
 
 
 def _counts(changes: Mapping[Any, int] | None) -> dict[str, int]:
