@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.utils.fleet import WATCH_INTERVAL, read_proc
 from tests.utils.real_pulumi import kill_run
 from x402db.fleet.stacks import Stacks
 
@@ -49,18 +50,17 @@ class ArgvWatcher(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            for proc in Path("/proc").iterdir():
-                if not proc.name.isdigit():
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
                     continue
-                try:
-                    argv = (proc / "cmdline").read_bytes()
-                except OSError:
+                argv = read_proc(f"/proc/{pid}/cmdline")
+                if not argv:
                     continue
                 if self.secret in argv:
                     self.leaks.add(argv.replace(self.secret, b"<password>").decode(errors="replace"))
                 if b"\0config\0set\0" in argv and b"\0--secret\0" in argv:
                     self.seen_secret_set = True
-            time.sleep(0.005)
+            time.sleep(WATCH_INTERVAL)  # the lab's: seeing the short-lived writer here proves it fast enough
 
 
 def test_a_stack_configured_deployed_verified_and_recovered_from_a_dead_run(project, target, monkeypatch):

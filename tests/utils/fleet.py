@@ -49,8 +49,14 @@ REWRITE_DOWN = (
 
 # --- the argv watcher ---------------------------------------------------------------------------
 
+# How often the watchers read every command line. The shortest-lived process that could carry a
+# password is a `pulumi config set`, a Go CLI start and the stack's key derivation, well over
+# 100 ms; test_fleet_stacks proves this interval sees it. Every 5 ms, the reads of a whole rollout
+# cost a third of a core.
+WATCH_INTERVAL = 0.02
 
-def _read(path: str) -> bytes | None:
+
+def read_proc(path: str) -> bytes | None:
     """A /proc file read whole with raw reads: Path.read_bytes costs about four times as much, and
     the watcher reads every process's command line every few milliseconds for a whole run."""
     try:
@@ -100,7 +106,7 @@ class Observed:
 class ArgvWatcher:
     """Samples /proc/*/cmdline every `interval` seconds in a thread, between start() and stop()."""
 
-    def __init__(self, secrets: Iterable[str], home: Path, interval: float = 0.005):
+    def __init__(self, secrets: Iterable[str], home: Path, interval: float = WATCH_INTERVAL):
         self.secrets = [s for s in secrets if s]
         self._secrets = [s.encode() for s in self.secrets]
         self.marker = f"PULUMI_HOME={home}".encode()
@@ -114,7 +120,7 @@ class ArgvWatcher:
         # Other sessions on the machine run Pulumi too: only this lab's home counts.
         key = (pid, stack)
         if key not in self._ours:
-            environ = _read(f"/proc/{pid}/environ")
+            environ = read_proc(f"/proc/{pid}/environ")
             if environ is None:
                 return False
             self._ours[key] = self.marker in environ.split(b"\0")
@@ -125,7 +131,7 @@ class ArgvWatcher:
         for pid in os.listdir("/proc"):
             if not pid.isdigit():
                 continue
-            raw = _read(f"/proc/{pid}/cmdline")
+            raw = read_proc(f"/proc/{pid}/cmdline")
             if not raw:
                 continue
             self.observed.processes += 1
