@@ -8,14 +8,13 @@ check shares the one stack."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.utils.fleet import WATCH_INTERVAL, read_proc
+from tests.utils.fleet import ArgvWatcher
 from tests.utils.real_pulumi import kill_run
 from x402db.fleet.stacks import Stacks
 
@@ -38,31 +37,6 @@ class Spec:
     secrets: dict[str, FileSecret] = field(default_factory=dict)
 
 
-class ArgvWatcher(threading.Thread):
-    """Samples every process's command line every few milliseconds, as any local user can."""
-
-    def __init__(self, secret: str):
-        super().__init__(daemon=True)
-        self.secret = secret.encode()
-        self.leaks: set[str] = set()
-        self.seen_secret_set = False  # proof that it samples fast enough to see the short-lived writer
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit():
-                    continue
-                argv = read_proc(f"/proc/{pid}/cmdline")
-                if not argv:
-                    continue
-                if self.secret in argv:
-                    self.leaks.add(argv.replace(self.secret, b"<password>").decode(errors="replace"))
-                if b"\0config\0set\0" in argv and b"\0--secret\0" in argv:
-                    self.seen_secret_set = True
-            time.sleep(WATCH_INTERVAL)  # the lab's: seeing the short-lived writer here proves it fast enough
-
-
 def test_a_stack_configured_deployed_verified_and_recovered_from_a_dead_run(project, target, monkeypatch):
     env = project.env()
     for key in set(os.environ) - set(env):
@@ -75,8 +49,8 @@ def test_a_stack_configured_deployed_verified_and_recovered_from_a_dead_run(proj
     source.chmod(0o600)
     spec = Spec("staging", target.config(), {"password": FileSecret(source)})
 
-    watcher = ArgvWatcher(password)
-    watcher.start()
+    # The lab's watcher: every command line, every WATCH_INTERVAL, as any local user can read them.
+    watcher = ArgvWatcher([password], project.home).start()
     try:
         stacks = Stacks(project.dir)
         assert not stacks.exists("staging")
@@ -133,10 +107,9 @@ def test_a_stack_configured_deployed_verified_and_recovered_from_a_dead_run(proj
         for outcome in (refused, preview, up, recorded, after, locked, cancel, cleared, again):
             assert password not in outcome.output + outcome.summary
     finally:
-        watcher.stop.set()
-        watcher.join()
+        observed = watcher.stop()
         kill_run(project.home)
-    assert watcher.leaks == set(), watcher.leaks
-    assert watcher.seen_secret_set, "the watcher never saw the secret being set: it samples too slowly"
+    assert observed.leaks == [], observed.leaks
+    assert observed.secret_writes, "the watcher never saw the secret being set: it samples too slowly"
     # The Pulumi home holds no selected stack: nothing the user's next bare `pulumi up` would act on.
     assert not (project.home / "workspaces").exists() or not any((project.home / "workspaces").iterdir())

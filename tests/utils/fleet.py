@@ -51,7 +51,7 @@ REWRITE_DOWN = (
 
 # How often the watchers read every command line. The shortest-lived process that could carry a
 # password is a `pulumi config set`, a Go CLI start and the stack's key derivation, well over
-# 100 ms; test_fleet_stacks proves this interval sees it. Every 5 ms, the reads of a whole rollout
+# 100 ms; test_fleet_stacks proves this interval sees it (Observed.secret_writes). Every 5 ms, the reads of a whole rollout
 # cost a third of a core.
 WATCH_INTERVAL = 0.02
 
@@ -93,6 +93,9 @@ class Observed:
     samples: list[frozenset[str]] = field(default_factory=list)  # stacks with a `pulumi up` running
     busy: list[frozenset[str]] = field(default_factory=list)  # stacks with any `pulumi` command running
     leaks: list[str] = field(default_factory=list)  # command lines holding a password (redacted)
+    # samples that caught a `pulumi config set --secret`, the shortest process that could carry a
+    # password: proof that the interval is short enough
+    secret_writes: int = 0
     processes: int = 0  # command lines read, so that a watcher that saw nothing cannot pass
 
     def peak(self, stacks: Iterable[str] | None = None) -> int:
@@ -146,6 +149,8 @@ class ArgvWatcher:
             stack = _stack_of(raw.decode(errors="replace").split("\0")[:-1])
             if stack and self._is_ours(pid, stack):
                 busy.add(stack)
+                if b"\0config\0set\0" in raw and b"\0--secret\0" in raw:
+                    self.observed.secret_writes += 1
                 if b"\0up\0" in raw:
                     running.add(stack)
         self.observed.samples.append(frozenset(running))
